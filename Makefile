@@ -1,0 +1,38 @@
+# Developer entry points. `make demo` and `make test` are the two commands the README opens with;
+# .ci/run calls `make test` too, so CI and developers run the same thing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck crd setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job, runnable on a machine without a cluster.
+demo: $(STAMP)
+	$(BIN)/gocd-ha-operator render -f examples/cold-cluster.yaml
+
+## The whole test suite plus the static checks; exits non-zero on any failure or when no test ran.
+test: $(STAMP) lint typecheck
+	bash .ci/pytest-strict $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Regenerate crds/ from the pydantic model (a test fails when this was forgotten).
+crd: $(STAMP)
+	$(BIN)/gocd-ha-operator crd > crds/gocdhaclusters.gocdha.io.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

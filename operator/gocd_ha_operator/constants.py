@@ -1,0 +1,140 @@
+"""Names, keys, ports and paths that other components depend on.
+
+Everything here is part of the project's contract with its users (labels they select on,
+annotations they write), with the container images (paths and ports the images use) and between
+the operator and the scripts it ships (environment variable names). Changing a value here is a
+breaking change; that is why they live in one place and are ``Final``.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+# --- The custom resource -------------------------------------------------------------------------
+GROUP: Final = "gocdha.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "GoCDHACluster"
+PLURAL: Final = "gocdhaclusters"
+SINGULAR: Final = "gocdhacluster"
+SHORT_NAME: Final = "gocdha"
+CATEGORY: Final = "gocd"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+#: The operator's own name, used as field manager and as ``app.kubernetes.io/managed-by``.
+OPERATOR_NAME: Final = "gocd-ha-operator"
+
+# --- Sides and roles ----------------------------------------------------------------------------
+Side = Literal["a", "b"]
+Role = Literal["primary", "standby"]
+SIDES: Final[tuple[Side, Side]] = ("a", "b")
+ROLE_PRIMARY: Final = "primary"
+ROLE_STANDBY: Final = "standby"
+
+
+def other_side(side: Side) -> Side:
+    """The peer of ``side``: the two halves of a cluster are always ``a`` and ``b``."""
+    return "b" if side == "a" else "a"
+
+
+# --- Labels (owner-independent; applied by ``labels.py``) ----------------------------------------
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_SIDE: Final = f"{GROUP}/side"
+LABEL_ROLE: Final = f"{GROUP}/role"
+
+#: ``app.kubernetes.io/name`` of every child: the application the children make up.
+APP_NAME: Final = "gocd"
+PART_OF: Final = "gocd-ha"
+
+COMPONENT_POSTGRES: Final = "postgres"
+COMPONENT_GOCD: Final = "gocd-server"
+COMPONENT_CREDENTIALS: Final = "credentials"
+COMPONENT_STORAGE: Final = "shared-storage"
+
+#: Selector value that matches no side: a role Service whose role is fenced selects nothing.
+NO_SIDE: Final = "none"
+
+# --- Annotations ----------------------------------------------------------------------------------
+ANNOTATION_PROMOTE: Final = f"{GROUP}/promote"
+ANNOTATION_PROMOTE_FORCE: Final = f"{GROUP}/promote-force"
+FINALIZER: Final = f"{GROUP}/finalizer"
+
+# --- Postgres ------------------------------------------------------------------------------------
+POSTGRES_PORT: Final = 5432
+POSTGRES_UID_DEBIAN: Final = 999
+POSTGRES_UID_ALPINE: Final = 70
+SUPERUSER_NAME: Final = "postgres"
+REPLICATION_USER: Final = "gocdha_replication"
+OPERATOR_DB_USER: Final = "gocdha_operator"
+GOCD_DB_USER: Final = "gocd"
+#: A physical replication slot per standby side: the primary keeps ``gocdha_<standby side>``.
+SLOT_PREFIX: Final = "gocdha_"
+
+# Paths inside the Postgres container.
+PG_DATA_MOUNT: Final = "/var/lib/postgresql/data"
+PGDATA: Final = "/var/lib/postgresql/data/pgdata"
+PG_CONFIG_DIR: Final = "/opt/gocdha/config"
+PG_SECRETS_DIR: Final = "/opt/gocdha/secrets"
+PG_SOCKET_DIR: Final = "/var/run/postgresql"
+SHARED_MOUNT: Final = "/shared"
+WAL_ARCHIVE_SUBDIR: Final = "wal"
+GOCD_MIRROR_SUBDIR: Final = "gocd"
+
+# Keys of the ``<name>-postgres`` ConfigMap.
+CM_POSTGRESQL_CONF: Final = "postgresql.conf"
+CM_PG_HBA_CONF: Final = "pg_hba.conf"
+CM_ENTRYPOINT: Final = "entrypoint.sh"
+CM_ARCHIVE_WAL: Final = "archive-wal.sh"
+CM_RESTORE_WAL: Final = "restore-wal.sh"
+
+
+def cm_role_key(side: Side) -> str:
+    """ConfigMap key holding the role of ``side``; read at container start via ``GOCDHA_ROLE``."""
+    return f"role-{side}"
+
+
+# Environment variables of the instance entrypoint (documented in docs/postgres-instances.md).
+ENV_SIDE: Final = "GOCDHA_SIDE"
+ENV_ROLE: Final = "GOCDHA_ROLE"
+ENV_PEER_HOST: Final = "GOCDHA_PEER_HOST"
+ENV_PEER_PORT: Final = "GOCDHA_PEER_PORT"
+ENV_PORT: Final = "GOCDHA_PORT"
+ENV_ARCHIVE_DIR: Final = "GOCDHA_ARCHIVE_DIR"
+ENV_CONFIG_DIR: Final = "GOCDHA_CONFIG_DIR"
+ENV_SCRIPTS_DIR: Final = "GOCDHA_SCRIPTS_DIR"
+ENV_SOCKET_DIR: Final = "GOCDHA_SOCKET_DIR"
+ENV_PG_BINDIR: Final = "GOCDHA_PG_BINDIR"
+ENV_DATABASE: Final = "GOCDHA_DATABASE"
+ENV_SUPERUSER_PASSWORD_FILE: Final = "GOCDHA_SUPERUSER_PASSWORD_FILE"
+ENV_REPLICATION_PASSWORD_FILE: Final = "GOCDHA_REPLICATION_PASSWORD_FILE"
+ENV_OPERATOR_PASSWORD_FILE: Final = "GOCDHA_OPERATOR_PASSWORD_FILE"
+ENV_GOCD_PASSWORD_FILE: Final = "GOCDHA_GOCD_PASSWORD_FILE"
+
+# --- GoCD server (facts of the official image, see docs/gocd.md) ---------------------------------
+GOCD_HTTP_PORT: Final = 8153
+GOCD_UID: Final = 1000
+GOCD_GID: Final = 0
+GOCD_DATA_DIR: Final = "/godata"
+GOCD_CONFIG_DIR: Final = "/godata/config"
+GOCD_HOME_DIR: Final = "/home/go"
+GOCD_ADDONS_DIR: Final = "/godata/addons"
+GOCD_ARTIFACTS_DIR: Final = "/godata/artifacts"
+GOCD_HEALTH_PATH: Final = "/go/api/v1/health"
+GOCD_BC_DASHBOARD_PATH: Final = "/go/add-on/business-continuity/admin/dashboard.json"
+ENV_GOCD_JVM_OPTS: Final = "GOCD_SERVER_JVM_OPTS"
+ENV_GOCD_JVM_OPTIONS: Final = "GOCD_SERVER_JVM_OPTIONS"
+DB_PROPERTIES_KEY: Final = "db.properties"
+BC_TOKEN_KEY: Final = "business-continuity-token"
+BC_TOKEN_USER: Final = "gocdha"
+#: Cold mode: the sync agent's status port on the primary GoCD pod.
+SYNC_AGENT_PORT: Final = 8155
+SYNC_TOKEN_DIR: Final = "/var/run/gocdha/token"
+
+# --- Operator runtime ------------------------------------------------------------------------------
+ENV_ENDPOINTS: Final = "GOCDHA_ENDPOINTS"
+ENV_OPERATOR_IMAGE: Final = "GOCDHA_OPERATOR_IMAGE"
+DEFAULT_OPERATOR_IMAGE: Final = "ghcr.io/gocd-ha-operator/gocd-ha-operator:0.1.0"

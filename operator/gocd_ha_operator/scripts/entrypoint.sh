@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Placeholder: the Postgres instance scripts are written in a later change.
+echo "entrypoint.sh: not implemented yet" >&2
+exit 1

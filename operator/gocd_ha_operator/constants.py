@@ -134,7 +134,7 @@ BC_TOKEN_USER: Final = "gocdha"
 SYNC_AGENT_PORT: Final = 8155
 SYNC_TOKEN_DIR: Final = "/var/run/gocdha/token"
 
-# --- Operator runtime ------------------------------------------------------------------------------
+# --- Operator runtime ----------------------------------------------------------------------------
 ENV_ENDPOINTS: Final = "GOCDHA_ENDPOINTS"
 ENV_OPERATOR_IMAGE: Final = "GOCDHA_OPERATOR_IMAGE"
 DEFAULT_OPERATOR_IMAGE: Final = "ghcr.io/gocd-ha-operator/gocd-ha-operator:0.1.0"

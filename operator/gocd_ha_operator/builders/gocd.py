@@ -1,0 +1,358 @@
+"""GoCD children: the two servers' volumes, Deployments and Services, and the primary Service.
+
+Warm mode is GoCD's own business-continuity design: the standby server runs with
+``-Dgo.server.mode=standby -Dbc.primary.url=…`` and pulls config and plugins from the primary,
+authenticated by the ``business-continuity-token`` file. Cold mode is for GoCD ≥ 21.3, which
+cannot run against a read-only replica: the standby server is not running, a sync agent beside
+the primary mirrors its files onto the shared volume, and a server restores that mirror in an init
+container when its side becomes primary.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Final
+
+from gocd_ha_operator.builders.common import (
+    HELPER_RESOURCES,
+    BuildInputs,
+    claim_spec,
+    container_security_context,
+    metadata,
+    pod_security_context,
+    resources,
+    service_host,
+)
+from gocd_ha_operator.builders.postgres import SECRET_FILE_MODE, shared_claim_name
+from gocd_ha_operator.constants import (
+    BC_TOKEN_KEY,
+    COMPONENT_GOCD,
+    COMPONENT_STORAGE,
+    DB_PROPERTIES_KEY,
+    ENV_GOCD_JVM_OPTIONS,
+    ENV_GOCD_JVM_OPTS,
+    GOCD_ADDONS_DIR,
+    GOCD_ARTIFACTS_DIR,
+    GOCD_CONFIG_DIR,
+    GOCD_DATA_DIR,
+    GOCD_GID,
+    GOCD_HEALTH_PATH,
+    GOCD_HOME_DIR,
+    GOCD_HTTP_PORT,
+    GOCD_MIRROR_SUBDIR,
+    GOCD_UID,
+    LABEL_SIDE,
+    NO_SIDE,
+    SHARED_MOUNT,
+    SYNC_AGENT_PORT,
+    SYNC_TOKEN_DIR,
+    Side,
+)
+from gocd_ha_operator.labels import selector_labels
+
+#: How often the Cold-mode sync agent mirrors the primary's files.
+SYNC_INTERVAL_SECONDS: Final = 30
+MIRROR_DIR: Final = f"{SHARED_MOUNT}/{GOCD_MIRROR_SUBDIR}"
+
+
+def standby_jvm_options(inputs: BuildInputs) -> list[str]:
+    """The options that make a Warm standby: standby mode and where its primary is (no ``/go``)."""
+    primary_service = inputs.names.gocd_side_service(inputs.topology.primary)
+    url = f"http://{service_host(inputs, primary_service)}:{GOCD_HTTP_PORT}"
+    return ["-Dgo.server.mode=standby", f"-Dbc.primary.url={url}"]
+
+
+def gocd_jvm_options(inputs: BuildInputs, side: Side) -> str:
+    """The JVM options string of a server. The image ``eval``s it, so every option is quoted."""
+    gocd = inputs.cluster.spec.gocd
+    options = list(gocd.jvm_options)
+    if gocd.effective_standby_mode == "Warm" and inputs.topology.role(side) == "standby":
+        options += standby_jvm_options(inputs)
+    return shlex.join(options)
+
+
+def gocd_replicas(inputs: BuildInputs, side: Side) -> int:
+    """One server per running side, except a Cold standby, which is stopped by design."""
+    topology = inputs.topology
+    if not topology.running(side):
+        return 0
+    if (
+        topology.role(side) == "standby"
+        and inputs.cluster.spec.gocd.effective_standby_mode == "Cold"
+    ):
+        return 0
+    return 1
+
+
+def _token_volume(inputs: BuildInputs) -> dict[str, Any]:
+    ref = inputs.cluster.spec.gocd.business_continuity.token_secret_ref
+    secret, key = (ref.name, ref.key) if ref else (inputs.names.bc_token_secret, BC_TOKEN_KEY)
+    return {
+        "name": "bc-token",
+        "secret": {
+            "secretName": secret,
+            "items": [{"key": key, "path": BC_TOKEN_KEY}],
+            "defaultMode": SECRET_FILE_MODE,
+        },
+    }
+
+
+def _http_probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": GOCD_HEALTH_PATH, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _helper_container(
+    inputs: BuildInputs, name: str, args: list[str], mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A container running one of this project's own commands from the operator image."""
+    return {
+        "name": name,
+        "image": inputs.operator_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["gocd-ha-operator", *args],
+        "resources": HELPER_RESOURCES,
+        "securityContext": container_security_context(read_only_root=True),
+        "volumeMounts": mounts,
+    }
+
+
+def build_gocd_deployment(inputs: BuildInputs, side: Side) -> dict[str, Any]:
+    names = inputs.names
+    gocd = inputs.cluster.spec.gocd
+    mode = gocd.effective_standby_mode
+    role = inputs.topology.role(side)
+    name = names.gocd_deployment(side)
+    godata = {"name": "godata", "mountPath": GOCD_DATA_DIR, "subPath": "godata"}
+    jvm = gocd_jvm_options(inputs, side)
+
+    server_mounts: list[dict[str, Any]] = [
+        godata,
+        {"name": "godata", "mountPath": GOCD_HOME_DIR, "subPath": "homego"},
+        {
+            "name": "db-properties",
+            "mountPath": f"{GOCD_CONFIG_DIR}/{DB_PROPERTIES_KEY}",
+            "subPath": DB_PROPERTIES_KEY,
+            "readOnly": True,
+        },
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "godata", "persistentVolumeClaim": {"claimName": names.gocd_pvc(side)}},
+        {
+            "name": "db-properties",
+            "secret": {
+                "secretName": names.gocd_db_properties_secret(side),
+                "defaultMode": SECRET_FILE_MODE,
+            },
+        },
+        _token_volume(inputs),
+    ]
+    init_containers: list[dict[str, Any]] = []
+    sidecars: list[dict[str, Any]] = []
+    ports = [{"name": "http", "containerPort": GOCD_HTTP_PORT, "protocol": "TCP"}]
+
+    if mode == "Warm":
+        server_mounts.append(
+            {
+                "name": "bc-token",
+                "mountPath": f"{GOCD_CONFIG_DIR}/{BC_TOKEN_KEY}",
+                "subPath": BC_TOKEN_KEY,
+                "readOnly": True,
+            }
+        )
+        addon = gocd.business_continuity.addon
+        if addon is not None:
+            init_containers.append(
+                _helper_container(
+                    inputs,
+                    "install-addon",
+                    [
+                        "install-addon",
+                        "--url",
+                        addon.url,
+                        "--sha256",
+                        addon.sha256,
+                        "--target",
+                        GOCD_ADDONS_DIR,
+                    ],
+                    [godata, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                )
+            )
+            volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}})
+    else:
+        volumes.append(
+            {"name": "shared", "persistentVolumeClaim": {"claimName": shared_claim_name(inputs)}}
+        )
+        if role == "primary":
+            init_containers.append(
+                _helper_container(
+                    inputs,
+                    "restore",
+                    ["restore", "--source", MIRROR_DIR, "--target", GOCD_DATA_DIR, "--side", side],
+                    [godata, {"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}],
+                )
+            )
+            agent = _helper_container(
+                inputs,
+                "sync-agent",
+                [
+                    "sync-agent",
+                    "--source",
+                    GOCD_DATA_DIR,
+                    "--target",
+                    MIRROR_DIR,
+                    "--token-file",
+                    f"{SYNC_TOKEN_DIR}/{BC_TOKEN_KEY}",
+                    "--listen",
+                    f"0.0.0.0:{SYNC_AGENT_PORT}",
+                    "--interval",
+                    str(SYNC_INTERVAL_SECONDS),
+                    "--side",
+                    side,
+                ],
+                [
+                    {**godata, "readOnly": True},
+                    {"name": "shared", "mountPath": SHARED_MOUNT},
+                    {"name": "bc-token", "mountPath": SYNC_TOKEN_DIR, "readOnly": True},
+                ],
+            )
+            agent["ports"] = [
+                {"name": "sync-status", "containerPort": SYNC_AGENT_PORT, "protocol": "TCP"}
+            ]
+            agent["readinessProbe"] = {
+                "tcpSocket": {"port": "sync-status"},
+                "periodSeconds": 10,
+                "failureThreshold": 3,
+            }
+            sidecars.append(agent)
+
+    artifacts = gocd.artifacts
+    if artifacts is not None:
+        claim = artifacts.existing_claim or names.artifacts_pvc
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}})
+        server_mounts.append({"name": "artifacts", "mountPath": GOCD_ARTIFACTS_DIR})
+
+    server = {
+        "name": "gocd-server",
+        "image": gocd.image,
+        "imagePullPolicy": "IfNotPresent",
+        # The image reads GOCD_SERVER_JVM_OPTS; GoCD's business-continuity docs name
+        # GOCD_SERVER_JVM_OPTIONS. Both carry the same value so either reading is right.
+        "env": [
+            {"name": ENV_GOCD_JVM_OPTS, "value": jvm},
+            {"name": ENV_GOCD_JVM_OPTIONS, "value": jvm},
+        ],
+        "ports": ports,
+        # GoCD migrates its database on first start: allow it ten minutes before liveness counts.
+        "startupProbe": _http_probe(period=10, failures=60),
+        "readinessProbe": _http_probe(period=10, failures=3),
+        "livenessProbe": _http_probe(period=15, failures=10),
+        "resources": resources(gocd.resources),
+        # The image rewrites its wrapper configuration under /go-server at every start, so its
+        # root filesystem cannot be read-only.
+        "securityContext": container_security_context(read_only_root=False),
+        "volumeMounts": server_mounts,
+    }
+    pod_meta = metadata(inputs, name, COMPONENT_GOCD, side=side)
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 120,
+        "securityContext": pod_security_context(GOCD_UID, GOCD_GID),
+        "containers": [server, *sidecars],
+        "volumes": volumes,
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(inputs, name, COMPONENT_GOCD, side=side, role=role),
+        "spec": {
+            "replicas": gocd_replicas(inputs, side),
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector_labels(inputs.cluster.name, COMPONENT_GOCD, side)},
+            "template": {"metadata": {"labels": pod_meta["labels"]}, "spec": pod_spec},
+        },
+    }
+
+
+def build_gocd_pvc(inputs: BuildInputs, side: Side) -> dict[str, Any]:
+    storage = inputs.cluster.spec.gocd.storage
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(inputs, inputs.names.gocd_pvc(side), COMPONENT_GOCD, side=side),
+        "spec": claim_spec(storage.size, storage.storage_class_name, "ReadWriteOnce"),
+    }
+
+
+def build_artifacts_pvc(inputs: BuildInputs) -> dict[str, Any] | None:
+    artifacts = inputs.cluster.spec.gocd.artifacts
+    if artifacts is None or artifacts.existing_claim is not None or artifacts.size is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(inputs, inputs.names.artifacts_pvc, COMPONENT_STORAGE),
+        "spec": claim_spec(artifacts.size, artifacts.storage_class_name, "ReadWriteMany"),
+    }
+
+
+def build_gocd_side_service(inputs: BuildInputs, side: Side) -> dict[str, Any]:
+    """One Service per server: the Warm standby's ``bc.primary.url`` and the operator's health
+    checks go through it, so it also publishes a server that is running but not ready."""
+    ports = [{"name": "http", "port": GOCD_HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
+    if inputs.cluster.spec.gocd.effective_standby_mode == "Cold":
+        ports.append(
+            {
+                "name": "sync-status",
+                "port": SYNC_AGENT_PORT,
+                "targetPort": "sync-status",
+                "protocol": "TCP",
+            }
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(
+            inputs, inputs.names.gocd_side_service(side), COMPONENT_GOCD, side=side
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(inputs.cluster.name, COMPONENT_GOCD, side),
+            "publishNotReadyAddresses": True,
+            "ports": ports,
+        },
+    }
+
+
+def build_gocd_service(inputs: BuildInputs) -> dict[str, Any]:
+    """``<name>-gocd``: the stable address of the primary server for users and agents. Its IP never
+    changes; a promotion only moves its selector. While the primary is fenced it selects nothing."""
+    topology = inputs.topology
+    service = inputs.cluster.spec.gocd.service
+    selector = selector_labels(inputs.cluster.name, COMPONENT_GOCD)
+    selector[LABEL_SIDE] = topology.primary if topology.running(topology.primary) else NO_SIDE
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(
+            inputs,
+            inputs.names.gocd_service,
+            COMPONENT_GOCD,
+            role="primary",
+            annotations=service.annotations,
+        ),
+        "spec": {
+            "type": service.type,
+            "selector": selector,
+            "ports": [
+                {"name": "http", "port": GOCD_HTTP_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }

@@ -1,0 +1,826 @@
+"""The ``GoCDHACluster`` resource as pydantic models: the single source of truth of the API.
+
+The CRD in ``crds/`` is generated from these classes (``gocd-ha-operator crd``), so field names,
+defaults, descriptions, enums and patterns are written once, here. Python attributes are
+snake_case; the wire format is the Kubernetes camelCase (``alias_generator``).
+
+Validation happens in two layers, both reported through :class:`SpecError`:
+
+1. pydantic: types, ranges, patterns, unknown fields;
+2. :func:`cross_field_problems`: rules that need several fields or the image version (the standby
+   mode against the GoCD version, the shared volume's alternatives, owned Postgres parameters).
+
+No credential is ever a plain field: passwords and tokens are generated into Secrets or referenced
+through a ``SecretKeySelector``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from gocd_ha_operator import pgconfig
+from gocd_ha_operator.constants import API_VERSION, KIND, Side
+from gocd_ha_operator.versions import (
+    FIRST_BUILTIN_BC_VERSION,
+    FIRST_START_IN_MAINTENANCE_VERSION,
+    FIRST_TOKEN_BC_VERSION,
+    LAST_WARM_VERSION,
+    SUPPORTED_POSTGRES_MAJORS,
+    GoCDVersion,
+    parse_gocd_version,
+    parse_postgres_major,
+)
+
+StandbyMode = Literal["Warm", "Cold"]
+FailoverMode = Literal["Manual", "Automatic"]
+RejoinMode = Literal["Automatic", "Manual"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+PromotionType = Literal["Switchover", "Failover"]
+
+#: Longest resource name: children append up to 16 characters (``-postgres-replication``), Service
+#: names must be DNS-1035 labels (63), and StatefulSet pods add a revision hash to a label.
+MAX_NAME_LENGTH: Final = 40
+DNS1035_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+QUANTITY: Final = (
+    r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$"
+)
+RESOURCE_NAMES: Final = frozenset({"cpu", "memory", "ephemeral-storage"})
+#: JVM options the operator sets itself; a user value would fight the promotion protocol.
+OWNED_JVM_OPTIONS: Final = (
+    "-Dgo.server.mode",
+    "-Dbc.primary.url",
+    "-Dgocd.server.start.in.maintenance.mode",
+)
+RESERVED_DATABASES: Final = frozenset({"postgres", "template0", "template1"})
+
+
+def _quantity_to_str(value: object) -> object:
+    """YAML turns ``cpu: 1`` into an int; Kubernetes quantities are strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_to_str),
+    Field(pattern=QUANTITY),
+    WithJsonSchema(
+        {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
+    ),
+]
+StorageSize = Annotated[
+    str, Field(pattern=QUANTITY, description="A Kubernetes quantity, e.g. 20Gi.")
+]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, unknown fields refused, assignment validated."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    def to_api(self) -> dict[str, Any]:
+        """The object as the API shows it: camelCase, JSON types, unset fields omitted."""
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+class StatusModel(ApiModel):
+    """Status is written by the operator; fields an older or newer operator wrote are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- Spec ----------------------------------------------------------------------------------------
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the resource's namespace."""
+
+    name: str = Field(pattern=DNS1123_SUBDOMAIN, max_length=253, description="Secret name.")
+    key: str = Field(
+        pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="Key within the Secret."
+    )
+
+
+class AddonSource(ApiModel):
+    """Where to fetch the business-continuity add-on jar (GoCD ≤ 20.5 only)."""
+
+    url: str = Field(pattern=r"^https?://\S+$", description="http(s) URL of the add-on jar.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Lower-case hex SHA-256 of the jar; a mismatch stops the server from starting.",
+    )
+
+
+class BusinessContinuitySpec(ApiModel):
+    """GoCD's business-continuity feature (Warm standby mode)."""
+
+    token_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description=(
+            "Secret key holding the business-continuity-token file (one 'user = password' line). "
+            "Generated into <name>-bc-token when absent."
+        ),
+    )
+    addon: AddonSource | None = Field(
+        default=None,
+        description="The add-on jar for GoCD ≤ 20.5; from 20.6 the feature is built into GoCD.",
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for a container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources.")
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _known_resource_names(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - RESOURCE_NAMES)
+        if unknown:
+            allowed = ", ".join(sorted(RESOURCE_NAMES))
+            raise ValueError(f"unknown resource {', '.join(unknown)} (allowed: {allowed})")
+        return value
+
+
+def _resources(requests: dict[str, str], limits: dict[str, str]) -> ResourceRequirements:
+    return ResourceRequirements(requests=requests, limits=limits)
+
+
+#: CEL: the storage class of an existing claim cannot change (it may be named where it was not).
+STORAGE_CLASS_IMMUTABLE: Final = {
+    "rule": "!has(oldSelf.storageClassName) || "
+    "(has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)",
+    "message": "storageClassName is immutable",
+}
+#: CEL: the same for a shared volume, which may switch to an existing claim instead.
+SHARED_STORAGE_CLASS_IMMUTABLE: Final = {
+    "rule": "has(self.existingClaim) || !has(oldSelf.storageClassName) || "
+    "(has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)",
+    "message": "storageClassName is immutable (set existingClaim to move to another volume)",
+}
+
+
+class VolumeSpec(ApiModel):
+    """A ReadWriteOnce volume claim of one instance."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [STORAGE_CLASS_IMMUTABLE]}
+    )
+
+    size: StorageSize = Field(description="Requested size, e.g. 20Gi.")
+    storage_class_name: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        description="StorageClass of the claim; the cluster default when absent.",
+    )
+
+
+class SharedVolumeSpec(ApiModel):
+    """A ReadWriteMany volume: either an existing claim, or a size with a storage class."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.existingClaim) ? !has(self.size) && "
+                    "!has(self.storageClassName) : has(self.size) && has(self.storageClassName)",
+                    "message": "set either existingClaim, or both size and storageClassName",
+                },
+                SHARED_STORAGE_CLASS_IMMUTABLE,
+            ]
+        }
+    )
+
+    size: StorageSize | None = Field(default=None, description="Size of the claim to create.")
+    storage_class_name: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        description="StorageClass that provides ReadWriteMany volumes (e.g. an NFS class).",
+    )
+    existing_claim: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        max_length=253,
+        description="Use this existing ReadWriteMany claim instead of creating one.",
+    )
+
+
+class ServiceSpec(ApiModel):
+    """The Service users and agents reach the primary GoCD server through."""
+
+    type: ServiceType = Field(default="ClusterIP", description="Service type.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations for the Service (e.g. load balancer)."
+    )
+
+
+class GoCDSpec(ApiModel):
+    """The two GoCD servers."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.businessContinuity) || "
+                    "!has(self.businessContinuity.addon) || "
+                    "!has(self.standbyMode) || self.standbyMode == 'Warm'",
+                    "message": "businessContinuity.addon is only used with standbyMode Warm",
+                }
+            ]
+        }
+    )
+
+    image: str = Field(
+        default="gocd/gocd-server:v26.1.0",
+        pattern=r"^\S+$",
+        description=(
+            "GoCD server image. The tag's version (v21.2.0, 21.2.0, v26.1.0-1234) picks the "
+            "standby mode; a digest or a tag without a version needs standbyMode."
+        ),
+    )
+    standby_mode: StandbyMode | None = Field(
+        default=None,
+        description=(
+            "Warm: the standby server runs and syncs through GoCD's business-continuity feature "
+            "(GoCD 18.8-21.2). Cold: the standby server is stopped and restores a mirror of the "
+            "primary's files when promoted (any GoCD). Default: Warm up to 21.2, Cold above."
+        ),
+    )
+    business_continuity: BusinessContinuitySpec = Field(
+        default_factory=BusinessContinuitySpec,
+        description="Warm mode settings: token and (GoCD ≤ 20.5) the add-on jar.",
+    )
+    jvm_options: list[str] = Field(
+        default_factory=list,
+        description="Extra JVM options for both servers, e.g. -Xmx2g.",
+    )
+    start_promoted_in_maintenance_mode: bool = Field(
+        default=False,
+        description="Start a promoted server in maintenance mode (GoCD ≥ 20.9).",
+    )
+    storage: VolumeSpec = Field(
+        default_factory=lambda: VolumeSpec(size="10Gi"),
+        description="The /godata volume of each server.",
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=lambda: _resources(
+            {"cpu": "500m", "memory": "1Gi"}, {"cpu": "2", "memory": "2Gi"}
+        ),
+        description="Resources of each GoCD server container.",
+    )
+    service: ServiceSpec = Field(
+        default_factory=ServiceSpec, description="The <name>-gocd Service."
+    )
+    artifacts: SharedVolumeSpec | None = Field(
+        default=None,
+        description=(
+            "Optional ReadWriteMany volume mounted at /godata/artifacts on both servers; "
+            "artifacts are not synced otherwise."
+        ),
+    )
+
+    @field_validator("jvm_options")
+    @classmethod
+    def _jvm_options(cls, value: list[str]) -> list[str]:
+        for index, option in enumerate(value):
+            if not option.startswith("-"):
+                raise ValueError(
+                    f"item {index} ({option!r}) is not a JVM option (must start with -)"
+                )
+            for owned in OWNED_JVM_OPTIONS:
+                if option == owned or option.startswith(owned + "="):
+                    raise ValueError(
+                        f"item {index} sets {owned}, which the operator manages for promotion"
+                    )
+        return value
+
+    @property
+    def version(self) -> GoCDVersion | None:
+        return parse_gocd_version(self.image)
+
+    @property
+    def effective_standby_mode(self) -> StandbyMode:
+        """The standby mode in force: explicit, or derived from the image version."""
+        if self.standby_mode is not None:
+            return self.standby_mode
+        version = self.version
+        if version is None:
+            raise ValueError("standbyMode cannot be derived from the image tag")
+        return "Warm" if version <= LAST_WARM_VERSION else "Cold"
+
+
+class PostgresSpec(ApiModel):
+    """The two Postgres instances."""
+
+    image: str = Field(
+        default="postgres:17",
+        pattern=r"^\S+$",
+        description="Official postgres image, PostgreSQL 13-17 (Debian or Alpine flavour).",
+    )
+    database: str = Field(
+        default="gocd",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Name of GoCD's database. Immutable.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "database is immutable"}
+            ]
+        },
+    )
+    storage: VolumeSpec = Field(
+        default_factory=lambda: VolumeSpec(size="20Gi"),
+        description="The data volume of each instance. Immutable (StatefulSet volume template).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self == oldSelf",
+                    "message": "postgres.storage is immutable: a StatefulSet's volume claim "
+                    "template cannot change (resize the claims data-<name>-pg-a-0/-b-0 directly)",
+                }
+            ]
+        },
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=lambda: _resources(
+            {"cpu": "250m", "memory": "256Mi"}, {"cpu": "1", "memory": "1Gi"}
+        ),
+        description="Resources of each Postgres container.",
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra postgresql.conf settings. Settings the operator owns (replication, archiving, "
+            "listen address, authentication) are refused."
+        ),
+    )
+    synchronous: bool = Field(
+        default=False,
+        description=(
+            "Synchronous replication: a commit waits for the standby, so a failover loses "
+            "nothing, but writes stop while the standby is down."
+        ),
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_DATABASES:
+            raise ValueError(f"{value!r} is reserved by PostgreSQL; choose another name")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", key):
+                raise ValueError(f"{key!r} is not a postgresql.conf parameter name")
+        owned = sorted(set(value) & pgconfig.OWNED_PARAMETERS)
+        if owned:
+            verb = "is" if len(owned) == 1 else "are"
+            raise ValueError(
+                f"{', '.join(owned)} {verb} managed by the operator and cannot be set here"
+            )
+        return value
+
+    @property
+    def major_version(self) -> int | None:
+        return parse_postgres_major(self.image)
+
+
+class FailoverSpec(ApiModel):
+    """When the standby is promoted without a person."""
+
+    mode: FailoverMode = Field(
+        default="Manual",
+        description="Manual: promote only on the gocdha.io/promote annotation. Automatic: also "
+        "when the primary has been unavailable for primaryUnavailableSeconds.",
+    )
+    primary_unavailable_seconds: int = Field(
+        default=60,
+        ge=10,
+        le=3600,
+        description="How long the primary must be unavailable before an automatic failover.",
+    )
+    max_lag_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=0,
+        description="No failover (automatic, or annotated without promote-force) when the "
+        "standby's last observed lag exceeds this many bytes of WAL.",
+    )
+    rejoin: RejoinMode = Field(
+        default="Automatic",
+        description="Automatic: the old primary comes back as a standby of the new one "
+        "(pg_rewind or a fresh copy). Manual: it stays stopped until a person acts.",
+    )
+    cooldown_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="No automatic failover within this many seconds after a promotion.",
+    )
+
+
+class GoCDHAClusterSpec(ApiModel):
+    """A GoCD server with a replicated standby."""
+
+    gocd: GoCDSpec = Field(default_factory=GoCDSpec, description="The GoCD servers.")
+    postgres: PostgresSpec = Field(
+        default_factory=PostgresSpec, description="The Postgres instances."
+    )
+    shared_storage: SharedVolumeSpec = Field(
+        description=(
+            "ReadWriteMany volume shared by both sides: wal/ holds the WAL archive, gocd/ the "
+            "mirror of the primary GoCD server's files."
+        ),
+    )
+    failover: FailoverSpec = Field(
+        default_factory=FailoverSpec, description="Automatic failover and rejoin."
+    )
+
+
+# --- Status --------------------------------------------------------------------------------------
+
+
+class Condition(StatusModel):
+    """A ``metav1.Condition``."""
+
+    type: str = Field(description="Condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the condition was computed for."
+    )
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", description="CamelCase."
+    )
+    message: str = Field(default="", description="Human-readable detail.")
+
+
+class PostgresInstanceStatus(StatusModel):
+    reachable: bool | None = Field(default=None, description="The operator could connect.")
+    in_recovery: bool | None = Field(default=None, description="Running as a standby.")
+    timeline: int | None = Field(default=None, description="Current timeline ID.")
+    lsn: str | None = Field(default=None, description="Current (primary) or replayed LSN.")
+    message: str | None = Field(default=None, description="Why it is not reachable.")
+
+
+class GoCDServerStatus(StatusModel):
+    replicas: int | None = Field(default=None, description="Desired replicas of the Deployment.")
+    healthy: bool | None = Field(default=None, description="/go/api/v1/health answered OK.")
+    mode: str | None = Field(default=None, description="primary, standby or stopped.")
+    message: str | None = Field(default=None, description="Detail of the last health check.")
+
+
+class SideStatus(StatusModel):
+    role: Literal["primary", "standby"] | None = Field(default=None, description="Role now.")
+    postgres: PostgresInstanceStatus = Field(default_factory=PostgresInstanceStatus)
+    gocd: GoCDServerStatus = Field(default_factory=GoCDServerStatus)
+
+
+class SidesStatus(StatusModel):
+    a: SideStatus | None = Field(default=None, description="Side a.")
+    b: SideStatus | None = Field(default=None, description="Side b.")
+
+
+class ReplicationStatus(StatusModel):
+    state: str | None = Field(
+        default=None, description="Streaming, Catchup, Archive, Disconnected or Unknown."
+    )
+    lag_bytes: int | None = Field(default=None, description="WAL bytes not yet replayed.")
+    lag_seconds: float | None = Field(default=None, description="Replay delay in seconds.")
+    slot_active: bool | None = Field(default=None, description="The standby's slot is in use.")
+    slot_wal_status: str | None = Field(default=None, description="reserved, extended, …, lost.")
+    last_archived_wal: str | None = Field(default=None, description="Last WAL file archived.")
+    last_archived_time: str | None = Field(default=None, description="When it was archived.")
+    archive_failures: int | None = Field(default=None, description="Failed archive attempts.")
+    last_failed_wal: str | None = Field(default=None, description="Last WAL that failed.")
+    observed_time: str | None = Field(default=None, description="When this was observed.")
+
+
+class SyncedFile(StatusModel):
+    name: str
+    primary_checksum: str | None = None
+    standby_checksum: str | None = None
+    in_sync: bool = False
+
+
+class ConfigSyncStatus(StatusModel):
+    mode: StandbyMode | None = Field(default=None, description="Warm or Cold.")
+    source: str | None = Field(default=None, description="Where the operator read this.")
+    setup_status: str | None = Field(default=None, description="success or incomplete.")
+    last_sync_time: str | None = Field(default=None, description="Last successful sync.")
+    primary_update_time: str | None = Field(default=None, description="Last change on primary.")
+    files: list[SyncedFile] = Field(default_factory=list, description="Per-file checksums.")
+    errors: list[str] = Field(default_factory=list, description="Recent sync errors.")
+    synced: bool | None = Field(default=None, description="Files equal and last sync recent.")
+    reason: str | None = Field(default=None, description="CamelCase summary.")
+    message: str | None = Field(default=None, description="Human-readable summary.")
+
+
+class PromotionStatus(StatusModel):
+    token: str | None = Field(default=None, description="The gocdha.io/promote value handled.")
+    force: bool = Field(default=False, description="gocdha.io/promote-force was given.")
+    trigger: Literal["Annotation", "Automatic"] | None = Field(default=None)
+    type: PromotionType | None = Field(default=None, description="Switchover or Failover.")
+    step: str | None = Field(default=None, description="Current or last step.")
+    from_side: Side | None = Field(default=None, description="Old primary.")
+    to_side: Side | None = Field(default=None, description="New primary.")
+    started_at: str | None = None
+    finished_at: str | None = None
+    result: Literal["InProgress", "Succeeded", "Failed", "Refused"] | None = None
+    message: str | None = None
+    lsn: str | None = Field(default=None, description="Old primary's last LSN (switchover).")
+    rpo_bytes: int | None = Field(default=None, description="WAL bytes lost (0 = none).")
+
+
+class GoCDHAClusterStatus(StatusModel):
+    observed_generation: int | None = Field(default=None, description="Last generation handled.")
+    primary: Side | None = Field(default=None, description="The side that is primary now.")
+    standby: Side | None = Field(default=None, description="The side that is standby now.")
+    standby_mode: StandbyMode | None = Field(default=None, description="Standby mode in force.")
+    gocd_version: str | None = Field(default=None, description="GoCD version from the image.")
+    sides: SidesStatus = Field(default_factory=SidesStatus)
+    replication: ReplicationStatus = Field(default_factory=ReplicationStatus)
+    config_sync: ConfigSyncStatus = Field(default_factory=ConfigSyncStatus)
+    promotion: PromotionStatus = Field(default_factory=PromotionStatus)
+    history: list[PromotionStatus] = Field(
+        default_factory=list, max_length=20, description="Recent promotions, newest first."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+# --- The whole object ----------------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads; everything else is kept but not interpreted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=DNS1035_LABEL, max_length=MAX_NAME_LENGTH)
+    namespace: str = Field(default="default", pattern=DNS1035_LABEL, max_length=63)
+    uid: str | None = None
+    generation: int | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class GoCDHACluster(BaseModel):
+    """A parsed ``GoCDHACluster`` object."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: Literal["gocdha.io/v1alpha1"] = "gocdha.io/v1alpha1"
+    kind: Literal["GoCDHACluster"] = "GoCDHACluster"
+    metadata: ObjectMeta
+    spec: GoCDHAClusterSpec
+    status: GoCDHAClusterStatus = Field(default_factory=GoCDHAClusterStatus)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+
+# --- Parsing and readable errors ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a resource: the field path and what is allowed."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SpecError(ValueError):
+    """The resource is invalid. ``problems`` has one entry per problem, each naming its field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _alias_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str] | None:
+    """camelCase field names allowed at ``loc`` (the parent of an unknown field), if known."""
+    current: Any = model
+    for item in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        if not isinstance(item, str) or item not in fields:
+            return None
+        current = _model_of(fields[item].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return None
+
+
+def _model_of(annotation: Any) -> Any:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _problem_from_pydantic(error: Any) -> Problem:
+    loc = tuple(error["loc"])
+    path = _alias_path(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(GoCDHACluster, loc[:-1])
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return Problem(path, f"unknown field{hint}")
+    if kind == "missing":
+        return Problem(path, "required field is missing")
+    if kind == "string_pattern_mismatch":
+        pattern = error.get("ctx", {}).get("pattern", "")
+        return Problem(path, f"{error['input']!r} does not match {pattern}")
+    message = error["msg"]
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return Problem(path, message)
+
+
+def cross_field_problems(cluster: GoCDHACluster) -> list[Problem]:
+    """Rules that involve several fields or the image versions."""
+    problems: list[Problem] = []
+    spec = cluster.spec
+    gocd = spec.gocd
+    version = gocd.version
+    mode_path = "spec.gocd.standbyMode"
+
+    if gocd.standby_mode is None and version is None:
+        problems.append(
+            Problem(
+                mode_path,
+                f"required because the image {gocd.image!r} has no version tag "
+                "(set Warm for GoCD 18.8-21.2 or Cold for any GoCD)",
+            )
+        )
+    if gocd.standby_mode == "Warm" and version is not None:
+        if version > LAST_WARM_VERSION:
+            problems.append(
+                Problem(
+                    mode_path,
+                    f"Warm is not possible with GoCD {version}: the business-continuity feature "
+                    "was disabled in GoCD 21.3.0 and removed in 23.1.0; use Cold",
+                )
+            )
+        elif version < FIRST_TOKEN_BC_VERSION:
+            problems.append(
+                Problem(
+                    mode_path,
+                    f"Warm needs GoCD 18.8.0 or newer (token authentication); image is {version}",
+                )
+            )
+    bc = gocd.business_continuity
+    warm = gocd.standby_mode == "Warm" or (
+        gocd.standby_mode is None and version is not None and version <= LAST_WARM_VERSION
+    )
+    if bc.addon is not None and not warm:
+        problems.append(
+            Problem("spec.gocd.businessContinuity.addon", "only used in Warm standby mode")
+        )
+    if bc.addon is not None and version is not None and version >= FIRST_BUILTIN_BC_VERSION:
+        problems.append(
+            Problem(
+                "spec.gocd.businessContinuity.addon",
+                f"GoCD {version} has the feature built in and loads no add-ons (≤ 20.5 only)",
+            )
+        )
+    if (
+        warm
+        and bc.addon is None
+        and version is not None
+        and FIRST_TOKEN_BC_VERSION <= version < FIRST_BUILTIN_BC_VERSION
+    ):
+        problems.append(
+            Problem(
+                "spec.gocd.businessContinuity.addon",
+                f"required for Warm mode with GoCD {version} (≤ 20.5 needs the add-on jar)",
+            )
+        )
+    if (
+        gocd.start_promoted_in_maintenance_mode
+        and version is not None
+        and version < FIRST_START_IN_MAINTENANCE_VERSION
+    ):
+        problems.append(
+            Problem(
+                "spec.gocd.startPromotedInMaintenanceMode",
+                f"needs GoCD 20.9.0 or newer; image is {version}",
+            )
+        )
+
+    major = spec.postgres.major_version
+    if major is not None and major not in SUPPORTED_POSTGRES_MAJORS:
+        problems.append(
+            Problem(
+                "spec.postgres.image",
+                f"PostgreSQL {major} is not supported (supported: 13-17)",
+            )
+        )
+
+    problems += _shared_volume_problems(spec.shared_storage, "spec.sharedStorage")
+    if gocd.artifacts is not None:
+        problems += _shared_volume_problems(gocd.artifacts, "spec.gocd.artifacts")
+    return problems
+
+
+def _shared_volume_problems(volume: SharedVolumeSpec, path: str) -> list[Problem]:
+    if volume.existing_claim is not None:
+        extra = [
+            name
+            for name, value in (
+                ("size", volume.size),
+                ("storageClassName", volume.storage_class_name),
+            )
+            if value is not None
+        ]
+        if extra:
+            return [
+                Problem(
+                    f"{path}.existingClaim",
+                    f"cannot be combined with {' and '.join(extra)}: "
+                    "either use an existing claim or have one created",
+                )
+            ]
+        return []
+    problems = []
+    if volume.size is None:
+        problems.append(Problem(f"{path}.size", "required unless existingClaim is set"))
+    if volume.storage_class_name is None:
+        problems.append(
+            Problem(
+                f"{path}.storageClassName",
+                "required unless existingClaim is set: name a StorageClass that provides "
+                "ReadWriteMany volumes",
+            )
+        )
+    return problems
+
+
+def parse_cluster(body: Mapping[str, Any]) -> GoCDHACluster:
+    """Parse a ``GoCDHACluster`` object (as from the API or a file) or raise :class:`SpecError`."""
+    if not isinstance(body, Mapping):
+        raise SpecError([Problem("(document)", "must be a mapping (a Kubernetes object)")])
+    head: list[Problem] = []
+    if body.get("apiVersion") != API_VERSION:
+        head.append(Problem("apiVersion", f"must be {API_VERSION}"))
+    if body.get("kind") != KIND:
+        head.append(Problem("kind", f"must be {KIND}"))
+    if head:
+        raise SpecError(head)
+    try:
+        cluster = GoCDHACluster.model_validate(dict(body))
+    except ValidationError as exc:
+        raise SpecError([_problem_from_pydantic(e) for e in exc.errors()]) from None
+    problems = cross_field_problems(cluster)
+    if problems:
+        raise SpecError(problems)
+    return cluster

@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 from gocd_ha_operator import pgconfig
 from gocd_ha_operator.constants import API_VERSION, KIND, Side
@@ -172,13 +173,13 @@ def _resources(requests: dict[str, str], limits: dict[str, str]) -> ResourceRequ
 
 
 #: CEL: the storage class of an existing claim cannot change (it may be named where it was not).
-STORAGE_CLASS_IMMUTABLE: Final = {
+STORAGE_CLASS_IMMUTABLE: Final[JsonDict] = {
     "rule": "!has(oldSelf.storageClassName) || "
     "(has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)",
     "message": "storageClassName is immutable",
 }
 #: CEL: the same for a shared volume, which may switch to an existing claim instead.
-SHARED_STORAGE_CLASS_IMMUTABLE: Final = {
+SHARED_STORAGE_CLASS_IMMUTABLE: Final[JsonDict] = {
     "rule": "has(self.existingClaim) || !has(oldSelf.storageClassName) || "
     "(has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)",
     "message": "storageClassName is immutable (set existingClaim to move to another volume)",

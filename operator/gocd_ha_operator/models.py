@@ -31,7 +31,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic.json_schema import JsonDict
+from pydantic.config import JsonDict
 
 from gocd_ha_operator import pgconfig
 from gocd_ha_operator.constants import API_VERSION, KIND, Side

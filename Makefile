@@ -30,9 +30,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Regenerate crds/ from the pydantic model (a test fails when this was forgotten).
+## Regenerate crds/ and docs/api-reference.md from the pydantic model (a test fails when forgotten).
 crd: $(STAMP)
-	$(BIN)/gocd-ha-operator crd > crds/gocdhaclusters.gocdha.io.yaml
+	$(BIN)/gocd-ha-operator crd -o crds/gocdhaclusters.gocdha.io.yaml
+	$(BIN)/gocd-ha-operator crd --reference -o docs/api-reference.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

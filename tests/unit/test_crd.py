@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gocd_ha_operator.crdgen import build_crd, render_crd_yaml
+from gocd_ha_operator.crdgen import build_crd, render_crd_yaml, render_reference_markdown
 from gocd_ha_operator.models import GoCDHAClusterSpec, parse_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,14 @@ def test_committed_crd_matches_the_model() -> None:
     assert CRD_FILE.read_text() == render_crd_yaml(), (
         "crds/gocdhaclusters.gocdha.io.yaml is out of date: run `make crd`"
     )
+
+
+def test_committed_api_reference_matches_the_model() -> None:
+    reference = (ROOT / "docs" / "api-reference.md").read_text()
+    assert reference == render_reference_markdown(), (
+        "docs/api-reference.md is out of date: run `make crd`"
+    )
+    assert "`spec.failover.maxLagBytes`" in reference
 
 
 def test_names_scope_and_subresources(crd: dict[str, Any]) -> None:

@@ -1,31 +1,234 @@
-"""TEMPORARY placeholder with the agreed API; replaced by the Postgres data-path change."""
+"""Rendering of the Postgres configuration shipped in the ``<name>-postgres`` ConfigMap.
+
+Pure functions: resource settings in, file text out. The ConfigMap builder calls them and the
+Postgres tests call them too, so the text a test runs against is the text a cluster gets.
+
+The same text must work inside a container (paths under ``/opt/gocdha`` and ``/shared``) and
+outside one (tests, a developer's laptop). Therefore nothing in it is a path: the archive,
+restore and cleanup commands refer to ``"${GOCDHA_SCRIPTS_DIR}"`` and ``"${GOCDHA_ARCHIVE_DIR}"``.
+Postgres runs those commands through ``/bin/sh`` with the postmaster's environment, and the
+instance entrypoint exports both variables (and puts ``GOCDHA_PG_BINDIR`` first on ``PATH`` so
+``pg_archivecleanup`` is found) before it execs ``postgres``.
+
+Per-instance settings (port, sockets, ``hba_file``, ``primary_conninfo``, ``primary_slot_name``)
+are not rendered here: the entrypoint writes them at every start from its environment, because
+they differ between the two sides while this file is shared by both.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Final
 
+from gocd_ha_operator.constants import (
+    GOCD_DB_USER,
+    OPERATOR_DB_USER,
+    REPLICATION_USER,
+    SIDES,
+    SLOT_PREFIX,
+    SUPERUSER_NAME,
+)
+
+#: WAL kept on the primary for a standby without relying on the slot (research §3.2: CNPG 512MB).
+WAL_KEEP_SIZE: Final = "512MB"
+#: Upper bound of WAL a replication slot may pin: a standby gone for long must not fill the disk.
+#: Past it the slot is invalidated and the standby catches up from the archive instead.
+MAX_SLOT_WAL_KEEP_SIZE: Final = "8GB"
+#: Archive-only RPO bound when streaming is down: a partly filled segment is archived after this.
+ARCHIVE_TIMEOUT: Final = "60s"
+#: Seconds an archive or restore command may take before it is killed and retried by Postgres
+#: (a hung NFS mount must not wedge the archiver forever).
+ARCHIVE_COMMAND_TIMEOUT_SECONDS: Final = 120
+RESTORE_COMMAND_TIMEOUT_SECONDS: Final = 60
+
+#: Settings the operator decides. A user parameter naming one of these is refused, because
+#: changing it would break replication, archiving, fencing or the instance layout.
 OWNED_PARAMETERS: Final[frozenset[str]] = frozenset(
     {
+        # Layout and access: written per instance by the entrypoint.
         "listen_addresses",
         "port",
+        "unix_socket_directories",
+        "unix_socket_permissions",
+        "data_directory",
+        "config_file",
+        "hba_file",
+        "ident_file",
+        "external_pid_file",
+        "include",
+        "include_dir",
+        "include_if_exists",
+        "password_encryption",
+        # Replication and rewind.
         "wal_level",
-        "archive_mode",
-        "archive_command",
-        "restore_command",
+        "hot_standby",
+        "wal_log_hints",
+        "full_page_writes",
+        "wal_keep_size",
+        "max_wal_senders",
+        "max_replication_slots",
+        "max_slot_wal_keep_size",
         "primary_conninfo",
         "primary_slot_name",
-        "hba_file",
-        "password_encryption",
+        "synchronous_standby_names",
+        "recovery_target_timeline",
+        "recovery_target",
+        "recovery_target_lsn",
+        "recovery_target_name",
+        "recovery_target_time",
+        "recovery_target_xid",
+        "recovery_target_action",
+        "recovery_target_inclusive",
+        "promote_trigger_file",
+        # Archiving.
+        "archive_mode",
+        "archive_command",
+        "archive_library",
+        "archive_timeout",
+        "restore_command",
+        "archive_cleanup_command",
+        "recovery_end_command",
+        # Fencing: a crashed postmaster must take the container down so the entrypoint decides
+        # the role again instead of Postgres restarting itself in place.
+        "restart_after_crash",
+        # Logs go to the container's stderr.
+        "logging_collector",
+        "log_destination",
     }
 )
 
+_KEY_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_FORBIDDEN_VALUE_CHARACTERS: Final = frozenset("\n\r\x00")
+
+
+def application_name(side: str) -> str:
+    """The ``application_name`` a standby of ``side`` streams under (also its slot's name)."""
+    return f"{SLOT_PREFIX}{side}"
+
+
+def quote_value(value: str) -> str:
+    """Quote ``value`` as a postgresql.conf string literal.
+
+    Every parameter type accepts a quoted value, so quoting always is both correct and safe: a
+    user value can never end the line early or smuggle in a second setting. Inside the quotes
+    Postgres treats backslash as an escape and a doubled quote as a quote.
+    """
+    if any(ch in _FORBIDDEN_VALUE_CHARACTERS for ch in value):
+        raise ValueError("a postgresql.conf value cannot contain a line break or NUL character")
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _validate_user_parameters(parameters: Mapping[str, str]) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for key, value in parameters.items():
+        if not _KEY_PATTERN.match(key):
+            raise ValueError(f"postgres parameter name {key!r} is not a valid setting name")
+        lowered = key.lower()
+        if lowered in OWNED_PARAMETERS:
+            raise ValueError(
+                f"postgres parameter {key!r} is managed by the operator and cannot be set in "
+                "spec.postgres.parameters"
+            )
+        if lowered in seen:
+            raise ValueError(
+                f"postgres parameters {seen[lowered]!r} and {key!r} name the same setting"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"postgres parameter {key!r} must have a string value")
+        try:
+            quote_value(value)
+        except ValueError as exc:
+            raise ValueError(f"postgres parameter {key!r}: {exc}") from None
+        seen[lowered] = key
+    return sorted(parameters.items(), key=lambda item: item[0].lower())
+
+
+def synchronous_standby_names() -> str:
+    """Names that make a commit wait for the standby, whichever side it is.
+
+    Listing both sides' ``application_name`` lets the setting survive a role flip unchanged; the
+    primary never connects to itself, so only the current standby can satisfy it.
+    """
+    names = ", ".join(application_name(side) for side in SIDES)
+    return f"ANY 1 ({names})"
+
 
 def render_postgresql_conf(*, parameters: Mapping[str, str], synchronous: bool) -> str:
-    lines = ["wal_level = replica"]
-    lines += [f"{k} = '{v}'" for k, v in parameters.items()]
+    """The postgresql.conf include shared by both sides, user ``parameters`` appended last.
+
+    Raises ``ValueError`` naming the offending key when a user parameter is owned by the
+    operator, is not a valid setting name, or has a value that cannot be written safely.
+    """
+    user_settings = _validate_user_parameters(parameters)
+    archive_command = (
+        f"timeout {ARCHIVE_COMMAND_TIMEOUT_SECONDS} "
+        'bash "${GOCDHA_SCRIPTS_DIR}/archive-wal.sh" "%p" "%f"'
+    )
+    restore_command = (
+        f"timeout {RESTORE_COMMAND_TIMEOUT_SECONDS} "
+        'bash "${GOCDHA_SCRIPTS_DIR}/restore-wal.sh" "%f" "%p"'
+    )
+    cleanup_command = 'pg_archivecleanup "${GOCDHA_ARCHIVE_DIR}" "%r"'
+    owned: list[tuple[str, str]] = [
+        ("wal_level", "replica"),
+        ("hot_standby", "on"),
+        ("wal_log_hints", "on"),
+        ("full_page_writes", "on"),
+        ("wal_keep_size", WAL_KEEP_SIZE),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("max_slot_wal_keep_size", MAX_SLOT_WAL_KEEP_SIZE),
+        ("password_encryption", "scram-sha-256"),
+        ("archive_mode", "on"),
+        ("archive_timeout", ARCHIVE_TIMEOUT),
+        ("archive_command", archive_command),
+        ("restore_command", restore_command),
+        ("archive_cleanup_command", cleanup_command),
+        ("recovery_target_timeline", "latest"),
+        ("restart_after_crash", "off"),
+        ("logging_collector", "off"),
+        ("log_destination", "stderr"),
+        ("synchronous_standby_names", synchronous_standby_names() if synchronous else ""),
+    ]
+    lines = [
+        "# Rendered by gocd-ha-operator; edit spec.postgres of the GoCDHACluster, not this file.",
+        "# Commands below expand GOCDHA_SCRIPTS_DIR and GOCDHA_ARCHIVE_DIR from the environment",
+        "# the instance entrypoint exports.",
+    ]
+    lines += [f"{key} = {quote_value(value)}" for key, value in owned]
+    if user_settings:
+        lines.append("# spec.postgres.parameters")
+        lines += [f"{key} = {quote_value(value)}" for key, value in user_settings]
     return "\n".join(lines) + "\n"
 
 
 def render_pg_hba(*, database: str) -> str:
-    return f"host {database} gocd all scram-sha-256\n"
+    """pg_hba.conf for both sides: scram-sha-256 for every connection, nothing else allowed.
+
+    - the superuser only over the local socket (the entrypoint's bootstrap);
+    - ``gocdha_replication`` for streaming and ``pg_basebackup`` (replication connections);
+    - ``gocdha_operator`` to ``postgres`` for observation, checkpoint, promotion, slots and as the
+      ``pg_rewind`` source connection;
+    - ``gocd`` to its own database only.
+    Postgres' first matching line wins and an unmatched connection is rejected.
+    """
+    if not database or any(ch.isspace() or ch in '",#' for ch in database):
+        raise ValueError(f"database name {database!r} cannot be used in pg_hba.conf")
+    rows = [
+        ("local", "all", SUPERUSER_NAME, "", "scram-sha-256"),
+        ("local", "postgres", OPERATOR_DB_USER, "", "scram-sha-256"),
+        ("local", database, GOCD_DB_USER, "", "scram-sha-256"),
+        ("host", "replication", REPLICATION_USER, "all", "scram-sha-256"),
+        ("host", "postgres", OPERATOR_DB_USER, "all", "scram-sha-256"),
+        ("host", database, GOCD_DB_USER, "all", "scram-sha-256"),
+    ]
+    lines = [
+        "# Rendered by gocd-ha-operator. TYPE DATABASE USER ADDRESS METHOD",
+        "# Anything not listed here is rejected.",
+    ]
+    lines += [
+        " ".join(part for part in (kind, db, user, address, method) if part)
+        for kind, db, user, address, method in rows
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,427 @@
 #!/usr/bin/env bash
-# Placeholder: the Postgres instance scripts are written in a later change.
-echo "entrypoint.sh: not implemented yet" >&2
-exit 1
+# Entrypoint of one gocd-ha-operator Postgres instance (one side of a GoCDHACluster).
+#
+# In Kubernetes the official postgres image runs `bash /opt/gocdha/config/entrypoint.sh`; outside
+# a container the same script runs against local binaries. It is configured only by environment
+# variables (docs/postgres-instances.md lists them) and ends by exec-ing `postgres` in the
+# foreground, so signals reach the postmaster directly.
+#
+# What it does depends on GOCDHA_ROLE and on the data directory it finds:
+#   primary, empty data dir   -> initdb, roles, GoCD database, slot for the peer, start
+#   primary, existing dir     -> start as primary, unless the dir is fenced (see below)
+#   standby, empty data dir   -> wait for the primary, pg_basebackup with the slot, stream
+#   standby, standby dir      -> start streaming again
+#   standby, former primary   -> fence it, pg_rewind from the peer; if rewind fails, move the old
+#                                dir aside (kept, logged) and take a fresh base backup
+# Fencing: a data dir that is not a primary's (standby.signal present, or the sibling marker
+# "<PGDATA>.gocdha-fenced" left by a rejoin in progress) never starts as a primary from here.
+# Only pg_promote() (the operator's promotion step, after it fenced the old primary and checked
+# the replay position) turns a standby into a primary: it starts a new timeline, which removing
+# standby.signal here would not, and the two primaries' WAL would collide in the archive.
+#
+# Secrets: passwords are read from files and only ever written to 0600 passfiles in the socket
+# directory; they are never in a command line, a conf file or a log line.
+set -euo pipefail
+export LC_ALL=C
+
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) entrypoint.sh[side=${GOCDHA_SIDE:-?}]: $*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+# --- configuration ------------------------------------------------------------------------------
+
+require_env() {
+  local name=$1
+  [ -n "${!name:-}" ] || die "environment variable $name is not set"
+}
+
+for name in PGDATA GOCDHA_SIDE GOCDHA_ROLE GOCDHA_ARCHIVE_DIR GOCDHA_CONFIG_DIR \
+  GOCDHA_SCRIPTS_DIR GOCDHA_SOCKET_DIR GOCDHA_SUPERUSER_PASSWORD_FILE \
+  GOCDHA_REPLICATION_PASSWORD_FILE GOCDHA_OPERATOR_PASSWORD_FILE GOCDHA_GOCD_PASSWORD_FILE; do
+  require_env "$name"
+done
+
+case "$GOCDHA_SIDE" in
+  a) peer_side=b ;;
+  b) peer_side=a ;;
+  *) die "GOCDHA_SIDE must be 'a' or 'b', not '$GOCDHA_SIDE'" ;;
+esac
+case "$GOCDHA_ROLE" in
+  primary | standby) ;;
+  *) die "GOCDHA_ROLE must be 'primary' or 'standby', not '$GOCDHA_ROLE'" ;;
+esac
+
+GOCDHA_PORT=${GOCDHA_PORT:-5432}
+GOCDHA_DATABASE=${GOCDHA_DATABASE:-gocd}
+GOCDHA_LISTEN_ADDRESSES=${GOCDHA_LISTEN_ADDRESSES:-*}
+GOCDHA_WAIT_PRIMARY_SECONDS=${GOCDHA_WAIT_PRIMARY_SECONDS:-600}
+GOCDHA_PEER_HOST=${GOCDHA_PEER_HOST:-}
+GOCDHA_PEER_PORT=${GOCDHA_PEER_PORT:-5432}
+
+[[ "$GOCDHA_PORT" =~ ^[0-9]+$ ]] || die "GOCDHA_PORT '$GOCDHA_PORT' is not a port number"
+[[ "$GOCDHA_PEER_PORT" =~ ^[0-9]+$ ]] || die "GOCDHA_PEER_PORT '$GOCDHA_PEER_PORT' is not a port number"
+[[ "$GOCDHA_WAIT_PRIMARY_SECONDS" =~ ^[0-9]+$ ]] ||
+  die "GOCDHA_WAIT_PRIMARY_SECONDS '$GOCDHA_WAIT_PRIMARY_SECONDS' is not a number of seconds"
+[[ "$GOCDHA_DATABASE" =~ ^[a-z_][a-z0-9_]*$ ]] ||
+  die "GOCDHA_DATABASE '$GOCDHA_DATABASE' must be a lower-case SQL identifier"
+if [ "$GOCDHA_ROLE" = standby ] && [ -z "$GOCDHA_PEER_HOST" ]; then
+  die "GOCDHA_PEER_HOST is not set: a standby needs the primary's address"
+fi
+
+if [ -n "${GOCDHA_PG_BINDIR:-}" ]; then
+  [ -x "$GOCDHA_PG_BINDIR/postgres" ] || die "GOCDHA_PG_BINDIR '$GOCDHA_PG_BINDIR' holds no postgres binary"
+  PATH="$GOCDHA_PG_BINDIR:$PATH"
+fi
+command -v postgres >/dev/null || die "no postgres binary on PATH (set GOCDHA_PG_BINDIR)"
+
+# Exported for archive_command, restore_command and archive_cleanup_command, which Postgres runs
+# through /bin/sh with the postmaster's environment (see pgconfig.py).
+export PATH PGDATA GOCDHA_SIDE GOCDHA_ROLE GOCDHA_ARCHIVE_DIR GOCDHA_CONFIG_DIR GOCDHA_SCRIPTS_DIR \
+  GOCDHA_SOCKET_DIR GOCDHA_REPLICATION_PASSWORD_FILE GOCDHA_OPERATOR_PASSWORD_FILE \
+  GOCDHA_GOCD_PASSWORD_FILE GOCDHA_SUPERUSER_PASSWORD_FILE
+umask 077
+
+slot_name="gocdha_${GOCDHA_SIDE}"     # the slot the primary keeps for this side as a standby
+peer_slot_name="gocdha_${peer_side}"  # the slot this side keeps for its peer when primary
+application_name="gocdha_${GOCDHA_SIDE}"
+fence_marker="${PGDATA}.gocdha-fenced"
+
+for file in postgresql.conf pg_hba.conf; do
+  [ -r "$GOCDHA_CONFIG_DIR/$file" ] || die "cannot read $file in GOCDHA_CONFIG_DIR '$GOCDHA_CONFIG_DIR'"
+done
+for file in archive-wal.sh restore-wal.sh; do
+  [ -r "$GOCDHA_SCRIPTS_DIR/$file" ] || die "cannot read $file in GOCDHA_SCRIPTS_DIR '$GOCDHA_SCRIPTS_DIR'"
+done
+[ -d "$GOCDHA_SOCKET_DIR" ] && [ -w "$GOCDHA_SOCKET_DIR" ] ||
+  die "GOCDHA_SOCKET_DIR '$GOCDHA_SOCKET_DIR' is not a writable directory"
+[ -d "$GOCDHA_ARCHIVE_DIR" ] ||
+  die "WAL archive directory GOCDHA_ARCHIVE_DIR '$GOCDHA_ARCHIVE_DIR' does not exist (is the shared volume mounted?)"
+probe="$GOCDHA_ARCHIVE_DIR/.gocdha-write-probe.$GOCDHA_SIDE.$$"
+if ! (: >"$probe") 2>/dev/null; then
+  die "WAL archive directory GOCDHA_ARCHIVE_DIR '$GOCDHA_ARCHIVE_DIR' is not writable (read-only volume or wrong owner)"
+fi
+rm -f -- "$probe"
+pgdata_parent=$(dirname -- "$PGDATA")
+[ -d "$pgdata_parent" ] && [ -w "$pgdata_parent" ] ||
+  die "the parent directory of PGDATA '$pgdata_parent' is not a writable directory"
+
+# read_password VAR: the password in the file VAR names (trailing newlines dropped).
+read_password() {
+  local variable=$1 file=${!1} value
+  [ -f "$file" ] && [ -r "$file" ] || die "cannot read the password file '$file' named by $variable"
+  value=$(<"$file")
+  [ -n "$value" ] || die "the password file '$file' named by $variable is empty"
+  case "$value" in
+    *$'\n'*) die "the password file '$file' named by $variable has more than one line" ;;
+  esac
+  printf '%s' "$value"
+}
+
+# pgpass_escape: ':' and '\' are the two characters a .pgpass field must escape.
+pgpass_escape() {
+  local value=${1//\\/\\\\}
+  printf '%s' "${value//:/\\:}"
+}
+
+superuser_password=$(read_password GOCDHA_SUPERUSER_PASSWORD_FILE)
+replication_password=$(read_password GOCDHA_REPLICATION_PASSWORD_FILE)
+operator_password=$(read_password GOCDHA_OPERATOR_PASSWORD_FILE)
+read_password GOCDHA_GOCD_PASSWORD_FILE >/dev/null
+
+# Two passfiles: the walreceiver's (replication user only) lives as long as the server; the
+# script's own (superuser + operator + replication) is removed before postgres starts.
+runtime_passfile="$GOCDHA_SOCKET_DIR/.gocdha-replication.pgpass"
+script_passfile="$GOCDHA_SOCKET_DIR/.gocdha-entrypoint.$$.pgpass"
+printf '*:*:*:gocdha_replication:%s\n' "$(pgpass_escape "$replication_password")" >"$runtime_passfile"
+{
+  printf '*:*:*:postgres:%s\n' "$(pgpass_escape "$superuser_password")"
+  printf '*:*:*:gocdha_operator:%s\n' "$(pgpass_escape "$operator_password")"
+  printf '*:*:*:gocdha_replication:%s\n' "$(pgpass_escape "$replication_password")"
+} >"$script_passfile"
+chmod 0600 "$runtime_passfile" "$script_passfile"
+unset superuser_password replication_password operator_password
+export PGPASSFILE="$script_passfile"
+bootstrap_dir=""
+cleanup() {
+  rm -f -- "$script_passfile"
+  if [ -n "$bootstrap_dir" ] && [ -f "$bootstrap_dir/postmaster.pid" ]; then
+    pg_ctl stop -D "$bootstrap_dir" -m immediate -w >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+# --- helpers ------------------------------------------------------------------------------------
+
+# conf_quote: a postgresql.conf string literal.
+conf_quote() {
+  local value=${1//\\/\\\\}
+  printf "'%s'" "${value//\'/\'\'}"
+}
+# conninfo_quote: a libpq keyword/value string literal.
+conninfo_quote() {
+  local value=${1//\\/\\\\}
+  printf "'%s'" "${value//\'/\\\'}"
+}
+
+peer_conninfo() { # peer_conninfo USER [extra keyword=value ...]
+  local user=$1
+  shift
+  printf 'host=%s port=%s user=%s connect_timeout=5 %s' "$(conninfo_quote "$GOCDHA_PEER_HOST")" \
+    "$GOCDHA_PEER_PORT" "$user" "$*"
+}
+
+# Runs one SQL statement on the peer as the operator role; stdout is the result, stderr the error.
+peer_sql() {
+  psql -X -A -t -q -v ON_ERROR_STOP=1 -d "$(peer_conninfo gocdha_operator dbname=postgres)" -c "$1"
+}
+
+has_data() { [ -s "$1/PG_VERSION" ]; }
+
+# write_instance_conf DIR [LISTEN]: gocdha.conf = the shared ConfigMap include + this instance's
+# settings, rewritten at every start so a restart always picks up the current ConfigMap and role.
+write_instance_conf() {
+  local dir=$1 listen=${2-$GOCDHA_LISTEN_ADDRESSES}
+  {
+    cat -- "$GOCDHA_CONFIG_DIR/postgresql.conf"
+    echo
+    echo "# Per instance: written by entrypoint.sh at every start (side $GOCDHA_SIDE)."
+    echo "listen_addresses = $(conf_quote "$listen")"
+    echo "port = $GOCDHA_PORT"
+    echo "unix_socket_directories = $(conf_quote "$GOCDHA_SOCKET_DIR")"
+    echo "hba_file = $(conf_quote "$GOCDHA_CONFIG_DIR/pg_hba.conf")"
+    if [ -n "$GOCDHA_PEER_HOST" ]; then
+      # Only read while standby.signal exists; harmless on a primary, ready for a demotion.
+      echo "primary_conninfo = $(conf_quote "$(peer_conninfo gocdha_replication \
+        "passfile=$(conninfo_quote "$runtime_passfile")" \
+        "application_name=$application_name" keepalives_idle=10 keepalives_interval=5 keepalives_count=3)")"
+      echo "primary_slot_name = $(conf_quote "$slot_name")"
+    fi
+  } >"$dir/gocdha.conf.new"
+  mv -f -- "$dir/gocdha.conf.new" "$dir/gocdha.conf"
+  if ! grep -qxF "include 'gocdha.conf'" "$dir/postgresql.conf"; then
+    printf "\n# gocd-ha-operator settings (must stay last)\ninclude 'gocdha.conf'\n" >>"$dir/postgresql.conf"
+  fi
+}
+
+fence() { # fence REASON: make sure this data dir can only start in recovery.
+  if [ ! -e "$fence_marker" ]; then
+    printf 'fenced at %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >"$fence_marker"
+    sync -- "$fence_marker" 2>/dev/null || true
+  fi
+  : >"$PGDATA/standby.signal"
+  sync -- "$PGDATA/standby.signal" 2>/dev/null || true
+}
+
+wait_for_primary() {
+  local started=$SECONDS deadline=$((SECONDS + GOCDHA_WAIT_PRIMARY_SECONDS)) next_log=0 out state
+  while :; do
+    if pg_isready -q -h "$GOCDHA_PEER_HOST" -p "$GOCDHA_PEER_PORT" -U gocdha_operator -d postgres -t 3; then
+      if out=$(peer_sql "SELECT pg_is_in_recovery()" 2>&1); then
+        [ "$out" = f ] && break
+        state="is in recovery (not a primary yet)"
+      else
+        case "$out" in
+          *"password authentication failed"* | *"no pg_hba.conf entry"* | *"is not permitted to log in"*)
+            die "the primary at $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT rejected the operator role gocdha_operator (check GOCDHA_OPERATOR_PASSWORD_FILE): ${out//$'\n'/ }"
+            ;;
+        esac
+        state="is not answering queries yet (${out//$'\n'/ })"
+      fi
+    else
+      state="is not accepting connections"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      die "the primary at $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT $state after ${GOCDHA_WAIT_PRIMARY_SECONDS}s (GOCDHA_WAIT_PRIMARY_SECONDS); giving up"
+    fi
+    if [ "$SECONDS" -ge "$next_log" ]; then
+      log "waiting for the primary at $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT: it $state ($((SECONDS - started))s of ${GOCDHA_WAIT_PRIMARY_SECONDS}s)"
+      next_log=$((SECONDS + 10))
+    fi
+    sleep 1
+  done
+  # The replication user is checked too: a wrong password must fail here, clearly, and not as a
+  # pg_basebackup error or an endless walreceiver retry loop.
+  if ! out=$(psql -X -q -d "$(peer_conninfo gocdha_replication replication=true)" \
+    -c "IDENTIFY_SYSTEM" 2>&1 >/dev/null); then
+    die "the primary at $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT refused a replication connection as gocdha_replication (check GOCDHA_REPLICATION_PASSWORD_FILE): ${out//$'\n'/ }"
+  fi
+  log "the primary at $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT is up"
+}
+
+ensure_peer_slot() { # the primary keeps a physical slot for this side (idempotent)
+  local out
+  if ! out=$(peer_sql "SELECT count(*) FROM (SELECT pg_create_physical_replication_slot('$slot_name', true)
+      WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$slot_name')) AS created" 2>&1); then
+    die "could not create the replication slot $slot_name on the primary: ${out//$'\n'/ }"
+  fi
+  [ "$out" = 1 ] && log "created the replication slot $slot_name on the primary"
+  return 0
+}
+
+base_backup() { # a fresh copy of the primary into PGDATA, built aside and renamed into place
+  local staging="${PGDATA}.gocdha-basebackup"
+  if [ -e "$staging" ]; then
+    log "removing '$staging', an unfinished base backup of an earlier attempt (never used as a data dir)"
+    rm -rf -- "$staging"
+  fi
+  log "taking a base backup from $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT with slot $slot_name"
+  if ! pg_basebackup -D "$staging" -d "$(peer_conninfo gocdha_replication "application_name=${application_name}_basebackup")" \
+    -S "$slot_name" -X stream -c fast --no-password; then
+    rm -rf -- "$staging"
+    die "pg_basebackup from $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT failed (see above)"
+  fi
+  : >"$staging/standby.signal"
+  write_instance_conf "$staging"
+  sync -f -- "$staging/PG_VERSION" 2>/dev/null || true
+  if [ -d "$PGDATA" ]; then
+    rmdir -- "$PGDATA" || die "PGDATA '$PGDATA' is in the way of the base backup and not empty"
+  fi
+  mv -- "$staging" "$PGDATA"
+  rm -f -- "$fence_marker"
+  log "base backup done: $PGDATA is a standby of $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT"
+}
+
+init_primary() {
+  local staging="${PGDATA}.gocdha-initdb"
+  if [ -e "$fence_marker" ]; then
+    die "this side was fenced as a standby ($(cat -- "$fence_marker")); refusing to create a new, empty database as primary. Restore its data or promote the other side"
+  fi
+  if compgen -G "$GOCDHA_ARCHIVE_DIR/[0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F]*" >/dev/null; then
+    die "the WAL archive '$GOCDHA_ARCHIVE_DIR' already holds WAL of a database, but PGDATA '$PGDATA' is empty: refusing to create a new, empty database that would overwrite its history. Restore the data dir, or point GOCDHA_ARCHIVE_DIR at an empty directory for a new cluster"
+  fi
+  if [ -e "$staging" ]; then
+    log "removing '$staging', an unfinished initdb of an earlier attempt (never used as a data dir)"
+    rm -rf -- "$staging"
+  fi
+  log "initialising a new database cluster"
+  initdb -D "$staging" --username=postgres --pwfile="$GOCDHA_SUPERUSER_PASSWORD_FILE" \
+    --auth=scram-sha-256 --encoding=UTF8 --locale=C --data-checksums >/dev/null
+  write_instance_conf "$staging" ""
+  bootstrap_dir=$staging
+  pg_ctl start -D "$staging" -w -t 120 -s -o "-c listen_addresses=''"
+  psql -X -q -v ON_ERROR_STOP=1 -h "$GOCDHA_SOCKET_DIR" -p "$GOCDHA_PORT" -U postgres -d postgres \
+    -v dbname="$GOCDHA_DATABASE" -v peer_slot="$peer_slot_name" -f - <<'SQL'
+-- A failing statement must not be written to the server log: it may carry a password.
+SET log_min_error_statement = 'panic';
+SET log_statement = 'none';
+\set replication_password `cat "$GOCDHA_REPLICATION_PASSWORD_FILE"`
+\set operator_password `cat "$GOCDHA_OPERATOR_PASSWORD_FILE"`
+\set gocd_password `cat "$GOCDHA_GOCD_PASSWORD_FILE"`
+-- Streaming (1) + pg_basebackup (2) + a spare for a reconnect or a second backup attempt.
+CREATE ROLE gocdha_replication WITH LOGIN REPLICATION CONNECTION LIMIT 5 PASSWORD :'replication_password';
+-- The operator observes, checkpoints, promotes and keeps slots (slot functions need REPLICATION;
+-- pg_hba.conf admits replication connections for gocdha_replication only). The entrypoint of a
+-- rejoining side uses it as the pg_rewind source user.
+CREATE ROLE gocdha_operator WITH LOGIN REPLICATION CONNECTION LIMIT 10 PASSWORD :'operator_password';
+GRANT pg_monitor TO gocdha_operator;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_promote(boolean, integer) TO gocdha_operator;
+SELECT current_setting('server_version_num')::int >= 150000 AS has_pg_checkpoint \gset
+\if :has_pg_checkpoint
+GRANT pg_checkpoint TO gocdha_operator;
+\endif
+-- What pg_rewind needs from its source as a non-superuser (every overload of each function).
+DO $$
+DECLARE fn regprocedure;
+BEGIN
+  FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p
+            WHERE p.pronamespace = 'pg_catalog'::regnamespace
+              AND p.proname IN ('pg_ls_dir', 'pg_stat_file', 'pg_read_binary_file')
+  LOOP
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO gocdha_operator', fn);
+  END LOOP;
+END
+$$;
+CREATE ROLE gocd WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT PASSWORD :'gocd_password';
+CREATE DATABASE :"dbname" OWNER gocd ENCODING 'UTF8' TEMPLATE template0;
+SELECT pg_create_physical_replication_slot(:'peer_slot', true) \gset
+\connect :"dbname"
+-- GoCD needs these; created here so that the gocd role never needs SUPERUSER.
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE EXTENSION IF NOT EXISTS citext;
+SQL
+  pg_ctl stop -D "$staging" -m fast -w -s
+  bootstrap_dir=""
+  mv -- "$staging" "$PGDATA" 2>/dev/null || {
+    rmdir -- "$PGDATA" 2>/dev/null || die "PGDATA '$PGDATA' is in the way of the new cluster and not empty"
+    mv -- "$staging" "$PGDATA"
+  }
+  log "new database cluster ready: database $GOCDHA_DATABASE, slot $peer_slot_name for side $peer_side"
+}
+
+rejoin() { # this former primary follows the peer: pg_rewind, else a fresh base backup
+  local state out aside
+  wait_for_primary
+  # pg_rewind reads the source's timeline from its control file, which a fresh promotion only
+  # updates at its next checkpoint.
+  if ! out=$(peer_sql "CHECKPOINT" 2>&1); then
+    log "could not run CHECKPOINT on the primary (${out//$'\n'/ }); pg_rewind may see a stale timeline"
+  fi
+  ensure_peer_slot
+  write_instance_conf "$PGDATA"
+  state=$(pg_controldata -D "$PGDATA" | sed -n 's/^Database cluster state: *//p')
+  if [ "$state" != "shut down" ] && [ "$state" != "shut down in recovery" ]; then
+    # pg_rewind first runs crash recovery in single-user mode, which refuses standby.signal.
+    # The fence marker keeps this dir fenced meanwhile.
+    log "data dir was not shut down cleanly ($state): pg_rewind will run crash recovery first"
+    rm -f -- "$PGDATA/standby.signal"
+  fi
+  log "rewinding this former primary from $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT"
+  if pg_rewind --target-pgdata="$PGDATA" --restore-target-wal \
+    --source-server="$(peer_conninfo gocdha_operator dbname=postgres)"; then
+    : >"$PGDATA/standby.signal"
+    write_instance_conf "$PGDATA"
+    rm -f -- "$fence_marker"
+    log "pg_rewind done: this side follows $GOCDHA_PEER_HOST:$GOCDHA_PEER_PORT"
+    return
+  fi
+  aside="${PGDATA}.gocdha-old-$(date -u +%Y%m%dT%H%M%SZ)"
+  log "pg_rewind failed; moving the old data dir aside to '$aside' (kept: delete it yourself once it is no longer needed) and taking a fresh base backup"
+  mv -- "$PGDATA" "$aside"
+  base_backup
+}
+
+start_postgres() { # start_postgres MODE
+  write_instance_conf "$PGDATA"
+  rm -f -- "$script_passfile"
+  trap - EXIT
+  log "starting postgres as $1 on port $GOCDHA_PORT"
+  exec postgres -D "$PGDATA"
+}
+
+# --- main ---------------------------------------------------------------------------------------
+
+if ! has_data "$PGDATA" && [ -d "$PGDATA" ] && [ -n "$(ls -A -- "$PGDATA")" ]; then
+  die "PGDATA '$PGDATA' is not empty but holds no Postgres data dir (no PG_VERSION); refusing to touch it"
+fi
+
+if [ "$GOCDHA_ROLE" = primary ]; then
+  if ! has_data "$PGDATA"; then
+    init_primary
+    start_postgres primary
+  fi
+  if [ -e "$fence_marker" ]; then
+    die "GOCDHA_ROLE is primary but a rejoin of this data dir as a standby did not finish ($(cat -- "$fence_marker")); it may be half rewound and must not run as a primary. Run this side as a standby to finish the rejoin"
+  fi
+  if [ -e "$PGDATA/standby.signal" ]; then
+    log "GOCDHA_ROLE is primary but this data dir is a standby's (standby.signal present):" \
+      "starting in recovery. Promotion is done with pg_promote() by the operator, never by a restart"
+    start_postgres "standby (role says primary; waiting for pg_promote)"
+  fi
+  start_postgres primary
+fi
+
+# GOCDHA_ROLE = standby
+if ! has_data "$PGDATA"; then
+  wait_for_primary
+  ensure_peer_slot
+  base_backup
+elif [ -e "$fence_marker" ] || [ ! -e "$PGDATA/standby.signal" ]; then
+  # A former primary (or a rejoin that did not finish): fence first, so that whatever happens
+  # next this dir cannot come back as a primary.
+  fence "GOCDHA_ROLE is standby and the data dir was a primary's"
+  log "this data dir was a primary's: fenced with standby.signal and $fence_marker"
+  rejoin
+fi
+start_postgres standby

@@ -1,0 +1,526 @@
+"""The operator's view of one Postgres instance, over the network as the operator role.
+
+DESIGN §5/§8: the operator never execs into pods; it connects to ``<cluster>-pg-<side>`` as
+``gocdha_operator`` (``pg_monitor``, EXECUTE on ``pg_promote``, ``pg_checkpoint`` on PG 15+,
+``REPLICATION`` for slot functions) and reads or acts with SQL.
+
+Every call opens its own short connection: an instance may be restarted, fenced or promoted between
+two calls and a cached connection would only hide that. Every call is bounded (connect timeout,
+``statement_timeout``, an overall ``asyncio`` deadline), and every failure surfaces as a
+:class:`PostgresError` subclass whose message names the instance and never contains a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+
+from gocd_ha_operator.constants import OPERATOR_DB_USER, POSTGRES_PORT, SLOT_PREFIX
+from gocd_ha_operator.endpoints import Endpoint, resolve
+
+T = TypeVar("T")
+
+DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 5.0
+DEFAULT_STATEMENT_TIMEOUT_SECONDS: Final = 15.0
+_REPLAY_POLL_SECONDS: Final = 0.1
+#: SQLSTATEs of authentication failures (invalid_authorization_specification, invalid_password).
+_AUTH_SQLSTATES: Final = frozenset({"28000", "28P01"})
+_AUTH_MESSAGES: Final = ("password authentication failed", "no pg_hba.conf entry", "not permitted")
+
+
+class PostgresError(Exception):
+    """Base of every error raised by this module; the message is safe to log and to show."""
+
+
+class PostgresUnreachable(PostgresError):  # noqa: N818 - the names the operator's handlers use
+    """No connection could be made (refused, timed out, name unknown, server shutting down)."""
+
+
+class PostgresAuthFailed(PostgresError):  # noqa: N818 - the names the operator's handlers use
+    """The instance answered but rejected the operator role's credentials."""
+
+
+class PostgresQueryFailed(PostgresError):  # noqa: N818 - the names the operator's handlers use
+    """Connected, but a statement failed or exceeded the statement timeout."""
+
+
+class PromotionFailed(PostgresError):  # noqa: N818 - the names the operator's handlers use
+    """``pg_promote`` did not finish, or the instance cannot be promoted."""
+
+
+class ReplayTimeout(PostgresError):  # noqa: N818 - the names the operator's handlers use
+    """The standby did not replay up to the requested LSN in time."""
+
+    def __init__(self, message: str, *, target_lsn: int, replayed_lsn: int | None) -> None:
+        super().__init__(message)
+        self.target_lsn = target_lsn
+        self.replayed_lsn = replayed_lsn
+
+
+def parse_lsn(text: str) -> int:
+    """``'16/B374D848'`` → byte position. LSNs are compared and subtracted as integers here."""
+    high, sep, low = text.partition("/")
+    if not sep:
+        raise ValueError(f"{text!r} is not an LSN")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(value: int) -> str:
+    """Byte position → Postgres' ``'X/X'`` notation."""
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def _lsn_or_none(value: object) -> int | None:
+    return None if value is None else parse_lsn(str(value))
+
+
+def _seconds_or_none(value: object) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(str(value))
+    return float(seconds)
+
+
+@dataclass(frozen=True)
+class ReplicationConnection:
+    """One row of ``pg_stat_replication`` on a primary: a standby (or a backup) streaming."""
+
+    application_name: str
+    client_addr: str | None
+    state: str
+    sync_state: str
+    sent_lsn: int | None
+    write_lsn: int | None
+    flush_lsn: int | None
+    replay_lsn: int | None
+    #: ``pg_current_wal_lsn() - replay_lsn``: what a promotion of that standby now would lose.
+    replay_lag_bytes: int | None
+    write_lag_seconds: float | None
+    flush_lag_seconds: float | None
+    replay_lag_seconds: float | None
+
+
+@dataclass(frozen=True)
+class ReplicationSlot:
+    """One physical slot of ``pg_replication_slots``."""
+
+    slot_name: str
+    active: bool
+    #: ``reserved`` | ``extended`` | ``unreserved`` | ``lost``: ``lost`` means the standby can
+    #: only catch up from the archive.
+    wal_status: str | None
+    restart_lsn: int | None
+    safe_wal_size: int | None
+
+
+@dataclass(frozen=True)
+class ArchiverStats:
+    """``pg_stat_archiver``: is WAL reaching the shared archive?"""
+
+    archived_count: int
+    last_archived_wal: str | None
+    last_archived_time: datetime | None
+    failed_count: int
+    last_failed_wal: str | None
+    last_failed_time: datetime | None
+
+    @property
+    def failing(self) -> bool:
+        """True when the latest attempt failed (a later success clears it)."""
+        if self.last_failed_time is None:
+            return False
+        return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
+
+
+@dataclass(frozen=True)
+class InstanceObservation:
+    """Everything the operator learns about one instance in one round trip.
+
+    ``reachable`` is False (and ``error`` says why) when no connection could be made; every other
+    field is then at its default. LSNs are byte positions (see :func:`format_lsn`).
+    """
+
+    endpoint: str
+    reachable: bool
+    error: str | None = None
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    #: On a primary: ``pg_current_wal_lsn()``. On a standby: the replay position.
+    current_lsn: int | None = None
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    #: On a standby: WAL received but not replayed yet. ``None`` on a primary.
+    lag_bytes: int | None = None
+    #: On a standby: age of the last replayed transaction, zero when everything received is
+    #: replayed (an idle primary must not look like lag). ``None`` on a primary.
+    lag_seconds: float | None = None
+    wal_receiver_status: str | None = None
+    replication: tuple[ReplicationConnection, ...] = ()
+    slots: tuple[ReplicationSlot, ...] = ()
+    archiver: ArchiverStats | None = None
+
+    @property
+    def role(self) -> str | None:
+        """``primary`` / ``standby`` as this instance reports it, ``None`` when unreachable."""
+        if self.in_recovery is None:
+            return None
+        return "standby" if self.in_recovery else "primary"
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What :meth:`PostgresClient.promote` did."""
+
+    #: False when the instance already was a primary (promotion is idempotent).
+    promoted: bool
+    timeline: int | None
+    #: Whether the post-promotion CHECKPOINT ran; ``pg_rewind`` of the old primary needs it.
+    checkpointed: bool
+    duration_seconds: float
+
+
+_STANDBY_SQL: Final = """
+SELECT pg_last_wal_receive_lsn()::text AS received,
+       pg_last_wal_replay_lsn()::text AS replayed,
+       GREATEST(0, COALESCE(pg_wal_lsn_diff(pg_last_wal_receive_lsn(),
+                                            pg_last_wal_replay_lsn()), 0))::bigint AS lag_bytes,
+       CASE WHEN pg_last_wal_receive_lsn() IS NULL
+                 OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+            ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
+       END::float8 AS lag_seconds,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+       COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
+                (SELECT timeline_id FROM pg_control_checkpoint())) AS timeline
+"""
+
+_PRIMARY_SQL: Final = """
+SELECT pg_current_wal_lsn()::text AS current,
+       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline
+"""
+
+_REPLICATION_SQL: Final = """
+SELECT application_name, client_addr::text AS client_addr, state, sync_state,
+       sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_lag_bytes,
+       write_lag, flush_lag, replay_lag
+FROM pg_stat_replication ORDER BY application_name
+"""
+
+_SLOTS_SQL: Final = """
+SELECT slot_name, active, wal_status, restart_lsn::text, safe_wal_size
+FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name
+"""
+
+_ARCHIVER_SQL: Final = """
+SELECT archived_count, last_archived_wal, last_archived_time,
+       failed_count, last_failed_wal, last_failed_time
+FROM pg_stat_archiver
+"""
+
+
+@dataclass(frozen=True)
+class PostgresClient:
+    """Talks to one instance as the operator role. Cheap to build; holds no connection."""
+
+    endpoint: Endpoint
+    password: str = field(repr=False)
+    user: str = OPERATOR_DB_USER
+    dbname: str = "postgres"
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS
+
+    @classmethod
+    def for_service(
+        cls,
+        namespace: str,
+        service: str,
+        *,
+        password: str,
+        port: int = POSTGRES_PORT,
+        overrides: Mapping[str, Endpoint] | None = None,
+        **options: Any,
+    ) -> PostgresClient:
+        """A client for ``<service>.<namespace>.svc`` (or its ``GOCDHA_ENDPOINTS`` override)."""
+        return cls(resolve(namespace, service, port, overrides), password=password, **options)
+
+    # --- connections ------------------------------------------------------------------------------
+
+    def _safe(self, text: str) -> str:
+        """``text`` with the password blanked out, whatever produced it."""
+        return text.replace(self.password, "***") if self.password else text
+
+    def _classify(self, exc: Exception, doing: str) -> PostgresError:
+        message = self._safe(str(exc).strip().replace("\n", " "))
+        where = f"postgres at {self.endpoint} ({doing})"
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate in _AUTH_SQLSTATES or any(m in message for m in _AUTH_MESSAGES):
+            return PostgresAuthFailed(f"{where}: authentication as {self.user} failed: {message}")
+        if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
+            return PostgresUnreachable(f"{where}: cannot connect: {message}")
+        if isinstance(exc, TimeoutError):
+            return PostgresUnreachable(f"{where}: no answer within the deadline")
+        return PostgresQueryFailed(f"{where}: {message}")
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, doing: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        statement_ms = max(1, int(self.statement_timeout * 1000))
+        try:
+            async with asyncio.timeout(self.connect_timeout + 1):
+                conn = await psycopg.AsyncConnection.connect(
+                    host=self.endpoint.host,
+                    port=self.endpoint.port,
+                    user=self.user,
+                    password=self.password,
+                    dbname=self.dbname,
+                    # libpq's own bound; it counts whole seconds and at least 2.
+                    connect_timeout=max(2, math.ceil(self.connect_timeout)),
+                    application_name="gocd-ha-operator",
+                    options=f"-c statement_timeout={statement_ms}",
+                    autocommit=True,
+                )
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise self._classify(exc, doing) from None
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise self._classify(exc, doing) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _bounded(self, coro: Coroutine[Any, Any, T], doing: str) -> T:
+        """Runs ``coro`` under a deadline a little above the statement timeout."""
+        try:
+            async with asyncio.timeout(self.connect_timeout + self.statement_timeout + 2):
+                return await coro
+        except TimeoutError:
+            raise PostgresUnreachable(
+                f"postgres at {self.endpoint} ({doing}): no answer within the deadline"
+            ) from None
+
+    # --- observation ------------------------------------------------------------------------------
+
+    async def observe(self) -> InstanceObservation:
+        """One snapshot of role, timeline, LSNs, lag, streaming, slots and archiving.
+
+        An instance that cannot be reached is a normal observation (``reachable=False``), not an
+        error: a primary that is down is exactly what the operator must see. Authentication and
+        query failures still raise, because they mean a broken setup rather than a down instance.
+        """
+        try:
+            return await self._bounded(self._observe(), "observe")
+        except PostgresUnreachable as exc:
+            return InstanceObservation(endpoint=str(self.endpoint), reachable=False, error=str(exc))
+
+    async def _observe(self) -> InstanceObservation:
+        async with self._connect("observe") as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT pg_is_in_recovery() AS in_recovery")
+            row = await cur.fetchone()
+            assert row is not None
+            in_recovery = bool(row["in_recovery"])
+            await cur.execute(_ARCHIVER_SQL)
+            arch = await cur.fetchone()
+            assert arch is not None
+            archiver = ArchiverStats(
+                archived_count=int(arch["archived_count"]),
+                last_archived_wal=arch["last_archived_wal"],
+                last_archived_time=arch["last_archived_time"],
+                failed_count=int(arch["failed_count"]),
+                last_failed_wal=arch["last_failed_wal"],
+                last_failed_time=arch["last_failed_time"],
+            )
+            await cur.execute(_SLOTS_SQL)
+            slots = tuple(
+                ReplicationSlot(
+                    slot_name=r["slot_name"],
+                    active=bool(r["active"]),
+                    wal_status=r["wal_status"],
+                    restart_lsn=_lsn_or_none(r["restart_lsn"]),
+                    safe_wal_size=None if r["safe_wal_size"] is None else int(r["safe_wal_size"]),
+                )
+                for r in await cur.fetchall()
+            )
+            if in_recovery:
+                await cur.execute(_STANDBY_SQL)
+                s = await cur.fetchone()
+                assert s is not None
+                replayed = _lsn_or_none(s["replayed"])
+                return InstanceObservation(
+                    endpoint=str(self.endpoint),
+                    reachable=True,
+                    in_recovery=True,
+                    timeline=None if s["timeline"] is None else int(s["timeline"]),
+                    current_lsn=replayed,
+                    received_lsn=_lsn_or_none(s["received"]),
+                    replayed_lsn=replayed,
+                    lag_bytes=int(s["lag_bytes"]),
+                    lag_seconds=max(0.0, float(s["lag_seconds"])),
+                    wal_receiver_status=s["receiver_status"],
+                    slots=slots,
+                    archiver=archiver,
+                )
+            await cur.execute(_PRIMARY_SQL)
+            p = await cur.fetchone()
+            assert p is not None
+            await cur.execute(_REPLICATION_SQL)
+            replication = tuple(
+                ReplicationConnection(
+                    application_name=r["application_name"],
+                    client_addr=r["client_addr"],
+                    state=r["state"],
+                    sync_state=r["sync_state"],
+                    sent_lsn=_lsn_or_none(r["sent_lsn"]),
+                    write_lsn=_lsn_or_none(r["write_lsn"]),
+                    flush_lsn=_lsn_or_none(r["flush_lsn"]),
+                    replay_lsn=_lsn_or_none(r["replay_lsn"]),
+                    replay_lag_bytes=None
+                    if r["replay_lag_bytes"] is None
+                    else int(r["replay_lag_bytes"]),
+                    write_lag_seconds=_seconds_or_none(r["write_lag"]),
+                    flush_lag_seconds=_seconds_or_none(r["flush_lag"]),
+                    replay_lag_seconds=_seconds_or_none(r["replay_lag"]),
+                )
+                for r in await cur.fetchall()
+            )
+            return InstanceObservation(
+                endpoint=str(self.endpoint),
+                reachable=True,
+                in_recovery=False,
+                timeline=int(p["timeline"]),
+                current_lsn=parse_lsn(p["current"]),
+                replication=replication,
+                slots=slots,
+                archiver=archiver,
+            )
+
+    # --- actions ----------------------------------------------------------------------------------
+
+    async def _scalar(self, sql: str, params: tuple[Any, ...], doing: str) -> Any:
+        async def run() -> Any:
+            async with self._connect(doing) as conn, conn.cursor() as cur:
+                await cur.execute(sql, params)
+                row = await cur.fetchone()
+                return None if row is None else row[0]
+
+        return await self._bounded(run(), doing)
+
+    async def current_lsn(self) -> int:
+        """The primary's current WAL write position (what a switchover waits for)."""
+        value = await self._scalar("SELECT pg_current_wal_lsn()::text", (), "current LSN")
+        return parse_lsn(str(value))
+
+    async def checkpoint(self) -> None:
+        """``CHECKPOINT``: before a switchover, and after promotion so ``pg_rewind`` works.
+
+        Needs ``pg_checkpoint`` (PG 15+) for a non-superuser.
+        """
+
+        async def run() -> None:
+            async with self._connect("checkpoint") as conn:
+                await conn.execute("CHECKPOINT")
+
+        await self._bounded(run(), "checkpoint")
+
+    async def wait_for_replay(self, lsn: int, timeout: float) -> int:
+        """Wait until this standby has replayed at least ``lsn``; returns the replayed LSN.
+
+        Raises :class:`ReplayTimeout` after ``timeout`` seconds with the position reached.
+        """
+        deadline = time.monotonic() + timeout
+        replayed: int | None = None
+        while True:
+            value = await self._scalar(
+                "SELECT pg_last_wal_replay_lsn()::text", (), "wait for replay"
+            )
+            replayed = _lsn_or_none(value)
+            if replayed is not None and replayed >= lsn:
+                return replayed
+            if time.monotonic() >= deadline:
+                shown = "nothing" if replayed is None else format_lsn(replayed)
+                raise ReplayTimeout(
+                    f"postgres at {self.endpoint} replayed {shown}, not {format_lsn(lsn)}, "
+                    f"within {timeout:g}s",
+                    target_lsn=lsn,
+                    replayed_lsn=replayed,
+                )
+            await asyncio.sleep(_REPLAY_POLL_SECONDS)
+
+    async def promote(self, wait_seconds: int = 60) -> PromotionResult:
+        """Promote this standby with ``pg_promote(wait => true)``, then checkpoint.
+
+        Idempotent: an instance that already is a primary is reported with ``promoted=False``.
+        The checkpoint afterwards makes the new timeline visible in the control file, which
+        ``pg_rewind`` reads when the old primary rejoins; its failure does not undo the promotion
+        and is reported in ``checkpointed``.
+        """
+        started = time.monotonic()
+        saved = self.statement_timeout
+
+        async def run() -> bool:
+            async with self._connect("promote") as conn, conn.cursor() as cur:
+                await cur.execute("SELECT pg_is_in_recovery()")
+                row = await cur.fetchone()
+                if row is None or not row[0]:
+                    return False
+                await cur.execute(
+                    "SELECT pg_promote(wait => true, wait_seconds => %s)", (wait_seconds,)
+                )
+                done = await cur.fetchone()
+                if done is None or not done[0]:
+                    raise PromotionFailed(
+                        f"postgres at {self.endpoint}: pg_promote did not finish within "
+                        f"{wait_seconds}s"
+                    )
+                return True
+
+        client = PostgresClient(
+            self.endpoint,
+            password=self.password,
+            user=self.user,
+            dbname=self.dbname,
+            connect_timeout=self.connect_timeout,
+            statement_timeout=max(saved, wait_seconds + 5.0),
+        )
+        try:
+            promoted = await client._bounded(run(), "promote")
+        except PromotionFailed:
+            raise
+        except PostgresError as exc:
+            raise PromotionFailed(f"promotion failed: {exc}") from None
+        checkpointed = True
+        try:
+            await self.checkpoint()
+        except PostgresError:
+            checkpointed = False
+        observation = await self.observe()
+        return PromotionResult(
+            promoted=promoted,
+            timeline=observation.timeline,
+            checkpointed=checkpointed,
+            duration_seconds=time.monotonic() - started,
+        )
+
+    async def create_slot_if_missing(self, name: str) -> bool:
+        """Create the physical slot ``name`` unless it exists; True when it was created.
+
+        A new primary has no slot for its peer (slots are not replicated): the operator creates
+        ``gocdha_<old primary side>`` right after promotion.
+        """
+        if not name.startswith(SLOT_PREFIX) or not name.replace("_", "").isalnum():
+            raise ValueError(f"{name!r} is not a gocdha replication slot name")
+        created = await self._scalar(
+            "SELECT count(*) FROM (SELECT pg_create_physical_replication_slot(%s, true) "
+            "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)) AS c",
+            (name, name),
+            "create slot",
+        )
+        return bool(created)

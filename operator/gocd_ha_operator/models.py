@@ -397,9 +397,13 @@ class PostgresSpec(ApiModel):
     @field_validator("parameters")
     @classmethod
     def _parameters(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", key):
+        for key, setting in value.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?", key):
                 raise ValueError(f"{key!r} is not a postgresql.conf parameter name")
+            try:
+                pgconfig.quote_value(setting)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
         owned = sorted(set(value) & pgconfig.OWNED_PARAMETERS)
         if owned:
             verb = "is" if len(owned) == 1 else "are"

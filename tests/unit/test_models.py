@@ -317,6 +317,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "not a postgresql.conf parameter",
     ),
     (
+        "parameter with newline",
+        {"spec": {"postgres": {"parameters": {"work_mem": "4MB\narchive_mode = off"}}}},
+        "spec.postgres.parameters",
+        "line break",
+    ),
+    (
         "parameter not string",
         {"spec": {"postgres": {"parameters": {"work_mem": 64}}}},
         "spec.postgres.parameters.work_mem",

@@ -1,0 +1,279 @@
+"""The thin apply layer: children to the Kubernetes API with create-or-patch, and nothing more.
+
+It speaks to the API through the official ``kubernetes`` client's ``ApiClient`` with generic paths,
+so one small class handles every kind the operator owns. It is synchronous (the client is); the
+handlers call it through ``asyncio.to_thread`` so the event loop keeps serving watches and timers.
+
+Rules it keeps:
+
+* create when missing; when present, patch (JSON merge patch) only if the desired object is not
+  already a subset of the live one — an unchanged resource causes **no write**;
+* never patch a Secret's data once it exists (credentials never change under a running database),
+  except Secrets whose content is derived (``db.properties``), which follow their inputs;
+* never patch immutable fields (a StatefulSet's volume claim templates, selector and service name;
+  a claim's spec other than a larger size);
+* refuse to touch an object with the same name that another owner controls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote
+
+from kubernetes import client as k8s_client
+
+from gocd_ha_operator.labels import with_owner
+
+logger = logging.getLogger(__name__)
+
+#: apiVersion/kind -> plural, for every kind the operator writes or reads.
+PLURALS: Final[dict[tuple[str, str], str]] = {
+    ("v1", "Secret"): "secrets",
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("v1", "Pod"): "pods",
+    ("apps/v1", "StatefulSet"): "statefulsets",
+    ("apps/v1", "Deployment"): "deployments",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+}
+REQUEST_TIMEOUT_SECONDS: Final = 30
+
+
+class KubeApiError(Exception):
+    """The API answered with an error status. The message never includes a request body."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status} {reason}: {message}")
+
+
+class NotOwnedError(Exception):
+    """An object with a child's name exists and is controlled by someone else."""
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    plural = PLURALS.get((api_version, kind))
+    if plural is None:
+        raise ValueError(f"the operator does not manage {kind} ({api_version})")
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+class KubeClient:
+    """Generic get/create/patch/delete of namespaced objects through ``ApiClient``."""
+
+    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+        self._api = api_client
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        _method, url, header_params, serialized_body, post_params = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(
+            method,
+            url,
+            header_params=header_params,
+            body=serialized_body,
+            post_params=post_params,
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        response.read()  # type: ignore[no-untyped-call]
+        raw = response.data or b"{}"
+        payload = json.loads(raw) if raw.strip() else {}
+        if not 200 <= response.status < 300:
+            reason = payload.get("reason") or str(response.reason or "Error")
+            message = payload.get("message") or ""
+            raise KubeApiError(response.status, reason, message)
+        return payload
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self._call("GET", resource_path(api_version, kind, namespace, name))
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        result: dict[str, Any] = self._call(
+            "POST", resource_path(obj["apiVersion"], obj["kind"], meta["namespace"]), dict(obj)
+        )
+        return result
+
+    def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            dict(patch),
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        try:
+            self._call("DELETE", resource_path(api_version, kind, namespace, name))
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Whether ``live`` already has everything ``desired`` says (extra server defaults allowed)."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            key in live and is_subset(value, live[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(is_subset(d, lv) for d, lv in zip(desired, live, strict=True))
+        )
+    return bool(desired == live)
+
+
+def _controller_uid(obj: Mapping[str, Any]) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            uid = ref.get("uid")
+            return str(uid) if uid is not None else None
+    return None
+
+
+def _patchable(desired: dict[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``desired`` that may be patched onto ``live``."""
+    kind = desired["kind"]
+    patch = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    if kind == "StatefulSet":
+        spec = {
+            k: v
+            for k, v in desired["spec"].items()
+            if k not in ("volumeClaimTemplates", "selector", "serviceName", "podManagementPolicy")
+        }
+        patch["spec"] = spec
+    elif kind == "PersistentVolumeClaim":
+        wanted = desired["spec"]["resources"]["requests"]["storage"]
+        current = live.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+        patch.pop("spec", None)
+        if current != wanted:
+            patch["spec"] = {"resources": {"requests": {"storage": wanted}}}
+    elif kind in ("Deployment", "PodDisruptionBudget"):
+        patch["spec"] = {k: v for k, v in desired["spec"].items() if k != "selector"}
+    return patch
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    patched: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    @property
+    def writes(self) -> int:
+        return len(self.created) + len(self.patched) + len(self.deleted)
+
+
+def _ref(obj: Mapping[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def apply_child(
+    kube: KubeClient,
+    desired: dict[str, Any],
+    owner: Mapping[str, Any],
+    result: ApplyResult,
+    *,
+    immutable_data: bool = False,
+) -> dict[str, Any]:
+    """Create ``desired`` (owned by ``owner``) or bring the live object to it; returns live."""
+    desired = with_owner(desired, owner)
+    meta = desired["metadata"]
+    live = kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    if live is None:
+        try:
+            created = kube.create(desired)
+        except KubeApiError as exc:
+            if exc.status != 409:
+                raise
+            # Created concurrently (or by a previous attempt whose answer was lost): re-read.
+            live = kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+            if live is None:
+                raise
+        else:
+            result.created.append(_ref(desired))
+            return created
+    owner_uid = owner["metadata"]["uid"]
+    controller = _controller_uid(live)
+    if controller is not None and controller != owner_uid:
+        raise NotOwnedError(
+            f"{_ref(desired)} exists and is controlled by another object; "
+            "rename or remove it so the operator can manage it"
+        )
+    if immutable_data:
+        desired = {k: v for k, v in desired.items() if k not in ("data", "stringData", "type")}
+    patch = _patchable(desired, live)
+    if is_subset(patch, live):
+        result.unchanged.append(_ref(desired))
+        return live
+    patched = kube.patch(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"], patch)
+    result.patched.append(_ref(desired))
+    return patched
+
+
+def delete_owned(
+    kube: KubeClient,
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    owner_uid: str,
+    result: ApplyResult,
+) -> None:
+    """Delete a child that is no longer wanted — only if this resource controls it."""
+    live = kube.get(api_version, kind, namespace, name)
+    if live is None or _controller_uid(live) != owner_uid:
+        return
+    if kube.delete(api_version, kind, namespace, name):
+        result.deleted.append(f"{kind}/{name}")
+
+
+ClientFactory = Callable[[], KubeClient]
+
+
+def default_client() -> KubeClient:
+    """A client configured from the pod's service account, or the local kubeconfig."""
+    from kubernetes import config as k8s_config  # noqa: PLC0415 - only when really connecting
+
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return KubeClient(k8s_client.ApiClient())
+
+
+def client_for(host: str) -> KubeClient:
+    """A client for an API server without authentication (tests, the embedded demo)."""
+    configuration = k8s_client.Configuration(host=host)
+    return KubeClient(k8s_client.ApiClient(configuration))

@@ -1,0 +1,125 @@
+"""The reconcile of a GoCDHACluster's children: credentials, build, apply, prune.
+
+This is the synchronous core the kopf handler runs in a thread. It is idempotent: running it
+again with the same resource issues no write. Credentials are generated only for Secrets that do
+not exist yet and are read back from the Secrets otherwise, so a restart of the operator, or a
+thousand reconciles, never changes a password under a running database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gocd_ha_operator.builders import BuildInputs, Topology, build_children
+from gocd_ha_operator.constants import BC_TOKEN_KEY, Side
+from gocd_ha_operator.credentials import ClusterCredentials, decode_secret_value
+from gocd_ha_operator.kube import ApplyResult, KubeClient, apply_child, delete_owned
+from gocd_ha_operator.models import GoCDHACluster
+from gocd_ha_operator.names import ChildNames
+
+
+class MissingSecretError(Exception):
+    """A Secret the user referenced does not exist (yet). Retried; reported as a condition."""
+
+    def __init__(self, field: str, name: str, key: str, detail: str = "does not exist") -> None:
+        self.field = field
+        super().__init__(f"{field}: Secret {name!r} (key {key!r}) {detail}")
+
+
+def topology_of(cluster: GoCDHACluster) -> Topology:
+    """The role assignment in force: the side ``status.primary`` names (``a`` for a new cluster)."""
+    primary: Side = cluster.status.primary or "a"
+    return Topology(primary=primary)
+
+
+def credential_secret_names(cluster: GoCDHACluster) -> frozenset[str]:
+    """Secrets whose data is generated once and must never be rewritten."""
+    names = ChildNames(cluster.name)
+    return frozenset(
+        {
+            names.superuser_secret,
+            names.replication_secret,
+            names.gocd_db_user_secret,
+            names.operator_secret,
+            names.bc_token_secret,
+        }
+    )
+
+
+def load_credentials(kube: KubeClient, cluster: GoCDHACluster) -> ClusterCredentials:
+    """Existing credentials from their Secrets; fresh ones only where a Secret is missing."""
+    names = ChildNames(cluster.name)
+    namespace = cluster.namespace
+    fresh = ClusterCredentials.generate()
+
+    def existing(secret_name: str, key: str) -> str | None:
+        secret = kube.get("v1", "Secret", namespace, secret_name)
+        return decode_secret_value(secret, key) if secret is not None else None
+
+    ref = cluster.spec.gocd.business_continuity.token_secret_ref
+    if ref is not None:
+        token = existing(ref.name, ref.key)
+        if token is None:
+            raise MissingSecretError(
+                "spec.gocd.businessContinuity.tokenSecretRef", ref.name, ref.key
+            )
+    else:
+        token = existing(names.bc_token_secret, BC_TOKEN_KEY) or fresh.bc_token
+    return ClusterCredentials(
+        superuser_password=existing(names.superuser_secret, "password")
+        or fresh.superuser_password,
+        replication_password=existing(names.replication_secret, "password")
+        or fresh.replication_password,
+        gocd_password=existing(names.gocd_db_user_secret, "password") or fresh.gocd_password,
+        operator_password=existing(names.operator_secret, "password") or fresh.operator_password,
+        bc_token=token,
+    )
+
+
+@dataclass
+class ReconcileOutcome:
+    applied: ApplyResult
+    credentials: ClusterCredentials
+    topology: Topology
+
+
+def _unwanted_claims(cluster: GoCDHACluster) -> list[str]:
+    """Claims this resource created earlier and no longer needs (the user moved to an existing
+    claim, or removed the artifacts volume)."""
+    names = ChildNames(cluster.name)
+    unwanted = []
+    if cluster.spec.shared_storage.existing_claim is not None:
+        unwanted.append(names.shared_pvc)
+    artifacts = cluster.spec.gocd.artifacts
+    if artifacts is None or artifacts.existing_claim is not None:
+        unwanted.append(names.artifacts_pvc)
+    return unwanted
+
+
+def reconcile_children(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    operator_image: str,
+    topology: Topology | None = None,
+) -> ReconcileOutcome:
+    """Bring every child to what the resource asks for; return what was written."""
+    credentials = load_credentials(kube, cluster)
+    topology = topology or topology_of(cluster)
+    inputs = BuildInputs(
+        cluster=cluster, topology=topology, credentials=credentials, operator_image=operator_image
+    )
+    immutable = credential_secret_names(cluster)
+    result = ApplyResult()
+    for child in build_children(inputs):
+        is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
+        apply_child(kube, child, owner, result, immutable_data=is_credential)
+    owner_uid = str(owner["metadata"]["uid"])
+    for claim in _unwanted_claims(cluster):
+        delete_owned(
+            kube, "v1", "PersistentVolumeClaim", cluster.namespace, claim, owner_uid, result
+        )
+    return ReconcileOutcome(applied=result, credentials=credentials, topology=topology)

@@ -19,6 +19,18 @@ from gocd_ha_operator import __version__
 SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
     "render": ("gocd_ha_operator.render", "print every child of a GoCDHACluster as YAML"),
     "crd": ("gocd_ha_operator.crdgen", "print the CustomResourceDefinition generated from the model"),
+    "sync-agent": (
+        "gocd_ha_operator.gocd.sync_agent",
+        "Cold mode: mirror the primary GoCD's config and plugins to the shared volume",
+    ),
+    "restore": (
+        "gocd_ha_operator.gocd.restore",
+        "Cold mode: restore the mirrored GoCD files before a server starts as primary",
+    ),
+    "install-addon": (
+        "gocd_ha_operator.gocd.addon",
+        "Warm mode, GoCD <= 20.5: install the business-continuity add-on jar, checksum verified",
+    ),
 }
 
 

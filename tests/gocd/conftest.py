@@ -17,11 +17,8 @@ if _REPO_ROOT not in sys.path:
 
 from gocd_ha_operator import cli  # noqa: E402
 
-CliMain = Callable[[list[str]], int]
-
-
 @pytest.fixture
-def cli_main(monkeypatch: pytest.MonkeyPatch) -> CliMain:
+def cli_main(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
     """``gocd_ha_operator.cli.main``, the real parser with the real ``SUBCOMMANDS`` entries.
 
     ``cli.build_parser`` imports every registered subcommand module. Subcommands registered by

@@ -305,6 +305,7 @@ def snapshot(
     now: datetime,
     previous: Manifest | None,
     observed: MutableMapping[str, FileEntry] | None = None,
+    after_generation: int = 0,
 ) -> Manifest:
     """Mirror ``source_dir`` into ``mirror_dir`` and return the manifest now in force.
 
@@ -316,7 +317,8 @@ def snapshot(
     since then is not read again. (Only this process's own manifest is trusted for that shortcut,
     so an agent's first cycle re-copies everything and repairs a damaged object store.)
     ``observed`` receives each source file's entry as soon as it is known, so a caller can report
-    the source's checksums even when the cycle fails halfway.
+    the source's checksums even when the cycle fails halfway. ``after_generation`` is the
+    generation already on disk when ``previous`` is None (generations never go backwards).
     """
     found = source_files(source_dir)
     if f"{CONFIG_DIRNAME}/{REQUIRED_CONFIG_FILE}" not in found:
@@ -348,7 +350,7 @@ def snapshot(
     manifest = Manifest(
         sync_time=now,
         side=side,
-        generation=(previous.generation + 1) if previous else 1,
+        generation=(previous.generation if previous else after_generation) + 1,
         files=entries,
     )
     fsync_dir(mirror_dir / OBJECTS_DIRNAME)

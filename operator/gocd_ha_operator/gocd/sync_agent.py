@@ -166,6 +166,7 @@ class SyncAgent:
                 now=started,
                 previous=previous,
                 observed=observed,
+                after_generation=self.state.manifest.generation if self.state.manifest else 0,
             )
         except Exception as exc:  # any failure is reported; the loop must go on
             self.state.source_files = observed

@@ -17,6 +17,7 @@ if _REPO_ROOT not in sys.path:
 
 from gocd_ha_operator import cli  # noqa: E402
 
+
 @pytest.fixture
 def cli_main(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
     """``gocd_ha_operator.cli.main``, the real parser with the real ``SUBCOMMANDS`` entries.

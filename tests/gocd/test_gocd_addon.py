@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,8 +79,9 @@ def test_checksum_mismatch_installs_nothing(
 ) -> None:
     addons = tmp_path / "addons"
     wrong = "0" * 64
-    code = cli_main(["install-addon", "--url", jar_server.url(), "--sha256", wrong,
-                     "--target", str(addons)])  # fmt: skip
+    code = cli_main(
+        ["install-addon", "--url", jar_server.url(), "--sha256", wrong, "--target", str(addons)]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert f"expected sha256 {wrong}" in err
@@ -100,19 +102,41 @@ def test_cli_success_and_http_error(
     jar_server: JarServer, tmp_path: Path, cli_main: CliMain, capsys: pytest.CaptureFixture[str]
 ) -> None:
     addons = tmp_path / "addons"
-    assert cli_main(["install-addon", "--url", jar_server.url(), "--sha256", JAR_SHA,
-                     "--target", str(addons)]) == 0  # fmt: skip
+    assert (
+        cli_main(
+            [
+                "install-addon",
+                "--url",
+                jar_server.url(),
+                "--sha256",
+                JAR_SHA,
+                "--target",
+                str(addons),
+            ]
+        )
+        == 0
+    )
     assert (addons / NAME).is_file()
     missing = jar_server.url("go-business-continuity-0.0.jar")
-    assert cli_main(["install-addon", "--url", missing, "--sha256", JAR_SHA,
-                     "--target", str(tmp_path / "other")]) == 1  # fmt: skip
+    assert (
+        cli_main(
+            [
+                "install-addon",
+                "--url",
+                missing,
+                "--sha256",
+                JAR_SHA,
+                "--target",
+                str(tmp_path / "other"),
+            ]
+        )
+        == 1
+    )
     assert "HTTP 404" in capsys.readouterr().err
     assert not any((tmp_path / "other").iterdir())
 
 
 def test_unreachable_server_fails_within_timeout(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -122,9 +146,15 @@ def test_unreachable_server_fails_within_timeout(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd.jar", "ftp://host/a.jar", "http://host/", "http://host/a.txt",
-     "http://host/..%2F..%2Fetc.jar", "http://host/.hidden.jar"],
-)  # fmt: skip
+    [
+        "file:///etc/passwd.jar",
+        "ftp://host/a.jar",
+        "http://host/",
+        "http://host/a.txt",
+        "http://host/..%2F..%2Fetc.jar",
+        "http://host/.hidden.jar",
+    ],
+)
 def test_bad_urls(url: str) -> None:
     with pytest.raises(AddonInstallError):
         jar_name_from_url(url)

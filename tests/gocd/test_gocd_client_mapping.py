@@ -6,6 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.support.standin_gocd import (
+    gson_date,
+    out_of_sync_dashboard,
+    setup_incomplete_dashboard,
+    sync_errors_dashboard,
+    synced_dashboard,
+)
 
 from gocd_ha_operator.gocd.client import (
     GoCDUnreachableError,
@@ -16,19 +23,20 @@ from gocd_ha_operator.gocd.client import (
     parse_gocd_time,
     parse_plugin_status,
 )
-from tests.support.standin_gocd import (
-    gson_date,
-    out_of_sync_dashboard,
-    setup_incomplete_dashboard,
-    sync_errors_dashboard,
-    synced_dashboard,
-)
 
 NOW = datetime(2024, 6, 15, 12, 0, 0, tzinfo=UTC)
 KEYS = {
-    "mode", "source", "setupStatus", "lastSyncTime", "primaryUpdateTime",
-    "files", "errors", "synced", "reason", "message",
-}  # fmt: skip
+    "mode",
+    "source",
+    "setupStatus",
+    "lastSyncTime",
+    "primaryUpdateTime",
+    "files",
+    "errors",
+    "synced",
+    "reason",
+    "message",
+}
 
 
 @pytest.mark.parametrize(
@@ -189,14 +197,16 @@ def test_agent_status_stale_differ_errors_never() -> None:
     assert stale["reason"] == "SyncStale"
     differ = agent_payload()
     differ["files"][1]["mirrorSha256"] = "cc"
-    assert config_sync_from_agent_status(differ, source="s", now=NOW, max_age_seconds=60)[
-        "reason"
-    ] == "FilesDiffer"
+    assert (
+        config_sync_from_agent_status(differ, source="s", now=NOW, max_age_seconds=60)["reason"]
+        == "FilesDiffer"
+    )
     errors = agent_payload(errors=["[2024-06-15T11:59:55Z] OSError: No space left on device"])
     errors["files"][1]["mirrorSha256"] = "cc"
-    assert config_sync_from_agent_status(errors, source="s", now=NOW, max_age_seconds=60)[
-        "reason"
-    ] == "SyncErrors"
+    assert (
+        config_sync_from_agent_status(errors, source="s", now=NOW, max_age_seconds=60)["reason"]
+        == "SyncErrors"
+    )
     never = agent_payload(lastSyncTime=None, files=[])
     result = config_sync_from_agent_status(never, source="s", now=NOW, max_age_seconds=60)
     assert (result["synced"], result["reason"]) == (False, "SyncStale")

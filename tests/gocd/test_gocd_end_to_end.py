@@ -19,8 +19,12 @@ TOKEN = BCToken("gocdha", "e2e-secret")
 
 def synced_view(root: Path) -> dict[str, bytes]:
     files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    keep = {"config/cruise-config.xml", "config/cipher.aes", "config/jetty.xml",
-            "config/go.feature.toggles"}  # fmt: skip
+    keep = {
+        "config/cruise-config.xml",
+        "config/cipher.aes",
+        "config/jetty.xml",
+        "config/go.feature.toggles",
+    }
     return {n: c for n, c in files.items() if n in keep or n.startswith("plugins/external/")}
 
 
@@ -64,8 +68,9 @@ async def test_mirror_promote_restore(
     # 2. Side a is lost (its disk with it); the operator promotes b. b's init container restores.
     expected = synced_view(godata)
     shutil.rmtree(godata)
-    assert cli_main(["restore", "--source", str(shared), "--target", str(side_b),
-                     "--side", "b"]) == 0  # fmt: skip
+    assert (
+        cli_main(["restore", "--source", str(shared), "--target", str(side_b), "--side", "b"]) == 0
+    )
     assert synced_view(side_b) == expected
     assert "ci-pg-b" in (side_b / "config/db.properties").read_text()
 
@@ -77,8 +82,9 @@ async def test_mirror_promote_restore(
     assert manifest["side"] == "b"
     assert manifest["generation"] > 1
     (side_b / "config/cruise-config.xml").write_text("<cruise edited-after-last-sync/>\n")
-    assert cli_main(["restore", "--source", str(shared), "--target", str(side_b),
-                     "--side", "b"]) == 0  # fmt: skip
+    assert (
+        cli_main(["restore", "--source", str(shared), "--target", str(side_b), "--side", "b"]) == 0
+    )
     assert (side_b / "config/cruise-config.xml").read_text() == "<cruise edited-after-last-sync/>\n"
 
 
@@ -94,7 +100,9 @@ async def test_status_never_serves_content_even_for_odd_paths(godata: Path, tmp_
         async with aiohttp.ClientSession() as session:
             for path in ["/config/cipher.aes", "/objects/", "/status?file=config/cipher.aes"]:
                 url = f"http://127.0.0.1:{agent.port}{path}"
-                async with session.get(url, headers={"Authorization": TOKEN.basic_auth_header()}) as r:
+                async with session.get(
+                    url, headers={"Authorization": TOKEN.basic_auth_header()}
+                ) as r:
                     assert secret not in await r.read()
     finally:
         stop.set()

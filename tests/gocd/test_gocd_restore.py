@@ -76,8 +76,17 @@ def test_no_manifest_is_nothing_to_restore(
 ) -> None:
     before = tree(standby_godata)
     caplog.set_level("INFO")
-    code = cli_main(["restore", "--source", str(tmp_path / "empty"), "--target",
-                     str(standby_godata), "--side", "b"])  # fmt: skip
+    code = cli_main(
+        [
+            "restore",
+            "--source",
+            str(tmp_path / "empty"),
+            "--target",
+            str(standby_godata),
+            "--side",
+            "b",
+        ]
+    )
     assert code == 0
     assert "nothing to restore" in caplog.text
     assert tree(standby_godata) == before
@@ -88,8 +97,9 @@ def test_own_mirror_is_not_restored(
 ) -> None:
     before = tree(standby_godata)
     caplog.set_level("INFO")
-    code = cli_main(["restore", "--source", str(mirror_dir), "--target", str(standby_godata),
-                     "--side", "a"])  # fmt: skip
+    code = cli_main(
+        ["restore", "--source", str(mirror_dir), "--target", str(standby_godata), "--side", "a"]
+    )
     assert code == 0
     assert "mirror was written by this side; local files are newer" in caplog.text
     assert tree(standby_godata) == before
@@ -104,8 +114,9 @@ def test_tampered_file_is_refused_and_target_untouched(
     os.chmod(victim, 0o600)
     victim.write_bytes(b"x" * manifest.files["config/cipher.aes"].size)  # same size, other bytes
     before = tree(standby_godata)
-    code = cli_main(["restore", "--source", str(mirror_dir), "--target", str(standby_godata),
-                     "--side", "b"])  # fmt: skip
+    code = cli_main(
+        ["restore", "--source", str(mirror_dir), "--target", str(standby_godata), "--side", "b"]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "config/cipher.aes" in err and "SHA-256" in err and "left untouched" in err
@@ -122,7 +133,7 @@ def test_truncated_and_missing_objects_are_refused(mirror_dir: Path, standby_god
     content = obj.read_bytes()
     os.chmod(obj, 0o600)
     obj.write_bytes(content[:100])
-    with pytest.raises(RestoreRefusedError, match="kubernetes-elastic-agent.jar.*bytes"):
+    with pytest.raises(RestoreRefusedError, match=r"kubernetes-elastic-agent\.jar.*bytes"):
         restore(mirror_dir, standby_godata, side="b")
     obj.unlink()
     with pytest.raises(RestoreRefusedError, match="missing"):
@@ -134,13 +145,17 @@ def test_truncated_and_missing_objects_are_refused(mirror_dir: Path, standby_god
     ("edit", "message"),
     [
         (lambda m: m.update(formatVersion=99), "formatVersion"),
-        (lambda m: m["files"].update({"../../etc/passwd": m["files"]["config/cipher.aes"]}),
-         "not one the mirror may hold"),
-        (lambda m: m["files"].update({"config/db.properties": m["files"]["config/cipher.aes"]}),
-         "not one the mirror may hold"),
+        (
+            lambda m: m["files"].update({"../../etc/passwd": m["files"]["config/cipher.aes"]}),
+            "not one the mirror may hold",
+        ),
+        (
+            lambda m: m["files"].update({"config/db.properties": m["files"]["config/cipher.aes"]}),
+            "not one the mirror may hold",
+        ),
         (lambda m: m["files"]["config/cipher.aes"].update(sha256="../x"), "sha256"),
     ],
-)  # fmt: skip
+)
 def test_manifest_that_cannot_be_trusted_is_refused(
     mirror_dir: Path, standby_godata: Path, edit: Callable[[dict], None], message: str
 ) -> None:
@@ -193,13 +208,15 @@ def test_crash_between_files_and_manifest_keeps_previous_mirror_valid(
     assert synced_view(standby_godata) == generation_1
 
     # The next cycle completes: generation 2 in force and the leftovers of 1 cleaned up.
-    manifest_2 = snapshot(godata, mirror_dir, side="a", now=datetime.now(UTC), previous=None,
-                          after_generation=1)  # fmt: skip
+    manifest_2 = snapshot(
+        godata, mirror_dir, side="a", now=datetime.now(UTC), previous=None, after_generation=1
+    )
     assert manifest_2.generation == 2
     referenced = {e.sha256 for e in manifest_2.files.values()}
     assert {p.name for p in (mirror_dir / "objects").iterdir()} == referenced
 
 
 def test_cli_target_must_exist(mirror_dir: Path, tmp_path: Path, cli_main: CliMain) -> None:
-    assert cli_main(["restore", "--source", str(mirror_dir), "--target",
-                     str(tmp_path / "nope")]) == 2  # fmt: skip
+    assert (
+        cli_main(["restore", "--source", str(mirror_dir), "--target", str(tmp_path / "nope")]) == 2
+    )

@@ -177,7 +177,9 @@ async def test_everything_else_is_404(running: RunningAgent) -> None:
             ("POST", "/status"),
             ("PUT", "/status"),
         ]:
-            async with session.request(method, running.url + path, headers={"Authorization": auth}) as r:
+            async with session.request(
+                method, running.url + path, headers={"Authorization": auth}
+            ) as r:
                 assert r.status == 404, (method, path)
 
 
@@ -246,12 +248,27 @@ def test_sigterm_stops_cleanly(godata: Path, tmp_path: Path, token_file: Path) -
     target = tmp_path / "shared" / "gocd"
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLI_SNIPPET, "sync-agent", "--source", str(godata),
-         "--target", str(target), "--token-file", str(token_file),
-         "--listen", f"127.0.0.1:{port}", "--interval", "0.2", "--side", "b"],
+        [
+            sys.executable,
+            "-c",
+            CLI_SNIPPET,
+            "sync-agent",
+            "--source",
+            str(godata),
+            "--target",
+            str(target),
+            "--token-file",
+            str(token_file),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--interval",
+            "0.2",
+            "--side",
+            "b",
+        ],
         stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 20
         while not (target / "manifest.json").exists():
@@ -271,13 +288,28 @@ def test_sigterm_stops_cleanly(godata: Path, tmp_path: Path, token_file: Path) -
 
 
 def test_cli_refuses_a_bad_token_file(
-    godata: Path, tmp_path: Path, cli_main: Callable[[list[str]], int],
+    godata: Path,
+    tmp_path: Path,
+    cli_main: Callable[[list[str]], int],
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     bad = tmp_path / "bad-token"
     bad.write_text("a = 1\nb = 2\n")
-    code = cli_main(["sync-agent", "--source", str(godata), "--target", str(tmp_path / "t"),
-                     "--token-file", str(bad), "--listen", "127.0.0.1:0", "--interval", "1"])  # fmt: skip
+    code = cli_main(
+        [
+            "sync-agent",
+            "--source",
+            str(godata),
+            "--target",
+            str(tmp_path / "t"),
+            "--token-file",
+            str(bad),
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "1",
+        ]
+    )
     assert code == 2
     assert "should contain exactly one credential" in capsys.readouterr().err
 

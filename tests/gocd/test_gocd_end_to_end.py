@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gocd_ha_operator.gocd.client import read_sync_agent_status
+from gocd_ha_operator.gocd.client import ConfigSyncStatus, read_sync_agent_status
 from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
 
@@ -28,7 +28,9 @@ def synced_view(root: Path) -> dict[str, bytes]:
     return {n: c for n, c in files.items() if n in keep or n.startswith("plugins/external/")}
 
 
-async def run_agent_until_synced(config: AgentConfig, expect: Callable[[dict], bool]) -> None:
+async def run_agent_until_synced(
+    config: AgentConfig, expect: Callable[[ConfigSyncStatus], bool]
+) -> None:
     agent = SyncAgent(config)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))

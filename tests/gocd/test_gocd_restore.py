@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,7 +158,7 @@ def test_truncated_and_missing_objects_are_refused(mirror_dir: Path, standby_god
     ],
 )
 def test_manifest_that_cannot_be_trusted_is_refused(
-    mirror_dir: Path, standby_godata: Path, edit: Callable[[dict], None], message: str
+    mirror_dir: Path, standby_godata: Path, edit: Callable[[dict[str, Any]], None], message: str
 ) -> None:
     path = mirror_dir / "manifest.json"
     data = json.loads(path.read_text())

@@ -195,6 +195,7 @@ def test_crash_between_files_and_manifest_keeps_previous_mirror_valid(
         raise SimulatedCrash
 
     monkeypatch.setattr(mirror, "write_manifest", crash)
+    (standby_godata / "config/.tmp-1-abc").write_bytes(b"left by an interrupted restore")
     with pytest.raises(SimulatedCrash):
         snapshot(godata, mirror_dir, side="a", now=datetime.now(UTC), previous=None)
     monkeypatch.undo()
@@ -207,6 +208,7 @@ def test_crash_between_files_and_manifest_keeps_previous_mirror_valid(
     result = restore(mirror_dir, standby_godata, side="b")
     assert result.outcome is RestoreOutcome.RESTORED
     assert synced_view(standby_godata) == generation_1
+    assert not (standby_godata / "config/.tmp-1-abc").exists()
 
     # The next cycle completes: generation 2 in force and the leftovers of 1 cleaned up.
     manifest_2 = snapshot(

@@ -115,12 +115,17 @@ async def test_initial_mirror(running: RunningAgent) -> None:
 
 async def test_change_propagates_within_one_interval(running: RunningAgent) -> None:
     config = running.source / "config/cruise-config.xml"
+    cycles_before = running.agent.cycles
     config.write_text("<cruise schemaVersion='139'><pipelines group='new'/></cruise>\n")
     new_sha = sha256_of(config)[0]
     took = await running.wait_for(
         lambda: running.manifest_files()["config/cruise-config.xml"] == new_sha
     )
-    assert took <= INTERVAL + 0.5  # one interval plus the cycle itself
+    # The cycle running at the time of the write may miss it; the next one (started at most one
+    # interval later) must not. Counted in cycles, so a slow machine cannot make this flaky ...
+    assert running.agent.cycles - cycles_before <= 2
+    # ... and in wall-clock time with room for that one cycle.
+    assert took <= INTERVAL + 2.0
 
 
 async def test_added_and_removed_plugins(running: RunningAgent) -> None:

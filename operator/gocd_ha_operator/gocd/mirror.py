@@ -382,4 +382,16 @@ def remove_unreferenced_objects(mirror_dir: Path, manifest: Manifest) -> list[st
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             removed.append(path.name)
+    removed.extend(remove_temp_files(mirror_dir))
+    return removed
+
+
+def remove_temp_files(directory: Path) -> list[str]:
+    """Delete leftovers of an interrupted temp-file write (``.tmp-*``) in ``directory``."""
+    removed: list[str] = []
+    if directory.is_dir():
+        for path in directory.glob(f"{TEMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path.name)
     return removed

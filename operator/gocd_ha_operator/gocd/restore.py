@@ -35,6 +35,7 @@ from gocd_ha_operator.gocd.mirror import (
     object_path,
     open_temp,
     read_manifest,
+    remove_temp_files,
     sha256_of,
 )
 
@@ -119,6 +120,8 @@ def restore(mirror_dir: Path, target_dir: Path, *, side: str | None = None) -> R
         return RestoreResult(RestoreOutcome.OWN_MIRROR, manifest)
     verify_mirror(mirror_dir, manifest)
 
+    for name in manifest.files:  # leftovers of an earlier restore that was interrupted
+        remove_temp_files((target_dir / name).parent)
     staged: dict[str, Path] = {}
     try:
         for name in sorted(manifest.files):

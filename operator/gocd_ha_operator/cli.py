@@ -22,24 +22,40 @@ SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
         "gocd_ha_operator.crdgen",
         "print the CustomResourceDefinition generated from the model",
     ),
+    "sync-agent": (
+        "gocd_ha_operator.gocd.sync_agent",
+        "Cold mode: mirror the primary GoCD's config and plugins to the shared volume",
+    ),
+    "restore": (
+        "gocd_ha_operator.gocd.restore",
+        "Cold mode: restore the mirrored GoCD files before a server starts as primary",
+    ),
+    "install-addon": (
+        "gocd_ha_operator.gocd.addon",
+        "Warm mode, GoCD <= 20.5: install the business-continuity add-on jar, checksum verified",
+    ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported (all of them when ``None``)."""
     parser = argparse.ArgumentParser(prog="gocd-ha-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub_parser)
-        sub_parser.set_defaults(_module=module)
+        if command is None or name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub_parser)
+            sub_parser.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(arguments)
     result: int = args._module.run(args)
     return result
 

@@ -73,7 +73,9 @@ class KubeClient:
     def __init__(self, api_client: k8s_client.ApiClient) -> None:
         self._api = api_client
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None
+    ) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -103,7 +105,9 @@ class KubeClient:
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._call("GET", resource_path(api_version, kind, namespace, name))
+            result: dict[str, Any] = self._call(
+                "GET", resource_path(api_version, kind, namespace, name)
+            )
         except KubeApiError as exc:
             if exc.status == 404:
                 return None
@@ -237,13 +241,16 @@ def apply_child(
     if is_subset(patch, live):
         result.unchanged.append(_ref(desired))
         return live
-    patched = kube.patch(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"], patch)
+    patched = kube.patch(
+        desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"], patch
+    )
     result.patched.append(_ref(desired))
     return patched
 
 
 def delete_owned(
     kube: KubeClient,
+    *,
     api_version: str,
     kind: str,
     namespace: str,

@@ -68,8 +68,7 @@ def load_credentials(kube: KubeClient, cluster: GoCDHACluster) -> ClusterCredent
     else:
         token = existing(names.bc_token_secret, BC_TOKEN_KEY) or fresh.bc_token
     return ClusterCredentials(
-        superuser_password=existing(names.superuser_secret, "password")
-        or fresh.superuser_password,
+        superuser_password=existing(names.superuser_secret, "password") or fresh.superuser_password,
         replication_password=existing(names.replication_secret, "password")
         or fresh.replication_password,
         gocd_password=existing(names.gocd_db_user_secret, "password") or fresh.gocd_password,
@@ -120,6 +119,12 @@ def reconcile_children(
     owner_uid = str(owner["metadata"]["uid"])
     for claim in _unwanted_claims(cluster):
         delete_owned(
-            kube, "v1", "PersistentVolumeClaim", cluster.namespace, claim, owner_uid, result
+            kube,
+            api_version="v1",
+            kind="PersistentVolumeClaim",
+            namespace=cluster.namespace,
+            name=claim,
+            owner_uid=owner_uid,
+            result=result,
         )
     return ReconcileOutcome(applied=result, credentials=credentials, topology=topology)

@@ -206,7 +206,9 @@ class PgInstance:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, role: str, *, wait: bool = True, timeout: float = 90, **env: str | None) -> None:
+    def start(
+        self, role: str, *, wait: bool = True, timeout: float = 90, **env: str | None
+    ) -> None:
         """Run the entrypoint in the background; with ``wait``, until Postgres accepts queries."""
         if self.running:
             raise RuntimeError(f"{self} is already running")

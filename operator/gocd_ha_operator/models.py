@@ -524,6 +524,9 @@ class ReplicationStatus(StatusModel):
     last_archived_time: str | None = Field(default=None, description="When it was archived.")
     archive_failures: int | None = Field(default=None, description="Failed archive attempts.")
     last_failed_wal: str | None = Field(default=None, description="Last WAL that failed.")
+    last_streaming_time: str | None = Field(
+        default=None, description="Last time the standby was seen streaming."
+    )
     observed_time: str | None = Field(default=None, description="When this was observed.")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from gocd_ha_operator.builders import BuildInputs, Topology, build_children
 from gocd_ha_operator.constants import BC_TOKEN_KEY, Side
 from gocd_ha_operator.credentials import ClusterCredentials, decode_secret_value
+from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube import ApplyResult, KubeClient, apply_child, delete_owned
 from gocd_ha_operator.models import GoCDHACluster
 from gocd_ha_operator.names import ChildNames
@@ -61,10 +62,18 @@ def load_credentials(kube: KubeClient, cluster: GoCDHACluster) -> ClusterCredent
     ref = cluster.spec.gocd.business_continuity.token_secret_ref
     if ref is not None:
         token = existing(ref.name, ref.key)
+        field = "spec.gocd.businessContinuity.tokenSecretRef"
         if token is None:
+            raise MissingSecretError(field, ref.name, ref.key)
+        try:
+            parse_token(token, source=f"Secret {ref.name!r} key {ref.key!r}")
+        except TokenFileError:
             raise MissingSecretError(
-                "spec.gocd.businessContinuity.tokenSecretRef", ref.name, ref.key
-            )
+                field,
+                ref.name,
+                ref.key,
+                "does not hold exactly one 'user = password' credential",
+            ) from None
     else:
         token = existing(names.bc_token_secret, BC_TOKEN_KEY) or fresh.bc_token
     return ClusterCredentials(

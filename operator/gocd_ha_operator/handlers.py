@@ -1,0 +1,282 @@
+"""kopf handlers: thin registrations over the reconcile and observation modules.
+
+Everything is registered on a registry built by :func:`build_registry`, so the operator, the
+tests and the embedded demo each run their own operator with their own configuration (an API
+emulator's address, a short observation interval) without global state.
+
+* one idempotent reconcile for create, spec updates and resume (annotation and status changes do
+  not trigger it, so they never cause child writes);
+* one observation timer that writes status — only what changed — and an Event per condition
+  transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+
+from gocd_ha_operator import conditions as cond
+from gocd_ha_operator.constants import FINALIZER, GROUP, PLURAL, VERSION
+from gocd_ha_operator.credentials import ClusterCredentials
+from gocd_ha_operator.endpoints import Endpoint
+from gocd_ha_operator.kube import KubeApiError, KubeClient, NotOwnedError, default_client
+from gocd_ha_operator.models import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
+from gocd_ha_operator.observe import compute_status, event_for, observe_cluster, status_patch
+from gocd_ha_operator.reconcile import (
+    MissingSecretError,
+    reconcile_children,
+    topology_of,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Ready reasons the reconcile itself sets; a later successful reconcile clears them.
+RECONCILE_FAILURE_REASONS: Final = frozenset({"InvalidSpec", "SecretNotFound", "ChildConflict"})
+
+
+@dataclass
+class OperatorConfig:
+    """What differs between a production run, a test and the demo."""
+
+    operator_image: str
+    observe_interval: float = 10.0
+    kube_factory: Callable[[], KubeClient] = default_client
+    #: ``None``: read ``GOCDHA_ENDPOINTS`` from the environment.
+    endpoints: Mapping[str, Endpoint] | None = None
+    #: When set, kopf connects here instead of using its own login (tests, demo).
+    connection: kopf.ConnectionInfo | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: Adjusts kopf's settings after the project's own (tests: timeouts of the API emulator).
+    tune_settings: Callable[[kopf.OperatorSettings], None] | None = None
+    _kube: KubeClient | None = field(default=None, init=False, repr=False)
+
+    @property
+    def kube(self) -> KubeClient:
+        if self._kube is None:
+            self._kube = self.kube_factory()
+        return self._kube
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """All kopf settings in one place, chosen once: storage keys under gocdha.io from day one."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.standalone = True
+    settings.posting.level = logging.WARNING
+    # Recover from silently idle watch connections (kopf issues #698, #204).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+
+
+def _status_of(body: Mapping[str, Any]) -> GoCDHAClusterStatus:
+    try:
+        return GoCDHAClusterStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        return GoCDHAClusterStatus()
+
+
+def _post_transitions(body: Mapping[str, Any], transitions: list[cond.Transition]) -> None:
+    for transition in transitions:
+        kind, reason, message = event_for(transition)
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+
+def _with_ready(
+    status: GoCDHAClusterStatus,
+    *,
+    generation: int | None,
+    now: datetime,
+    ready: tuple[str, str, str] | None,
+) -> tuple[GoCDHAClusterStatus, list[cond.Transition]]:
+    """Conditions after a reconcile: every type present (Unknown on the first visit), and Ready
+    set to ``ready`` — or cleared from a reconcile failure once the reconcile succeeds."""
+    conditions = list(status.conditions)
+    transitions: list[cond.Transition] = []
+    for type_ in cond.CONDITION_TYPES:
+        if cond.get_condition(conditions, type_) is None:
+            conditions, _ = cond.set_condition(
+                conditions,
+                type=type_,
+                status="Unknown",
+                reason="Initializing",
+                message="not observed yet",
+                observed_generation=generation,
+                now=now,
+            )
+    current = cond.get_condition(conditions, cond.READY)
+    if ready is None and current is not None and current.reason in RECONCILE_FAILURE_REASONS:
+        ready = ("Unknown", "Reconciled", "children applied; waiting for the next observation")
+    if ready is not None:
+        conditions, transition = cond.set_condition(
+            conditions,
+            type=cond.READY,
+            status=ready[0],  # type: ignore[arg-type]
+            reason=ready[1],
+            message=ready[2],
+            observed_generation=generation,
+            now=now,
+        )
+        if transition is not None:
+            transitions.append(transition)
+    return status.model_copy(update={"conditions": conditions}), transitions
+
+
+def _write_status(
+    body: Mapping[str, Any], patch: kopf.Patch, new: GoCDHAClusterStatus
+) -> None:
+    changes = status_patch(dict(body.get("status") or {}), new.to_api())
+    for key, value in changes.items():
+        patch.status[key] = value
+
+
+async def reconcile_resource(
+    config: OperatorConfig, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
+) -> None:
+    """Parse, apply every child, record the outcome in status. Raises kopf errors to retry."""
+    now = config.clock()
+    generation = body.get("metadata", {}).get("generation")
+    try:
+        cluster = parse_cluster(body)
+    except SpecError as exc:
+        status, transitions = _with_ready(
+            _status_of(body),
+            generation=generation,
+            now=now,
+            ready=("False", "InvalidSpec", str(exc)),
+        )
+        _write_status(body, patch, status)
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc)[:1000])
+        raise kopf.PermanentError(f"invalid GoCDHACluster: {exc}") from None
+
+    try:
+        outcome = await asyncio.to_thread(
+            reconcile_children, config.kube, body, cluster, operator_image=config.operator_image
+        )
+    except MissingSecretError as exc:
+        _fail(body, patch, cluster, now, "SecretNotFound", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=30) from None
+    except NotOwnedError as exc:
+        _fail(body, patch, cluster, now, "ChildConflict", str(exc))
+        raise kopf.TemporaryError(str(exc), delay=60) from None
+    except KubeApiError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from None
+
+    memo["credentials"] = outcome.credentials
+    applied = outcome.applied
+    if applied.created:
+        kopf.event(
+            body,
+            type="Normal",
+            reason="ChildrenCreated",
+            message=f"created {len(applied.created)}: {', '.join(applied.created)}"[:1000],
+        )
+    if applied.patched or applied.deleted:
+        changed = [*applied.patched, *(f"{d} (deleted)" for d in applied.deleted)]
+        kopf.event(
+            body,
+            type="Normal",
+            reason="ChildrenUpdated",
+            message=f"updated {len(changed)}: {', '.join(changed)}"[:1000],
+        )
+    version = cluster.spec.gocd.version
+    status = cluster.status.model_copy(
+        update={
+            "observed_generation": generation,
+            "primary": outcome.topology.primary,
+            "standby": outcome.topology.standby,
+            "standby_mode": cluster.spec.gocd.effective_standby_mode,
+            "gocd_version": str(version) if version is not None else None,
+        }
+    )
+    status, transitions = _with_ready(status, generation=generation, now=now, ready=None)
+    _write_status(body, patch, status)
+    _post_transitions(body, transitions)
+
+
+def _fail(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    cluster: GoCDHACluster,
+    now: datetime,
+    reason: str,
+    message: str,
+) -> None:
+    status, transitions = _with_ready(
+        cluster.status,
+        generation=cluster.metadata.generation,
+        now=now,
+        ready=("False", reason, message),
+    )
+    _write_status(body, patch, status)
+    if not transitions:
+        # Ready was already False for this reason: still say it, the message may be new.
+        kopf.event(body, type="Warning", reason=reason, message=message[:1000])
+    _post_transitions(body, transitions)
+
+
+async def observe_resource(
+    config: OperatorConfig, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
+) -> None:
+    """Look at the cluster and write what changed in status. Never raises for a down endpoint."""
+    try:
+        cluster = parse_cluster(body)
+    except SpecError:
+        return  # the reconcile reported it; nothing can be observed for an invalid resource
+    credentials: ClusterCredentials | None = memo.get("credentials")
+    if credentials is None:
+        return  # not reconciled yet in this process: the Secrets may not exist
+    now = config.clock()
+    topology = topology_of(cluster)
+    observation = await observe_cluster(
+        cluster,
+        credentials,
+        topology,
+        now=now,
+        operator_image=config.operator_image,
+        overrides=config.endpoints,
+    )
+    status, transitions = compute_status(cluster, observation, topology, now=now)
+    _write_status(body, patch, status)
+    _post_transitions(body, transitions)
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """A registry with every handler of the operator, bound to ``config``."""
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings)
+        if config.tune_settings is not None:
+            config.tune_settings(settings)
+
+    if config.connection is not None:
+        connection = config.connection
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return connection
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, field="spec", registry=registry)
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        await reconcile_resource(config, body, patch, memo)
+
+    @kopf.timer(*resource, interval=config.observe_interval, registry=registry)
+    async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        await observe_resource(config, body, patch, memo)
+
+    return registry

@@ -1,0 +1,260 @@
+"""The real kopf handlers against kmock's in-process Kubernetes API emulator.
+
+The emulator merges every write as a plain dict merge and keeps no resourceVersion, generation or
+garbage collection, so tests set ``metadata.generation`` themselves and assert on stored objects
+and on the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kmock
+import kopf
+import pytest
+
+from gocd_ha_operator.handlers import OperatorConfig, build_registry
+from gocd_ha_operator.kube import KubeClient, client_for
+
+NAMESPACE = "build"
+CR = "gocdha.io/v1alpha1/gocdhaclusters"
+WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+
+CHILD_RESOURCES: dict[str, str] = {
+    "v1/secrets": "Secret",
+    "v1/configmaps": "ConfigMap",
+    "v1/services": "Service",
+    "v1/persistentvolumeclaims": "PersistentVolumeClaim",
+    "v1/pods": "Pod",
+    "apps/v1/statefulsets": "StatefulSet",
+    "apps/v1/deployments": "Deployment",
+    "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
+    "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
+}
+ALL_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
+
+BODY: dict[str, Any] = {
+    "apiVersion": "gocdha.io/v1alpha1",
+    "kind": "GoCDHACluster",
+    "metadata": {
+        "name": "ci",
+        "namespace": NAMESPACE,
+        "uid": "uid-ci",
+        "generation": 1,
+        "resourceVersion": "1",
+    },
+    "spec": {
+        "gocd": {"image": "gocd/gocd-server:v26.1.0"},
+        "sharedStorage": {"size": "10Gi", "storageClassName": "nfs"},
+    },
+}
+
+
+def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = {
+        "kind": "CustomResourceDefinition",
+        "namespaced": False,
+        "verbs": ["list", "watch", "get"],
+    }
+    emulator.resources["v1/namespaces"] = {
+        "kind": "Namespace",
+        "namespaced": False,
+        "verbs": ["list", "watch", "get"],
+    }
+    emulator.resources[CR] = {
+        "kind": "GoCDHACluster",
+        "singular": "gocdhacluster",
+        "shortnames": ["gocdha"],
+        "categories": ["gocd"],
+        "namespaced": True,
+        "subresources": ["status"],
+        "verbs": ALL_VERBS,
+    }
+    emulator.resources["v1/events"] = {"kind": "Event", "namespaced": True, "verbs": ALL_VERBS}
+    for resource, kind in CHILD_RESOURCES.items():
+        emulator.resources[resource] = {"kind": kind, "namespaced": True, "verbs": ALL_VERBS}
+
+
+@dataclass
+class Harness:
+    """An emulator with the operator running against it, plus helpers to act like kubectl."""
+
+    emulator: kmock.KubernetesEmulator
+    url: str
+    config: OperatorConfig
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path, json=body, headers=headers) as response,
+        ):
+            payload = await response.json(content_type=None)
+            assert response.status < 300, (response.status, payload)
+            return payload
+
+    async def create_cluster(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = copy.deepcopy(body or BODY)
+        return await self.request(
+            "POST", f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters", body
+        )
+
+    async def patch_cluster(self, patch: dict[str, Any], name: str = "ci") -> dict[str, Any]:
+        return await self.request(
+            "PATCH", f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters/{name}", patch
+        )
+
+    async def create(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        group_version, plural = resource.rsplit("/", 1)
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        return await self.request("POST", f"{prefix}/namespaces/{NAMESPACE}/{plural}", obj)
+
+    def cluster(self, name: str = "ci") -> dict[str, Any]:
+        return dict(self.emulator.objects[CR, NAMESPACE, name].raw)
+
+    def objects(self, resource: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: obj.raw
+            for (res, _ns, name), obj in self.emulator.objects.items()
+            if res == kmock.resource(resource) and not obj.deleted
+        }
+
+    def children(self) -> dict[tuple[str, str], dict[str, Any]]:
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for resource, kind in CHILD_RESOURCES.items():
+            for name, raw in self.objects(resource).items():
+                found[(kind, name)] = raw
+        return found
+
+    def writes(self) -> list[tuple[str, str]]:
+        """Write requests so far (method, path), excluding Events."""
+        return [
+            (request.method.upper(), request.url.path)
+            for request in list(self.emulator)
+            if request.method.upper() in WRITE_METHODS and "/events" not in request.url.path
+        ]
+
+    def child_writes(self) -> list[tuple[str, str]]:
+        return [w for w in self.writes() if "/gocdhaclusters" not in w[1]]
+
+    def events(self) -> list[dict[str, Any]]:
+        return list(self.objects("v1/events").values())
+
+    async def eventually(
+        self, check: Callable[[], Any], timeout: float = 10.0, message: str = ""
+    ) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        last: Exception | None = None
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                result = check()
+                if result:
+                    return result
+            except (KeyError, AssertionError, ValueError) as exc:
+                last = exc
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out: {message or check} (last: {last!r})")
+
+    def kube(self) -> KubeClient:
+        return client_for(self.url)
+
+
+OperatorFactory = Callable[..., Any]
+
+
+def emulator_settings(settings: kopf.OperatorSettings) -> None:
+    """The emulator never changes resourceVersion: do not wait for a newer one after a patch."""
+    settings.persistence.consistency_timeout = 0.05
+    settings.queueing.idle_timeout = 0.5
+    settings.queueing.exit_timeout = 0.5
+    settings.background.instant_exit_timeout = 0.5
+
+
+@pytest.fixture
+async def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+    declare_resources(kmock)
+    return kmock
+
+
+@pytest.fixture
+async def harness(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Harness]:
+    url = str(emulator.url).rstrip("/")
+    config = OperatorConfig(
+        operator_image="registry.example/gocd-ha-operator:test",
+        observe_interval=0.3,
+        kube_factory=lambda: client_for(url),
+        endpoints={},
+        connection=kopf.ConnectionInfo(server=url),
+    )
+    yield Harness(emulator=emulator, url=url, config=config)
+
+
+@dataclass
+class RunningOperator:
+    thread: threading.Thread
+    stop_flag: threading.Event
+    errors: list[BaseException]
+
+
+@pytest.fixture
+async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
+    """Start (and restart) the operator; stopped at the end of the test.
+
+    The operator runs in its own thread and event loop, as in production: kopf treats every task
+    of its loop as its own at exit, so it must not share a loop with the API emulator.
+    """
+    running: list[RunningOperator] = []
+
+    def serve(config: OperatorConfig, stop: threading.Event, ready: threading.Event,
+              errors: list[BaseException]) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=build_registry(config),
+                    clusterwide=True,
+                    standalone=True,
+                    stop_flag=stop,
+                    ready_flag=ready,
+                    memo=kopf.Memo(),
+                )
+            )
+        except BaseException as exc:  # reported by the fixture, not lost in the thread
+            errors.append(exc)
+
+    async def start() -> None:
+        stop, ready = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+        # A fresh config object per run: an operator restart loses every in-memory cache.
+        config = OperatorConfig(
+            operator_image=harness.config.operator_image,
+            observe_interval=harness.config.observe_interval,
+            kube_factory=harness.config.kube_factory,
+            endpoints=harness.config.endpoints,
+            connection=harness.config.connection,
+            tune_settings=emulator_settings,
+        )
+        thread = threading.Thread(
+            target=serve, args=(config, stop, ready, errors), name="operator", daemon=True
+        )
+        thread.start()
+        running.append(RunningOperator(thread, stop, errors))
+        if not await asyncio.to_thread(ready.wait, 15):
+            raise AssertionError(f"the operator did not start: {errors}")
+
+    async def stop() -> None:
+        while running:
+            operator = running.pop()
+            operator.stop_flag.set()
+            await asyncio.to_thread(operator.thread.join, 20)
+            assert not operator.thread.is_alive(), "the operator did not stop within 20 s"
+            assert not operator.errors, operator.errors
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    await stop()

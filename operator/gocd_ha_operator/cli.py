@@ -18,7 +18,10 @@ from gocd_ha_operator import __version__
 #: subcommand name -> (module, one-line help)
 SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
     "render": ("gocd_ha_operator.render", "print every child of a GoCDHACluster as YAML"),
-    "crd": ("gocd_ha_operator.crdgen", "print the CustomResourceDefinition generated from the model"),
+    "crd": (
+        "gocd_ha_operator.crdgen",
+        "print the CustomResourceDefinition generated from the model",
+    ),
 }
 
 

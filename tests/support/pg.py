@@ -206,7 +206,9 @@ class PgInstance:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, role: str, *, wait: bool = True, timeout: float = 90, **env: str | None) -> None:
+    def start(
+        self, role: str, *, wait: bool = True, timeout: float = 90, **env: str | None
+    ) -> None:
         """Run the entrypoint in the background; with ``wait``, until Postgres accepts queries."""
         if self.running:
             raise RuntimeError(f"{self} is already running")
@@ -321,9 +323,12 @@ class PgInstance:
         )
 
     def query(self, sql: str, *params: Any) -> Any:
-        """First column of the first row of ``sql`` run as superuser."""
+        """First column of the first row of ``sql`` run as superuser (None without rows)."""
         with self.connect() as conn:
-            row = conn.execute(sql, params or None).fetchone()
+            cursor = conn.execute(sql, params or None)
+            if cursor.description is None:  # a command without a result (ALTER, CHECKPOINT…)
+                return None
+            row = cursor.fetchone()
             return None if row is None else row[0]
 
     def client(self, **options: Any) -> PostgresClient:

@@ -1,4 +1,4 @@
-"""Test-suite wide setup: makes the shared helpers in ``tests/support`` importable as ``support``."""
+"""Suite-wide setup: the shared helpers in ``tests/support`` are importable as ``support``."""
 
 import sys
 from pathlib import Path

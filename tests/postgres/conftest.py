@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
+
 from support.pg import PgCluster, pg_cluster, unavailable_reason
 
 

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from support.pg import SCRIPTS_DIR
 
 SEGMENT = "000000010000000000000007"

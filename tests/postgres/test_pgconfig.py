@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support.pg import find_pg_bindir, unavailable_reason
 
 from gocd_ha_operator import pgconfig
+from support.pg import find_pg_bindir, unavailable_reason
 
 
 def settings(text: str) -> dict[str, str]:
@@ -131,14 +131,14 @@ def test_rendered_conf_is_accepted_by_postgres() -> None:
 
 
 def check_settings(bindir: Path | None, directory: Path) -> None:
+    runuser = ["runuser", "-u", "postgres", "--"]
     for name, expected in [
         ("synchronous_standby_names", "ANY 1 (gocdha_a, gocdha_b)"),
         ("search_path", "'$user', public"),
         ("archive_cleanup_command", 'pg_archivecleanup "${GOCDHA_ARCHIVE_DIR}" "%r"'),
     ]:
         shown = subprocess.run(
-            ["runuser", "-u", "postgres", "--", f"{bindir}/postgres", "-D", str(directory)]
-            + ["-C", name],
+            [*runuser, f"{bindir}/postgres", "-D", str(directory), "-C", name],
             capture_output=True,
             text=True,
             check=True,

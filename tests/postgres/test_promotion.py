@@ -4,6 +4,8 @@ import subprocess
 import time
 
 import pytest
+
+from gocd_ha_operator.constants import Side
 from support.pg import OS_USER, PgCluster, PgInstance, streaming, wait_until
 
 pytestmark = pytest.mark.postgres
@@ -25,7 +27,7 @@ def system_identifier(instance: PgInstance, pgdata: str | None = None) -> str:
     return line.split(":", 1)[1].strip()
 
 
-def cut_streaming(primary: PgInstance, standby_side: str) -> None:
+def cut_streaming(primary: PgInstance, standby_side: Side) -> None:
     """The standby stops receiving WAL (replication role locked out, walsender ended)."""
     primary.query("ALTER ROLE gocdha_replication NOLOGIN")
     primary.query(
@@ -96,8 +98,10 @@ async def test_rejoin_falls_back_to_reseed_and_keeps_old_data(cluster: PgCluster
     old = str(a.pgdata) + ".replaced-by-test"
     a.pgdata.rename(old)
     subprocess.run(
-        ["runuser", "-u", OS_USER, "--", f"{cluster.bindir}/initdb", "-D", str(a.pgdata)]
-        + ["--auth=scram-sha-256", f"--pwfile={cluster.password_file('superuser')}"],
+        [
+            *("runuser", "-u", OS_USER, "--", f"{cluster.bindir}/initdb", "-D", str(a.pgdata)),
+            *("--auth=scram-sha-256", f"--pwfile={cluster.password_file('superuser')}"),
+        ],
         capture_output=True,
         check=True,
     )

@@ -1,14 +1,14 @@
 """Primary + standby from the project's own entrypoint on loopback: replication, lag, archive."""
 
-import os
+import subprocess
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
-from support.pg import PgCluster, PgInstance, streaming, wait_until
 
 from gocd_ha_operator.pgclient import format_lsn, parse_lsn
+from support.pg import PgCluster, PgInstance, streaming, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -29,7 +29,7 @@ def count_rows(instance: PgInstance, table: str = "pipelines") -> int:
     """Rows in ``table``; -1 while the table has not been replayed yet."""
     with instance.connect("gocd") as conn:
         try:
-            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         except psycopg.errors.UndefinedTable:
             return -1
         assert row is not None
@@ -170,7 +170,8 @@ def test_standby_catches_up_from_archive_when_streaming_is_cut(cluster: PgCluste
     # terminated. The archive on the shared volume is now the only way WAL reaches the standby.
     primary.query("ALTER ROLE gocdha_replication NOLOGIN")
     primary.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'gocdha_b'"
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication "
+        "WHERE application_name = 'gocdha_b'"
     )
     wait_until(lambda: not streaming(primary, "b"), timeout=10, what="streaming to stop")
     log_offset = len(standby.log_text())
@@ -194,7 +195,7 @@ def test_two_primaries_on_one_archive_is_split_brain(cluster: PgCluster) -> None
     first.start("primary")
     first.stop()
     # A copy of the same data dir started as a second primary: same timeline, same WAL names.
-    os.system(f"cp -a {first.pgdata} {cluster.b.pgdata}")  # noqa: S605
+    subprocess.run(["cp", "-a", str(first.pgdata), str(cluster.b.pgdata)], check=True)
     second = cluster.b
     first.start("primary")
     second.start("primary")
@@ -203,7 +204,7 @@ def test_two_primaries_on_one_archive_is_split_brain(cluster: PgCluster) -> None
     first.query("INSERT INTO t VALUES ('first')")
     segment = first.query("SELECT pg_walfile_name(pg_current_wal_lsn())")
     first.query("SELECT pg_switch_wal()")
-    wait_until(lambda: (cluster.archive_dir / segment).exists(), timeout=30, what="first archived")
+    wait_until((cluster.archive_dir / segment).exists, timeout=30, what="first archived")
     archived = (cluster.archive_dir / segment).read_bytes()
 
     second.query("CREATE TABLE t (who text, other int)")

@@ -161,7 +161,8 @@ class InstanceObservation:
     #: On a standby: WAL received but not replayed yet. ``None`` on a primary.
     lag_bytes: int | None = None
     #: On a standby: age of the last replayed transaction, zero when everything received is
-    #: replayed (an idle primary must not look like lag). ``None`` on a primary.
+    #: replayed (an idle primary must not look like lag). ``None`` on a primary, and on a
+    #: standby with a backlog that has not replayed any transaction since it started (unknown).
     lag_seconds: float | None = None
     wal_receiver_status: str | None = None
     replication: tuple[ReplicationConnection, ...] = ()
@@ -195,7 +196,7 @@ SELECT pg_last_wal_receive_lsn()::text AS received,
                                             pg_last_wal_replay_lsn()), 0))::bigint AS lag_bytes,
        CASE WHEN pg_last_wal_receive_lsn() IS NULL
                  OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
-            ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
+            ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())
        END::float8 AS lag_seconds,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
        COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
@@ -363,7 +364,9 @@ class PostgresClient:
                     received_lsn=_lsn_or_none(s["received"]),
                     replayed_lsn=replayed,
                     lag_bytes=int(s["lag_bytes"]),
-                    lag_seconds=max(0.0, float(s["lag_seconds"])),
+                    lag_seconds=None
+                    if s["lag_seconds"] is None
+                    else max(0.0, float(s["lag_seconds"])),
                     wal_receiver_status=s["receiver_status"],
                     slots=slots,
                     archiver=archiver,

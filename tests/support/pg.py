@@ -167,7 +167,7 @@ class PgInstance:
     def endpoint(self) -> Endpoint:
         return Endpoint(LOOPBACK, self.port)
 
-    def env(self, role: str, **overrides: str | None) -> dict[str, str]:
+    def env(self, role: str, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
         """The entrypoint's environment, as the StatefulSet of this side would set it."""
         cluster = self.cluster
         env = {
@@ -191,7 +191,7 @@ class PgInstance:
             ENV_OPERATOR_PASSWORD_FILE: str(cluster.password_file("operator")),
             ENV_GOCD_PASSWORD_FILE: str(cluster.password_file("gocd")),
         }
-        for key, value in overrides.items():
+        for key, value in (overrides or {}).items():
             if value is None:
                 env.pop(key, None)
             else:
@@ -207,9 +207,17 @@ class PgInstance:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(
-        self, role: str, *, wait: bool = True, timeout: float = 90, **env: str | None
+        self,
+        role: str,
+        *,
+        wait: bool = True,
+        timeout: float = 90,
+        env: Mapping[str, str | None] | None = None,
     ) -> None:
-        """Run the entrypoint in the background; with ``wait``, until Postgres accepts queries."""
+        """Run the entrypoint in the background; with ``wait``, until Postgres accepts queries.
+
+        ``env`` overrides the default environment; a ``None`` value removes the variable.
+        """
         if self.running:
             raise RuntimeError(f"{self} is already running")
         with self.log_path.open("ab") as log:
@@ -217,7 +225,7 @@ class PgInstance:
             log.flush()
             self.process = subprocess.Popen(
                 self._command(),
-                env=self.env(role, **env),
+                env=self.env(role, env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -226,9 +234,11 @@ class PgInstance:
         if wait:
             self.wait_ready(timeout=timeout)
 
-    def run_entrypoint(self, role: str, *, timeout: float = 60, **env: str | None) -> EntrypointRun:
+    def run_entrypoint(
+        self, role: str, *, timeout: float = 60, env: Mapping[str, str | None] | None = None
+    ) -> EntrypointRun:
         """Run the entrypoint in the foreground for a case where it must exit by itself."""
-        self.start(role, wait=False, **env)
+        self.start(role, wait=False, env=env)
         assert self.process is not None
         offset = self.log_path.stat().st_size
         try:
@@ -323,9 +333,12 @@ class PgInstance:
         )
 
     def query(self, sql: str, *params: Any) -> Any:
-        """First column of the first row of ``sql`` run as superuser."""
+        """First column of the first row of ``sql`` run as superuser (None without rows)."""
         with self.connect() as conn:
-            row = conn.execute(sql, params or None).fetchone()
+            cursor = conn.execute(sql, params or None)
+            if cursor.description is None:  # a command without a result (ALTER, CHECKPOINT…)
+                return None
+            row = cursor.fetchone()
             return None if row is None else row[0]
 
     def client(self, **options: Any) -> PostgresClient:

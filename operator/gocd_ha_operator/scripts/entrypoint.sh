@@ -299,9 +299,14 @@ init_primary() {
   initdb -D "$staging" --username=postgres --pwfile="$GOCDHA_SUPERUSER_PASSWORD_FILE" \
     --auth=scram-sha-256 --encoding=UTF8 --locale=C --data-checksums >/dev/null
   write_instance_conf "$staging" ""
+  # The bootstrap server listens on no TCP address and on a private socket directory: nobody,
+  # not even a readiness probe, may mistake it for the finished instance.
+  local bootstrap_socket_dir="$GOCDHA_SOCKET_DIR/.gocdha-bootstrap"
+  mkdir -p -m 0700 -- "$bootstrap_socket_dir"
   bootstrap_dir=$staging
-  pg_ctl start -D "$staging" -w -t 120 -s -o "-c listen_addresses=''"
-  psql -X -q -v ON_ERROR_STOP=1 -h "$GOCDHA_SOCKET_DIR" -p "$GOCDHA_PORT" -U postgres -d postgres \
+  pg_ctl start -D "$staging" -w -t 120 -s \
+    -o "-c listen_addresses='' -c unix_socket_directories='$bootstrap_socket_dir'"
+  psql -X -q -v ON_ERROR_STOP=1 -h "$bootstrap_socket_dir" -p "$GOCDHA_PORT" -U postgres -d postgres \
     -v dbname="$GOCDHA_DATABASE" -v peer_slot="$peer_slot_name" -f - <<'SQL'
 -- A failing statement must not be written to the server log: it may carry a password.
 SET log_min_error_statement = 'panic';
@@ -343,6 +348,7 @@ CREATE EXTENSION IF NOT EXISTS citext;
 SQL
   pg_ctl stop -D "$staging" -m fast -w -s
   bootstrap_dir=""
+  rmdir -- "$bootstrap_socket_dir" 2>/dev/null || true
   mv -- "$staging" "$PGDATA" 2>/dev/null || {
     rmdir -- "$PGDATA" 2>/dev/null || die "PGDATA '$PGDATA' is in the way of the new cluster and not empty"
     mv -- "$staging" "$PGDATA"

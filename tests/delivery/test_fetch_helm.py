@@ -11,12 +11,10 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import fetch_helm
 import pytest
 
 from ._support import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
-import fetch_helm  # noqa: E402
 
 FAKE_HELM = b'#!/bin/sh\necho "v4.0.0-fake"\n'
 
@@ -53,9 +51,9 @@ def test_extracts_caches_and_reuses(tmp_path: Path) -> None:
     download = FakeDownloader()
     binary = fetch_helm.fetch_helm(tmp_path, version="9.9.9", sha256=None, downloader=download)
     assert binary == tmp_path.resolve() / "9.9.9" / "helm"
-    assert subprocess.run([binary, "version"], capture_output=True, text=True).stdout.strip() == (
-        "v4.0.0-fake"
-    )
+    assert subprocess.run(
+        [binary, "version"], check=True, capture_output=True, text=True
+    ).stdout.strip() == ("v4.0.0-fake")
     again = fetch_helm.fetch_helm(tmp_path, version="9.9.9", sha256=None, downloader=download)
     assert again == binary
     assert download.calls == 1, "a working cached binary must not be downloaded again"

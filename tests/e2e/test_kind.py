@@ -63,7 +63,7 @@ metadata:
   namespace: {NS}
 spec:
   gocd:
-    image: gocd/gocd-server:v25.3.0
+    image: gocd/gocd-server:v26.1.0
     standbyMode: Cold
     storage: {{size: 2Gi}}
   postgres:

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck crd setup clean
+.PHONY: demo test lint typecheck crd setup clean gate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,8 @@ test: $(STAMP) lint typecheck
 	bash .ci/pytest-strict $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check operator tests benchmarks tools
+	$(BIN)/ruff format --check operator tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,6 +34,11 @@ typecheck: $(STAMP)
 crd: $(STAMP)
 	$(BIN)/gocd-ha-operator crd -o crds/gocdhaclusters.gocdha.io.yaml
 	$(BIN)/gocd-ha-operator crd --reference -o docs/api-reference.md
+	$(BIN)/python tools/sync_chart_crd.py
+
+## The static gate for what users install: helm lint/template, kustomize, kubernetes-validate, checkov.
+gate: $(STAMP)
+	bash .ci/static-gate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

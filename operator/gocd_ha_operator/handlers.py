@@ -132,9 +132,7 @@ def _with_ready(
     return status.model_copy(update={"conditions": conditions}), transitions
 
 
-def _write_status(
-    body: Mapping[str, Any], patch: kopf.Patch, new: GoCDHAClusterStatus
-) -> None:
+def _write_status(body: Mapping[str, Any], patch: kopf.Patch, new: GoCDHAClusterStatus) -> None:
     changes = status_patch(dict(body.get("status") or {}), new.to_api())
     for key, value in changes.items():
         patch.status[key] = value

@@ -211,8 +211,12 @@ async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
     """
     running: list[RunningOperator] = []
 
-    def serve(config: OperatorConfig, stop: threading.Event, ready: threading.Event,
-              errors: list[BaseException]) -> None:
+    def serve(
+        config: OperatorConfig,
+        stop: threading.Event,
+        ready: threading.Event,
+        errors: list[BaseException],
+    ) -> None:
         try:
             asyncio.run(
                 kopf.operator(

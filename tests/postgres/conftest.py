@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.pg import PgCluster, pg_cluster, unavailable_reason
+from tests.support.pg import PgCluster, pg_cluster, unavailable_reason
 
 
 @pytest.fixture

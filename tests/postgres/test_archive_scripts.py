@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support.pg import SCRIPTS_DIR
+from tests.support.pg import SCRIPTS_DIR
 
 SEGMENT = "000000010000000000000007"
 

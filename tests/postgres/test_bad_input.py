@@ -14,7 +14,7 @@ from gocd_ha_operator.pgclient import (
     PostgresQueryFailed,
     ReplayTimeout,
 )
-from support.pg import PgCluster, free_port, tree_digest
+from tests.support.pg import PgCluster, free_port, tree_digest
 
 pytestmark = pytest.mark.postgres
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gocd_ha_operator import pgconfig
-from support.pg import find_pg_bindir, unavailable_reason
+from tests.support.pg import find_pg_bindir, unavailable_reason
 
 
 def settings(text: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from gocd_ha_operator.constants import Side
-from support.pg import OS_USER, PgCluster, PgInstance, streaming, wait_until
+from tests.support.pg import OS_USER, PgCluster, PgInstance, streaming, wait_until
 
 pytestmark = pytest.mark.postgres
 

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from gocd_ha_operator.pgclient import format_lsn, parse_lsn
-from support.pg import PgCluster, PgInstance, streaming, wait_until
+from tests.support.pg import PgCluster, PgInstance, streaming, wait_until
 
 pytestmark = pytest.mark.postgres
 

@@ -86,7 +86,7 @@ def _status_of(body: Mapping[str, Any]) -> GoCDHAClusterStatus:
         return GoCDHAClusterStatus()
 
 
-def _post_transitions(body: Mapping[str, Any], transitions: list[cond.Transition]) -> None:
+def _post_transitions(body: kopf.Body, transitions: list[cond.Transition]) -> None:
     for transition in transitions:
         kind, reason, message = event_for(transition)
         kopf.event(body, type=kind, reason=reason, message=message)
@@ -162,10 +162,10 @@ async def reconcile_resource(
             reconcile_children, config.kube, body, cluster, operator_image=config.operator_image
         )
     except MissingSecretError as exc:
-        _fail(body, patch, cluster, now, "SecretNotFound", str(exc))
+        _fail(body, patch, cluster, now=now, reason="SecretNotFound", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=30) from None
     except NotOwnedError as exc:
-        _fail(body, patch, cluster, now, "ChildConflict", str(exc))
+        _fail(body, patch, cluster, now=now, reason="ChildConflict", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=60) from None
     except KubeApiError as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from None
@@ -206,6 +206,7 @@ def _fail(
     body: kopf.Body,
     patch: kopf.Patch,
     cluster: GoCDHACluster,
+    *,
     now: datetime,
     reason: str,
     message: str,

@@ -6,13 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.support.standin_gocd import (
-    gson_date,
-    out_of_sync_dashboard,
-    setup_incomplete_dashboard,
-    sync_errors_dashboard,
-    synced_dashboard,
-)
 
 from gocd_ha_operator.gocd.client import (
     GoCDUnreachableError,
@@ -22,6 +15,13 @@ from gocd_ha_operator.gocd.client import (
     config_sync_from_error,
     parse_gocd_time,
     parse_plugin_status,
+)
+from tests.support.standin_gocd import (
+    gson_date,
+    out_of_sync_dashboard,
+    setup_incomplete_dashboard,
+    sync_errors_dashboard,
+    synced_dashboard,
 )
 
 NOW = datetime(2024, 6, 15, 12, 0, 0, tzinfo=UTC)

@@ -12,13 +12,6 @@ from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
-from tests.support.standin_gocd import (
-    StandinGoCD,
-    out_of_sync_dashboard,
-    setup_incomplete_dashboard,
-    sync_errors_dashboard,
-    synced_dashboard,
-)
 
 from gocd_ha_operator.gocd.client import (
     BCTokenInvalidError,
@@ -29,6 +22,13 @@ from gocd_ha_operator.gocd.client import (
     read_bc_dashboard,
 )
 from gocd_ha_operator.gocd.token import BCToken
+from tests.support.standin_gocd import (
+    StandinGoCD,
+    out_of_sync_dashboard,
+    setup_incomplete_dashboard,
+    sync_errors_dashboard,
+    synced_dashboard,
+)
 
 TOKEN = BCToken("bc_token", "badger")
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -52,6 +52,9 @@ class OperatorConfig:
     #: When set, kopf connects here instead of using its own login (tests, demo).
     connection: kopf.ConnectionInfo | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: How soon a reconcile that waits for a user's Secret, or for a conflicting object to go,
+    #: is retried (kopf keeps retrying; each retry re-reads the Secret).
+    retry_delay: float = 15.0
     #: Adjusts kopf's settings after the project's own (tests: timeouts of the API emulator).
     tune_settings: Callable[[kopf.OperatorSettings], None] | None = None
     _kube: KubeClient | None = field(default=None, init=False, repr=False)
@@ -163,10 +166,10 @@ async def reconcile_resource(
         )
     except MissingSecretError as exc:
         _fail(body, patch, cluster, now=now, reason="SecretNotFound", message=str(exc))
-        raise kopf.TemporaryError(str(exc), delay=30) from None
+        raise kopf.TemporaryError(str(exc), delay=config.retry_delay) from None
     except NotOwnedError as exc:
         _fail(body, patch, cluster, now=now, reason="ChildConflict", message=str(exc))
-        raise kopf.TemporaryError(str(exc), delay=60) from None
+        raise kopf.TemporaryError(str(exc), delay=config.retry_delay * 4) from None
     except KubeApiError as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from None
 

@@ -527,7 +527,6 @@ class ReplicationStatus(StatusModel):
     last_streaming_time: str | None = Field(
         default=None, description="Last time the standby was seen streaming."
     )
-    observed_time: str | None = Field(default=None, description="When this was observed.")
 
 
 class SyncedFile(StatusModel):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from gocd_ha_operator import conditions as cond
@@ -64,6 +64,8 @@ from gocd_ha_operator.pgclient import (
 CONFIG_SYNC_MAX_AGE_SECONDS: Final = 180.0
 #: "Recently replicating" for failover decisions: the standby streamed within this window.
 RECENT_STREAMING_SECONDS: Final = 300.0
+#: ``replication.lastStreamingTime`` is refreshed at most this often (it is not a heartbeat).
+STREAMING_TIME_RESOLUTION_SECONDS: Final = 60.0
 ENDPOINT_TIMEOUT_SECONDS: Final = 5.0
 #: Extra condition for GoCD 20.6-21.2 in Warm mode (their primary sync API has no auth).
 BC_API_EXPOSED: Final = "BusinessContinuityAPIExposed"
@@ -229,16 +231,30 @@ def _replication(
         ),
         archive_failures=archiver.failed_count if archiver else previous.archive_failures,
         last_failed_wal=archiver.last_failed_wal if archiver else previous.last_failed_wal,
-        last_streaming_time=now if state == "Streaming" else previous.last_streaming_time,
-        observed_time=now,
+        last_streaming_time=_refreshed(previous.last_streaming_time, now)
+        if state == "Streaming"
+        else previous.last_streaming_time,
     )
+
+
+def _refreshed(previous: str | None, now: str) -> str:
+    """``now``, unless ``previous`` is recent enough: a timestamp that moved on every observation
+    would make every observation a status write."""
+    if previous is not None:
+        age = _seconds_since(previous, _parse_time(now))
+        if age is not None and 0 <= age < STREAMING_TIME_RESOLUTION_SECONDS:
+            return previous
+    return now
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def _seconds_since(timestamp: str | None, now: datetime) -> float | None:
     if timestamp is None:
         return None
-    then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
-    return (now - then).total_seconds()
+    return (now - _parse_time(timestamp)).total_seconds()
 
 
 def evaluate_conditions(

@@ -144,7 +144,13 @@ class Harness:
         return [w for w in self.writes() if "/gocdhaclusters" not in w[1]]
 
     def events(self) -> list[dict[str, Any]]:
-        return list(self.objects("v1/events").values())
+        """Every Event the operator posted (read from the request log: the emulator does not
+        implement ``generateName``, so it stores only the first of kopf's events)."""
+        return [
+            dict(request.data)
+            for request in list(self.emulator)
+            if request.method.upper() == "POST" and request.url.path.endswith("/events")
+        ]
 
     async def eventually(
         self, check: Callable[[], Any], timeout: float = 10.0, message: str = ""
@@ -242,6 +248,7 @@ async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
             endpoints=harness.config.endpoints,
             connection=harness.config.connection,
             tune_settings=emulator_settings,
+            retry_delay=1.0,
         )
         thread = threading.Thread(
             target=serve, args=(config, stop, ready, errors), name="operator", daemon=True

@@ -1,0 +1,94 @@
+"""``gocd-ha-operator run``: the operator process.
+
+kopf in standalone mode (one replica with ``strategy: Recreate``; two operators for the same
+resources would collide), with the project's settings chosen once in
+``handlers.configure_settings``.
+Configuration errors (no namespace given, a malformed ``GOCDHA_ENDPOINTS``) exit with status 2
+before anything connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Final
+
+from gocd_ha_operator.constants import (
+    DEFAULT_OPERATOR_IMAGE,
+    ENV_ENDPOINTS,
+    ENV_OPERATOR_IMAGE,
+)
+from gocd_ha_operator.endpoints import EndpointConfigError, parse_overrides
+
+EXIT_USAGE: Final = 2
+LOG_FORMATS: Final = ("plain", "full", "json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch GoCDHAClusters in this namespace (repeatable)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="full", help="log line format (default: full)"
+    )
+    parser.add_argument(
+        "--observe-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often each cluster is observed and its status refreshed (default: 10)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log handler details")
+    parser.add_argument("--debug", action="store_true", help="log everything, kopf included")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.namespace and not args.all_namespaces:
+        print("run: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
+        return EXIT_USAGE
+    if not 1.0 <= args.observe_interval <= 3600:
+        print("run: --observe-interval must be between 1 and 3600 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        endpoints = parse_overrides(os.environ.get(ENV_ENDPOINTS))
+    except EndpointConfigError as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    import kopf  # noqa: PLC0415 - the other subcommands need not pay for kopf's import
+
+    from gocd_ha_operator.handlers import OperatorConfig, build_registry  # noqa: PLC0415
+
+    log_format = {
+        "plain": kopf.LogFormat.PLAIN,
+        "full": kopf.LogFormat.FULL,
+        "json": kopf.LogFormat.JSON,
+    }[args.log_format]
+    kopf.configure(verbose=args.verbose, debug=args.debug, log_format=log_format)
+    config = OperatorConfig(
+        operator_image=os.environ.get(ENV_OPERATOR_IMAGE, DEFAULT_OPERATOR_IMAGE),
+        observe_interval=args.observe_interval,
+        endpoints=endpoints or None,
+    )
+    kopf.run(
+        registry=build_registry(config),
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace,
+        standalone=True,
+        liveness_endpoint=args.liveness,
+    )
+    return 0

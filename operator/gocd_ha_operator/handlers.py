@@ -264,12 +264,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if config.tune_settings is not None:
             config.tune_settings(settings)
 
-    if config.connection is not None:
-        connection = config.connection
+    connection = config.connection
 
-        @kopf.on.login(registry=registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In a pod: the service account; elsewhere: the kubeconfig (or the given connection)."""
+        if connection is not None:
             return connection
+        found: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return found
 
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)

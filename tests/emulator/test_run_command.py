@@ -1,0 +1,119 @@
+"""``gocd-ha-operator run`` as a real process, against the API emulator through a kubeconfig."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.delivery._support import ROOT
+from tests.emulator.conftest import Harness, declare_resources
+from tests.support.pg import free_port
+
+pytestmark = pytest.mark.emulator
+
+
+def kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+                "contexts": [
+                    {"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}
+                ],
+                "current-context": "emulator",
+            }
+        )
+    )
+    return path
+
+
+async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Path) -> None:
+    declare_resources(harness.emulator)
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig(tmp_path / "config", harness.url)),
+        "GOCDHA_OPERATOR_IMAGE": "registry.example/op:1",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gocd_ha_operator.cli",
+            "run",
+            "--all-namespaces",
+            "--liveness",
+            f"http://127.0.0.1:{port}/healthz",
+            "--log-format",
+            "json",
+            "--observe-interval",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await harness.create_cluster()
+        try:
+            await harness.eventually(lambda: len(harness.children()) == 24, timeout=30)
+        except AssertionError:
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+            raise AssertionError(output.decode()[-3000:]) from None
+        deployment = harness.children()[("Deployment", "ci-gocd-a")]
+        agent = deployment["spec"]["template"]["spec"]["containers"][1]
+        assert agent["image"] == "registry.example/op:1"
+
+        async def live() -> int:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/healthz") as response,
+            ):
+                return response.status
+
+        assert await harness.eventually(lambda: True) and await live() == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    lines = [line for line in output.decode().splitlines() if line.startswith("{")]
+    assert lines, output.decode()[-2000:]
+    assert all("message" in json.loads(line) for line in lines)
+    assert process.returncode == 0, output.decode()[-2000:]
+
+
+def test_run_needs_a_scope() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gocd_ha_operator.cli", "run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "--namespace NS" in result.stderr and "--all-namespaces" in result.stderr
+
+
+def test_run_refuses_a_bad_endpoint_override() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gocd_ha_operator.cli", "run", "-A"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "GOCDHA_ENDPOINTS": '{"svc": "x"}'},
+    )
+    assert result.returncode == 2
+    assert "GOCDHA_ENDPOINTS" in result.stderr

@@ -101,8 +101,9 @@ async def _observe_postgres(
     )
     try:
         return await client.observe()
-    except PostgresError as exc:
-        # Authentication or query failures: the instance answers but cannot be observed.
+    except (PostgresError, OSError) as exc:
+        # Authentication or query failures (the instance answers but cannot be observed), or a
+        # name that does not resolve: either way an observation, not a crash.
         return InstanceObservation(endpoint=str(client.endpoint), reachable=False, error=str(exc))
 
 

@@ -19,25 +19,21 @@ import kmock
 import kopf
 import pytest
 
+from gocd_ha_operator.emulator import (
+    ALL_VERBS,
+    CHILD_RESOURCES,
+    declare_resources,
+    emulator_settings,
+    running_emulator,
+)
+from gocd_ha_operator.endpoints import Endpoint
 from gocd_ha_operator.handlers import OperatorConfig, build_registry
 from gocd_ha_operator.kube import KubeClient, client_for
 
 NAMESPACE = "build"
 CR = "gocdha.io/v1alpha1/gocdhaclusters"
+__all__ = ["ALL_VERBS", "CHILD_RESOURCES", "declare_resources"]
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
-
-CHILD_RESOURCES: dict[str, str] = {
-    "v1/secrets": "Secret",
-    "v1/configmaps": "ConfigMap",
-    "v1/services": "Service",
-    "v1/persistentvolumeclaims": "PersistentVolumeClaim",
-    "v1/pods": "Pod",
-    "apps/v1/statefulsets": "StatefulSet",
-    "apps/v1/deployments": "Deployment",
-    "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
-    "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
-}
-ALL_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
 
 BODY: dict[str, Any] = {
     "apiVersion": "gocdha.io/v1alpha1",
@@ -54,31 +50,6 @@ BODY: dict[str, Any] = {
         "sharedStorage": {"size": "10Gi", "storageClassName": "nfs"},
     },
 }
-
-
-def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
-    emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = {
-        "kind": "CustomResourceDefinition",
-        "namespaced": False,
-        "verbs": ["list", "watch", "get"],
-    }
-    emulator.resources["v1/namespaces"] = {
-        "kind": "Namespace",
-        "namespaced": False,
-        "verbs": ["list", "watch", "get"],
-    }
-    emulator.resources[CR] = {
-        "kind": "GoCDHACluster",
-        "singular": "gocdhacluster",
-        "shortnames": ["gocdha"],
-        "categories": ["gocd"],
-        "namespaced": True,
-        "subresources": ["status"],
-        "verbs": ALL_VERBS,
-    }
-    emulator.resources["v1/events"] = {"kind": "Event", "namespaced": True, "verbs": ALL_VERBS}
-    for resource, kind in CHILD_RESOURCES.items():
-        emulator.resources[resource] = {"kind": kind, "namespaced": True, "verbs": ALL_VERBS}
 
 
 @dataclass
@@ -144,16 +115,10 @@ class Harness:
         return [w for w in self.writes() if "/gocdhaclusters" not in w[1]]
 
     def events(self) -> list[dict[str, Any]]:
-        """Every Event the operator posted (read from the request log: the emulator does not
-        implement ``generateName``, so it stores only the first of kopf's events)."""
-        return [
-            dict(request.data)
-            for request in list(self.emulator)
-            if request.method.upper() == "POST" and request.url.path.endswith("/events")
-        ]
+        return list(self.objects("v1/events").values())
 
     async def eventually(
-        self, check: Callable[[], Any], timeout: float = 10.0, message: str = ""
+        self, check: Callable[[], Any], timeout: float = 20.0, message: str = ""
     ) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
         last: Exception | None = None
@@ -174,18 +139,17 @@ class Harness:
 OperatorFactory = Callable[..., Any]
 
 
-def emulator_settings(settings: kopf.OperatorSettings) -> None:
-    """The emulator never changes resourceVersion: do not wait for a newer one after a patch."""
-    settings.persistence.consistency_timeout = 0.05
-    settings.queueing.idle_timeout = 0.5
-    settings.queueing.exit_timeout = 0.5
-    settings.background.instant_exit_timeout = 0.5
+def closed_endpoints() -> dict[str, Endpoint]:
+    closed = Endpoint("127.0.0.1", 9)  # the discard port: nothing listens on it here
+    services = [("ci-pg-a", 5432), ("ci-pg-b", 5432), ("ci-gocd-a", 8153), ("ci-gocd-b", 8153)]
+    services += [("ci-gocd-a", 8155), ("ci-gocd-b", 8155)]
+    return {f"{NAMESPACE}/{service}:{port}": closed for service, port in services}
 
 
 @pytest.fixture
-async def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
-    declare_resources(kmock)
-    return kmock
+async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
+    async with running_emulator() as (emulator, _url):
+        yield emulator
 
 
 @pytest.fixture
@@ -195,7 +159,9 @@ async def harness(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Harness]:
         operator_image="registry.example/gocd-ha-operator:test",
         observe_interval=0.3,
         kube_factory=lambda: client_for(url),
-        endpoints={},
+        # Every Service the operator connects to points at a closed loopback port: nothing is
+        # reachable, and no test depends on DNS.
+        endpoints=closed_endpoints(),
         connection=kopf.ConnectionInfo(server=url),
     )
     yield Harness(emulator=emulator, url=url, config=config)

@@ -79,8 +79,10 @@ async def test_create_builds_every_child_owned_by_the_resource(
         assert condition["observedGeneration"] == 1
         assert condition["reason"] and condition["lastTransitionTime"].endswith("Z")
     # Nothing is reachable here: the observation says so instead of crashing.
-    assert ready(harness)["status"] == "False"
-    assert ready(harness)["reason"] == "PrimaryUnavailable"
+    condition = await harness.eventually(
+        lambda: (c := ready(harness)) and c["status"] == "False" and c, message="Ready=False"
+    )
+    assert condition["reason"] == "PrimaryUnavailable"
     assert any(e.get("reason") == "ChildrenCreated" for e in harness.events())
     assert harness.cluster()["metadata"]["finalizers"] == ["gocdha.io/finalizer"]
 

@@ -1,0 +1,134 @@
+"""An in-process Kubernetes API (kmock's ``KubernetesEmulator``) set up for this operator.
+
+Used by ``gocd-ha-operator demo``, the benchmarks and the emulator tests. kmock is a database over
+HTTP: it stores objects and streams watch events, but merges every write as a plain dict merge,
+never changes ``resourceVersion`` or ``generation``, runs no controllers and collects no garbage.
+Whoever drives it plays those parts (see ``docs/local-kubelet.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import kmock
+import kopf
+
+#: Every resource the operator (and kopf's discovery) touches, with its kind.
+CHILD_RESOURCES: Final[dict[str, str]] = {
+    "v1/secrets": "Secret",
+    "v1/configmaps": "ConfigMap",
+    "v1/services": "Service",
+    "v1/persistentvolumeclaims": "PersistentVolumeClaim",
+    "v1/pods": "Pod",
+    "apps/v1/statefulsets": "StatefulSet",
+    "apps/v1/deployments": "Deployment",
+    "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
+    "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
+}
+CLUSTER_RESOURCE: Final = "gocdha.io/v1alpha1/gocdhaclusters"
+ALL_VERBS: Final = ["get", "list", "watch", "create", "patch", "update", "delete"]
+
+
+class OperatorEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus the bookkeeping kopf relies on and kmock leaves out:
+
+    * ``metadata.resourceVersion`` changes on every write (kopf compares versions to tell its own
+      patches' echoes from new changes, and waits for a newer version after a patch);
+    * ``metadata.generation`` increases when a write touches ``spec``;
+    * ``metadata.generateName`` names new objects (kopf's Events use it).
+
+    Optimistic concurrency is not emulated: a JSON patch's ``resourceVersion`` test always passes.
+    """
+
+    _counter: int = 0
+
+    @classmethod
+    def _next(cls) -> int:
+        cls._counter += 1
+        return cls._counter
+
+    def _stored(self, request: Any) -> dict[str, Any] | None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        raw: dict[str, Any] = self.objects[key].raw
+        return raw
+
+    async def _handle(self, request: Any) -> Any:
+        data = getattr(request, "data", None)
+        method = str(getattr(request, "method", "")).upper()
+        version = str(self._next())
+        if method.endswith("POST") and isinstance(data, dict):
+            metadata = data.setdefault("metadata", {})
+            if metadata.get("generateName") and not metadata.get("name"):
+                metadata["name"] = f"{metadata['generateName']}{version}"
+            metadata["resourceVersion"] = version
+            metadata.setdefault("generation", 1)
+        elif method.endswith(("PATCH", "PUT")) and request.resource is not None and request.name:
+            stored = self._stored(request)
+            if isinstance(data, dict):
+                metadata = (
+                    data.setdefault("metadata", {})
+                    if isinstance(data.get("metadata"), dict) or "metadata" not in data
+                    else {}
+                )
+                metadata["resourceVersion"] = version
+                if "spec" in data and not getattr(request, "subresource", None) and stored:
+                    current = int(stored.get("metadata", {}).get("generation") or 1)
+                    metadata.setdefault("generation", current + 1)
+            elif isinstance(data, list):
+                # JSON patches: optimistic-concurrency "test" ops always pass here (the emulator
+                # serialises every write), then the version moves on like any other write.
+                data[:] = [
+                    op
+                    for op in data
+                    if not (
+                        op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion"
+                    )
+                ]
+                data.append(
+                    {"op": "replace", "path": "/metadata/resourceVersion", "value": version}
+                )
+        return await super()._handle(request)
+
+
+def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    """Make the emulator's discovery serve what kopf needs before it starts watching."""
+    info = kmock.ResourceInfo
+    read = ["list", "watch", "get"]
+    resources = emulator.resources
+    resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
+        kind="CustomResourceDefinition", namespaced=False, verbs=read
+    )
+    resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs=read)
+    resources[CLUSTER_RESOURCE] = info(
+        kind="GoCDHACluster",
+        singular="gocdhacluster",
+        shortnames=["gocdha"],
+        categories=["gocd"],
+        namespaced=True,
+        subresources=["status"],
+        verbs=ALL_VERBS,
+    )
+    resources["v1/events"] = info(kind="Event", namespaced=True, verbs=ALL_VERBS)
+    for resource, kind in CHILD_RESOURCES.items():
+        resources[resource] = info(kind=kind, namespaced=True, verbs=ALL_VERBS)
+
+
+def emulator_settings(settings: kopf.OperatorSettings) -> None:
+    """kopf settings for the emulator: it never changes ``resourceVersion``, so kopf must not wait
+    for a newer one after each of its patches (it would wait five seconds every time)."""
+    settings.persistence.consistency_timeout = 0.05
+    settings.queueing.idle_timeout = 0.5
+    settings.queueing.exit_timeout = 0.5
+    settings.background.instant_exit_timeout = 0.5
+
+
+@contextlib.asynccontextmanager
+async def running_emulator() -> AsyncIterator[tuple[OperatorEmulator, str]]:
+    """An emulator serving on a loopback port: ``(emulator, base_url)``."""
+    async with OperatorEmulator() as emulator, kmock.Server(emulator):
+        declare_resources(emulator)
+        yield emulator, str(emulator.url).rstrip("/")

@@ -565,11 +565,13 @@ class LocalKubelet:
             if container.get("workingDir")
             else pod_dir
         )
-        argv = user_command(self.os_user, argv)
+        wrapped_argv = user_command(self.os_user, argv)
         with self._log_path(pod).open("ab") as log:
             log.write(f"==== {_now()} start {pod.pod_name} on port {pod.port}\n".encode())
             log.flush()
-            pod.process = ProcessGroup(argv, env=env, cwd=cwd, log=log)
+            pod.process = ProcessGroup(
+                wrapped_argv, env=env, cwd=cwd, log=log, wrapped=wrapped_argv != argv
+            )
         self._started_groups.append(pod.process.pid)
         logger.info(
             "local kubelet: started %s/%s (pid %d, port %d)",
@@ -609,7 +611,7 @@ class LocalKubelet:
         grace = pod.grace if grace is None else min(grace, pod.grace)
         postmaster = _postmaster_pid(pod.pgdata)
         if postmaster is None or not process.signal_pid(postmaster, signal.SIGINT):
-            process.signal_group(signal.SIGTERM)
+            process.terminate()
         deadline = time.monotonic() + grace
         while not process.exited() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

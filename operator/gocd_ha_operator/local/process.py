@@ -85,7 +85,10 @@ class ProcessGroup:
         env: Mapping[str, str],
         cwd: Path,
         log: IO[bytes],
+        wrapped: bool = False,
     ) -> None:
+        """``wrapped``: the leader is a ``runuser`` wrapper around the real command."""
+        self.wrapped = wrapped
         self._popen = subprocess.Popen(
             list(command),
             env=dict(env),
@@ -118,6 +121,19 @@ class ProcessGroup:
         if self._reaped is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signum)
+
+    def terminate(self) -> None:
+        """SIGTERM, as a container runtime sends it to PID 1.
+
+        With a ``runuser`` leader the signal goes to the members only: ``runuser`` reacts to a
+        SIGTERM of its own by sleeping two seconds before it kills its child, while it exits at
+        once when its child does."""
+        if not self.wrapped:
+            self.signal_group(signal.SIGTERM)
+            return
+        for pid in group_members(self.pid):
+            if pid != self.pid:
+                self.signal_pid(pid, signal.SIGTERM)
 
     def signal_pid(self, pid: int, signum: int) -> bool:
         """Send ``signum`` to ``pid`` only if it still belongs to this group."""

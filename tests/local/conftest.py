@@ -69,7 +69,9 @@ class Api:
     async def scale(self, kind: str, name: str, replicas: int) -> None:
         await self.patch("apps/v1", kind, name, {"spec": {"replicas": replicas}})
 
-    async def create_children(self, keep: Callable[[dict[str, Any]], bool] = lambda _o: True) -> None:
+    async def create_children(
+        self, keep: Callable[[dict[str, Any]], bool] = lambda _o: True
+    ) -> None:
         """Everything ``build_children`` renders for the example cluster (primary a, Cold)."""
         inputs = BuildInputs(
             parse_cluster(copy.deepcopy(BODY)),
@@ -90,7 +92,9 @@ async def api(kmock: kmock.KubernetesEmulator) -> Api:
 
 
 @pytest.fixture
-async def kubelet(api: Api, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalKubelet]:
+async def kubelet(
+    api: Api, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LocalKubelet]:
     """A started kubelet for the ``ci`` cluster; closed (every process killed) after the test."""
     async with LocalKubelet(api.url, NAMESPACE, clusters=[CLUSTER], interval=0.1) as started:
         yield started
@@ -107,7 +111,7 @@ async def eventually(check: Callable[[], Any], *, timeout: float, what: str) -> 
                 result = await result
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - reported at the deadline
+        except Exception as exc:
             last = exc
         if asyncio.get_running_loop().time() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

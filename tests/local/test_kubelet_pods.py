@@ -153,7 +153,9 @@ def starts(claim: Path) -> list[str]:
 
 async def started(kubelet: LocalKubelet, claim: Path, count: int) -> None:
     await eventually(
-        lambda: len(starts(claim)) == count and (claim / "pid").exists() and kubelet.running("probe"),
+        lambda: (
+            len(starts(claim)) == count and (claim / "pid").exists() and kubelet.running("probe")
+        ),
         timeout=10,
         what=f"start #{count} of the probe pod",
     )

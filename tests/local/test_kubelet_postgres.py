@@ -107,7 +107,7 @@ async def start_cluster(api: Api, kubelet: LocalKubelet) -> None:
             lambda: streaming_to(kubelet, api, PG_A, "b"), timeout=60, what="b streams from a"
         )
     except AssertionError:
-        print(kubelet.pod_log(PG_A), kubelet.pod_log(PG_B), sep="\n-----\n")  # noqa: T201
+        print(kubelet.pod_log(PG_A), kubelet.pod_log(PG_B), sep="\n-----\n")
         raise
     assert await in_recovery(kubelet, api, PG_A) is False
     assert await in_recovery(kubelet, api, PG_B) is True
@@ -184,7 +184,10 @@ async def test_role_is_read_from_the_configmap_at_start_and_close_cleans_up(api:
             await conn.execute("INSERT INTO notes VALUES ('written on b')")
 
         await api.patch(
-            "v1", "ConfigMap", f"{CLUSTER}-postgres", {"data": {"role-a": "standby", "role-b": "primary"}}
+            "v1",
+            "ConfigMap",
+            f"{CLUSTER}-postgres",
+            {"data": {"role-a": "standby", "role-b": "primary"}},
         )
         await api.scale("StatefulSet", PG_A, 1)
         await eventually(
@@ -203,9 +206,7 @@ async def test_role_is_read_from_the_configmap_at_start_and_close_cleans_up(api:
     assert not work_dir.exists()
     # No process of any user still refers to the kubelet's files (postmasters show their -D).
     leftovers = [
-        p.name
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and str(work_dir) in _cmdline(p)
+        p.name for p in Path("/proc").iterdir() if p.name.isdigit() and str(work_dir) in _cmdline(p)
     ]
     assert leftovers == []
 

@@ -285,3 +285,22 @@ async def test_close_leaves_no_process_and_no_files(api: Api) -> None:
         await kubelet.close()
     assert all(group_members(g) == [] for g in groups)
     assert not kubelet.work_dir.exists()
+
+
+async def test_pause_stops_gracefully_and_holds(api: Api, kubelet: LocalKubelet) -> None:
+    claim = kubelet.claim_dir("data-probe-0")
+    (claim / "sub").mkdir()
+    shutil.chown(claim / "sub", default_os_user())
+    await create_probe(api)
+    await started(kubelet, claim, 1)
+    await kubelet.pause("probe")
+    assert not kubelet.running("probe")
+    assert kubelet.held("probe")
+    # SIGTERM ended `sleep` (143 = 128 + SIGTERM): a graceful stop, not the grace-period kill.
+    assert "stopped (status 143)" in kubelet.pod_log("probe")
+    for _ in range(5):
+        await kubelet.sync()
+    assert not kubelet.running("probe")
+    (claim / "pid").unlink()
+    await kubelet.resume("probe")
+    await started(kubelet, claim, 2)

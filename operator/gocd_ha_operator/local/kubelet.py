@@ -502,7 +502,7 @@ class LocalKubelet:
             self._log(pod, f"cannot start: {exc}; retry in {delay:.1f}s")
 
     async def _start(self, pod: _Pod, template_hash: str) -> None:
-        spec = self.template_spec(pod)
+        spec = self._template_spec(pod)
         grace = spec.get("terminationGracePeriodSeconds")
         pod.grace = float(grace) if grace is not None else DEFAULT_GRACE_SECONDS
         if pod.new_pod:
@@ -520,7 +520,7 @@ class LocalKubelet:
         pod.new_pod = False
 
     @staticmethod
-    def template_spec(pod: _Pod) -> dict[str, Any]:
+    def _template_spec(pod: _Pod) -> dict[str, Any]:
         spec = pod.template.get("spec") or {}
         if not spec.get("containers"):
             raise PodSpecError("the pod template has no containers")

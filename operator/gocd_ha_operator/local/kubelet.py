@@ -1,0 +1,875 @@
+"""A local kubelet: StatefulSets and Deployments in a Kubernetes API become local processes.
+
+Why it exists: the operator's job is to drive real Postgres instances through Kubernetes objects.
+Without a cluster (the ``demo`` command on a laptop, the promotion tests in CI) the API is kmock's
+in-process emulator, which stores objects but runs nothing. This module plays the node: it polls
+the StatefulSets and Deployments of one namespace and makes local processes match them, so the
+operator's writes (replicas, ConfigMap roles, pod templates) have the effects they have on a node.
+
+What a workload becomes:
+
+* a StatefulSet with ``replicas >= 1`` -> one local pod ``<name>-0``: its first container's
+  command, run as an unprivileged OS user, with the pod template's env resolved (plain values,
+  ``configMapKeyRef``/``secretKeyRef`` read from the API **at container start**, ``fieldRef`` for
+  the pod's name/namespace/IP) and its volumes materialised as directories (see
+  ``docs/local-kubelet.md``). Container paths in the env and command are rewritten to those
+  directories, and the instance gets a loopback port of its own;
+* a Deployment with ``replicas >= 1`` -> a stand-in GoCD server (health endpoint only, see
+  :mod:`gocd_ha_operator.local.standin_gocd`) on its loopback port;
+* ``replicas == 0`` or a deleted workload -> the pod is stopped (Postgres: fast shutdown, bounded by
+  ``terminationGracePeriodSeconds``, then SIGKILL of the group);
+* a changed pod template -> the pod is replaced (stop, fresh emptyDirs, start): a rollout;
+* a container that exits on its own -> restarted with a short exponential back-off (``restartPolicy:
+  Always``), unless the pod is *held* (see :meth:`LocalKubelet.kill`).
+
+Ports are allocated per workload name on first sight (or up front with
+:meth:`LocalKubelet.reserve_cluster`) and never change for the life of the kubelet, so the
+``GOCDHA_ENDPOINTS`` map (:meth:`LocalKubelet.endpoints`) can be handed to the operator before any
+pod runs. Services are resolved by their selectors against the workloads' pod-template labels.
+
+Event loop: the kubelet is asyncio code that runs as a background task **in the caller's event
+loop** (``async with LocalKubelet(...)``), the same loop as the API emulator. It must not share a
+loop with kopf, because kopf cancels every task of its loop when it exits: run the operator in its
+own thread, as ``tests/emulator/conftest.py`` does. :meth:`LocalKubelet.endpoints`,
+:attr:`LocalKubelet.endpoint_map`, :meth:`LocalKubelet.running` and :meth:`LocalKubelet.pod_log`
+only read, and may be called from any thread (the operator's thread reads ``endpoint_map``).
+
+Secrets: Secret values are written only to 0600 files owned by the OS user; they are never logged,
+never put in an environment variable by the kubelet itself, and never in a command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import aiohttp
+
+from gocd_ha_operator.constants import (
+    ENV_PEER_HOST,
+    ENV_PEER_PORT,
+    ENV_PG_BINDIR,
+    ENV_PORT,
+    GOCD_HTTP_PORT,
+    POSTGRES_PORT,
+    SIDES,
+)
+from gocd_ha_operator.endpoints import Endpoint
+from gocd_ha_operator.kube import resource_path
+from gocd_ha_operator.local.process import (
+    LOOPBACK,
+    ProcessGroup,
+    default_os_user,
+    find_pg_bindir,
+    free_port,
+    give_to,
+    user_command,
+)
+from gocd_ha_operator.local.standin_gocd import StandinGoCDServer
+from gocd_ha_operator.names import ChildNames
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["StatefulSet", "Deployment"]
+KINDS: Final[tuple[Kind, Kind]] = ("StatefulSet", "Deployment")
+
+#: The PATH of a local container: the host's standard directories (the image's are not there).
+DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Kubernetes' default ``terminationGracePeriodSeconds``.
+DEFAULT_GRACE_SECONDS: Final = 30.0
+#: Crash back-off: 0.5 s doubling up to 10 s (Kubernetes goes to 5 minutes; too slow for a demo).
+BACKOFF_FIRST: Final = 0.5
+BACKOFF_MAX: Final = 10.0
+#: How long ``close()`` waits for a graceful stop before it kills.
+CLOSE_GRACE_SECONDS: Final = 10.0
+HTTP_TIMEOUT_SECONDS: Final = 10.0
+#: The entrypoint's listen address variable (docs/postgres-instances.md); not in the pod template.
+ENV_LISTEN_ADDRESSES: Final = "GOCDHA_LISTEN_ADDRESSES"
+
+SECRET_FILE_MODE: Final = 0o600
+CONFIG_FILE_MODE: Final = 0o444
+PRIVATE_DIR_MODE: Final = 0o700
+
+
+class PodSpecError(Exception):
+    """The pod template asks for something the local kubelet cannot provide (reported in the pod's
+    log, retried with back-off like a ``CreateContainerConfigError``)."""
+
+
+class ApiError(Exception):
+    """The Kubernetes API answered with an error status."""
+
+    def __init__(self, status: int, what: str) -> None:
+        self.status = status
+        super().__init__(f"{status} for {what}")
+
+
+@dataclass
+class _Pod:
+    """Ordinal 0 of one workload: its stable port, its latest object, and its local runtime."""
+
+    kind: Kind
+    name: str
+    port: int
+    obj: dict[str, Any] | None = None
+    process: ProcessGroup | None = None
+    server: StandinGoCDServer | None = None
+    template_hash: str | None = None
+    pgdata: Path | None = None
+    held: bool = False
+    new_pod: bool = True
+    restarts: int = 0
+    next_start: float = 0.0
+    warned_replicas: bool = False
+    grace: float = DEFAULT_GRACE_SECONDS
+
+    @property
+    def pod_name(self) -> str:
+        # A Deployment's pods have generated names; one stable name is enough locally.
+        return f"{self.name}-0"
+
+    @property
+    def replicas(self) -> int:
+        if self.obj is None:
+            return 0
+        value = (self.obj.get("spec") or {}).get("replicas", 1)
+        return int(value) if value is not None else 1
+
+    @property
+    def template(self) -> dict[str, Any]:
+        assert self.obj is not None
+        template: dict[str, Any] = self.obj["spec"]["template"]
+        return template
+
+    def container_port(self) -> tuple[int | None, str | None]:
+        """The first port of the first container: the one the local port stands for."""
+        if self.obj is None:
+            return None, None
+        containers = (self.template.get("spec") or {}).get("containers") or []
+        ports = (containers[0].get("ports") or []) if containers else []
+        if not ports:
+            return None, None
+        return int(ports[0]["containerPort"]), ports[0].get("name")
+
+    def labels(self) -> dict[str, str]:
+        if self.obj is None:
+            return {}
+        return dict((self.template.get("metadata") or {}).get("labels") or {})
+
+    def is_running(self) -> bool:
+        if self.kind == "Deployment":
+            return self.server is not None and self.server.serving
+        return self.process is not None and not self.process.exited()
+
+
+def _template_hash(template: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Mount:
+    container_path: str
+    local_path: Path
+
+
+def _rewrite_path(value: str, mounts: list[_Mount]) -> str:
+    """``value`` with a container mount path prefix replaced by the local directory."""
+    for mount in mounts:  # longest container path first
+        prefix = mount.container_path.rstrip("/")
+        if value == prefix:
+            return str(mount.local_path)
+        if value.startswith(prefix + "/"):
+            return str(mount.local_path) + value[len(prefix) :]
+    return value
+
+
+@dataclass
+class _Volumes:
+    """Where a pod's volumes live locally, by volume name."""
+
+    dirs: dict[str, Path] = field(default_factory=dict)
+
+
+class EndpointMap(Mapping[str, Endpoint]):
+    """A live, read-only view of the kubelet's endpoints, for ``OperatorConfig(endpoints=...)``.
+
+    Every lookup reads the kubelet's latest snapshot (a dict replaced as a whole, never mutated),
+    so the operator's thread can use it while the kubelet's loop updates it.
+    """
+
+    def __init__(self, kubelet: LocalKubelet) -> None:
+        self._kubelet = kubelet
+
+    def __getitem__(self, key: str) -> Endpoint:
+        return self._kubelet._endpoint_snapshot[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self._kubelet._endpoint_snapshot))
+
+    def __len__(self) -> int:
+        return len(self._kubelet._endpoint_snapshot)
+
+
+class LocalKubelet:
+    """Makes local processes match the StatefulSets and Deployments of one namespace."""
+
+    def __init__(
+        self,
+        api_url: str,
+        namespace: str,
+        *,
+        work_root: Path | None = None,
+        pg_bindir: Path | None = None,
+        os_user: str | None = None,
+        interval: float = 0.2,
+        clusters: Iterable[str] = (),
+        keep_files: bool = False,
+    ) -> None:
+        """
+        ``work_root``: parent of the kubelet's own temporary work dir (default: the system temp
+        dir); only that work dir is removed by :meth:`close`, never ``work_root``.
+        ``pg_bindir``: Postgres binaries (default: ``GOCDHA_PG_BINDIR`` or the newest
+        ``/usr/lib/postgresql/*/bin``). ``os_user``: who runs the pods (default: ``postgres`` as
+        root, else the current user). ``clusters``: names of ``GoCDHACluster`` resources whose
+        instance Services get endpoints up front (see :meth:`reserve_cluster`).
+        ``keep_files``: leave the work dir behind on close (for debugging).
+        """
+        self.api_url = api_url.rstrip("/")
+        self.namespace = namespace
+        self.interval = interval
+        self.os_user = os_user or default_os_user()
+        bindir = pg_bindir or find_pg_bindir()
+        self.pg_bindir = bindir
+        self.keep_files = keep_files
+        self.work_dir = Path(tempfile.mkdtemp(prefix="gocdha-kubelet-", dir=work_root))
+        # Traversable by the OS user the pods run as; nothing secret lives directly in it.
+        self.work_dir.chmod(0o755)
+        for sub in ("claims", "pods", "logs"):
+            (self.work_dir / sub).mkdir(mode=0o755)
+        self._pods: dict[tuple[Kind, str], _Pod] = {}
+        self._services: dict[str, dict[str, Any]] = {}
+        self._reserved: dict[str, Endpoint] = {}
+        self._endpoint_snapshot: dict[str, Endpoint] = {}
+        self._started_groups: list[int] = []
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        for cluster in clusters:
+            self.reserve_cluster(cluster)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start polling in the background (in the running event loop)."""
+        if self._closed:
+            raise RuntimeError("this LocalKubelet is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="local-kubelet")
+
+    async def close(self) -> None:
+        """Stop every pod (gracefully, then SIGKILL), stop polling, remove the work dir.
+
+        Safe to call twice and after a failed start; processes are killed even if a graceful
+        stop raises."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            async with self._lock:
+                await asyncio.gather(
+                    *(self._stop(pod, grace=CLOSE_GRACE_SECONDS) for pod in self._pods.values()),
+                    return_exceptions=True,
+                )
+        finally:
+            for pod in self._pods.values():
+                if pod.process is not None:
+                    pod.process.reap()
+                    pod.process = None
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+            if not self.keep_files:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the API may be briefly unavailable; keep going
+                logger.warning("local kubelet: sync failed: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def reserve_cluster(self, cluster: str) -> None:
+        """Fix the ports of a cluster's four instance workloads now, and publish endpoints for their
+        Services by name, before any of those objects exist (the operator needs its endpoint map
+        when it starts, and creates the Services later)."""
+        names = ChildNames(cluster)
+        for side in SIDES:
+            sts = self._pod("StatefulSet", names.postgres_statefulset(side))
+            self._reserved[self._key(names.postgres_instance_service(side), POSTGRES_PORT)] = (
+                Endpoint(LOOPBACK, sts.port)
+            )
+            gocd = self._pod("Deployment", names.gocd_deployment(side))
+            self._reserved[self._key(names.gocd_side_service(side), GOCD_HTTP_PORT)] = Endpoint(
+                LOOPBACK, gocd.port
+            )
+        self._refresh_endpoints()
+
+    def endpoints(self) -> dict[str, str]:
+        """A snapshot in the ``GOCDHA_ENDPOINTS`` shape: ``{"<ns>/<svc>:<port>": "127.0.0.1:<p>"}``.
+
+        Contains the reserved instance Services and every Service in the namespace whose selector
+        matches a workload's pod labels on its first container port. For a map that follows later
+        changes, use :attr:`endpoint_map`."""
+        return {key: str(value) for key, value in self._endpoint_snapshot.items()}
+
+    def endpoints_json(self) -> str:
+        """:meth:`endpoints` as the JSON value of ``GOCDHA_ENDPOINTS``."""
+        return json.dumps(self.endpoints(), sort_keys=True)
+
+    @property
+    def endpoint_map(self) -> EndpointMap:
+        """A live ``Mapping[str, Endpoint]`` for ``OperatorConfig(endpoints=...)``."""
+        return EndpointMap(self)
+
+    def port(self, name: str) -> int:
+        """The loopback port of the workload ``name`` (stable for the life of the kubelet)."""
+        return self._find(name).port
+
+    def running(self, name: str) -> bool:
+        """Whether the pod of workload ``name`` has a live process (or a serving stand-in).
+
+        Running is not ready: there are no probes (a Postgres pod may still be in initdb)."""
+        return self._find(name).is_running()
+
+    def held(self, name: str) -> bool:
+        return self._find(name).held
+
+    def pod_log(self, name: str) -> str:
+        """Everything the pod's containers wrote, across restarts, with the kubelet's own lines
+        (``==== ...``) marking starts, stops and exits."""
+        try:
+            return self._log_path(self._find(name)).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def claim_dir(self, claim: str) -> Path:
+        """The directory standing for the PersistentVolumeClaim ``claim`` (created when missing,
+        owned by the OS user): data survives pod stops and restarts, like a bound volume. Tests and
+        the demo use it to inspect or pre-provision a volume."""
+        path = self.work_dir / "claims" / claim
+        if not path.exists():
+            path.mkdir(mode=PRIVATE_DIR_MODE)
+            give_to(path, self.os_user)
+        return path
+
+    def process_groups(self) -> list[int]:
+        """Every process group id this kubelet ever started (for leak checks)."""
+        return list(self._started_groups)
+
+    async def kill(self, name: str) -> None:
+        """Crash the pod: SIGKILL its whole process group (or drop the stand-in's sockets), and
+        **hold** it: the kubelet will not start it again, whatever ``replicas`` says, until
+        :meth:`resume`. This is a lost node, for tests of failover."""
+        async with self._lock:
+            pod = self._find(name)
+            pod.held = True
+            self._log(pod, "killed (SIGKILL of the process group); held until resumed")
+            if pod.process is not None:
+                pod.process.reap()
+                pod.process = None
+            if pod.server is not None:
+                await pod.server.stop()
+                pod.server = None
+            pod.new_pod = True  # a lost node's pod comes back as a new pod
+
+    async def pause(self, name: str) -> None:
+        """Stop the pod gracefully and hold it until :meth:`resume` (a drained node)."""
+        async with self._lock:
+            pod = self._find(name)
+            pod.held = True
+            await self._stop(pod)
+            pod.new_pod = True
+
+    async def resume(self, name: str) -> None:
+        """Release a held pod: the next sync starts it again if its workload wants a replica."""
+        async with self._lock:
+            pod = self._find(name)
+            pod.held = False
+            pod.restarts = 0
+            pod.next_start = 0.0
+            self._log(pod, "resumed")
+
+    async def sync(self) -> None:
+        """One convergence pass: read the workloads and Services, start/stop/restart pods."""
+        async with self._lock:
+            statefulsets, deployments, services = await asyncio.gather(
+                self._list("apps/v1", "StatefulSet"),
+                self._list("apps/v1", "Deployment"),
+                self._list("v1", "Service"),
+            )
+            seen: set[tuple[Kind, str]] = set()
+            for kind, objects in (("StatefulSet", statefulsets), ("Deployment", deployments)):
+                for obj in objects:
+                    pod = self._pod(kind, obj["metadata"]["name"])  # type: ignore[arg-type]
+                    pod.obj = obj
+                    seen.add((pod.kind, pod.name))
+            for key, pod in self._pods.items():
+                if key not in seen:
+                    pod.obj = None  # deleted (or never created): no replicas wanted
+            self._services = {s["metadata"]["name"]: s for s in services}
+            self._refresh_endpoints()
+            await asyncio.gather(*(self._converge(pod) for pod in list(self._pods.values())))
+
+    # --- convergence ----------------------------------------------------------------------------
+
+    async def _converge(self, pod: _Pod) -> None:
+        if pod.process is not None and pod.process.exited():
+            code = pod.process.reap()
+            pod.process = None
+            pod.restarts += 1
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (pod.restarts - 1))
+            pod.next_start = time.monotonic() + delay
+            self._log(pod, f"container exited with status {code}; restart in {delay:.1f}s")
+        wanted = pod.replicas
+        if wanted > 1 and not pod.warned_replicas:
+            pod.warned_replicas = True
+            self._log(pod, f"replicas={wanted}: the local kubelet runs one pod per workload")
+        if wanted == 0:
+            if pod.process is not None or pod.server is not None:
+                await self._stop(pod)
+            if not pod.new_pod:
+                pod.new_pod = True
+                pod.restarts = 0
+                pod.next_start = 0.0
+            return
+        if pod.held:
+            return
+        template_hash = _template_hash(pod.template)
+        if pod.is_running():
+            if template_hash != pod.template_hash:
+                self._log(pod, "pod template changed: replacing the pod")
+                await self._stop(pod)
+                pod.new_pod = True
+                pod.restarts = 0
+                pod.next_start = 0.0
+            else:
+                return
+        if time.monotonic() < pod.next_start:
+            return
+        try:
+            await self._start(pod, template_hash)
+        except (PodSpecError, ApiError, OSError, aiohttp.ClientError) as exc:
+            pod.restarts += 1
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (pod.restarts - 1))
+            pod.next_start = time.monotonic() + delay
+            self._log(pod, f"cannot start: {exc}; retry in {delay:.1f}s")
+
+    async def _start(self, pod: _Pod, template_hash: str) -> None:
+        spec = self._template_spec(pod)
+        grace = spec.get("terminationGracePeriodSeconds")
+        pod.grace = float(grace) if grace is not None else DEFAULT_GRACE_SECONDS
+        if pod.new_pod:
+            shutil.rmtree(self._pod_dir(pod), ignore_errors=True)
+        pod_dir = self._pod_dir(pod)
+        pod_dir.mkdir(mode=0o755, exist_ok=True)
+        if pod.kind == "Deployment":
+            server = StandinGoCDServer(LOOPBACK, pod.port)
+            await server.start()
+            pod.server = server
+            self._log(pod, f"started a stand-in GoCD server (health only) on {LOOPBACK}:{pod.port}")
+        else:
+            await self._start_container(pod, spec, pod_dir)
+        pod.template_hash = template_hash
+        pod.new_pod = False
+
+    @staticmethod
+    def _template_spec(pod: _Pod) -> dict[str, Any]:
+        spec = pod.template.get("spec") or {}
+        if not spec.get("containers"):
+            raise PodSpecError("the pod template has no containers")
+        result: dict[str, Any] = spec
+        return result
+
+    async def _start_container(self, pod: _Pod, spec: Mapping[str, Any], pod_dir: Path) -> None:
+        container = spec["containers"][0]
+        command = [*(container.get("command") or []), *(container.get("args") or [])]
+        if not command:
+            raise PodSpecError("the container has no command: image entrypoints are not known here")
+        volumes = await self._materialize_volumes(pod, spec, pod_dir)
+        mounts = []
+        for mount in container.get("volumeMounts") or []:
+            local = volumes.dirs.get(mount["name"])
+            if local is None:
+                raise PodSpecError(f"volumeMount {mount['name']!r} names no volume")
+            if mount.get("subPath"):
+                local = local / mount["subPath"]
+            mounts.append(_Mount(mount["mountPath"], local))
+        mounts.sort(key=lambda m: len(m.container_path), reverse=True)
+
+        env = {"PATH": DEFAULT_PATH, "LC_ALL": "C"}
+        env.update(await self._resolve_env(pod, container))
+        env = {key: _rewrite_path(value, mounts) for key, value in env.items()}
+        tmp = _rewrite_path("/tmp", mounts)  # noqa: S108 - the container's /tmp, if mounted
+        env["TMPDIR"] = tmp if tmp != "/tmp" else str(pod_dir)  # noqa: S108
+        env["HOME"] = str(pod_dir)
+        # What a node's network and image would provide: the instance's own port on loopback,
+        # the binaries, and the peer Service resolved to its local address.
+        env[ENV_PORT] = str(pod.port)
+        env[ENV_LISTEN_ADDRESSES] = LOOPBACK
+        if self.pg_bindir is not None:
+            env[ENV_PG_BINDIR] = str(self.pg_bindir)
+        if env.get(ENV_PEER_HOST):
+            self._resolve_peer(pod, env)
+        pod.pgdata = Path(env["PGDATA"]) if env.get("PGDATA") else None
+
+        argv = [_rewrite_path(arg, mounts) for arg in command]
+        cwd = (
+            Path(_rewrite_path(container["workingDir"], mounts))
+            if container.get("workingDir")
+            else pod_dir
+        )
+        wrapped_argv = user_command(self.os_user, argv)
+        with self._log_path(pod).open("ab") as log:
+            log.write(f"==== {_now()} start {pod.pod_name} on port {pod.port}\n".encode())
+            log.flush()
+            pod.process = ProcessGroup(
+                wrapped_argv, env=env, cwd=cwd, log=log, wrapped=wrapped_argv != argv
+            )
+        self._started_groups.append(pod.process.pid)
+        logger.info(
+            "local kubelet: started %s/%s (pid %d, port %d)",
+            pod.kind,
+            pod.name,
+            pod.process.pid,
+            pod.port,
+        )
+
+    def _resolve_peer(self, pod: _Pod, env: dict[str, str]) -> None:
+        """``<svc>.<ns>.svc[.cluster.local]`` + port -> the local address of that Service."""
+        host = env[ENV_PEER_HOST]
+        parts = host.split(".")
+        service = parts[0]
+        namespace = parts[1] if len(parts) >= 3 and parts[2] == "svc" else self.namespace
+        try:
+            port = int(env.get(ENV_PEER_PORT) or POSTGRES_PORT)
+        except ValueError:
+            return
+        endpoint = self._endpoint_snapshot.get(f"{namespace}/{service}:{port}")
+        if endpoint is None:
+            self._log(pod, f"cannot resolve {host}:{port} to a local address; left unchanged")
+            return
+        env[ENV_PEER_HOST] = endpoint.host
+        env[ENV_PEER_PORT] = str(endpoint.port)
+
+    async def _stop(self, pod: _Pod, grace: float | None = None) -> None:
+        """Stop like a pod deletion: Postgres fast shutdown (SIGINT to the postmaster), else SIGTERM
+        to the group; SIGKILL whatever is left after the grace period."""
+        if pod.server is not None:
+            await pod.server.stop()
+            pod.server = None
+            self._log(pod, "stopped the stand-in GoCD server")
+        process = pod.process
+        if process is None:
+            return
+        grace = pod.grace if grace is None else min(grace, pod.grace)
+        postmaster = _postmaster_pid(pod.pgdata)
+        if postmaster is None or not process.signal_pid(postmaster, signal.SIGINT):
+            process.terminate()
+        deadline = time.monotonic() + grace
+        while not process.exited() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        killed = not process.exited()
+        code = process.reap()
+        pod.process = None
+        self._log(pod, "killed after the grace period" if killed else f"stopped (status {code})")
+
+    # --- volumes and env --------------------------------------------------------------------------
+
+    async def _materialize_volumes(
+        self, pod: _Pod, spec: Mapping[str, Any], pod_dir: Path
+    ) -> _Volumes:
+        """Every volume of the pod as a local directory (see ``docs/local-kubelet.md``)."""
+        result = _Volumes()
+        volumes_dir = pod_dir / "volumes"
+        volumes_dir.mkdir(mode=0o755, exist_ok=True)
+        for volume in spec.get("volumes") or []:
+            name = volume["name"]
+            target = volumes_dir / name
+            if "emptyDir" in volume:
+                # Kept across container restarts of the same pod, fresh for a new pod.
+                if not target.exists():
+                    target.mkdir(mode=PRIVATE_DIR_MODE)
+                    give_to(target, self.os_user)
+            elif "persistentVolumeClaim" in volume:
+                target = self.claim_dir(volume["persistentVolumeClaim"]["claimName"])
+            elif "configMap" in volume:
+                source = volume["configMap"]
+                data = await self._configmap_data(source["name"], optional=source.get("optional"))
+                self._write_files(target, data, source.get("items"), secret=False)
+            elif "secret" in volume:
+                source = volume["secret"]
+                data = await self._secret_data(source["secretName"], source.get("optional"))
+                self._write_files(target, data, source.get("items"), secret=True)
+            elif "projected" in volume:
+                self._reset_dir(target, secret=True)
+                for item in volume["projected"].get("sources") or []:
+                    if "secret" in item:
+                        src = item["secret"]
+                        data = await self._secret_data(src["name"], src.get("optional"))
+                        self._write_files(target, data, src.get("items"), secret=True, reset=False)
+                    elif "configMap" in item:
+                        src = item["configMap"]
+                        data = await self._configmap_data(src["name"], src.get("optional"))
+                        self._write_files(target, data, src.get("items"), secret=True, reset=False)
+                    else:
+                        raise PodSpecError(
+                            f"volume {name!r}: projected source {sorted(item)} is not supported"
+                        )
+            else:
+                raise PodSpecError(f"volume {name!r}: type {sorted(volume)} is not supported")
+            result.dirs[name] = target
+        if pod.kind == "StatefulSet":
+            for claim_template in (pod.obj or {}).get("spec", {}).get("volumeClaimTemplates") or []:
+                template_name = claim_template["metadata"]["name"]
+                # The claim a StatefulSet controller creates for ordinal 0.
+                result.dirs[template_name] = self.claim_dir(f"{template_name}-{pod.pod_name}")
+        return result
+
+    def _reset_dir(self, target: Path, *, secret: bool) -> None:
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(mode=PRIVATE_DIR_MODE if secret else 0o755)
+        if secret:
+            give_to(target, self.os_user)
+
+    def _write_files(
+        self,
+        target: Path,
+        data: Mapping[str, bytes],
+        items: list[dict[str, Any]] | None,
+        *,
+        secret: bool,
+        reset: bool = True,
+    ) -> None:
+        """Keys -> files. Secrets: 0600, owned by the OS user (there is no fsGroup locally);
+        ConfigMaps: 0444. Written afresh at every container start (a snapshot, not a live view)."""
+        if reset:
+            self._reset_dir(target, secret=secret)
+        selected = (
+            [(item["key"], item["path"]) for item in items]
+            if items
+            else [(key, key) for key in data]
+        )
+        for key, relative in selected:
+            if key not in data:
+                raise PodSpecError(f"key {key!r} is missing")
+            path = target / relative
+            if ".." in Path(relative).parts or Path(relative).is_absolute():
+                raise PodSpecError(f"item path {relative!r} leaves the volume")
+            parent = path.parent
+            for directory in reversed([parent, *parent.parents]):
+                if directory.is_relative_to(target) and not directory.exists():
+                    directory.mkdir(mode=PRIVATE_DIR_MODE if secret else 0o755)
+                    if secret:
+                        give_to(directory, self.os_user)
+            mode = SECRET_FILE_MODE if secret else CONFIG_FILE_MODE
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data[key])
+            if secret:
+                give_to(path, self.os_user)
+            path.chmod(mode)
+
+    async def _resolve_env(self, pod: _Pod, container: Mapping[str, Any]) -> dict[str, str]:
+        """The container's env, with references read from the API now: at container start,
+        exactly when a kubelet reads them (a later ConfigMap change needs a restart)."""
+        if container.get("envFrom"):
+            raise PodSpecError("envFrom is not supported")
+        env: dict[str, str] = {}
+        for var in container.get("env") or []:
+            name = var["name"]
+            source = var.get("valueFrom")
+            if source is None:
+                env[name] = str(var.get("value", ""))
+                continue
+            if "fieldRef" in source:
+                env[name] = self._field(pod, source["fieldRef"]["fieldPath"])
+                continue
+            if "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                data = await self._configmap_data(ref["name"], optional=ref.get("optional"))
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                data = await self._secret_data(ref["name"], optional=ref.get("optional"))
+            else:
+                raise PodSpecError(f"env {name!r}: {sorted(source)} is not supported")
+            value = data.get(ref["key"])
+            if value is None:
+                if ref.get("optional"):
+                    continue
+                raise PodSpecError(f"env {name!r}: key {ref['key']!r} not found in {ref['name']!r}")
+            env[name] = value.decode()
+        return env
+
+    def _field(self, pod: _Pod, path: str) -> str:
+        values = {
+            "metadata.name": pod.pod_name,
+            "metadata.namespace": self.namespace,
+            "status.podIP": LOOPBACK,
+            "status.hostIP": LOOPBACK,
+            "spec.nodeName": "local",
+        }
+        if path not in values:
+            raise PodSpecError(f"fieldRef {path!r} is not supported")
+        return values[path]
+
+    # --- the API ----------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_SECONDS)
+            )
+        return self._session
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        async with self._http().get(self.api_url + path) as response:
+            if response.status == 404:
+                return None
+            if response.status >= 300:
+                raise ApiError(response.status, path)
+            payload: dict[str, Any] = await response.json(content_type=None)
+            return payload
+
+    async def _list(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        payload = await self._get(resource_path(api_version, kind, self.namespace))
+        return list((payload or {}).get("items") or [])
+
+    async def _configmap_data(self, name: str, optional: bool | None) -> dict[str, bytes]:
+        obj = await self._get(resource_path("v1", "ConfigMap", self.namespace, name))
+        if obj is None:
+            if optional:
+                return {}
+            raise PodSpecError(f"ConfigMap {name!r} not found")
+        data = {key: str(value).encode() for key, value in (obj.get("data") or {}).items()}
+        for key, value in (obj.get("binaryData") or {}).items():
+            data[key] = base64.b64decode(value)
+        return data
+
+    async def _secret_data(self, name: str, optional: bool | None) -> dict[str, bytes]:
+        obj = await self._get(resource_path("v1", "Secret", self.namespace, name))
+        if obj is None:
+            if optional:
+                return {}
+            raise PodSpecError(f"Secret {name!r} not found")
+        data = {key: base64.b64decode(value) for key, value in (obj.get("data") or {}).items()}
+        # The emulator stores stringData as written (a real API server folds it into data).
+        for key, value in (obj.get("stringData") or {}).items():
+            data[key] = str(value).encode()
+        return data
+
+    # --- endpoints ------------------------------------------------------------------------------
+
+    def _key(self, service: str, port: int) -> str:
+        return f"{self.namespace}/{service}:{port}"
+
+    def _refresh_endpoints(self) -> None:
+        snapshot = dict(self._reserved)
+        for name, service in self._services.items():
+            spec = service.get("spec") or {}
+            selector = spec.get("selector") or {}
+            if not selector:
+                continue
+            for port in spec.get("ports") or []:
+                target = port.get("targetPort", port["port"])
+                pod = self._select(selector, target)
+                if pod is not None:
+                    snapshot[self._key(name, int(port["port"]))] = Endpoint(LOOPBACK, pod.port)
+        self._endpoint_snapshot = snapshot  # replaced whole: readers in other threads see either
+
+    def _select(self, selector: Mapping[str, str], target: int | str) -> _Pod | None:
+        for _key, pod in sorted(self._pods.items()):
+            labels = pod.labels()
+            if not all(labels.get(k) == v for k, v in selector.items()):
+                continue
+            number, port_name = pod.container_port()
+            if target in (number, port_name) or str(target) == str(number):
+                return pod
+        return None
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _pod(self, kind: Kind, name: str) -> _Pod:
+        key = (kind, name)
+        if key not in self._pods:
+            self._pods[key] = _Pod(kind=kind, name=name, port=free_port())
+        return self._pods[key]
+
+    def _find(self, name: str) -> _Pod:
+        matches = [pod for (_kind, pod_name), pod in self._pods.items() if pod_name == name]
+        if not matches:
+            raise KeyError(f"no StatefulSet or Deployment {name!r} seen by the local kubelet")
+        if len(matches) > 1:
+            raise KeyError(f"both a StatefulSet and a Deployment are named {name!r}")
+        return matches[0]
+
+    def _pod_dir(self, pod: _Pod) -> Path:
+        return self.work_dir / "pods" / pod.pod_name
+
+    def _log_path(self, pod: _Pod) -> Path:
+        return self.work_dir / "logs" / f"{pod.pod_name}.log"
+
+    def _log(self, pod: _Pod, message: str) -> None:
+        """A kubelet line in the pod's log (and the Python log). Never given secret values."""
+        logger.info("local kubelet: %s/%s: %s", pod.kind, pod.name, message)
+        with contextlib.suppress(OSError), self._log_path(pod).open("a") as log:
+            log.write(f"==== {_now()} {message}\n")
+
+
+def _postmaster_pid(pgdata: Path | None) -> int | None:
+    if pgdata is None:
+        return None
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S")

@@ -1,0 +1,118 @@
+"""Fixtures for the local kubelet: kmock's API emulator holding what the builders render."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+
+from gocd_ha_operator.builders import BuildInputs, Topology, build_children
+from gocd_ha_operator.credentials import ClusterCredentials
+from gocd_ha_operator.kube import resource_path
+from gocd_ha_operator.local import LocalKubelet
+from gocd_ha_operator.models import parse_cluster
+
+NAMESPACE = "build"
+CLUSTER = "ci"
+ALL_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
+RESOURCES: dict[str, str] = {
+    "v1/secrets": "Secret",
+    "v1/configmaps": "ConfigMap",
+    "v1/services": "Service",
+    "v1/persistentvolumeclaims": "PersistentVolumeClaim",
+    "apps/v1/statefulsets": "StatefulSet",
+    "apps/v1/deployments": "Deployment",
+    "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
+    "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
+}
+BODY: dict[str, Any] = {
+    "apiVersion": "gocdha.io/v1alpha1",
+    "kind": "GoCDHACluster",
+    "metadata": {"name": CLUSTER, "namespace": NAMESPACE, "uid": "uid-ci", "generation": 1},
+    "spec": {
+        "gocd": {"image": "gocd/gocd-server:v26.1.0"},
+        "sharedStorage": {"size": "10Gi", "storageClassName": "nfs"},
+    },
+}
+
+
+@dataclass
+class Api:
+    """The emulator's URL plus what ``kubectl`` would do with it."""
+
+    url: str
+    credentials: ClusterCredentials
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path, json=body, headers=headers) as response,
+        ):
+            payload = await response.json(content_type=None)
+            assert response.status < 300, (response.status, payload)
+            return payload
+
+    async def create(self, obj: dict[str, Any]) -> None:
+        path = resource_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])
+        await self.request("POST", path, obj)
+
+    async def patch(self, api_version: str, kind: str, name: str, patch: dict[str, Any]) -> None:
+        await self.request("PATCH", resource_path(api_version, kind, NAMESPACE, name), patch)
+
+    async def scale(self, kind: str, name: str, replicas: int) -> None:
+        await self.patch("apps/v1", kind, name, {"spec": {"replicas": replicas}})
+
+    async def create_children(
+        self, keep: Callable[[dict[str, Any]], bool] = lambda _o: True
+    ) -> None:
+        """Everything ``build_children`` renders for the example cluster (primary a, Cold)."""
+        inputs = BuildInputs(
+            parse_cluster(copy.deepcopy(BODY)),
+            Topology(primary="a", fenced=frozenset()),
+            self.credentials,
+            "registry.example/gocd-ha-operator:test",
+        )
+        for child in build_children(inputs):
+            if keep(child):
+                await self.create(child)
+
+
+@pytest.fixture
+async def api(kmock: kmock.KubernetesEmulator) -> Api:
+    for resource, kind in RESOURCES.items():
+        kmock.resources[resource] = {"kind": kind, "namespaced": True, "verbs": ALL_VERBS}
+    return Api(url=str(kmock.url).rstrip("/"), credentials=ClusterCredentials.generate())
+
+
+@pytest.fixture
+async def kubelet(
+    api: Api, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LocalKubelet]:
+    """A started kubelet for the ``ci`` cluster; closed (every process killed) after the test."""
+    async with LocalKubelet(api.url, NAMESPACE, clusters=[CLUSTER], interval=0.1) as started:
+        yield started
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+        except Exception as exc:
+            last = exc
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(0.1)

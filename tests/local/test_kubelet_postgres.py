@@ -15,7 +15,7 @@ import pytest
 from gocd_ha_operator.constants import GOCD_DB_USER, OPERATOR_DB_USER
 from gocd_ha_operator.endpoints import Endpoint
 from gocd_ha_operator.local import LocalKubelet
-from gocd_ha_operator.local.process import default_os_user, give_to, group_members
+from gocd_ha_operator.local.process import group_members
 from tests.local.conftest import CLUSTER, NAMESPACE, Api, eventually
 from tests.support.pg import unavailable_reason
 
@@ -91,16 +91,8 @@ async def rows(kubelet: LocalKubelet, api: Api, service: str) -> list[str]:
 
 
 async def start_cluster(api: Api, kubelet: LocalKubelet) -> None:
-    """Every child of the example cluster, plus the WAL archive dir in the shared claim.
-
-    Why the test makes ``wal/``: the entrypoint requires ``GOCDHA_ARCHIVE_DIR`` to exist and
-    nothing in the rendered children creates it on a fresh RWX volume. The kubelet does not paper
-    over that (a real empty claim is empty); the gap is reported, and this stands in for an
-    administrator preparing the volume.
-    """
-    wal = kubelet.claim_dir(f"{CLUSTER}-shared") / "wal"
-    wal.mkdir()
-    give_to(wal, default_os_user())
+    """Every child of the example cluster; the shared claim starts empty, as a new volume does
+    (the first instance creates ``wal/`` on it)."""
     await api.create_children()
     try:
         await eventually(

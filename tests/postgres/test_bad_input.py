@@ -31,7 +31,7 @@ def test_bad_input_on_an_existing_primary_dir(cluster: PgCluster) -> None:
         ({"GOCDHA_SIDE": "c"}, "GOCDHA_SIDE must be 'a' or 'b'"),
         ({"GOCDHA_ROLE": "leader"}, "GOCDHA_ROLE must be 'primary' or 'standby'"),
         ({"GOCDHA_SUPERUSER_PASSWORD_FILE": missing_file}, "GOCDHA_SUPERUSER_PASSWORD_FILE"),
-        ({"GOCDHA_ARCHIVE_DIR": str(cluster.root / "no-archive")}, "does not exist"),
+        ({"GOCDHA_ARCHIVE_DIR": str(cluster.root / "no-volume" / "wal")}, "does not exist"),
         ({"GOCDHA_CONFIG_DIR": str(cluster.root)}, "cannot read postgresql.conf"),
     ]
     for env, message in cases:

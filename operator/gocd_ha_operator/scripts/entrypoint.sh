@@ -96,8 +96,18 @@ for file in archive-wal.sh restore-wal.sh; do
 done
 [ -d "$GOCDHA_SOCKET_DIR" ] && [ -w "$GOCDHA_SOCKET_DIR" ] ||
   die "GOCDHA_SOCKET_DIR '$GOCDHA_SOCKET_DIR' is not a writable directory"
-[ -d "$GOCDHA_ARCHIVE_DIR" ] ||
-  die "WAL archive directory GOCDHA_ARCHIVE_DIR '$GOCDHA_ARCHIVE_DIR' does not exist (is the shared volume mounted?)"
+if [ ! -d "$GOCDHA_ARCHIVE_DIR" ]; then
+  # A fresh shared volume is empty: the first instance to start makes wal/ on it. Its parent is
+  # the volume's mount point; when that is missing the volume is not mounted, so stop instead.
+  archive_parent=$(dirname "$GOCDHA_ARCHIVE_DIR")
+  [ -d "$archive_parent" ] ||
+    die "WAL archive directory GOCDHA_ARCHIVE_DIR '$GOCDHA_ARCHIVE_DIR' does not exist, nor does '$archive_parent' (is the shared volume mounted?)"
+  if mkdir -m 0750 "$GOCDHA_ARCHIVE_DIR" 2>/dev/null; then
+    log "created the WAL archive directory $GOCDHA_ARCHIVE_DIR on the shared volume"
+  fi
+  [ -d "$GOCDHA_ARCHIVE_DIR" ] ||
+    die "WAL archive directory GOCDHA_ARCHIVE_DIR '$GOCDHA_ARCHIVE_DIR' does not exist and cannot be created in '$archive_parent'"
+fi
 probe="$GOCDHA_ARCHIVE_DIR/.gocdha-write-probe.$GOCDHA_SIDE.$$"
 if ! (: >"$probe") 2>/dev/null; then
   die "WAL archive directory GOCDHA_ARCHIVE_DIR '$GOCDHA_ARCHIVE_DIR' is not writable (read-only volume or wrong owner)"

@@ -8,12 +8,16 @@ Whoever drives it plays those parts (see ``docs/local-kubelet.md``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final
 
 import kmock
 import kopf
+
+from gocd_ha_operator.handlers import OperatorConfig, build_registry
 
 #: Every resource the operator (and kopf's discovery) touches, with its kind.
 CHILD_RESOURCES: Final[dict[str, str]] = {
@@ -40,9 +44,15 @@ class OperatorEmulator(kmock.KubernetesEmulator):
     * ``metadata.generateName`` names new objects (kopf's Events use it).
 
     Optimistic concurrency is not emulated: a JSON patch's ``resourceVersion`` test always passes.
+
+    kmock matches every request against its whole request history, which makes a long run
+    quadratic; this class keeps only the recent history there and its own compact log of
+    ``(method, path)`` in :attr:`request_log` for counting.
     """
 
     _counter: int = 0
+    #: Requests kept in kmock's own history (enough for its per-request matching).
+    KEPT_HISTORY: Final = 50
 
     @classmethod
     def _next(cls) -> int:
@@ -56,9 +66,19 @@ class OperatorEmulator(kmock.KubernetesEmulator):
         raw: dict[str, Any] = self.objects[key].raw
         return raw
 
+    @property
+    def request_log(self) -> list[tuple[str, str]]:
+        """Every request served, as ``(METHOD, path)``, oldest first."""
+        log: list[tuple[str, str]] = self.__dict__.setdefault("_compact_log", [])
+        return log
+
     async def _handle(self, request: Any) -> Any:
         data = getattr(request, "data", None)
         method = str(getattr(request, "method", "")).upper()
+        self.request_log.append((method.rsplit(".", 1)[-1], str(request.url.path)))
+        history: list[Any] = self._requests
+        if len(history) > 2 * self.KEPT_HISTORY:
+            del history[: -self.KEPT_HISTORY]
         version = str(self._next())
         if method.endswith("POST") and isinstance(data, dict):
             metadata = data.setdefault("metadata", {})
@@ -132,3 +152,48 @@ async def running_emulator() -> AsyncIterator[tuple[OperatorEmulator, str]]:
     async with OperatorEmulator() as emulator, kmock.Server(emulator):
         declare_resources(emulator)
         yield emulator, str(emulator.url).rstrip("/")
+
+
+class OperatorThread:
+    """The operator in its own thread and event loop, as in production.
+
+    kopf treats every task of its event loop as its own when it exits, so it must not share a loop
+    with the API emulator (or anything else the caller runs).
+    """
+
+    def __init__(self, config: OperatorConfig, *, namespaces: Iterable[str] = ()) -> None:
+        self._config = config
+        self._namespaces = list(namespaces)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, name="operator", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=build_registry(self._config),
+                    clusterwide=not self._namespaces,
+                    namespaces=self._namespaces,
+                    standalone=True,
+                    stop_flag=self._stop,
+                    ready_flag=self._ready,
+                    memo=kopf.Memo(),
+                )
+            )
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    async def start(self, timeout: float = 15) -> None:
+        self._thread.start()
+        if not await asyncio.to_thread(self._ready.wait, timeout):
+            raise RuntimeError(f"the operator did not start within {timeout} s: {self.errors}")
+
+    async def stop(self, timeout: float = 20) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"the operator did not stop within {timeout} s")
+        if self.errors:
+            raise RuntimeError(f"the operator failed: {self.errors[0]!r}") from self.errors[0]

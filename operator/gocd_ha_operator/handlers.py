@@ -6,8 +6,9 @@ emulator's address, a short observation interval) without global state.
 
 * one idempotent reconcile for create, spec updates and resume (annotation and status changes do
   not trigger it, so they never cause child writes);
-* one observation timer that writes status — only what changed — and an Event per condition
-  transition.
+* one supervisor daemon per cluster (``supervisor.py``) that observes, writes status — only
+  what changed — with an Event per condition transition, and runs promotions;
+* a wake-up when a promotion annotation changes, so a promotion starts at once.
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ from typing import Any, Final
 import kopf
 
 from gocd_ha_operator import conditions as cond
-from gocd_ha_operator.constants import FINALIZER, GROUP, PLURAL, VERSION
-from gocd_ha_operator.credentials import ClusterCredentials
+from gocd_ha_operator.constants import (
+    ANNOTATION_PROMOTE,
+    ANNOTATION_PROMOTE_FORCE,
+    API_VERSION,
+    FINALIZER,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+)
 from gocd_ha_operator.endpoints import Endpoint
 from gocd_ha_operator.kube import KubeApiError, KubeClient, NotOwnedError, default_client
 from gocd_ha_operator.models import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
-from gocd_ha_operator.observe import compute_status, event_for, observe_cluster, status_patch
-from gocd_ha_operator.reconcile import (
-    MissingSecretError,
-    reconcile_children,
-    topology_of,
-)
+from gocd_ha_operator.observe import event_for, status_patch
+from gocd_ha_operator.promotion import StepHook, topology_of
+from gocd_ha_operator.reconcile import MissingSecretError, reconcile_children
+from gocd_ha_operator.supervisor import ClusterRef, apply_lock, supervise
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +62,22 @@ class OperatorConfig:
     #: How soon a reconcile that waits for a user's Secret, or for a conflicting object to go,
     #: is retried (kopf keeps retrying; each retry re-reads the Secret).
     retry_delay: float = 15.0
+    #: Reconciles that talk to the API at the same time. A restarted operator resumes every
+    #: cluster at once; this keeps that burst from hammering the API server.
+    max_concurrent_reconciles: int = 4
+    #: Test hook called at every promotion step (see ``promotion.StepHook``).
+    promotion_hook: StepHook | None = None
     #: Adjusts kopf's settings after the project's own (tests: timeouts of the API emulator).
     tune_settings: Callable[[kopf.OperatorSettings], None] | None = None
     _kube: KubeClient | None = field(default=None, init=False, repr=False)
+    _reconciles: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+
+    @property
+    def reconcile_slots(self) -> asyncio.Semaphore:
+        """Created on first use, inside the operator's own event loop."""
+        if self._reconciles is None:
+            self._reconciles = asyncio.Semaphore(self.max_concurrent_reconciles)
+        return self._reconciles
 
     @property
     def kube(self) -> KubeClient:
@@ -161,9 +181,22 @@ async def reconcile_resource(
         raise kopf.PermanentError(f"invalid GoCDHACluster: {exc}") from None
 
     try:
-        outcome = await asyncio.to_thread(
-            reconcile_children, config.kube, body, cluster, operator_image=config.operator_image
-        )
+        async with config.reconcile_slots, apply_lock(memo):
+            # The roles come from the status as it is now, not as this event saw it: a promotion
+            # may have moved them in the meantime.
+            fresh = await asyncio.to_thread(
+                config.kube.get, API_VERSION, KIND, cluster.namespace, cluster.name
+            )
+            if fresh is not None:
+                cluster = cluster.model_copy(update={"status": _status_of(fresh)})
+            outcome = await asyncio.to_thread(
+                reconcile_children,
+                config.kube,
+                body,
+                cluster,
+                operator_image=config.operator_image,
+                topology=topology_of(cluster),
+            )
     except MissingSecretError as exc:
         _fail(body, patch, cluster, now=now, reason="SecretNotFound", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=config.retry_delay) from None
@@ -227,32 +260,6 @@ def _fail(
     _post_transitions(body, transitions)
 
 
-async def observe_resource(
-    config: OperatorConfig, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
-) -> None:
-    """Look at the cluster and write what changed in status. Never raises for a down endpoint."""
-    try:
-        cluster = parse_cluster(body)
-    except SpecError:
-        return  # the reconcile reported it; nothing can be observed for an invalid resource
-    credentials: ClusterCredentials | None = memo.get("credentials")
-    if credentials is None:
-        return  # not reconciled yet in this process: the Secrets may not exist
-    now = config.clock()
-    topology = topology_of(cluster)
-    observation = await observe_cluster(
-        cluster,
-        credentials,
-        topology,
-        now=now,
-        operator_image=config.operator_image,
-        overrides=config.endpoints,
-    )
-    status, transitions = compute_status(cluster, observation, topology, now=now)
-    _write_status(body, patch, status)
-    _post_transitions(body, transitions)
-
-
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     """A registry with every handler of the operator, bound to ``config``."""
     registry = kopf.OperatorRegistry()
@@ -282,8 +289,23 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         await reconcile_resource(config, body, patch, memo)
 
-    @kopf.timer(*resource, interval=config.observe_interval, registry=registry)
-    async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        await observe_resource(config, body, patch, memo)
+    @kopf.daemon(*resource, registry=registry, cancellation_timeout=10)
+    async def supervise_cluster(
+        meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
+        ref = ClusterRef(namespace=str(meta["namespace"]), name=str(meta["name"]))
+        await supervise(config, ref, memo, stopped)
+
+    @kopf.on.field(
+        *resource, field=("metadata", "annotations", ANNOTATION_PROMOTE), registry=registry
+    )
+    @kopf.on.field(
+        *resource, field=("metadata", "annotations", ANNOTATION_PROMOTE_FORCE), registry=registry
+    )
+    def promotion_requested(memo: kopf.Memo, **_: Any) -> None:
+        """Wake the cluster's supervisor now instead of at its next interval."""
+        wake = memo.get("wake")
+        if wake is not None:
+            wake.set()
 
     return registry

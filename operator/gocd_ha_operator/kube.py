@@ -41,6 +41,7 @@ PLURALS: Final[dict[tuple[str, str], str]] = {
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("gocdha.io/v1alpha1", "GoCDHACluster"): "gocdhaclusters",
 }
 REQUEST_TIMEOUT_SECONDS: Final = 30
 
@@ -128,6 +129,18 @@ class KubeClient:
             "PATCH",
             resource_path(api_version, kind, namespace, name),
             dict(patch),
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the ``status`` subresource (only the fields given)."""
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name) + "/status",
+            {"status": dict(status)},
             content_type="application/merge-patch+json",
         )
         return result

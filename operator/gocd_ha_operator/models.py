@@ -565,6 +565,16 @@ class PromotionStatus(StatusModel):
     rpo_bytes: int | None = Field(default=None, description="WAL bytes lost (0 = none).")
 
 
+class HandledTokens(StatusModel):
+    """The last value of each promotion annotation the operator acted on: a value is handled
+    exactly once, also across operator restarts."""
+
+    promote: str | None = Field(default=None, description="Last gocdha.io/promote value.")
+    promote_force: str | None = Field(
+        default=None, description="Last gocdha.io/promote-force value."
+    )
+
+
 class GoCDHAClusterStatus(StatusModel):
     observed_generation: int | None = Field(default=None, description="Last generation handled.")
     primary: Side | None = Field(default=None, description="The side that is primary now.")
@@ -575,6 +585,7 @@ class GoCDHAClusterStatus(StatusModel):
     replication: ReplicationStatus = Field(default_factory=ReplicationStatus)
     config_sync: ConfigSyncStatus = Field(default_factory=ConfigSyncStatus)
     promotion: PromotionStatus = Field(default_factory=PromotionStatus)
+    handled_tokens: HandledTokens = Field(default_factory=HandledTokens)
     history: list[PromotionStatus] = Field(
         default_factory=list, max_length=20, description="Recent promotions, newest first."
     )

@@ -421,6 +421,19 @@ class PostgresClient:
         value = await self._scalar("SELECT pg_current_wal_lsn()::text", (), "current LSN")
         return parse_lsn(str(value))
 
+    async def end_client_sessions(self) -> int:
+        """Terminate every other client session (not replication, not superusers, not this
+        role's): a fenced primary must not take commits after the switchover LSN is read.
+        Needs ``pg_signal_backend``. Returns how many sessions were ended."""
+        value = await self._scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+            "AND usename IS DISTINCT FROM current_user",
+            (),
+            "end client sessions",
+        )
+        return int(value or 0)
+
     async def checkpoint(self) -> None:
         """``CHECKPOINT``: before a switchover, and after promotion so ``pg_rewind`` works.
 

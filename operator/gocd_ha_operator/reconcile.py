@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gocd_ha_operator.builders import BuildInputs, Topology, build_children
-from gocd_ha_operator.constants import BC_TOKEN_KEY, Side
+from gocd_ha_operator.constants import BC_TOKEN_KEY
 from gocd_ha_operator.credentials import ClusterCredentials, decode_secret_value
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube import ApplyResult, KubeClient, apply_child, delete_owned
@@ -27,12 +27,6 @@ class MissingSecretError(Exception):
     def __init__(self, field: str, name: str, key: str, detail: str = "does not exist") -> None:
         self.field = field
         super().__init__(f"{field}: Secret {name!r} (key {key!r}) {detail}")
-
-
-def topology_of(cluster: GoCDHACluster) -> Topology:
-    """The role assignment in force: the side ``status.primary`` names (``a`` for a new cluster)."""
-    primary: Side = cluster.status.primary or "a"
-    return Topology(primary=primary)
 
 
 def credential_secret_names(cluster: GoCDHACluster) -> frozenset[str]:
@@ -116,7 +110,10 @@ def reconcile_children(
 ) -> ReconcileOutcome:
     """Bring every child to what the resource asks for; return what was written."""
     credentials = load_credentials(kube, cluster)
-    topology = topology or topology_of(cluster)
+    if topology is None:
+        from gocd_ha_operator.promotion import topology_of  # noqa: PLC0415 - avoids an import cycle
+
+        topology = topology_of(cluster)
     inputs = BuildInputs(
         cluster=cluster, topology=topology, credentials=credentials, operator_image=operator_image
     )

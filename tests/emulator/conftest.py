@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +21,13 @@ import pytest
 from gocd_ha_operator.emulator import (
     ALL_VERBS,
     CHILD_RESOURCES,
+    OperatorThread,
     declare_resources,
     emulator_settings,
     running_emulator,
 )
 from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.handlers import OperatorConfig, build_registry
+from gocd_ha_operator.handlers import OperatorConfig
 from gocd_ha_operator.kube import KubeClient, client_for
 
 NAMESPACE = "build"
@@ -106,9 +106,9 @@ class Harness:
     def writes(self) -> list[tuple[str, str]]:
         """Write requests so far (method, path), excluding Events."""
         return [
-            (request.method.upper(), request.url.path)
-            for request in list(self.emulator)
-            if request.method.upper() in WRITE_METHODS and "/events" not in request.url.path
+            (method, path)
+            for method, path in self.emulator.request_log
+            if method in WRITE_METHODS and "/events" not in path
         ]
 
     def child_writes(self) -> list[tuple[str, str]]:
@@ -167,45 +167,12 @@ async def harness(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Harness]:
     yield Harness(emulator=emulator, url=url, config=config)
 
 
-@dataclass
-class RunningOperator:
-    thread: threading.Thread
-    stop_flag: threading.Event
-    errors: list[BaseException]
-
-
 @pytest.fixture
 async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
-    """Start (and restart) the operator; stopped at the end of the test.
-
-    The operator runs in its own thread and event loop, as in production: kopf treats every task
-    of its loop as its own at exit, so it must not share a loop with the API emulator.
-    """
-    running: list[RunningOperator] = []
-
-    def serve(
-        config: OperatorConfig,
-        stop: threading.Event,
-        ready: threading.Event,
-        errors: list[BaseException],
-    ) -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=build_registry(config),
-                    clusterwide=True,
-                    standalone=True,
-                    stop_flag=stop,
-                    ready_flag=ready,
-                    memo=kopf.Memo(),
-                )
-            )
-        except BaseException as exc:  # reported by the fixture, not lost in the thread
-            errors.append(exc)
+    """Start (and restart) the operator in its own thread; stopped at the end of the test."""
+    running: list[OperatorThread] = []
 
     async def start() -> None:
-        stop, ready = threading.Event(), threading.Event()
-        errors: list[BaseException] = []
         # A fresh config object per run: an operator restart loses every in-memory cache.
         config = OperatorConfig(
             operator_image=harness.config.operator_image,
@@ -216,21 +183,13 @@ async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
             tune_settings=emulator_settings,
             retry_delay=1.0,
         )
-        thread = threading.Thread(
-            target=serve, args=(config, stop, ready, errors), name="operator", daemon=True
-        )
-        thread.start()
-        running.append(RunningOperator(thread, stop, errors))
-        if not await asyncio.to_thread(ready.wait, 15):
-            raise AssertionError(f"the operator did not start: {errors}")
+        operator = OperatorThread(config)
+        running.append(operator)
+        await operator.start()
 
     async def stop() -> None:
         while running:
-            operator = running.pop()
-            operator.stop_flag.set()
-            await asyncio.to_thread(operator.thread.join, 20)
-            assert not operator.thread.is_alive(), "the operator did not stop within 20 s"
-            assert not operator.errors, operator.errors
+            await running.pop().stop()
 
     start.stop = stop  # type: ignore[attr-defined]
     yield start

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.builders import BuildInputs, build_children
+from gocd_ha_operator.builders import BuildInputs, Topology, build_children
 from gocd_ha_operator.builders.gocd import build_gocd_deployment, build_gocd_service
 from gocd_ha_operator.builders.postgres import (
     build_postgres_configmap,
@@ -127,13 +127,27 @@ def test_role_services_follow_the_primary(inputs: Inputs, primary: str) -> None:
     assert build_gocd_service(built)["spec"]["selector"][LABEL_SIDE] == primary
 
 
-def test_fenced_primary_is_selected_by_nothing_and_stopped(inputs: Inputs) -> None:
+def test_fenced_primary_is_selected_by_nothing_and_its_server_stopped(inputs: Inputs) -> None:
     built = inputs(COLD, primary="a", fenced=frozenset({"a"}))
     assert build_gocd_service(built)["spec"]["selector"][LABEL_SIDE] == "none"
     assert build_postgres_role_service(built, "primary")["spec"]["selector"][LABEL_SIDE] == "none"
-    assert build_postgres_statefulset(built, "a")["spec"]["replicas"] == 0
     assert build_gocd_deployment(built, "a")["spec"]["replicas"] == 0
+    # Fencing alone keeps Postgres up: a switchover still needs it to hand over its last WAL.
+    assert build_postgres_statefulset(built, "a")["spec"]["replicas"] == 1
+
+
+def test_stopped_side_has_no_postgres(inputs: Inputs) -> None:
+    cluster = inputs(COLD).cluster
+    built = BuildInputs(cluster, Topology("a", stopped=frozenset({"a"})), CREDENTIALS, "img")
+    assert build_postgres_statefulset(built, "a")["spec"]["replicas"] == 0
     assert build_postgres_statefulset(built, "b")["spec"]["replicas"] == 1
+
+
+def test_promoted_server_can_start_in_maintenance_mode(inputs: Inputs) -> None:
+    cluster = inputs(COLD).cluster
+    built = BuildInputs(cluster, Topology("b", maintenance=frozenset({"b"})), CREDENTIALS, "img")
+    env = env_of(container(build_gocd_deployment(built, "b"), "gocd-server"))
+    assert "-Dgocd.server.start.in.maintenance.mode=true" in shlex.split(env["GOCD_SERVER_JVM_OPTS"])
 
 
 @pytest.mark.parametrize("primary", ["a", "b"])

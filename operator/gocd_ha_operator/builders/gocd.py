@@ -53,6 +53,8 @@ from gocd_ha_operator.labels import selector_labels
 #: How often the Cold-mode sync agent mirrors the primary's files.
 SYNC_INTERVAL_SECONDS: Final = 30
 MIRROR_DIR: Final = f"{SHARED_MOUNT}/{GOCD_MIRROR_SUBDIR}"
+#: GoCD >= 20.9 starts in maintenance mode with this system property.
+MAINTENANCE_MODE_OPTION: Final = "-Dgocd.server.start.in.maintenance.mode"
 
 
 def standby_jvm_options(inputs: BuildInputs) -> list[str]:
@@ -68,6 +70,8 @@ def gocd_jvm_options(inputs: BuildInputs, side: Side) -> str:
     options = list(gocd.jvm_options)
     if gocd.effective_standby_mode == "Warm" and inputs.topology.role(side) == "standby":
         options += standby_jvm_options(inputs)
+    if side in inputs.topology.maintenance:
+        options.append(f"{MAINTENANCE_MODE_OPTION}=true")
     return shlex.join(options)
 
 

@@ -223,7 +223,7 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
         ),
         "spec": {
             "serviceName": names.postgres_instance_service(side),
-            "replicas": 1 if inputs.topology.running(side) else 0,
+            "replicas": 1 if inputs.topology.postgres_running(side) else 0,
             "selector": {"matchLabels": labels},
             "updateStrategy": {"type": "RollingUpdate"},
             # The data outlives the resource: deleting a GoCDHACluster never deletes a database.

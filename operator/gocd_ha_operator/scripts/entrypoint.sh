@@ -331,6 +331,10 @@ CREATE ROLE gocdha_replication WITH LOGIN REPLICATION CONNECTION LIMIT 5 PASSWOR
 -- rejoining side uses it as the pg_rewind source user.
 CREATE ROLE gocdha_operator WITH LOGIN REPLICATION CONNECTION LIMIT 10 PASSWORD :'operator_password';
 GRANT pg_monitor TO gocdha_operator;
+-- A switchover ends the old primary's client sessions before it takes the last LSN: no commit
+-- can then land after the point the standby is waited for (pg_signal_backend cannot touch
+-- superuser sessions).
+GRANT pg_signal_backend TO gocdha_operator;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_promote(boolean, integer) TO gocdha_operator;
 SELECT current_setting('server_version_num')::int >= 150000 AS has_pg_checkpoint \gset
 \if :has_pg_checkpoint

@@ -1,0 +1,147 @@
+"""Reconcile benchmark: N GoCDHAClusters on the in-process API emulator.
+
+Prints, for each N: seconds until every child of every cluster exists, API requests per resource
+during creation, writes per resource per idle observation tick, child writes per resource after an
+operator restart (resume), and the resident memory of the process (operator + emulator; the
+emulator keeps every request in memory, so this is an upper bound for the operator alone).
+
+    .venv/bin/python benchmarks/reconcile.py            # N = 1, 50, 200
+    .venv/bin/python benchmarks/reconcile.py -n 10
+
+Postgres and GoCD are not running: every endpoint points at a closed loopback port, so the
+observation is as cheap as it gets and its conditions stay constant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import kopf
+
+from gocd_ha_operator.emulator import OperatorThread, emulator_settings, running_emulator
+from gocd_ha_operator.endpoints import Endpoint
+from gocd_ha_operator.handlers import OperatorConfig
+from gocd_ha_operator.kube import client_for
+
+NAMESPACE = "bench"
+CHILDREN_PER_CLUSTER = 24
+WRITES = ("POST", "PATCH", "PUT", "DELETE")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def body(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "gocdha.io/v1alpha1",
+        "kind": "GoCDHACluster",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}"},
+        "spec": {"sharedStorage": {"size": "10Gi", "storageClassName": "nfs"}},
+    }
+
+
+def closed_endpoints(names: list[str]) -> dict[str, Endpoint]:
+    closed = Endpoint("127.0.0.1", 9)
+    mapping = {}
+    for name in names:
+        for service, port in (
+            ("pg-a", 5432),
+            ("pg-b", 5432),
+            ("gocd-a", 8153),
+            ("gocd-b", 8153),
+            ("gocd-a", 8155),
+            ("gocd-b", 8155),
+        ):
+            mapping[f"{NAMESPACE}/{name}-{service}:{port}"] = closed
+    return mapping
+
+
+async def measure(n: int, interval: float) -> str:
+    names = [f"c{i}" for i in range(n)]
+    async with running_emulator() as (emulator, url):
+
+        def config() -> OperatorConfig:
+            return OperatorConfig(
+                operator_image="bench/operator:0",
+                observe_interval=interval,
+                kube_factory=lambda: client_for(url),
+                endpoints=closed_endpoints(names),
+                connection=kopf.ConnectionInfo(server=url),
+                tune_settings=emulator_settings,
+            )
+
+        def children() -> int:
+            return sum(
+                1
+                for (resource, _ns, _name), obj in emulator.objects.items()
+                if resource.group != "gocdha.io" and resource.plural != "events" and not obj.deleted
+            )
+
+        def writes() -> list[tuple[str, str]]:
+            return [
+                (verb, path)
+                for verb, path in emulator.request_log
+                if verb in WRITES and "/events" not in path
+            ]
+
+        operator = OperatorThread(config())
+        await operator.start()
+        requests_before = len(emulator.request_log)
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as session:
+            for name in names:
+                path = f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters"
+                async with session.post(url + path, json=body(name)) as response:
+                    response.raise_for_status()
+        while children() < CHILDREN_PER_CLUSTER * n:
+            await asyncio.sleep(0.25)  # the emulator shares this event loop: poll gently
+        create_s = time.monotonic() - started
+        requests = len(emulator.request_log) - requests_before - n  # not our own creates
+
+        # Quiesce: wait until no write happened for two observation intervals.
+        last, quiet_since = len(writes()), time.monotonic()
+        while time.monotonic() - quiet_since < 2 * interval:
+            await asyncio.sleep(interval / 4)
+            if len(writes()) != last:
+                last, quiet_since = len(writes()), time.monotonic()
+        ticks = 5
+        before = len(writes())
+        await asyncio.sleep(ticks * interval)
+        idle_writes = (len(writes()) - before) / (n * ticks)
+        memory = rss_mib()
+
+        await operator.stop()
+        child_writes_before = [w for w in writes() if "/gocdhaclusters" not in w[1]]
+        restarted = OperatorThread(config())
+        await restarted.start()
+        await asyncio.sleep(max(3.0, n * 0.05))
+        child_writes_after = [w for w in writes() if "/gocdhaclusters" not in w[1]]
+        await restarted.stop()
+    resume_writes = (len(child_writes_after) - len(child_writes_before)) / n
+    return (
+        f"reconcile: n={n} create_s={create_s:.2f} requests_per_resource={requests / n:.1f} "
+        f"idle_writes_per_resource_per_tick={idle_writes:.3f} "
+        f"resume_child_writes_per_resource={resume_writes:.2f} rss_mib={memory:.0f}"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, action="append", help="number of clusters (repeatable)")
+    parser.add_argument("--interval", type=float, default=1.0, help="observation interval (s)")
+    args = parser.parse_args()
+    for n in args.n or [1, 50, 200]:
+        print(await measure(n, args.interval), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

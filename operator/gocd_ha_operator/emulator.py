@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final
 
@@ -41,7 +43,8 @@ class OperatorEmulator(kmock.KubernetesEmulator):
     * ``metadata.resourceVersion`` changes on every write (kopf compares versions to tell its own
       patches' echoes from new changes, and waits for a newer version after a patch);
     * ``metadata.generation`` increases when a write touches ``spec``;
-    * ``metadata.generateName`` names new objects (kopf's Events use it).
+    * ``metadata.generateName`` names new objects (kopf's Events use it);
+    * new objects get a ``uid`` and a ``creationTimestamp`` (owner references need the uid).
 
     Optimistic concurrency is not emulated: a JSON patch's ``resourceVersion`` test always passes.
 
@@ -86,6 +89,10 @@ class OperatorEmulator(kmock.KubernetesEmulator):
                 metadata["name"] = f"{metadata['generateName']}{version}"
             metadata["resourceVersion"] = version
             metadata.setdefault("generation", 1)
+            metadata.setdefault("uid", str(uuid.uuid4()))
+            metadata.setdefault(
+                "creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
         elif method.endswith(("PATCH", "PUT")) and request.resource is not None and request.name:
             stored = self._stored(request)
             if isinstance(data, dict):

@@ -1,0 +1,167 @@
+"""The whole operator on one machine: API emulator + local kubelet + the operator in its thread.
+
+This is what ``gocd-ha-operator demo`` runs and what the promotion tests and benchmark drive. The
+emulator and the kubelet share the caller's event loop; the operator runs kopf in its own thread
+(kopf cancels every task of its loop when it exits). Users' actions — creating a resource,
+``kubectl annotate`` — are the same API requests kubectl would send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import kopf
+
+from gocd_ha_operator.constants import GOCD_DB_USER, POSTGRES_PORT
+from gocd_ha_operator.emulator import OperatorThread, emulator_settings, running_emulator
+from gocd_ha_operator.handlers import OperatorConfig
+from gocd_ha_operator.kube import client_for
+from gocd_ha_operator.local.kubelet import LocalKubelet
+from gocd_ha_operator.names import ChildNames
+from gocd_ha_operator.promotion import StepHook
+
+CLUSTERS_PATH: Final = "/apis/gocdha.io/v1alpha1/namespaces/{ns}/gocdhaclusters"
+
+
+@dataclass
+class LocalStack:
+    url: str
+    namespace: str
+    kubelet: LocalKubelet
+    observe_interval: float
+    operator: OperatorThread | None = None
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    # --- the operator -------------------------------------------------------------------------
+
+    def config(self, promotion_hook: StepHook | None = None) -> OperatorConfig:
+        return OperatorConfig(
+            operator_image="local/gocd-ha-operator:dev",
+            observe_interval=self.observe_interval,
+            kube_factory=lambda: client_for(self.url),
+            endpoints=self.kubelet.endpoint_map,
+            connection=kopf.ConnectionInfo(server=self.url),
+            tune_settings=emulator_settings,
+            retry_delay=1.0,
+            promotion_hook=promotion_hook,
+        )
+
+    async def start_operator(self, promotion_hook: StepHook | None = None) -> None:
+        # Cluster-wide: kmock cannot serve the namespace listing kopf needs for --namespace.
+        self.operator = OperatorThread(self.config(promotion_hook))
+        await self.operator.start()
+
+    async def stop_operator(self) -> None:
+        if self.operator is not None:
+            operator, self.operator = self.operator, None
+            await operator.stop()
+
+    # --- what a user does with kubectl ----------------------------------------------------------
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with self._session.request(
+            method, self.url + path, json=body, headers=headers
+        ) as response:
+            payload = await response.json(content_type=None)
+            if response.status >= 300:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status}: {payload}")
+            return payload
+
+    async def apply(self, resource: dict[str, Any]) -> None:
+        """``kubectl apply`` of a new GoCDHACluster."""
+        body = copy.deepcopy(resource)
+        body.setdefault("metadata", {})["namespace"] = self.namespace
+        await self.request("POST", CLUSTERS_PATH.format(ns=self.namespace), body)
+
+    async def annotate(self, name: str, key: str, value: str) -> None:
+        """``kubectl annotate gocdha <name> <key>=<value> --overwrite``."""
+        path = CLUSTERS_PATH.format(ns=self.namespace) + f"/{name}"
+        await self.request("PATCH", path, {"metadata": {"annotations": {key: value}}})
+
+    async def cluster(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "GET", CLUSTERS_PATH.format(ns=self.namespace) + f"/{name}"
+        )
+        return result
+
+    async def status(self, name: str) -> dict[str, Any]:
+        return dict((await self.cluster(name)).get("status") or {})
+
+    async def wait_for(
+        self,
+        check: Callable[[dict[str, Any]], Any],
+        name: str,
+        *,
+        timeout: float,
+        what: str,
+    ) -> Any:
+        """Poll ``check(status)`` until it is truthy."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = await self.status(name)
+            result = check(status)
+            if result:
+                return result
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}; status: {status}")
+
+    async def secret_value(self, name: str, key: str) -> str:
+        secret = await self.request("GET", f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
+        return base64.b64decode(secret["data"][key]).decode()
+
+    async def gocd_conninfo(self, cluster: str, service: str) -> dict[str, Any] | None:
+        """Connection parameters for GoCD's database through ``service`` (e.g. the primary
+        Service), or ``None`` while the Service selects nothing."""
+        endpoint = self.kubelet.endpoint_map.get(f"{self.namespace}/{service}:{POSTGRES_PORT}")
+        if endpoint is None:
+            return None
+        password = await self.secret_value(ChildNames(cluster).gocd_db_user_secret, "password")
+        return {
+            "host": endpoint.host,
+            "port": endpoint.port,
+            "user": GOCD_DB_USER,
+            "password": password,
+            "dbname": "gocd",
+            "connect_timeout": 3,
+        }
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+@contextlib.asynccontextmanager
+async def local_stack(
+    clusters: list[str],
+    *,
+    namespace: str = "demo",
+    observe_interval: float = 1.0,
+    work_root: Path | None = None,
+    start_operator: bool = True,
+) -> AsyncIterator[LocalStack]:
+    """Emulator, kubelet and operator, torn down in reverse order whatever happens."""
+    async with running_emulator() as (_emulator, url):
+        kubelet = LocalKubelet(url, namespace, clusters=clusters, work_root=work_root)
+        async with kubelet:
+            stack = LocalStack(url, namespace, kubelet, observe_interval)
+            try:
+                if start_operator:
+                    await stack.start_operator()
+                yield stack
+            finally:
+                with contextlib.suppress(Exception):
+                    await stack.stop_operator()
+                await stack.close()

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import kmock

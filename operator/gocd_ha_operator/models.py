@@ -562,7 +562,14 @@ class PromotionStatus(StatusModel):
     result: Literal["InProgress", "Succeeded", "Failed", "Refused"] | None = None
     message: str | None = None
     lsn: str | None = Field(default=None, description="Old primary's last LSN (switchover).")
-    rpo_bytes: int | None = Field(default=None, description="WAL bytes lost (0 = none).")
+    rpo_bytes: int | None = Field(
+        default=None,
+        description="WAL bytes lost: 0 after a switchover; for a failover, the standby's last "
+        "observed lag (an estimate: the lost primary cannot be asked).",
+    )
+    promote_seconds: float | None = Field(
+        default=None, description="How long pg_promote took on the new primary."
+    )
 
 
 class HandledTokens(StatusModel):

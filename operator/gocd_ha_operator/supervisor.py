@@ -323,9 +323,8 @@ class Supervisor:
             except PostgresError as exc:
                 raise PromotionAbortedError(f"promoting side {new} failed: {exc}") from None
             message = f"side {new} promoted to timeline {result.timeline}"
-            status = status.model_copy(
-                update={"promotion": p.model_copy(update={"message": message})}
-            )
+            update = {"message": message, "promote_seconds": round(result.duration_seconds, 3)}
+            status = status.model_copy(update={"promotion": p.model_copy(update=update)})
         elif step == promo.SWITCHING_ROLES:
             status = status.model_copy(update={"primary": new, "standby": old})
             switched = cluster.model_copy(update={"status": status})

@@ -147,7 +147,9 @@ def test_promoted_server_can_start_in_maintenance_mode(inputs: Inputs) -> None:
     cluster = inputs(COLD).cluster
     built = BuildInputs(cluster, Topology("b", maintenance=frozenset({"b"})), CREDENTIALS, "img")
     env = env_of(container(build_gocd_deployment(built, "b"), "gocd-server"))
-    assert "-Dgocd.server.start.in.maintenance.mode=true" in shlex.split(env["GOCD_SERVER_JVM_OPTS"])
+    assert "-Dgocd.server.start.in.maintenance.mode=true" in shlex.split(
+        env["GOCD_SERVER_JVM_OPTS"]
+    )
 
 
 @pytest.mark.parametrize("primary", ["a", "b"])

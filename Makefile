@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 ## The main job, runnable on a machine without a cluster.
 demo: $(STAMP)
-	$(BIN)/gocd-ha-operator render -f examples/cold-cluster.yaml
+	$(BIN)/gocd-ha-operator demo
 
 ## The whole test suite plus the static checks; exits non-zero on any failure or when no test ran.
 test: $(STAMP) lint typecheck

@@ -178,7 +178,7 @@ def automatic_failover_due(
     since = _parse(available.last_transition_time)
     if now - since < timedelta(seconds=failover.primary_unavailable_seconds):
         return None
-    last = cluster.status.history[0] if cluster.status.history else None
+    last = observed.history[0] if observed.history else None
     cooldown = timedelta(seconds=failover.cooldown_seconds)
     if (
         last is not None

@@ -9,28 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import kmock
 import pytest
 
 from gocd_ha_operator.builders import BuildInputs, Topology, build_children
 from gocd_ha_operator.credentials import ClusterCredentials
+from gocd_ha_operator.emulator import running_emulator
 from gocd_ha_operator.kube import resource_path
 from gocd_ha_operator.local import LocalKubelet
 from gocd_ha_operator.models import parse_cluster
 
 NAMESPACE = "build"
 CLUSTER = "ci"
-ALL_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
-RESOURCES: dict[str, str] = {
-    "v1/secrets": "Secret",
-    "v1/configmaps": "ConfigMap",
-    "v1/services": "Service",
-    "v1/persistentvolumeclaims": "PersistentVolumeClaim",
-    "apps/v1/statefulsets": "StatefulSet",
-    "apps/v1/deployments": "Deployment",
-    "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
-    "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
-}
 BODY: dict[str, Any] = {
     "apiVersion": "gocdha.io/v1alpha1",
     "kind": "GoCDHACluster",
@@ -85,10 +74,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(kmock: kmock.KubernetesEmulator) -> Api:
-    for resource, kind in RESOURCES.items():
-        kmock.resources[resource] = {"kind": kind, "namespaced": True, "verbs": ALL_VERBS}
-    return Api(url=str(kmock.url).rstrip("/"), credentials=ClusterCredentials.generate())
+async def api() -> AsyncIterator[Api]:
+    async with running_emulator() as (_emulator, url):
+        yield Api(url=url, credentials=ClusterCredentials.generate())
 
 
 @pytest.fixture

@@ -1,0 +1,241 @@
+"""Pure promotion decisions: which annotation values are new, when to refuse, when automatic
+failover is due, and the role assignment each step implies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gocd_ha_operator.models import GoCDHACluster, GoCDHAClusterStatus, parse_cluster
+from gocd_ha_operator.observe import (
+    BC_API_EXPOSED,
+    ClusterObservation,
+    GoCDObservation,
+    compute_status,
+)
+from gocd_ha_operator.pgclient import InstanceObservation
+from gocd_ha_operator.promotion import (
+    FENCING,
+    PROMOTING,
+    REJOINING,
+    SWITCHING_ROLES,
+    PromotionRequest,
+    automatic_failover_due,
+    mark_handled,
+    pending_request,
+    refusal,
+    topology_of,
+)
+
+Body = Callable[..., dict[str, Any]]
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+
+
+def cluster(body: Body, status: dict[str, Any] | None = None, **spec: Any) -> GoCDHACluster:
+    raw = body(spec)
+    raw["status"] = status or {}
+    return parse_cluster(raw)
+
+
+def annotated(
+    body: Body, annotations: dict[str, str], status: dict[str, Any] | None = None
+) -> GoCDHACluster:
+    raw = body()
+    raw["metadata"]["annotations"] = annotations
+    raw["status"] = status or {}
+    return parse_cluster(raw)
+
+
+def test_a_new_annotation_value_is_a_request_once(body: Body) -> None:
+    first = annotated(body, {"gocdha.io/promote": "1"})
+    request = pending_request(first)
+    assert request == PromotionRequest("1", False, "Annotation", "gocdha.io/promote")
+    handled = mark_handled(first.status, request)
+    again = annotated(body, {"gocdha.io/promote": "1"}, handled.to_api())
+    assert pending_request(again) is None
+    newer = annotated(body, {"gocdha.io/promote": "2"}, handled.to_api())
+    assert pending_request(newer) is not None
+
+
+def test_force_annotation_is_a_forced_request(body: Body) -> None:
+    request = pending_request(annotated(body, {"gocdha.io/promote-force": "x"}))
+    assert request is not None and request.force
+
+
+def observed(primary_up: bool, standby_up: bool, lag: int | None) -> GoCDHAClusterStatus:
+    return GoCDHAClusterStatus.model_validate(
+        {
+            "primary": "a",
+            "standby": "b",
+            "sides": {
+                "a": {
+                    "postgres": {
+                        "reachable": primary_up,
+                        "inRecovery": False if primary_up else None,
+                    }
+                },
+                "b": {
+                    "postgres": {
+                        "reachable": standby_up,
+                        "inRecovery": True if standby_up else None,
+                    }
+                },
+            },
+            "replication": {"lagBytes": lag},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("primary_up", "standby_up", "lag", "force", "fragment"),
+    [
+        (True, True, 10**9, False, None),  # switchover: the lag is caught up, never lost
+        (False, True, 10, False, None),
+        (False, True, 10**9, False, "above maxLagBytes"),
+        (False, True, 10**9, True, None),
+        (False, True, None, False, "lag is unknown"),
+        (True, False, 0, True, "cannot be reached"),
+    ],
+)
+def test_refusals(
+    body: Body,
+    primary_up: bool,
+    standby_up: bool,
+    lag: int | None,
+    force: bool,
+    fragment: str | None,
+) -> None:
+    request = PromotionRequest("t", force, "Annotation", "gocdha.io/promote")
+    why = refusal(cluster(body), observed(primary_up, standby_up, lag), request)
+    if fragment is None:
+        assert why is None
+    else:
+        assert why is not None and fragment in why
+
+
+def test_a_running_promotion_refuses_another(body: Body) -> None:
+    running = cluster(
+        body, {"promotion": {"token": "old", "result": "InProgress", "step": FENCING}}
+    )
+    why = refusal(
+        running, observed(True, True, 0), PromotionRequest("new", False, "Annotation", None)
+    )
+    assert why is not None and "still running" in why
+
+
+def conditions_status(
+    unavailable_for: float, possible: str = "True", history: list[Any] | None = None
+) -> GoCDHAClusterStatus:
+    since = (NOW - timedelta(seconds=unavailable_for)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return GoCDHAClusterStatus.model_validate(
+        {
+            "conditions": [
+                {
+                    "type": "PrimaryAvailable",
+                    "status": "False",
+                    "reason": "PrimaryUnreachable",
+                    "lastTransitionTime": since,
+                },
+                {
+                    "type": "FailoverPossible",
+                    "status": possible,
+                    "reason": "X",
+                    "lastTransitionTime": since,
+                },
+            ],
+            "history": history or [],
+        }
+    )
+
+
+def test_automatic_failover_waits_for_primary_unavailable_seconds(body: Body) -> None:
+    automatic = cluster(body, failover={"mode": "Automatic", "primaryUnavailableSeconds": 60})
+    assert automatic_failover_due(automatic, conditions_status(59), NOW) is None
+    assert automatic_failover_due(automatic, conditions_status(60), NOW) is not None
+
+
+def test_no_automatic_failover_in_manual_mode_or_when_not_possible(body: Body) -> None:
+    manual = cluster(body)
+    assert automatic_failover_due(manual, conditions_status(3600), NOW) is None
+    automatic = cluster(body, failover={"mode": "Automatic"})
+    assert automatic_failover_due(automatic, conditions_status(3600, possible="False"), NOW) is None
+
+
+def test_no_automatic_failover_within_the_cooldown(body: Body) -> None:
+    automatic = cluster(body, failover={"mode": "Automatic", "cooldownSeconds": 600})
+    recent = [
+        {"token": "t", "finishedAt": (NOW - timedelta(seconds=300)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    ]
+    assert automatic_failover_due(automatic, conditions_status(3600, history=recent), NOW) is None
+    old = [
+        {"token": "t", "finishedAt": (NOW - timedelta(seconds=900)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    ]
+    assert automatic_failover_due(automatic, conditions_status(3600, history=old), NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("step", "fenced", "stopped", "primary"),
+    [
+        (FENCING, {"a"}, set(), "a"),
+        (PROMOTING, {"a"}, {"a"}, "a"),
+        (SWITCHING_ROLES, {"a"}, {"a"}, "b"),
+        (REJOINING, set(), set(), "b"),
+    ],
+)
+def test_topology_follows_the_recorded_step(
+    body: Body, step: str, fenced: set[str], stopped: set[str], primary: str
+) -> None:
+    status = {
+        "primary": primary,
+        "promotion": {
+            "token": "t",
+            "result": "InProgress",
+            "step": step,
+            "fromSide": "a",
+            "toSide": "b",
+        },
+    }
+    topology = topology_of(cluster(body, status))
+    assert (topology.primary, set(topology.fenced), set(topology.stopped)) == (
+        primary,
+        fenced,
+        stopped,
+    )
+
+
+def test_manual_rejoin_keeps_the_old_primary_down(body: Body) -> None:
+    status = {
+        "primary": "b",
+        "promotion": {
+            "token": "t",
+            "result": "Succeeded",
+            "step": "Done",
+            "fromSide": "a",
+            "toSide": "b",
+        },
+    }
+    topology = topology_of(cluster(body, status, failover={"rejoin": "Manual"}))
+    assert topology.fenced == {"a"} and topology.stopped == {"a"}
+
+
+def test_warm_gocd_with_the_unauthenticated_sync_api_gets_a_condition(body: Body) -> None:
+    warm = cluster(body, gocd={"image": "gocd/gocd-server:v21.2.0"})
+    unreachable = InstanceObservation(endpoint="x", reachable=False, error="down")
+    observation = ClusterObservation(
+        postgres={"a": unreachable, "b": unreachable},
+        gocd={"a": GoCDObservation(1, False), "b": GoCDObservation(1, False)},
+    )
+    status, transitions = compute_status(warm, observation, topology_of(warm), now=NOW)
+    exposed = next(c for c in status.conditions if c.type == BC_API_EXPOSED)
+    assert exposed.status == "True" and "GHSA-f8j3-9pqx-h88g" in exposed.message
+    assert BC_API_EXPOSED in {t.type for t in transitions}
+    # Once: the next observation does not announce it again.
+    again = warm.model_copy(update={"status": status})
+    _, repeated = compute_status(again, observation, topology_of(again), now=NOW)
+    assert BC_API_EXPOSED not in {t.type for t in repeated}
+    cold = cluster(body)
+    status, _ = compute_status(cold, observation, topology_of(cold), now=NOW)
+    assert all(c.type != BC_API_EXPOSED for c in status.conditions)

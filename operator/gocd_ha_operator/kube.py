@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from kubernetes import client as k8s_client
 
+from gocd_ha_operator.constants import OPERATOR_NAME
 from gocd_ha_operator.labels import with_owner
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class KubeClient:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
+        if method in ("POST", "PATCH"):
+            # Recorded in managedFields: `kubectl get -o yaml --show-managed-fields` shows which
+            # fields this operator owns.
+            path = f"{path}?fieldManager={OPERATOR_NAME}"
         _method, url, header_params, serialized_body, post_params = self._api.param_serialize(
             method=method,
             resource_path=path,

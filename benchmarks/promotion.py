@@ -15,14 +15,12 @@ primary; ``raw_promote_s`` is how long ``pg_promote`` itself took (from status).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
-import psycopg
-
 from gocd_ha_operator.constants import ANNOTATION_PROMOTE
-from gocd_ha_operator.local.stack import LocalStack, local_stack
+from gocd_ha_operator.local.stack import local_stack
+from gocd_ha_operator.local.workload import RowWriter, streaming_from
 
 NAME = "ci"
 BODY: dict[str, Any] = {
@@ -36,47 +34,13 @@ BODY: dict[str, Any] = {
 }
 
 
-class Writer:
-    def __init__(self, stack: LocalStack) -> None:
-        self.stack = stack
-        self.acknowledged: list[tuple[int, float, int]] = []  # (row, time, server port)
-        self.stopping = False
-
-    async def run(self) -> None:
-        row = 1
-        while not self.stopping:
-            info = await self.stack.gocd_conninfo(NAME, f"{NAME}-pg-primary")
-            if info is None:
-                await asyncio.sleep(0.01)
-                continue
-            try:
-                async with await psycopg.AsyncConnection.connect(**info, autocommit=True) as conn:
-                    await conn.execute("CREATE TABLE IF NOT EXISTS builds (id int PRIMARY KEY)")
-                    while not self.stopping:
-                        await conn.execute("INSERT INTO builds VALUES (%s)", (row,))
-                        self.acknowledged.append((row, time.monotonic(), info["port"]))
-                        row += 1
-            except psycopg.Error:
-                row += 1
-                await asyncio.sleep(0.01)
-
-
-def streaming_from(primary: str, status: dict[str, Any]) -> bool:
-    other = "b" if primary == "a" else "a"
-    sides = status.get("sides", {})
-    return bool(
-        status.get("primary") == primary
-        and sides.get(other, {}).get("postgres", {}).get("inRecovery") is True
-        and status.get("replication", {}).get("state") == "Streaming"
-    )
-
-
 async def run(kind: str) -> str:
     async with local_stack([NAME], namespace="bench", observe_interval=0.5) as stack:
         await stack.apply(BODY)
         await stack.wait_for(lambda s: streaming_from("a", s), NAME, timeout=120, what="ready")
-        writer = Writer(stack)
-        task = asyncio.create_task(writer.run())
+        writer = RowWriter(stack, NAME)
+        await writer.prepare()
+        writer.start()
         await asyncio.sleep(2.0)
         old_port = stack.kubelet.port(f"{NAME}-pg-a")
         if kind == "failover":
@@ -101,29 +65,22 @@ async def run(kind: str) -> str:
             what="the promotion",
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-            port != old_port and at > annotated for _, at, port in writer.acknowledged
-        ):
+
+        def on_new_primary() -> list[float]:
+            return [c.at for c in writer.commits if c.port != old_port and c.at > annotated]
+
+        while time.monotonic() < deadline and not on_new_primary():
             await asyncio.sleep(0.01)
-        writer.stopping = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-        first_new = min(
-            (at for _, at, port in writer.acknowledged if port != old_port and at > annotated),
-            default=float("nan"),
-        )
-        info = await stack.gocd_conninfo(NAME, f"{NAME}-pg-primary")
-        assert info is not None
-        async with await psycopg.AsyncConnection.connect(**info) as conn:
-            rows = {r[0] for r in await (await conn.execute("SELECT id FROM builds")).fetchall()}
-        lost = len({row for row, _, _ in writer.acknowledged} - rows)
+        await writer.stop()
+        first_new = min(on_new_primary(), default=float("nan"))
+        lost = len(writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary"))
         if promotion.get("result") != "Succeeded":
             return f"promotion: type={kind} failed: {promotion.get('message')}"
         return (
             f"promotion: type={kind} rpo_rows={lost} "
             f"annotate_to_writable_s={first_new - annotated:.2f} "
             f"raw_promote_s={promotion.get('promoteSeconds')} "
-            f"committed_rows={len(writer.acknowledged)}"
+            f"committed_rows={len(writer.commits)}"
         )
 
 

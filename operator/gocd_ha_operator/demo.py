@@ -63,21 +63,11 @@ def get_gocdha(status: dict[str, Any]) -> str:
     return "\n".join("   ".join(f"{cell:<8}" for cell in row).rstrip() for row in rows)
 
 
-def streaming_from(primary: str, status: dict[str, Any]) -> bool:
-    other = "b" if primary == "a" else "a"
-    sides = status.get("sides", {})
-    return bool(
-        status.get("primary") == primary
-        and sides.get(primary, {}).get("postgres", {}).get("inRecovery") is False
-        and sides.get(other, {}).get("postgres", {}).get("inRecovery") is True
-        and status.get("replication", {}).get("state") == "Streaming"
-    )
-
-
 async def demo(timeline: Timeline) -> int:
     import psycopg  # noqa: PLC0415 - only the demo needs a database client of its own
 
     from gocd_ha_operator.local.stack import local_stack  # noqa: PLC0415
+    from gocd_ha_operator.local.workload import streaming_from  # noqa: PLC0415
 
     async with local_stack([NAME], namespace=NAMESPACE, observe_interval=0.5) as stack:
         timeline.say("operator started against an in-process Kubernetes API")

@@ -1,0 +1,101 @@
+"""A GoCD-like write load for the local stack: numbered rows committed through the primary
+Service, reconnecting whenever the Service moves. Used by the demo, the promotion tests and the
+promotion benchmark to count what a promotion loses (the RPO in rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from gocd_ha_operator.local.stack import LocalStack
+
+
+def streaming_from(primary: str, status: dict[str, Any]) -> bool:
+    """Whether ``status`` shows ``primary`` serving and the other side streaming from it."""
+    standby = "b" if primary == "a" else "a"
+    sides = status.get("sides", {})
+    replicating: dict[str, Any] = next(
+        (c for c in status.get("conditions", []) if c["type"] == "StandbyReplicating"), {}
+    )
+    return bool(
+        status.get("primary") == primary
+        and sides.get(primary, {}).get("postgres", {}).get("inRecovery") is False
+        and sides.get(standby, {}).get("postgres", {}).get("inRecovery") is True
+        and status.get("replication", {}).get("state") == "Streaming"
+        and replicating.get("status") == "True"
+    )
+
+
+@dataclass(frozen=True)
+class Commit:
+    row: int
+    at: float
+    #: Local port of the server that acknowledged it (tells old and new primary apart).
+    port: int
+
+
+@dataclass
+class RowWriter:
+    """Commits ``INSERT INTO builds`` continuously; ``commits`` holds every acknowledged row."""
+
+    stack: LocalStack
+    cluster: str
+    commits: list[Commit] = field(default_factory=list)
+    failures: int = 0
+    _task: asyncio.Task[None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _next_row: int = 1
+
+    @property
+    def acknowledged(self) -> set[int]:
+        return {commit.row for commit in self.commits}
+
+    async def prepare(self) -> None:
+        info = await self.stack.gocd_conninfo(self.cluster, f"{self.cluster}-pg-primary")
+        if info is None:
+            raise RuntimeError("the primary Service selects nothing")
+        async with await psycopg.AsyncConnection.connect(**info, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE IF NOT EXISTS builds (id int PRIMARY KEY)")
+
+    async def _run(self) -> None:
+        service = f"{self.cluster}-pg-primary"
+        while not self._stop.is_set():
+            info = await self.stack.gocd_conninfo(self.cluster, service)
+            if info is None:  # fenced: the Service selects nothing for now
+                self.failures += 1
+                await asyncio.sleep(0.02)
+                continue
+            try:
+                async with await psycopg.AsyncConnection.connect(**info, autocommit=True) as conn:
+                    while not self._stop.is_set():
+                        row = self._next_row
+                        self._next_row += 1  # a failed COMMIT's number is never reused
+                        await conn.execute("INSERT INTO builds VALUES (%s)", (row,))
+                        self.commits.append(Commit(row, time.monotonic(), int(info["port"])))
+            except psycopg.Error:
+                self.failures += 1
+                await asyncio.sleep(0.02)
+
+    def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=10)
+            self._task = None
+
+    async def rows_on(self, service: str) -> set[int]:
+        info = await self.stack.gocd_conninfo(self.cluster, service)
+        if info is None:
+            raise RuntimeError(f"{service} selects nothing")
+        async with await psycopg.AsyncConnection.connect(**info) as conn:
+            cursor = await conn.execute("SELECT id FROM builds")
+            return {row[0] for row in await cursor.fetchall()}

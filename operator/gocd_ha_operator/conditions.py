@@ -33,9 +33,17 @@ CONDITION_TYPES: Final = (
 )
 
 
+RFC3339_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def rfc3339(moment: datetime) -> str:
     """Kubernetes' timestamp format: UTC, seconds precision, ``Z`` suffix."""
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(microsecond=0).strftime(RFC3339_FORMAT)
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """The inverse of :func:`rfc3339`."""
+    return datetime.strptime(value, RFC3339_FORMAT).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

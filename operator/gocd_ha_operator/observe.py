@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from gocd_ha_operator import conditions as cond
@@ -242,20 +242,16 @@ def _refreshed(previous: str | None, now: str) -> str:
     """``now``, unless ``previous`` is recent enough: a timestamp that moved on every observation
     would make every observation a status write."""
     if previous is not None:
-        age = _seconds_since(previous, _parse_time(now))
+        age = _seconds_since(previous, cond.parse_rfc3339(now))
         if age is not None and 0 <= age < STREAMING_TIME_RESOLUTION_SECONDS:
             return previous
     return now
 
 
-def _parse_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 def _seconds_since(timestamp: str | None, now: datetime) -> float | None:
     if timestamp is None:
         return None
-    return (now - _parse_time(timestamp)).total_seconds()
+    return (now - cond.parse_rfc3339(timestamp)).total_seconds()
 
 
 def evaluate_conditions(

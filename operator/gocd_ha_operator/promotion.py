@@ -175,7 +175,7 @@ def automatic_failover_due(
         return None
     if possible is None or possible.status != "True":
         return None
-    since = _parse(available.last_transition_time)
+    since = cond.parse_rfc3339(available.last_transition_time)
     if now - since < timedelta(seconds=failover.primary_unavailable_seconds):
         return None
     last = observed.history[0] if observed.history else None
@@ -183,19 +183,13 @@ def automatic_failover_due(
     if (
         last is not None
         and last.finished_at is not None
-        and now - _parse(last.finished_at) < cooldown
+        and now - cond.parse_rfc3339(last.finished_at) < cooldown
     ):
         return None
     return (
         f"the primary has been unavailable since {available.last_transition_time} "
         f"({available.reason}) and the standby can take over"
     )
-
-
-def _parse(timestamp: str) -> datetime:
-    from gocd_ha_operator.observe import _parse_time  # noqa: PLC0415 - one parser for timestamps
-
-    return _parse_time(timestamp)
 
 
 def started(

@@ -19,6 +19,7 @@ from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube import ApplyResult, KubeClient, apply_child, delete_owned
 from gocd_ha_operator.models import GoCDHACluster
 from gocd_ha_operator.names import ChildNames
+from gocd_ha_operator.promotion import topology_of
 
 
 class MissingSecretError(Exception):
@@ -111,8 +112,6 @@ def reconcile_children(
     """Bring every child to what the resource asks for; return what was written."""
     credentials = load_credentials(kube, cluster)
     if topology is None:
-        from gocd_ha_operator.promotion import topology_of  # noqa: PLC0415 - avoids an import cycle
-
         topology = topology_of(cluster)
     inputs = BuildInputs(
         cluster=cluster, topology=topology, credentials=credentials, operator_image=operator_image

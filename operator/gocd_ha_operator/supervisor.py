@@ -37,7 +37,13 @@ from gocd_ha_operator.models import (
 )
 from gocd_ha_operator.names import ChildNames
 from gocd_ha_operator.observe import compute_status, event_for, observe_cluster, status_patch
-from gocd_ha_operator.pgclient import PostgresClient, PostgresError, PostgresUnreachable
+from gocd_ha_operator.pgclient import (
+    PostgresClient,
+    PostgresError,
+    PostgresUnreachable,
+    format_lsn,
+    parse_lsn,
+)
 from gocd_ha_operator.reconcile import reconcile_children
 
 logger = logging.getLogger(__name__)
@@ -100,7 +106,9 @@ class Supervisor:
         for transition in transitions:
             self.event(body, *event_for(transition))
 
-    def client(self, cluster: GoCDHACluster, side: Side, credentials: ClusterCredentials) -> Any:
+    def client(
+        self, cluster: GoCDHACluster, side: Side, credentials: ClusterCredentials
+    ) -> PostgresClient:
         overrides: Any = self.config.endpoints
         return PostgresClient.for_service(
             cluster.namespace,
@@ -360,13 +368,9 @@ class Supervisor:
                 return status
             except PostgresError as exc:
                 raise PromotionAbortedError(f"fencing writes on side {old} failed: {exc}") from None
-            from gocd_ha_operator.pgclient import format_lsn  # noqa: PLC0415
-
             lsn_text = format_lsn(lsn)
             status = status.model_copy(update={"promotion": p.model_copy(update={"lsn": lsn_text})})
             await self.write_status(body, status)
-        from gocd_ha_operator.pgclient import parse_lsn  # noqa: PLC0415
-
         target = parse_lsn(lsn_text)
         try:
             await self.client(cluster, new, credentials).wait_for_replay(

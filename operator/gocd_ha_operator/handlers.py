@@ -155,10 +155,19 @@ def _with_ready(
     return status.model_copy(update={"conditions": conditions}), transitions
 
 
-def _write_status(body: Mapping[str, Any], patch: kopf.Patch, new: GoCDHAClusterStatus) -> None:
-    changes = status_patch(dict(body.get("status") or {}), new.to_api())
+#: The status fields a reconcile writes; everything else belongs to the supervisor (observation,
+#: promotion), which may have moved on since this reconcile read the status.
+RECONCILE_STATUS_KEYS: Final = frozenset(
+    {"observedGeneration", "primary", "standby", "standbyMode", "gocdVersion", "conditions"}
+)
+
+
+def _write_status(base: Mapping[str, Any], patch: kopf.Patch, new: GoCDHAClusterStatus) -> None:
+    """Put into ``patch`` the reconcile-owned fields of ``new`` that differ from ``base``."""
+    changes = status_patch(dict(base), new.to_api())
     for key, value in changes.items():
-        patch.status[key] = value
+        if key in RECONCILE_STATUS_KEYS:
+            patch.status[key] = value
 
 
 async def reconcile_resource(
@@ -176,7 +185,7 @@ async def reconcile_resource(
             now=now,
             ready=("False", "InvalidSpec", str(exc)),
         )
-        _write_status(body, patch, status)
+        _write_status(body.get("status") or {}, patch, status)
         kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc)[:1000])
         raise kopf.PermanentError(f"invalid GoCDHACluster: {exc}") from None
 
@@ -187,8 +196,8 @@ async def reconcile_resource(
             fresh = await asyncio.to_thread(
                 config.kube.get, API_VERSION, KIND, cluster.namespace, cluster.name
             )
-            if fresh is not None:
-                cluster = cluster.model_copy(update={"status": _status_of(fresh)})
+            current = dict((fresh or body).get("status") or {})
+            cluster = cluster.model_copy(update={"status": _status_of({"status": current})})
             outcome = await asyncio.to_thread(
                 reconcile_children,
                 config.kube,
@@ -234,7 +243,7 @@ async def reconcile_resource(
         }
     )
     status, transitions = _with_ready(status, generation=generation, now=now, ready=None)
-    _write_status(body, patch, status)
+    _write_status(current, patch, status)
     _post_transitions(body, transitions)
 
 
@@ -253,7 +262,7 @@ def _fail(
         now=now,
         ready=("False", reason, message),
     )
-    _write_status(body, patch, status)
+    _write_status(cluster.status.to_api(), patch, status)
     if not transitions:
         # Ready was already False for this reason: still say it, the message may be new.
         kopf.event(body, type="Warning", reason=reason, message=message[:1000])

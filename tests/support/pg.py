@@ -59,23 +59,12 @@ from gocd_ha_operator.constants import (
     other_side,
 )
 from gocd_ha_operator.endpoints import Endpoint
+from gocd_ha_operator.local.process import find_pg_bindir
 from gocd_ha_operator.pgclient import PostgresClient
 
 SCRIPTS_DIR = Path(pgconfig.__file__).parent / "scripts"
 OS_USER = "postgres"
 LOOPBACK = "127.0.0.1"
-
-
-def find_pg_bindir() -> Path | None:
-    """``GOCDHA_TEST_PG_BINDIR``, else the newest ``/usr/lib/postgresql/<major>/bin``."""
-    configured = os.environ.get("GOCDHA_TEST_PG_BINDIR")
-    if configured:
-        return Path(configured)
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    return candidates[-1].parent if candidates else None
 
 
 def unavailable_reason() -> str | None:

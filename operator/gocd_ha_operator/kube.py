@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
@@ -282,9 +282,6 @@ def delete_owned(
         return
     if kube.delete(api_version, kind, namespace, name):
         result.deleted.append(f"{kind}/{name}")
-
-
-ClientFactory = Callable[[], KubeClient]
 
 
 def default_client() -> KubeClient:

@@ -28,7 +28,7 @@ from gocd_ha_operator.emulator import (
 )
 from gocd_ha_operator.endpoints import Endpoint
 from gocd_ha_operator.handlers import OperatorConfig
-from gocd_ha_operator.kube import KubeClient, client_for
+from gocd_ha_operator.kube import client_for
 
 NAMESPACE = "build"
 CR = "gocdha.io/v1alpha1/gocdhaclusters"
@@ -131,12 +131,6 @@ class Harness:
                 last = exc
             await asyncio.sleep(0.05)
         raise AssertionError(f"timed out: {message or check} (last: {last!r})")
-
-    def kube(self) -> KubeClient:
-        return client_for(self.url)
-
-
-OperatorFactory = Callable[..., Any]
 
 
 def closed_endpoints() -> dict[str, Endpoint]:

@@ -175,7 +175,9 @@ def automatic_failover_due(
         return None
     if possible is None or possible.status != "True":
         return None
-    since = cond.parse_rfc3339(available.last_transition_time)
+    # lastTransitionTime has whole seconds, truncated: the flip may have happened up to a second
+    # after the stamp, so wait one second longer rather than fail over early.
+    since = cond.parse_rfc3339(available.last_transition_time) + timedelta(seconds=1)
     if now - since < timedelta(seconds=failover.primary_unavailable_seconds):
         return None
     last = observed.history[0] if observed.history else None

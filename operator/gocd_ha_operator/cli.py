@@ -44,7 +44,10 @@ SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported (all of them when ``None``)."""
-    parser = argparse.ArgumentParser(prog="gocd-ha-operator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gocd-ha-operator",
+        description="A GoCD server with a replicated standby, promoted by one annotation.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():

@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import pwd
 import sys
 import time
 from typing import Any, Final
@@ -152,9 +154,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gocd_ha_operator.local.process import find_pg_bindir  # noqa: PLC0415
+    from gocd_ha_operator.local.process import default_os_user, find_pg_bindir  # noqa: PLC0415
 
-    if find_pg_bindir() is None:
+    bindir = find_pg_bindir()
+    if bindir is None or not (bindir / "postgres").exists():
         print(
             "demo: PostgreSQL server binaries were not found (looked in "
             "/usr/lib/postgresql/*/bin and GOCDHA_PG_BINDIR); install them, e.g. "
@@ -162,6 +165,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_UNAVAILABLE
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(default_os_user())
+        except KeyError:
+            print(
+                f"demo: running as root, and PostgreSQL refuses root: create the unprivileged "
+                f"user it runs as, e.g. `useradd --system --create-home {default_os_user()}`",
+                file=sys.stderr,
+            )
+            return EXIT_UNAVAILABLE
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
     if not args.verbose:
         logging.getLogger("kopf").setLevel(logging.CRITICAL)

@@ -137,7 +137,9 @@ async def test_added_and_removed_plugins(running: RunningAgent) -> None:
     )
     files = running.manifest_files()
     assert "plugins/external/new-plugin.jar" in files
-    assert not (running.target / "objects" / old).exists()  # removed from the mirror too
+    # Removed from the mirror too: the stored copy goes right after the new manifest is written
+    # (never before: a crash in between must leave the previous manifest's files intact).
+    await running.wait_for(lambda: not (running.target / "objects" / old).exists())
 
 
 async def status(url: str, auth: str | None) -> tuple[int, dict[str, str], bytes]:

@@ -22,21 +22,9 @@ from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from support.pg import PgCluster, PgInstance, pg_cluster, unavailable_reason
-
-
-def gocd_connection(instance: PgInstance) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=instance.port,
-        user="gocd",
-        password=instance.cluster.passwords.gocd,
-        dbname="gocd",
-        autocommit=True,
-        connect_timeout=5,
-    )
+from tests.support.pg import PgCluster, PgInstance, pg_cluster, unavailable_reason
 
 
 class Writer(threading.Thread):
@@ -51,7 +39,7 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         try:
-            with gocd_connection(self.instance) as conn:
+            with self.instance.gocd_connect() as conn:
                 number = 0
                 while not self.stop_requested.is_set():
                     number += 1
@@ -88,7 +76,7 @@ async def sample_lag(primary: PgInstance, standby: PgInstance, seconds: float) -
 
 async def switchover(cluster: PgCluster, load_seconds: float) -> None:
     primary, standby = cluster.start_pair()
-    with gocd_connection(primary) as conn:
+    with primary.gocd_connect() as conn:
         conn.execute("CREATE TABLE runs (id bigint PRIMARY KEY, payload text)")
 
     writer = Writer(primary)
@@ -114,7 +102,7 @@ async def switchover(cluster: PgCluster, load_seconds: float) -> None:
     if not result.promoted:
         raise SystemExit("the standby was not promoted")
     # 4. First write on the new primary.
-    with gocd_connection(standby) as conn:
+    with standby.gocd_connect() as conn:
         conn.execute("INSERT INTO runs (id, payload) VALUES (0, 'first write after switchover')")
         writable = time.monotonic()
         present = {int(r[0]) for r in conn.execute("SELECT id FROM runs WHERE id > 0").fetchall()}

@@ -13,18 +13,6 @@ from tests.support.pg import PgCluster, PgInstance, streaming, wait_until
 pytestmark = pytest.mark.postgres
 
 
-def gocd_connect(instance: PgInstance) -> psycopg.Connection[tuple[object, ...]]:
-    """GoCD's own connection: the gocd user over TCP, as db.properties would configure it."""
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=instance.port,
-        user="gocd",
-        password=instance.cluster.passwords.gocd,
-        dbname="gocd",
-        autocommit=True,
-    )
-
-
 def count_rows(instance: PgInstance, table: str = "pipelines") -> int:
     """Rows in ``table``; -1 while the table has not been replayed yet."""
     with instance.connect("gocd") as conn:
@@ -51,7 +39,7 @@ def processes_of_postgres_user() -> list[str]:
 def test_fresh_pair_replicates_and_keeps_secrets_out_of_logs(cluster: PgCluster) -> None:
     primary, standby = cluster.start_pair()
 
-    with gocd_connect(primary) as conn:
+    with primary.gocd_connect() as conn:
         conn.execute("CREATE TABLE pipelines (id serial PRIMARY KEY, name citext)")
         conn.execute("INSERT INTO pipelines (name) SELECT 'p' || g FROM generate_series(1, 500) g")
         # pgcrypto is installed for GoCD without making gocd a superuser.

@@ -321,6 +321,18 @@ class PgInstance:
             **kwargs,
         )
 
+    def gocd_connect(self, *, connect_timeout: int = 5) -> psycopg.Connection[Any]:
+        """GoCD's own connection: the gocd user over TCP, as db.properties configures it."""
+        return psycopg.connect(
+            host=LOOPBACK,
+            port=self.port,
+            user="gocd",
+            password=self.cluster.passwords.gocd,
+            dbname=self.cluster.database,
+            autocommit=True,
+            connect_timeout=connect_timeout,
+        )
+
     def query(self, sql: str, *params: Any) -> Any:
         """First column of the first row of ``sql`` run as superuser (None without rows)."""
         with self.connect() as conn:

@@ -18,7 +18,7 @@ import asyncio
 import time
 from typing import Any
 
-from gocd_ha_operator.constants import ANNOTATION_PROMOTE
+from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
 from gocd_ha_operator.local.stack import local_stack
 from gocd_ha_operator.local.workload import RowWriter, streaming_from
 

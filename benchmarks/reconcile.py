@@ -22,10 +22,10 @@ from typing import Any
 import aiohttp
 import kopf
 
-from gocd_ha_operator.emulator import OperatorThread, emulator_settings, running_emulator
-from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.handlers import OperatorConfig
-from gocd_ha_operator.kube import client_for
+from gocd_ha_operator.controller.handlers import OperatorConfig
+from gocd_ha_operator.kube.apply import client_for
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings, running_emulator
 
 NAMESPACE = "bench"
 CHILDREN_PER_CLUSTER = 24

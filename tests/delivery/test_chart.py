@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gocd_ha_operator import constants
+from gocd_ha_operator.api import constants
 
 from ._support import CHART, NAMESPACE, RELEASE, by_kind, helm_template, one, run
 

@@ -18,7 +18,10 @@ import kmock
 import kopf
 import pytest
 
-from gocd_ha_operator.emulator import (
+from gocd_ha_operator.controller.handlers import OperatorConfig
+from gocd_ha_operator.kube.apply import client_for
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.local.emulator import (
     ALL_VERBS,
     CHILD_RESOURCES,
     OperatorThread,
@@ -26,9 +29,6 @@ from gocd_ha_operator.emulator import (
     emulator_settings,
     running_emulator,
 )
-from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.handlers import OperatorConfig
-from gocd_ha_operator.kube import client_for
 
 NAMESPACE = "build"
 CR = "gocdha.io/v1alpha1/gocdhaclusters"

@@ -50,7 +50,7 @@ async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Pa
         [
             sys.executable,
             "-m",
-            "gocd_ha_operator.cli",
+            "gocd_ha_operator.cli.main",
             "run",
             "--all-namespaces",
             "--liveness",
@@ -96,7 +96,7 @@ async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Pa
 
 def test_run_needs_a_scope() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gocd_ha_operator.cli", "run"],
+        [sys.executable, "-m", "gocd_ha_operator.cli.main", "run"],
         capture_output=True,
         text=True,
         check=False,
@@ -108,7 +108,7 @@ def test_run_needs_a_scope() -> None:
 
 def test_run_refuses_a_bad_endpoint_override() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gocd_ha_operator.cli", "run", "-A"],
+        [sys.executable, "-m", "gocd_ha_operator.cli.main", "run", "-A"],
         capture_output=True,
         text=True,
         check=False,

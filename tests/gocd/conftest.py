@@ -15,12 +15,12 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from gocd_ha_operator import cli  # noqa: E402
+from gocd_ha_operator.cli.main import main as cli  # noqa: E402
 
 
 @pytest.fixture
 def cli_main(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
-    """``gocd_ha_operator.cli.main``, the real parser with the real ``SUBCOMMANDS`` entries.
+    """``gocd_ha_operator.cli.main.main``, the real parser with the real ``SUBCOMMANDS`` entries.
 
     ``cli.build_parser`` imports every registered subcommand module. Subcommands registered by
     other work in progress (e.g. ``render``) may not exist on this branch yet; only those are

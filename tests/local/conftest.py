@@ -11,12 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gocd_ha_operator.builders import BuildInputs, Topology, build_children
-from gocd_ha_operator.credentials import ClusterCredentials
-from gocd_ha_operator.emulator import running_emulator
-from gocd_ha_operator.kube import resource_path
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import parse_cluster
+from gocd_ha_operator.builders import BuildInputs, build_children
+from gocd_ha_operator.kube.apply import resource_path
 from gocd_ha_operator.local import LocalKubelet
-from gocd_ha_operator.models import parse_cluster
+from gocd_ha_operator.local.emulator import running_emulator
+from gocd_ha_operator.rules.topology import Topology
 
 NAMESPACE = "build"
 CLUSTER = "ci"

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from gocd_ha_operator.constants import GOCD_DB_USER, OPERATOR_DB_USER
-from gocd_ha_operator.endpoints import Endpoint
+from gocd_ha_operator.api.constants import GOCD_DB_USER, OPERATOR_DB_USER
+from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local import LocalKubelet
 from gocd_ha_operator.local.process import group_members
 from tests.local.conftest import CLUSTER, NAMESPACE, Api, eventually

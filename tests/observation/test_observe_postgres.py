@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.builders import Topology
-from gocd_ha_operator.credentials import ClusterCredentials
-from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.models import GoCDHACluster, parse_cluster
-from gocd_ha_operator.observe import ClusterObservation, compute_status, observe_cluster
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.controller.observe import ClusterObservation, compute_status, observe_cluster
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.rules.topology import Topology
 from tests.support.pg import PgCluster, pg_cluster, unavailable_reason, wait_until
 from tests.support.standin_gocd import StandinGoCD
 

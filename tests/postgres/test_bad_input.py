@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.pgclient import (
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.postgres.client import (
     PostgresAuthFailed,
     PostgresClient,
     PostgresQueryFailed,

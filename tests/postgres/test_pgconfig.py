@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gocd_ha_operator import pgconfig
+from gocd_ha_operator.postgres import config as pgconfig
 from tests.support.pg import find_pg_bindir, unavailable_reason
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from gocd_ha_operator.constants import Side
+from gocd_ha_operator.api.constants import Side
 from tests.support.pg import OS_USER, PgCluster, PgInstance, streaming, wait_until
 
 pytestmark = pytest.mark.postgres

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gocd_ha_operator.pgclient import format_lsn, parse_lsn
+from gocd_ha_operator.postgres.client import format_lsn, parse_lsn
 from tests.support.pg import PgCluster, PgInstance, streaming, wait_until
 
 pytestmark = pytest.mark.postgres

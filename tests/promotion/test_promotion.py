@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from gocd_ha_operator.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE
+from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE
 from gocd_ha_operator.local.stack import LocalStack
 from tests.promotion.conftest import (
     NAME,

@@ -1,8 +1,9 @@
 """Real Postgres instances on loopback, started by the project's own entrypoint.
 
 A :class:`PgCluster` is what one ``GoCDHACluster`` becomes, minus Kubernetes: a config directory
-laid out like the ``<name>-postgres`` ConfigMap (rendered by :mod:`gocd_ha_operator.pgconfig`, plus
-the scripts), a credentials directory laid out like the mounted Secrets, a shared WAL archive, and
+laid out like the ``<name>-postgres`` ConfigMap (rendered by
+:mod:`gocd_ha_operator.postgres.config`, plus the scripts), a credentials directory laid out like
+the mounted Secrets, a shared WAL archive, and
 two :class:`PgInstance` sides ``a`` and ``b`` on free loopback ports.
 
 Postgres refuses to run as root, and tests and CI run as root: every Postgres process is started
@@ -32,8 +33,7 @@ from typing import Any
 
 import psycopg
 
-from gocd_ha_operator import pgconfig
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     CM_ARCHIVE_WAL,
     CM_ENTRYPOINT,
     CM_PG_HBA_CONF,
@@ -58,9 +58,10 @@ from gocd_ha_operator.constants import (
     Side,
     other_side,
 )
-from gocd_ha_operator.endpoints import Endpoint
+from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local.process import find_pg_bindir
-from gocd_ha_operator.pgclient import PostgresClient
+from gocd_ha_operator.postgres import config as pgconfig
+from gocd_ha_operator.postgres.client import PostgresClient
 
 SCRIPTS_DIR = Path(pgconfig.__file__).parent / "scripts"
 OS_USER = "postgres"

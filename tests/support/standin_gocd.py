@@ -32,7 +32,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from gocd_ha_operator.constants import GOCD_BC_DASHBOARD_PATH, GOCD_HEALTH_PATH
+from gocd_ha_operator.api.constants import GOCD_BC_DASHBOARD_PATH, GOCD_HEALTH_PATH
 from gocd_ha_operator.gocd.token import BCToken
 
 BC_REALM = "GoCD Business Continuity"

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.builders import BuildInputs, Topology
-from gocd_ha_operator.credentials import ClusterCredentials
-from gocd_ha_operator.models import GoCDHACluster, parse_cluster
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.builders import BuildInputs
+from gocd_ha_operator.rules.topology import Topology
 
 BASE_BODY: dict[str, Any] = {
     "apiVersion": "gocdha.io/v1alpha1",

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.builders import BuildInputs, Topology, build_children
+from gocd_ha_operator.api.constants import LABEL_ROLE, LABEL_SIDE
+from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.gocd import build_gocd_deployment, build_gocd_service
 from gocd_ha_operator.builders.postgres import (
     build_postgres_configmap,
@@ -17,7 +18,7 @@ from gocd_ha_operator.builders.postgres import (
     build_postgres_statefulset,
 )
 from gocd_ha_operator.builders.secrets import escape_properties_value, render_db_properties
-from gocd_ha_operator.constants import LABEL_ROLE, LABEL_SIDE
+from gocd_ha_operator.rules.topology import Topology
 from tests.unit.conftest import CREDENTIALS
 from tests.unit.pss import restricted_violations
 

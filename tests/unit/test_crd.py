@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from gocd_ha_operator.crdgen import build_crd, render_crd_yaml, render_reference_markdown
-from gocd_ha_operator.models import GoCDHAClusterSpec, parse_cluster
+from gocd_ha_operator.api.crd import build_crd, render_crd_yaml, render_reference_markdown
+from gocd_ha_operator.api.spec import GoCDHAClusterSpec, parse_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "gocdhaclusters.gocdha.io.yaml"

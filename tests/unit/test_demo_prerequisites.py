@@ -9,7 +9,7 @@ import sys
 
 def test_demo_names_missing_postgres_binaries() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gocd_ha_operator.cli", "demo"],
+        [sys.executable, "-m", "gocd_ha_operator.cli.main", "demo"],
         capture_output=True,
         text=True,
         check=False,

@@ -6,10 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gocd_ha_operator.conditions import get_condition, rfc3339, set_condition
-from gocd_ha_operator.credentials import ClusterCredentials, decode_secret_value, encode_secret_data
-from gocd_ha_operator.endpoints import Endpoint, EndpointConfigError, parse_overrides, resolve
-from gocd_ha_operator.labels import object_labels, owner_reference, selector_labels, with_owner
+from gocd_ha_operator.api.conditions import get_condition, rfc3339, set_condition
+from gocd_ha_operator.api.credentials import (
+    ClusterCredentials,
+    decode_secret_value,
+    encode_secret_data,
+)
+from gocd_ha_operator.kube.endpoints import Endpoint, EndpointConfigError, parse_overrides, resolve
+from gocd_ha_operator.kube.labels import object_labels, owner_reference, selector_labels, with_owner
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 OWNER = {

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.models import SpecError, parse_cluster
+from gocd_ha_operator.api.spec import SpecError, parse_cluster
 
 Body = Callable[..., dict[str, Any]]
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.models import GoCDHACluster, GoCDHAClusterStatus, parse_cluster
-from gocd_ha_operator.observe import (
+from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, parse_cluster
+from gocd_ha_operator.controller.observe import (
     BC_API_EXPOSED,
     ClusterObservation,
     GoCDObservation,
     compute_status,
 )
-from gocd_ha_operator.pgclient import InstanceObservation
-from gocd_ha_operator.promotion import (
+from gocd_ha_operator.postgres.client import InstanceObservation
+from gocd_ha_operator.rules.promotion import (
     FENCING,
     PROMOTING,
     REJOINING,

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gocd_ha_operator.cli import main
+from gocd_ha_operator.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -18,7 +18,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 def render(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gocd_ha_operator.cli", "render", "-f", str(path), *extra],
+        [sys.executable, "-m", "gocd_ha_operator.cli.main", "render", "-f", str(path), *extra],
         capture_output=True,
         text=True,
         check=False,

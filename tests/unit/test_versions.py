@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gocd_ha_operator.versions import (
+from gocd_ha_operator.api.versions import (
     GoCDVersion,
     image_tag,
     is_alpine_image,

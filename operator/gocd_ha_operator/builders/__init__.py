@@ -3,13 +3,18 @@
 No I/O, no clock, no randomness: the same inputs always give the same objects, which is what lets
 the apply layer skip writes when nothing changed and lets ``render`` work without a cluster.
 Owner references are not set here (they need the live object's uid); the apply layer adds them.
+
+A layer above ``rules``: builders may import ``api``, ``kube`` (names, labels), ``postgres``
+(configuration rendering), ``gocd`` and ``rules`` (the topology they render); the controller
+imports them, never the reverse.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gocd_ha_operator.builders.common import BuildInputs, Topology
+from gocd_ha_operator.api.constants import SIDES
+from gocd_ha_operator.builders.common import BuildInputs
 from gocd_ha_operator.builders.gocd import (
     build_artifacts_pvc,
     build_gocd_deployment,
@@ -27,7 +32,6 @@ from gocd_ha_operator.builders.postgres import (
     build_shared_pvc,
 )
 from gocd_ha_operator.builders.secrets import build_credential_secrets, build_gocd_db_secret
-from gocd_ha_operator.constants import SIDES
 
 
 def build_children(inputs: BuildInputs) -> list[dict[str, Any]]:
@@ -52,4 +56,4 @@ def build_children(inputs: BuildInputs) -> list[dict[str, Any]]:
     return [child for child in children if child is not None]
 
 
-__all__ = ["BuildInputs", "Topology", "build_children"]
+__all__ = ["BuildInputs", "build_children"]

@@ -1,53 +1,19 @@
-"""Pieces shared by the builders: topology, metadata and security contexts.
+"""Pieces shared by the builders: build inputs, metadata and security contexts.
 
 Everything here is pure: model in, plain dicts out. No I/O, no clock, no randomness.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from gocd_ha_operator.constants import SIDES, Role, Side, other_side
-from gocd_ha_operator.credentials import ClusterCredentials
-from gocd_ha_operator.labels import object_labels
-from gocd_ha_operator.models import GoCDHACluster, ResourceRequirements
-from gocd_ha_operator.names import ChildNames
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Which side is primary, and what a promotion has done to the sides so far.
-
-    * ``fenced``: the side's GoCD server is stopped and no role Service selects it;
-    * ``stopped``: the side's Postgres StatefulSet is at 0 replicas;
-    * ``maintenance``: the side's GoCD server starts in maintenance mode (a promoted server,
-      when the resource asks for it).
-    """
-
-    primary: Side = "a"
-    fenced: frozenset[Side] = field(default_factory=frozenset)
-    stopped: frozenset[Side] = field(default_factory=frozenset)
-    maintenance: frozenset[Side] = field(default_factory=frozenset)
-
-    @property
-    def standby(self) -> Side:
-        return other_side(self.primary)
-
-    def role(self, side: Side) -> Role:
-        return "primary" if side == self.primary else "standby"
-
-    def running(self, side: Side) -> bool:
-        """Whether the side serves: not fenced (its GoCD may run and Services may select it)."""
-        return side not in self.fenced
-
-    def postgres_running(self, side: Side) -> bool:
-        return side not in self.stopped
-
-    def __post_init__(self) -> None:
-        sides = set(SIDES)
-        if self.primary not in sides or not self.fenced | self.stopped | self.maintenance <= sides:
-            raise ValueError(f"invalid topology: {self!r}")
+from gocd_ha_operator.api.constants import Role, Side
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import GoCDHACluster, ResourceRequirements
+from gocd_ha_operator.kube.labels import object_labels
+from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.rules.topology import Topology
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Final
 
-from gocd_ha_operator.builders.common import (
-    HELPER_RESOURCES,
-    BuildInputs,
-    claim_spec,
-    container_security_context,
-    metadata,
-    pod_security_context,
-    resources,
-    service_host,
-)
-from gocd_ha_operator.builders.postgres import SECRET_FILE_MODE, shared_claim_name
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     BC_TOKEN_KEY,
     COMPONENT_GOCD,
     COMPONENT_STORAGE,
@@ -48,7 +37,18 @@ from gocd_ha_operator.constants import (
     SYNC_TOKEN_DIR,
     Side,
 )
-from gocd_ha_operator.labels import selector_labels
+from gocd_ha_operator.builders.common import (
+    HELPER_RESOURCES,
+    BuildInputs,
+    claim_spec,
+    container_security_context,
+    metadata,
+    pod_security_context,
+    resources,
+    service_host,
+)
+from gocd_ha_operator.builders.postgres import SECRET_FILE_MODE, shared_claim_name
+from gocd_ha_operator.kube.labels import selector_labels
 
 #: How often the Cold-mode sync agent mirrors the primary's files.
 SYNC_INTERVAL_SECONDS: Final = 30

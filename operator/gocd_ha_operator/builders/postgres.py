@@ -11,17 +11,7 @@ from __future__ import annotations
 from importlib import resources as importlib_resources
 from typing import Any, Final
 
-from gocd_ha_operator import pgconfig
-from gocd_ha_operator.builders.common import (
-    BuildInputs,
-    claim_spec,
-    container_security_context,
-    metadata,
-    pod_security_context,
-    resources,
-    service_host,
-)
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     CM_ARCHIVE_WAL,
     CM_ENTRYPOINT,
     CM_PG_HBA_CONF,
@@ -64,12 +54,22 @@ from gocd_ha_operator.constants import (
     cm_role_key,
     other_side,
 )
-from gocd_ha_operator.labels import selector_labels
-from gocd_ha_operator.versions import is_alpine_image
+from gocd_ha_operator.api.versions import is_alpine_image
+from gocd_ha_operator.builders.common import (
+    BuildInputs,
+    claim_spec,
+    container_security_context,
+    metadata,
+    pod_security_context,
+    resources,
+    service_host,
+)
+from gocd_ha_operator.kube.labels import selector_labels
+from gocd_ha_operator.postgres import config as pgconfig
 
 #: The instance scripts shipped in the ConfigMap, read once from the package (not per build).
 INSTANCE_SCRIPTS: Final[dict[str, str]] = {
-    key: (importlib_resources.files("gocd_ha_operator") / "scripts" / key).read_text()
+    key: (importlib_resources.files("gocd_ha_operator.postgres") / "scripts" / key).read_text()
     for key in (CM_ENTRYPOINT, CM_ARCHIVE_WAL, CM_RESTORE_WAL)
 }
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gocd_ha_operator.builders.common import BuildInputs, metadata, service_host
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     BC_TOKEN_KEY,
     COMPONENT_CREDENTIALS,
     COMPONENT_GOCD,
@@ -17,7 +16,8 @@ from gocd_ha_operator.constants import (
     SUPERUSER_NAME,
     Side,
 )
-from gocd_ha_operator.credentials import encode_secret_data
+from gocd_ha_operator.api.credentials import encode_secret_data
+from gocd_ha_operator.builders.common import BuildInputs, metadata, service_host
 
 
 def _secret(

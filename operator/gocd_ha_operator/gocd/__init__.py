@@ -7,4 +7,7 @@
 - ``addon``: the ``install-addon`` command, the business-continuity add-on jar for GoCD <= 20.5.
 - ``client``: what the operator reads (health, the Warm dashboard, the Cold agent's status) and
   the pure mapping of those answers into ``status.configSync``.
+
+A layer beside ``postgres``: it may import ``api`` and ``kube``, never ``postgres`` (the sidecar
+commands run in GoCD pods and need none of it), ``rules``, ``builders`` or ``controller``.
 """

@@ -26,7 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from gocd_ha_operator.constants import GOCD_ADDONS_DIR
+from gocd_ha_operator.api.constants import GOCD_ADDONS_DIR
 from gocd_ha_operator.gocd.mirror import ensure_dir, finish_temp, fsync_dir, open_temp, sha256_of
 
 log = logging.getLogger(__name__)

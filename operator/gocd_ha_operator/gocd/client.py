@@ -34,7 +34,7 @@ from typing import Any, Final, Literal, TypedDict
 
 import aiohttp
 
-from gocd_ha_operator.constants import GOCD_BC_DASHBOARD_PATH, GOCD_HEALTH_PATH
+from gocd_ha_operator.api.constants import GOCD_BC_DASHBOARD_PATH, GOCD_HEALTH_PATH
 from gocd_ha_operator.gocd.mirror import CONFIG_DIRNAME, EXTERNAL_PLUGINS_DIRNAME, rfc3339
 from gocd_ha_operator.gocd.token import BCToken
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from gocd_ha_operator.constants import GOCD_DATA_DIR, GOCD_MIRROR_SUBDIR, SHARED_MOUNT, SIDES
+from gocd_ha_operator.api.constants import GOCD_DATA_DIR, GOCD_MIRROR_SUBDIR, SHARED_MOUNT, SIDES
 from gocd_ha_operator.gocd.mirror import (
     EXTERNAL_PLUGINS_DIRNAME,
     FileEntry,

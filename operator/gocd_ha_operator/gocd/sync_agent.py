@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     BC_TOKEN_KEY,
     GOCD_DATA_DIR,
     GOCD_MIRROR_SUBDIR,

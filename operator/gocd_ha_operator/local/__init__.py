@@ -2,6 +2,10 @@
 
 :class:`LocalKubelet` plays the node for kmock's API emulator: used by the ``demo`` command and by
 the promotion tests. See ``docs/local-kubelet.md``.
+
+The layer that runs without a cluster: the local kubelet, the API emulator (kmock), the local
+stack, the demo and the stand-in GoCD. It may import every layer but ``cli``; nothing outside
+``local`` and ``cli`` may import it, so the operator proper never has an emulator-only path.
 """
 
 from gocd_ha_operator.local.kubelet import EndpointMap, LocalKubelet, PodSpecError

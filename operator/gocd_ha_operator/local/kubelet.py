@@ -59,7 +59,7 @@ from typing import Any, Final, Literal, Self
 
 import aiohttp
 
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     ENV_PEER_HOST,
     ENV_PEER_PORT,
     ENV_PG_BINDIR,
@@ -68,8 +68,9 @@ from gocd_ha_operator.constants import (
     POSTGRES_PORT,
     SIDES,
 )
-from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.kube import resource_path
+from gocd_ha_operator.kube.apply import resource_path
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.local.process import (
     LOOPBACK,
     ProcessGroup,
@@ -80,7 +81,6 @@ from gocd_ha_operator.local.process import (
     user_command,
 )
 from gocd_ha_operator.local.standin_gocd import StandinGoCDServer
-from gocd_ha_operator.names import ChildNames
 
 logger = logging.getLogger(__name__)
 

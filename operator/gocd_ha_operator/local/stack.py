@@ -21,13 +21,13 @@ from typing import Any, Final
 import aiohttp
 import kopf
 
-from gocd_ha_operator.constants import GOCD_DB_USER, POSTGRES_PORT
-from gocd_ha_operator.emulator import OperatorThread, emulator_settings, running_emulator
-from gocd_ha_operator.handlers import OperatorConfig
-from gocd_ha_operator.kube import client_for
+from gocd_ha_operator.api.constants import GOCD_DB_USER, POSTGRES_PORT
+from gocd_ha_operator.controller.handlers import OperatorConfig
+from gocd_ha_operator.kube.apply import client_for
+from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings, running_emulator
 from gocd_ha_operator.local.kubelet import LocalKubelet
-from gocd_ha_operator.names import ChildNames
-from gocd_ha_operator.promotion import StepHook
+from gocd_ha_operator.rules.promotion import StepHook
 
 CLUSTERS_PATH: Final = "/apis/gocdha.io/v1alpha1/namespaces/{ns}/gocdhaclusters"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gocd_ha_operator.constants import GOCD_HEALTH_PATH
+from gocd_ha_operator.api.constants import GOCD_HEALTH_PATH
 
 
 async def _health(_request: web.Request) -> web.Response:

@@ -17,14 +17,14 @@ from gocd_ha_operator import __version__
 
 #: subcommand name -> (module, one-line help)
 SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
-    "run": ("gocd_ha_operator.run", "run the operator (kopf, standalone)"),
+    "run": ("gocd_ha_operator.cli.run", "run the operator (kopf, standalone)"),
     "demo": (
-        "gocd_ha_operator.demo",
+        "gocd_ha_operator.local.demo",
         "the operator on this machine: real local Postgres, replication, a promotion",
     ),
-    "render": ("gocd_ha_operator.render", "print every child of a GoCDHACluster as YAML"),
+    "render": ("gocd_ha_operator.cli.render", "print every child of a GoCDHACluster as YAML"),
     "crd": (
-        "gocd_ha_operator.crdgen",
+        "gocd_ha_operator.api.crd",
         "print the CustomResourceDefinition generated from the model",
     ),
     "sync-agent": (

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     GOCD_DB_USER,
     OPERATOR_DB_USER,
     REPLICATION_USER,
@@ -29,6 +29,7 @@ from gocd_ha_operator.constants import (
     SLOT_PREFIX,
     SUPERUSER_NAME,
 )
+from gocd_ha_operator.api.postgres_parameters import OWNED_PARAMETERS, quote_value
 
 #: WAL kept on the primary for a standby without relying on the slot (research §3.2: CNPG 512MB).
 WAL_KEEP_SIZE: Final = "512MB"
@@ -42,81 +43,12 @@ ARCHIVE_TIMEOUT: Final = "60s"
 ARCHIVE_COMMAND_TIMEOUT_SECONDS: Final = 120
 RESTORE_COMMAND_TIMEOUT_SECONDS: Final = 60
 
-#: Settings the operator decides. A user parameter naming one of these is refused, because
-#: changing it would break replication, archiving, fencing or the instance layout.
-OWNED_PARAMETERS: Final[frozenset[str]] = frozenset(
-    {
-        # Layout and access: written per instance by the entrypoint.
-        "listen_addresses",
-        "port",
-        "unix_socket_directories",
-        "unix_socket_permissions",
-        "data_directory",
-        "config_file",
-        "hba_file",
-        "ident_file",
-        "external_pid_file",
-        "include",
-        "include_dir",
-        "include_if_exists",
-        "password_encryption",
-        # Replication and rewind.
-        "wal_level",
-        "hot_standby",
-        "wal_log_hints",
-        "full_page_writes",
-        "wal_keep_size",
-        "max_wal_senders",
-        "max_replication_slots",
-        "max_slot_wal_keep_size",
-        "primary_conninfo",
-        "primary_slot_name",
-        "synchronous_standby_names",
-        "recovery_target_timeline",
-        "recovery_target",
-        "recovery_target_lsn",
-        "recovery_target_name",
-        "recovery_target_time",
-        "recovery_target_xid",
-        "recovery_target_action",
-        "recovery_target_inclusive",
-        "promote_trigger_file",
-        # Archiving.
-        "archive_mode",
-        "archive_command",
-        "archive_library",
-        "archive_timeout",
-        "restore_command",
-        "archive_cleanup_command",
-        "recovery_end_command",
-        # Fencing: a crashed postmaster must take the container down so the entrypoint decides
-        # the role again instead of Postgres restarting itself in place.
-        "restart_after_crash",
-        # Logs go to the container's stderr.
-        "logging_collector",
-        "log_destination",
-    }
-)
-
 _KEY_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-_FORBIDDEN_VALUE_CHARACTERS: Final = frozenset("\n\r\x00")
 
 
 def application_name(side: str) -> str:
     """The ``application_name`` a standby of ``side`` streams under (also its slot's name)."""
     return f"{SLOT_PREFIX}{side}"
-
-
-def quote_value(value: str) -> str:
-    """Quote ``value`` as a postgresql.conf string literal.
-
-    Every parameter type accepts a quoted value, so quoting always is both correct and safe: a
-    user value can never end the line early or smuggle in a second setting. Inside the quotes
-    Postgres treats backslash as an escape and a doubled quote as a quote.
-    """
-    if any(ch in _FORBIDDEN_VALUE_CHARACTERS for ch in value):
-        raise ValueError("a postgresql.conf value cannot contain a line break or NUL character")
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _validate_user_parameters(parameters: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gocd_ha_operator.constants import Role, Side
+from gocd_ha_operator.api.constants import Role, Side
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any, Final
 
 import kopf
 
-from gocd_ha_operator import conditions as cond
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api import conditions as cond
+from gocd_ha_operator.api.constants import (
     ANNOTATION_PROMOTE,
     ANNOTATION_PROMOTE_FORCE,
     API_VERSION,
@@ -33,13 +33,13 @@ from gocd_ha_operator.constants import (
     PLURAL,
     VERSION,
 )
-from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.kube import KubeApiError, KubeClient, NotOwnedError, default_client
-from gocd_ha_operator.models import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
-from gocd_ha_operator.observe import event_for, status_patch
-from gocd_ha_operator.promotion import StepHook, topology_of
-from gocd_ha_operator.reconcile import MissingSecretError, reconcile_children
-from gocd_ha_operator.supervisor import ClusterRef, apply_lock, supervise
+from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
+from gocd_ha_operator.controller.observe import event_for, status_patch
+from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
+from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
+from gocd_ha_operator.kube.apply import KubeApiError, KubeClient, NotOwnedError, default_client
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.rules.promotion import StepHook, topology_of
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import os
 import sys
 from typing import Final
 
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     DEFAULT_OPERATOR_IMAGE,
     ENV_ENDPOINTS,
     ENV_OPERATOR_IMAGE,
 )
-from gocd_ha_operator.endpoints import EndpointConfigError, parse_overrides
+from gocd_ha_operator.kube.endpoints import EndpointConfigError, parse_overrides
 
 EXIT_USAGE: Final = 2
 LOG_FORMATS: Final = ("plain", "full", "json")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf  # noqa: PLC0415 - the other subcommands need not pay for kopf's import
 
-    from gocd_ha_operator.handlers import OperatorConfig, build_registry  # noqa: PLC0415
+    from gocd_ha_operator.controller.handlers import OperatorConfig, build_registry  # noqa: PLC0415
 
     log_format = {
         "plain": kopf.LogFormat.PLAIN,

@@ -18,30 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from gocd_ha_operator import conditions as cond
-from gocd_ha_operator.builders import Topology
-from gocd_ha_operator.builders.common import BuildInputs
-from gocd_ha_operator.builders.gocd import gocd_replicas
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api import conditions as cond
+from gocd_ha_operator.api.constants import (
     GOCD_HTTP_PORT,
     SIDES,
     SLOT_PREFIX,
     SYNC_AGENT_PORT,
     Side,
 )
-from gocd_ha_operator.credentials import ClusterCredentials
-from gocd_ha_operator.endpoints import Endpoint, resolve
-from gocd_ha_operator.gocd.client import (
-    ConfigSyncStatus as ConfigSyncDict,
-)
-from gocd_ha_operator.gocd.client import (
-    bc_api_exposure_warning,
-    check_health,
-    read_bc_dashboard,
-    read_sync_agent_status,
-)
-from gocd_ha_operator.gocd.token import TokenFileError, parse_token
-from gocd_ha_operator.models import (
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import (
     ConditionStatus,
     ConfigSyncStatus,
     GoCDHACluster,
@@ -52,13 +38,27 @@ from gocd_ha_operator.models import (
     SidesStatus,
     SideStatus,
 )
-from gocd_ha_operator.names import ChildNames
-from gocd_ha_operator.pgclient import (
+from gocd_ha_operator.builders.common import BuildInputs
+from gocd_ha_operator.builders.gocd import gocd_replicas
+from gocd_ha_operator.gocd.client import (
+    ConfigSyncStatus as ConfigSyncDict,
+)
+from gocd_ha_operator.gocd.client import (
+    bc_api_exposure_warning,
+    check_health,
+    read_bc_dashboard,
+    read_sync_agent_status,
+)
+from gocd_ha_operator.gocd.token import TokenFileError, parse_token
+from gocd_ha_operator.kube.endpoints import Endpoint, resolve
+from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.postgres.client import (
     InstanceObservation,
     PostgresClient,
     PostgresError,
     format_lsn,
 )
+from gocd_ha_operator.rules.topology import Topology
 
 #: A sync older than this is stale (three Warm polling intervals, six Cold sync intervals).
 CONFIG_SYNC_MAX_AGE_SECONDS: Final = 180.0

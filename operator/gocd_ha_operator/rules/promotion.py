@@ -18,7 +18,7 @@ step and completes it exactly once:
 7. ``Done`` — a history entry with the times and the measured RPO; Events throughout.
 
 The requests themselves — the annotations, automatic failover — are decided by pure functions
-here too; :mod:`gocd_ha_operator.supervisor` runs them.
+here too; :mod:`gocd_ha_operator.controller.supervisor` runs them.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from gocd_ha_operator import conditions as cond
-from gocd_ha_operator.builders.common import Topology
-from gocd_ha_operator.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE, Side
-from gocd_ha_operator.models import GoCDHACluster, GoCDHAClusterStatus, PromotionStatus
+from gocd_ha_operator.api import conditions as cond
+from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE, Side
+from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, PromotionStatus
+from gocd_ha_operator.rules.topology import Topology
 
 FENCING: Final = "Fencing"
 CATCHING_UP: Final = "CatchingUp"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from gocd_ha_operator.constants import BC_TOKEN_KEY, BC_TOKEN_USER
+from gocd_ha_operator.api.constants import BC_TOKEN_KEY, BC_TOKEN_USER
 
 #: 32 bytes of entropy, URL-safe: no quoting needed in conninfo strings or properties files.
 _TOKEN_BYTES = 32

@@ -24,8 +24,8 @@ from typing import Any, Final, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from gocd_ha_operator.constants import OPERATOR_DB_USER, POSTGRES_PORT, SLOT_PREFIX
-from gocd_ha_operator.endpoints import Endpoint, resolve
+from gocd_ha_operator.api.constants import OPERATOR_DB_USER, POSTGRES_PORT, SLOT_PREFIX
+from gocd_ha_operator.kube.endpoints import Endpoint, resolve
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gocd_ha_operator.constants import (
+from gocd_ha_operator.api.constants import (
     APP_NAME,
     LABEL_COMPONENT,
     LABEL_INSTANCE,

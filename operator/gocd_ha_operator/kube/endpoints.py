@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gocd_ha_operator.constants import ENV_ENDPOINTS
+from gocd_ha_operator.api.constants import ENV_ENDPOINTS
 
 
 class EndpointConfigError(ValueError):

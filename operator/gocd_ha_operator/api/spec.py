@@ -33,9 +33,9 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from gocd_ha_operator import pgconfig
-from gocd_ha_operator.constants import API_VERSION, KIND, Side
-from gocd_ha_operator.versions import (
+from gocd_ha_operator.api import postgres_parameters
+from gocd_ha_operator.api.constants import API_VERSION, KIND, Side
+from gocd_ha_operator.api.versions import (
     FIRST_BUILTIN_BC_VERSION,
     FIRST_START_IN_MAINTENANCE_VERSION,
     FIRST_TOKEN_BC_VERSION,
@@ -401,10 +401,10 @@ class PostgresSpec(ApiModel):
             if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?", key):
                 raise ValueError(f"{key!r} is not a postgresql.conf parameter name")
             try:
-                pgconfig.quote_value(setting)
+                postgres_parameters.quote_value(setting)
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc}") from None
-        owned = sorted(set(value) & pgconfig.OWNED_PARAMETERS)
+        owned = sorted(set(value) & postgres_parameters.OWNED_PARAMETERS)
         if owned:
             verb = "is" if len(owned) == 1 else "are"
             raise ValueError(

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Final
 
-from gocd_ha_operator.constants import ANNOTATION_PROMOTE
+from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
 
 EXIT_UNAVAILABLE: Final = 2
 NAME: Final = "ci"

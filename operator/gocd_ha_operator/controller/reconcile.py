@@ -12,14 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gocd_ha_operator.builders import BuildInputs, Topology, build_children
-from gocd_ha_operator.constants import BC_TOKEN_KEY
-from gocd_ha_operator.credentials import ClusterCredentials, decode_secret_value
+from gocd_ha_operator.api.constants import BC_TOKEN_KEY
+from gocd_ha_operator.api.credentials import ClusterCredentials, decode_secret_value
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
-from gocd_ha_operator.kube import ApplyResult, KubeClient, apply_child, delete_owned
-from gocd_ha_operator.models import GoCDHACluster
-from gocd_ha_operator.names import ChildNames
-from gocd_ha_operator.promotion import topology_of
+from gocd_ha_operator.kube.apply import ApplyResult, KubeClient, apply_child, delete_owned
+from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.rules.promotion import topology_of
+from gocd_ha_operator.rules.topology import Topology
 
 
 class MissingSecretError(Exception):

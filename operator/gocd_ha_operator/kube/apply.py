@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 from kubernetes import client as k8s_client
 
-from gocd_ha_operator.constants import OPERATOR_NAME
-from gocd_ha_operator.labels import with_owner
+from gocd_ha_operator.api.constants import OPERATOR_NAME
+from gocd_ha_operator.kube.labels import with_owner
 
 logger = logging.getLogger(__name__)
 

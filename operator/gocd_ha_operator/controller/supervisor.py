@@ -23,28 +23,33 @@ from typing import Any, Final, cast
 
 import kopf
 
-from gocd_ha_operator import conditions as cond
-from gocd_ha_operator import promotion as promo
-from gocd_ha_operator.constants import API_VERSION, KIND, SLOT_PREFIX, Side
-from gocd_ha_operator.credentials import ClusterCredentials
-from gocd_ha_operator.endpoints import Endpoint
-from gocd_ha_operator.models import (
+from gocd_ha_operator.api import conditions as cond
+from gocd_ha_operator.api.constants import API_VERSION, KIND, SLOT_PREFIX, Side
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import (
     ConditionStatus,
     GoCDHACluster,
     GoCDHAClusterStatus,
     SpecError,
     parse_cluster,
 )
-from gocd_ha_operator.names import ChildNames
-from gocd_ha_operator.observe import compute_status, event_for, observe_cluster, status_patch
-from gocd_ha_operator.pgclient import (
+from gocd_ha_operator.controller.observe import (
+    compute_status,
+    event_for,
+    observe_cluster,
+    status_patch,
+)
+from gocd_ha_operator.controller.reconcile import reconcile_children
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.postgres.client import (
     PostgresClient,
     PostgresError,
     PostgresUnreachable,
     format_lsn,
     parse_lsn,
 )
-from gocd_ha_operator.reconcile import reconcile_children
+from gocd_ha_operator.rules import promotion as promo
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 import kmock
 import kopf
 
-from gocd_ha_operator.handlers import OperatorConfig, build_registry
+from gocd_ha_operator.controller.handlers import OperatorConfig, build_registry
 
 #: Every resource the operator (and kopf's discovery) touches, with its kind.
 CHILD_RESOURCES: Final[dict[str, str]] = {

@@ -15,7 +15,7 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from gocd_ha_operator.cli.main import main as cli  # noqa: E402
+from gocd_ha_operator.cli import main as cli  # noqa: E402
 
 
 @pytest.fixture

@@ -245,7 +245,7 @@ def free_port() -> int:
 #: Runs the real console entry point, leaving out subcommands not present on this branch.
 CLI_SNIPPET = """
 import importlib.util, sys
-from gocd_ha_operator.cli.main import main as cli
+from gocd_ha_operator.cli import main as cli
 cli.SUBCOMMANDS = {k: v for k, v in cli.SUBCOMMANDS.items() if importlib.util.find_spec(v[0])}
 sys.exit(cli.main(sys.argv[1:]))
 """

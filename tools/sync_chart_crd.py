@@ -3,8 +3,9 @@
 
 Why a template and not the chart's ``crds/`` directory: Helm installs ``crds/`` once and never
 upgrades it, so users would silently keep an old schema. As in cert-manager and CloudNativePG the
-CRD is a template behind ``crds.create`` with ``helm.sh/resource-policy: keep`` (``helm uninstall``
-must never delete the CRD, which would delete every GoCDHACluster and what it owns).
+CRD is a template behind ``crds.enabled``, annotated ``helm.sh/resource-policy: keep`` when
+``crds.keep`` is true (the default: ``helm uninstall`` must not delete the CRD, which would delete
+every GoCDHACluster and what it owns).
 
 ``crds/gocdhaclusters.gocdha.io.yaml`` (generated from the pydantic model by
 ``gocd-ha-operator crd``) stays the single source; this script is the only writer of
@@ -83,16 +84,23 @@ def render_template(crd_text: str) -> str:
     name = metadata.get("name")
     if not name or "spec" not in crd:
         raise SyncError("the CRD has no metadata.name or no spec")
-    annotations = dict(metadata.get("annotations") or {})
-    annotations[KEEP_ANNOTATION] = "keep"
+    annotations = {
+        k: v for k, v in (metadata.get("annotations") or {}).items() if k != KEEP_ANNOTATION
+    }
     labels = {k: v for k, v in (metadata.get("labels") or {}).items() if k not in CHART_LABEL_KEYS}
 
-    out = [HEADER, "{{- if .Values.crds.create }}\n"]
+    out = [HEADER, "{{- if .Values.crds.enabled }}\n"]
     out.append(_dump({"apiVersion": crd["apiVersion"], "kind": crd["kind"]}))
     out.append("metadata:\n")
     out.append(_indent(_dump({"name": name}), 2))
-    out.append("  annotations:\n")
-    out.append(_indent(_dump(annotations), 4))
+    keep = _indent(_dump({KEEP_ANNOTATION: "keep"}), 4)
+    if annotations:
+        out.append("  annotations:\n")
+        out.append("    {{- if .Values.crds.keep }}\n" + keep + "    {{- end }}\n")
+        out.append(_indent(_dump(annotations), 4))
+    else:
+        # No ``annotations:`` key at all without keep: a null map would not round-trip.
+        out.append("  {{- if .Values.crds.keep }}\n  annotations:\n" + keep + "  {{- end }}\n")
     out.append("  labels:\n")
     out.append('    {{- include "gocd-ha-operator.labels" . | nindent 4 }}\n')
     if labels:

@@ -243,7 +243,14 @@ def test_namespaced_mode_objects(helm: Path) -> None:
         assert b["subjects"] == [
             {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
         ]
-    no_discovery = helm_template(helm, *MODES["namespaced"], "--set", "rbac.clusterDiscovery=false")
+    no_discovery = helm_template(
+        helm,
+        *MODES["namespaced"],
+        "--set",
+        "rbac.clusterDiscovery=false",
+        "--set",
+        "rbac.aggregateClusterRoles=false",
+    )
     assert not by_kind(no_discovery, "ClusterRole")
     assert not by_kind(no_discovery, "ClusterRoleBinding")
 
@@ -297,7 +304,7 @@ def test_notes(helm: Path) -> None:
             "--set",
             "watchNamespaces={team-a}",
             "--set",
-            "crds.create=false",
+            "crds.enabled=false",
         ]
     ).stdout.split("NOTES:", 1)[1]
     assert "team-a" in namespaced

@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from ._support import CRD_TEMPLATE, NAMESPACE, ROOT, helm_template, kustomize, load_all, one, run
+from ._support import (
+    CRD_TEMPLATE,
+    NAMESPACE,
+    OVERLAYS,
+    ROOT,
+    helm_template,
+    kustomize,
+    load_all,
+    one,
+    run,
+)
 
 COMPARED = {
     "ServiceAccount",
@@ -88,18 +99,35 @@ def test_overlay_labels_and_selectors(mode: str) -> None:
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_operator_image_env_follows_the_overlay_image(tmp_path: Path) -> None:
-    """A user who changes `images:` in an overlay gets the same image in GOCDHA_OPERATOR_IMAGE."""
+def test_operator_image_env_follows_the_component_image(tmp_path: Path) -> None:
+    """A user who changes `images:` in components/common gets the same image in
+    GOCDHA_OPERATOR_IMAGE, in every overlay."""
     manifests = tmp_path / "manifests"
     shutil.copytree(ROOT / "manifests", manifests)
-    kustomization = manifests / "overlays" / "cluster-wide" / "kustomization.yaml"
+    component = manifests / "components" / "common" / "kustomization.yaml"
     digest = "sha256:" + "cd" * 32
-    text = kustomization.read_text().replace(
-        'newTag: "0.1.0"', f'newTag: "7.7.7"\n    digest: {digest}'
-    )
-    kustomization.write_text(text)
-    docs = load_all(run(["kubectl", "kustomize", str(kustomization.parent)]).stdout)
-    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    text = component.read_text()
+    assert 'newTag: "0.1.0"' in text
+    component.write_text(text.replace('newTag: "0.1.0"', f'newTag: "7.7.7"\n    digest: {digest}'))
     image = f"ghcr.io/gocd-ha-operator/gocd-ha-operator:7.7.7@{digest}"
-    assert c["image"] == image
-    assert {e["name"]: e["value"] for e in c["env"]}["GOCDHA_OPERATOR_IMAGE"] == image
+    for overlay in MODES:
+        docs = load_all(run(["kubectl", "kustomize", str(manifests / "overlays" / overlay)]).stdout)
+        (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+        assert c["image"] == image, overlay
+        assert {e["name"]: e["value"] for e in c["env"]}["GOCDHA_OPERATOR_IMAGE"] == image
+
+
+def test_overlays_share_the_common_component() -> None:
+    """Namespace, labels, image and the image replacement are written once, in
+    components/common, and every overlay uses it instead of repeating them."""
+    component = yaml.safe_load(
+        (ROOT / "manifests" / "components" / "common" / "kustomization.yaml").read_text()
+    )
+    assert component["kind"] == "Component"
+    assert {"namespace", "labels", "images", "replacements"} <= set(component)
+    for overlay in OVERLAYS.iterdir():
+        kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+        assert kustomization["components"] == ["../../components/common"], overlay.name
+        repeated = {"namespace", "labels", "images", "replacements"} & set(kustomization)
+        assert not repeated, f"{overlay.name} repeats {repeated}: put it in components/common"
+    assert {p.name for p in OVERLAYS.iterdir()} == set(MODES)

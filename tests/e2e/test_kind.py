@@ -112,7 +112,7 @@ def installed(kind_cluster: KindCluster, helm_bin: Path) -> Iterator[KindCluster
     if not (CHART / "templates" / "crds.yaml").exists():
         assert CRD_SOURCE.exists(), "neither the chart nor crds/ has the CRD yet"
         sh("kubectl", "apply", "--server-side", "-f", CRD_SOURCE, env=env)
-        extra = ["--set", "crds.create=false"]
+        extra = ["--set", "crds.enabled=false"]
     sh(
         helm_bin, "install", "gocd-ha-operator", CHART,
         "--namespace", OPERATOR_NS, "--create-namespace",

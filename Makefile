@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck crd setup clean gate
+.PHONY: demo test lint typecheck crd chart-values setup clean gate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ crd: $(STAMP)
 	$(BIN)/gocd-ha-operator crd -o crds/gocdhaclusters.gocdha.io.yaml
 	$(BIN)/gocd-ha-operator crd --reference -o docs/api-reference.md
 	$(BIN)/python tools/sync_chart_crd.py
+
+## Rewrite the chart's values.schema.json descriptions and README values table from the `# --`
+## comments in values.yaml (a test fails when forgotten).
+chart-values: $(STAMP)
+	$(BIN)/python tools/chart_values.py
 
 ## The static gate for what users install: helm lint/template, kustomize, kubernetes-validate, checkov.
 gate: $(STAMP)

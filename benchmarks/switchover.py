@@ -2,9 +2,9 @@
 
 A writer commits numbered rows to the primary as fast as it can and records every number whose
 commit was acknowledged. Meanwhile the replication lag is sampled through ``pgclient``. Then the
-operator's switchover order (DESIGN §7) runs: fence the writer, CHECKPOINT the primary, wait until
-the standby replayed the primary's last LSN, stop the primary cleanly, ``pg_promote`` the standby,
-and write the first row on the new primary.
+operator's switchover (docs/architecture.md §9) runs: fence the writer, CHECKPOINT the primary, wait
+until the standby replayed the primary's last LSN, stop the primary cleanly, ``pg_promote`` the
+standby, and write the first row on the new primary.
 
 Prints exactly one ``switchover:`` line and one ``replication_lag_under_load:`` line.
 Run as root (every Postgres process runs as the ``postgres`` user):

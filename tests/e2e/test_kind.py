@@ -2,7 +2,7 @@
 GoCDHACluster, write through Postgres, promote with `kubectl annotate`, check that the new primary
 serves and that nothing was lost, uninstall (the CRD stays).
 
-The GoCDHACluster below follows DESIGN.md §3. kind's default storage class provides only
+The GoCDHACluster below follows docs/architecture.md §3. kind's default storage class provides only
 ReadWriteOnce, so the shared (ReadWriteMany) volume is a statically bound hostPath volume on the
 single kind node, handed to the resource as `sharedStorage.existingClaim`.
 """

@@ -1,4 +1,4 @@
-"""Fixtures for the real-Postgres tier (DESIGN §10, tier 3)."""
+"""Fixtures for the real-Postgres tier (docs/architecture.md §14, tier 3)."""
 
 from collections.abc import Iterator
 

@@ -1,4 +1,4 @@
-"""Pure builders: every child of DESIGN §4, both standby modes, either side primary."""
+"""Pure builders: every child (docs/architecture.md §3), both standby modes, either primary."""
 
 from __future__ import annotations
 

@@ -114,7 +114,7 @@ ENV_REPLICATION_PASSWORD_FILE: Final = "GOCDHA_REPLICATION_PASSWORD_FILE"
 ENV_OPERATOR_PASSWORD_FILE: Final = "GOCDHA_OPERATOR_PASSWORD_FILE"
 ENV_GOCD_PASSWORD_FILE: Final = "GOCDHA_GOCD_PASSWORD_FILE"
 
-# --- GoCD server (facts of the official image, see docs/gocd.md) ---------------------------------
+# --- GoCD server (facts of the official image, see docs/gocd-standby-modes.md) ------------------
 GOCD_HTTP_PORT: Final = 8153
 GOCD_UID: Final = 1000
 GOCD_GID: Final = 0

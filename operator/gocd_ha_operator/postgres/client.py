@@ -1,8 +1,8 @@
 """The operator's view of one Postgres instance, over the network as the operator role.
 
-DESIGN §5/§8: the operator never execs into pods; it connects to ``<cluster>-pg-<side>`` as
-``gocdha_operator`` (``pg_monitor``, EXECUTE on ``pg_promote``, ``pg_checkpoint`` on PG 15+,
-``REPLICATION`` for slot functions) and reads or acts with SQL.
+docs/architecture.md §5, §6: the operator never execs into pods; it connects to
+``<cluster>-pg-<side>`` as ``gocdha_operator`` (``pg_monitor``, EXECUTE on ``pg_promote``,
+``pg_checkpoint`` on PG 15+, ``REPLICATION`` for slot functions) and reads or acts with SQL.
 
 Every call opens its own short connection: an instance may be restarted, fenced or promoted between
 two calls and a cached connection would only hide that. Every call is bounded (connect timeout,

@@ -1,8 +1,8 @@
 """Promotion of the standby: switchover (old primary answers) and failover (it does not).
 
-The protocol of DESIGN §7. Every step is written to ``status.promotion.step`` *before* it acts and
-is safe to repeat, so an operator that dies at any moment resumes the promotion from the recorded
-step and completes it exactly once:
+The protocol of docs/architecture.md §9. Every step is written to ``status.promotion.step`` *before*
+it acts and is safe to repeat, so an operator that dies at any moment resumes the promotion from the
+recorded step and completes it exactly once:
 
 1. ``Fencing`` — the old primary's GoCD server stops and no role Service selects its side.
 2. ``CatchingUp`` (switchover only) — its remaining client sessions are ended, a CHECKPOINT is

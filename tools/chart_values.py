@@ -15,8 +15,8 @@ Rules, each an error:
 
 * every key of ``values.yaml`` that the schema describes under ``properties`` has a ``# --``
   comment, and every ``# --`` comment belongs to a key the schema describes;
-* every other schema property (only in the schema, under ``items`` or in ``definitions``) already
-  has a hand-written ``description``.
+* every other schema property (only in the schema, under ``items`` or in ``definitions``), and
+  every definition, already has a hand-written ``description``.
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ def describe_schema(schema: dict[str, Any], values_text: str) -> dict[str, Any]:
     walk_values(schema, "")
     walk_other(schema, "")
     for name, definition in schema.get("definitions", {}).items():
+        if not definition.get("description"):
+            problems.append(f"values.schema.json: definitions.{name} has no description")
         for key, sub in _properties(definition).items():
             if not sub.get("description"):
                 problems.append(f"values.schema.json: definitions.{name}.{key} has no description")

@@ -33,6 +33,8 @@ def test_every_schema_key_has_a_description() -> None:
 
     walk(schema, "")
     for name, definition in schema["definitions"].items():
+        if not definition.get("description"):
+            missing.append(f"definitions.{name}")
         walk(definition, f"definitions.{name}.")
     assert missing == []
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ._support import by_kind, helm_template, kustomize
+from ._support import CHART, NAMESPACE, RELEASE, by_kind, helm_template, kustomize, run
 
 AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
 READ = {"get", "list", "watch"}
@@ -79,6 +79,25 @@ def test_chart_value_turns_them_off(helm: Path, values: tuple[str, ...]) -> None
     docs = helm_template(helm, *args)
     assert user_roles(docs) == {}
     assert by_kind(docs, "Deployment")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_notes_mention_them_when_installed(helm: Path, enabled: bool) -> None:
+    out = run(
+        [
+            str(helm),
+            "install",
+            RELEASE,
+            str(CHART),
+            "--dry-run=client",
+            "-n",
+            NAMESPACE,
+            "--set",
+            f"rbac.aggregateClusterRoles={str(enabled).lower()}",
+        ]
+    ).stdout
+    notes = out.split("NOTES:", 1)[1]
+    assert ("gocdha-edit" in notes) is enabled
 
 
 def test_the_check_rejects_wrong_roles() -> None:

@@ -5,6 +5,7 @@ leads to a file — and, with an ``#anchor``, to a heading — that exists."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +16,11 @@ import pytest
 ROOT: Final = Path(__file__).resolve().parents[2]
 ARCHITECTURE: Final = ROOT / "docs" / "architecture.md"
 
-#: Where citations and doc paths may appear: the project's own sources, docs and delivery files.
-SCANNED_DIRS: Final = (
-    "operator",
-    "tests",
-    "docs",
-    "benchmarks",
-    "tools",
-    "charts",
-    "manifests",
-    "examples",
-    ".ci",
-)
-SCANNED_FILES: Final = ("README.md", "Makefile", "Dockerfile", "pyproject.toml")
-TEXT_SUFFIXES: Final = {".py", ".md", ".yaml", ".yml", ".tpl", ".txt", ".sh", ".json", ".toml"}
-SKIPPED_PARTS: Final = {"__pycache__", ".venv", ".cache", "node_modules"}
+#: Hidden directories that hold the project's own files; every other hidden directory (.git,
+#: virtualenvs, caches) and every build output is skipped.
+HIDDEN_SCANNED: Final = {".ci", ".github"}
+SKIPPED_DIRS: Final = {"__pycache__", "node_modules", "build", "dist"}
+TEXT_SUFFIXES: Final = {".py", ".md", ".yaml", ".yml", ".tpl", ".txt", ".sh", ".json", ".toml", ""}
 
 #: "architecture.md §5", "docs/architecture.md §5, §6", "architecture.md §5/§6 and §7".
 CITATION: Final = re.compile(r"architecture\.md\s+§\d+(?:\s*(?:,|/|and)\s*§\d+)*")
@@ -41,13 +32,18 @@ DOC_PATH: Final = re.compile(r"(?<![\w./-])docs/[\w./-]+?\.md\b")
 
 
 def scanned_files() -> Iterator[Path]:
-    for name in SCANNED_FILES:
-        if (ROOT / name).is_file():
-            yield ROOT / name
-    for directory in SCANNED_DIRS:
-        for path in sorted((ROOT / directory).rglob("*")):
-            parts = set(path.relative_to(ROOT).parts)
-            if path.is_file() and path.suffix in TEXT_SUFFIXES and not parts & SKIPPED_PARTS:
+    """Every text file of the repository: sources, docs, charts, manifests, CI scripts."""
+    for directory, subdirs, files in os.walk(ROOT):
+        subdirs[:] = sorted(
+            d
+            for d in subdirs
+            if (not d.startswith(".") or d in HIDDEN_SCANNED)
+            and d not in SKIPPED_DIRS
+            and not d.endswith(".egg-info")
+        )
+        for name in sorted(files):
+            path = Path(directory) / name
+            if path.suffix in TEXT_SUFFIXES and not name.startswith("."):
                 yield path
 
 

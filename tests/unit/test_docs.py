@@ -28,6 +28,8 @@ SECTION: Final = re.compile(r"^## (\d+)\. \S", re.MULTILINE)
 #: Built from parts so that this file does not match itself.
 OLD_CONTRACT: Final = re.compile("DESIGN" + r"(?:\s*§|\.md)")
 MD_LINK: Final = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+#: A repository path in backticks with a directory part: `kube/apply.py`, `tests/unit/pss.py`.
+SOURCE_PATH: Final = re.compile(r"`((?:[\w.-]+/)+[\w.-]+\.(?:py|sh|tpl|yaml|json))`")
 DOC_PATH: Final = re.compile(r"(?<![\w./-])docs/[\w./-]+?\.md\b")
 
 
@@ -188,6 +190,21 @@ def test_docs_paths_named_anywhere_exist() -> None:
     assert missing == []
 
 
+def test_source_paths_named_in_the_docs_exist() -> None:
+    """`kube/apply.py`, `tests/unit/pss.py`, `tools/chart_values.py`: a page that names a file
+    names one that exists: from the repository root, from the page's folder, or (paths starting
+    with a layer) from the package."""
+    package = ROOT / "operator" / "gocd_ha_operator"
+    layers = {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    missing = []
+    for page in markdown_pages():
+        for found in SOURCE_PATH.findall(without_code_blocks(read(page))):
+            base = package if found.split("/", 1)[0] in layers else ROOT
+            if not (base / found).exists() and not (page.parent / found).exists():
+                missing.append(f"{page.relative_to(ROOT)}: {found}")
+    assert missing == []
+
+
 # --- the checks themselves can fail ---------------------------------------------------------------
 
 
@@ -198,6 +215,8 @@ def test_citation_parsing() -> None:
     assert OLD_CONTRACT.search("the protocol of " + "DESIGN" + " §7")
     assert OLD_CONTRACT.search("see " + "DESIGN" + ".md")
     assert not OLD_CONTRACT.search("a DESIGNER's choice")
+    found = SOURCE_PATH.findall("`kube/apply.py`, `spec.py`, `scripts/entrypoint.sh`, `a b/c.py`")
+    assert found == ["kube/apply.py", "scripts/entrypoint.sh"]
 
 
 def test_slugs_match_github() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gocd_ha_operator.gocd.client import ConfigSyncStatus, read_sync_agent_status
+from gocd_ha_operator.gocd.client import ConfigSyncReading, read_sync_agent_status
 from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
 
@@ -29,7 +29,7 @@ def synced_view(root: Path) -> dict[str, bytes]:
 
 
 async def run_agent_until_synced(
-    config: AgentConfig, expect: Callable[[ConfigSyncStatus], bool]
+    config: AgentConfig, expect: Callable[[ConfigSyncReading], bool]
 ) -> None:
     agent = SyncAgent(config)
     stop = asyncio.Event()

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.api.spec import SpecError, parse_cluster
+from gocd_ha_operator.api.spec import parse_cluster
+from gocd_ha_operator.api.validation import SpecError
 
 Body = Callable[..., dict[str, Any]]
 

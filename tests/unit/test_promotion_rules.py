@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, parse_cluster
+from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.api.status import GoCDHAClusterStatus
 from gocd_ha_operator.controller.observe import (
     BC_API_EXPOSED,
     ClusterObservation,

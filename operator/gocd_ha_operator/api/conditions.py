@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from gocd_ha_operator.api.spec import Condition, ConditionStatus
+from gocd_ha_operator.api.status import Condition, ConditionStatus
 
 READY: Final = "Ready"
 PRIMARY_AVAILABLE: Final = "PrimaryAvailable"

@@ -1,14 +1,17 @@
-"""The ``GoCDHACluster`` resource as pydantic models: the single source of truth of the API.
+"""The ``GoCDHACluster`` spec as pydantic models, the whole object, and its parse entry point.
 
-The CRD in ``crds/`` is generated from these classes (``gocd-ha-operator crd``), so field names,
-defaults, descriptions, enums and patterns are written once, here. Python attributes are
-snake_case; the wire format is the Kubernetes camelCase (``alias_generator``).
+The API's single source of truth: the CRD in ``crds/`` is generated from these classes
+(``gocd-ha-operator crd``), so field names, defaults, descriptions, enums and patterns are
+written once, here. Python attributes are snake_case; the wire format is the Kubernetes camelCase
+(:class:`~gocd_ha_operator.api.base.ApiModel`). The status models are in
+:mod:`~gocd_ha_operator.api.status`.
 
-Validation happens in two layers, both reported through :class:`SpecError`:
+:func:`parse_cluster` validates in two layers, both reported through
+:class:`~gocd_ha_operator.api.validation.SpecError`:
 
 1. pydantic: types, ranges, patterns, unknown fields;
-2. :func:`cross_field_problems`: rules that need several fields or the image version (the standby
-   mode against the GoCD version, the shared volume's alternatives, owned Postgres parameters).
+2. :mod:`~gocd_ha_operator.api.validation`: rules that need several fields or the image version
+   (the standby mode against the GoCD version, the shared volume's alternatives).
 
 No credential is ever a plain field: passwords and tokens are generated into Secrets or referenced
 through a ``SecretKeySelector``.
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -34,26 +36,21 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from gocd_ha_operator.api import postgres_parameters
-from gocd_ha_operator.api.constants import API_VERSION, KIND, Side
+from gocd_ha_operator.api.base import ApiModel, StandbyMode
+from gocd_ha_operator.api.constants import API_VERSION, KIND
+from gocd_ha_operator.api.status import GoCDHAClusterStatus
+from gocd_ha_operator.api.validation import Problem, SpecError, cross_field_problems
 from gocd_ha_operator.api.versions import (
-    FIRST_BUILTIN_BC_VERSION,
-    FIRST_START_IN_MAINTENANCE_VERSION,
-    FIRST_TOKEN_BC_VERSION,
     LAST_WARM_VERSION,
-    SUPPORTED_POSTGRES_MAJORS,
     GoCDVersion,
     parse_gocd_version,
     parse_postgres_major,
 )
 
-StandbyMode = Literal["Warm", "Cold"]
 FailoverMode = Literal["Manual", "Automatic"]
 RejoinMode = Literal["Automatic", "Manual"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
-ConditionStatus = Literal["True", "False", "Unknown"]
-PromotionType = Literal["Switchover", "Failover"]
 
-#: Longest resource name: children append up to 16 characters (``-postgres-replication``), Service
 #: names must be DNS-1035 labels (63), and StatefulSet pods add a revision hash to a label.
 MAX_NAME_LENGTH: Final = 40
 DNS1035_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -91,27 +88,6 @@ Quantity = Annotated[
 StorageSize = Annotated[
     str, Field(pattern=QUANTITY, description="A Kubernetes quantity, e.g. 20Gi.")
 ]
-
-
-class ApiModel(BaseModel):
-    """camelCase on the wire, unknown fields refused, assignment validated."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_assignment=True,
-    )
-
-    def to_api(self) -> dict[str, Any]:
-        """The object as the API shows it: camelCase, JSON types, unset fields omitted."""
-        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
-
-
-class StatusModel(ApiModel):
-    """Status is written by the operator; fields an older or newer operator wrote are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
 
 
 # --- Spec ----------------------------------------------------------------------------------------
@@ -468,140 +444,6 @@ class GoCDHAClusterSpec(ApiModel):
     )
 
 
-# --- Status --------------------------------------------------------------------------------------
-
-
-class Condition(StatusModel):
-    """A ``metav1.Condition``."""
-
-    type: str = Field(description="Condition type, e.g. Ready.")
-    status: ConditionStatus = Field(description="True, False or Unknown.")
-    observed_generation: int | None = Field(
-        default=None, description="metadata.generation the condition was computed for."
-    )
-    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
-    reason: str = Field(
-        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", description="CamelCase."
-    )
-    message: str = Field(default="", description="Human-readable detail.")
-
-
-class PostgresInstanceStatus(StatusModel):
-    reachable: bool | None = Field(default=None, description="The operator could connect.")
-    in_recovery: bool | None = Field(default=None, description="Running as a standby.")
-    timeline: int | None = Field(default=None, description="Current timeline ID.")
-    lsn: str | None = Field(default=None, description="Current (primary) or replayed LSN.")
-    message: str | None = Field(default=None, description="Why it is not reachable.")
-
-
-class GoCDServerStatus(StatusModel):
-    replicas: int | None = Field(default=None, description="Desired replicas of the Deployment.")
-    healthy: bool | None = Field(default=None, description="/go/api/v1/health answered OK.")
-    mode: str | None = Field(default=None, description="primary, standby or stopped.")
-    message: str | None = Field(default=None, description="Detail of the last health check.")
-
-
-class SideStatus(StatusModel):
-    role: Literal["primary", "standby"] | None = Field(default=None, description="Role now.")
-    postgres: PostgresInstanceStatus = Field(default_factory=PostgresInstanceStatus)
-    gocd: GoCDServerStatus = Field(default_factory=GoCDServerStatus)
-
-
-class SidesStatus(StatusModel):
-    a: SideStatus | None = Field(default=None, description="Side a.")
-    b: SideStatus | None = Field(default=None, description="Side b.")
-
-
-class ReplicationStatus(StatusModel):
-    state: str | None = Field(
-        default=None, description="Streaming, Catchup, Archive, Disconnected or Unknown."
-    )
-    lag_bytes: int | None = Field(default=None, description="WAL bytes not yet replayed.")
-    lag_seconds: float | None = Field(default=None, description="Replay delay in seconds.")
-    slot_active: bool | None = Field(default=None, description="The standby's slot is in use.")
-    slot_wal_status: str | None = Field(default=None, description="reserved, extended, …, lost.")
-    last_archived_wal: str | None = Field(default=None, description="Last WAL file archived.")
-    last_archived_time: str | None = Field(default=None, description="When it was archived.")
-    archive_failures: int | None = Field(default=None, description="Failed archive attempts.")
-    last_failed_wal: str | None = Field(default=None, description="Last WAL that failed.")
-    last_streaming_time: str | None = Field(
-        default=None, description="Last time the standby was seen streaming."
-    )
-
-
-class SyncedFile(StatusModel):
-    name: str
-    primary_checksum: str | None = None
-    standby_checksum: str | None = None
-    in_sync: bool = False
-
-
-class ConfigSyncStatus(StatusModel):
-    mode: StandbyMode | None = Field(default=None, description="Warm or Cold.")
-    source: str | None = Field(default=None, description="Where the operator read this.")
-    setup_status: str | None = Field(default=None, description="success or incomplete.")
-    last_sync_time: str | None = Field(default=None, description="Last successful sync.")
-    primary_update_time: str | None = Field(default=None, description="Last change on primary.")
-    files: list[SyncedFile] = Field(default_factory=list, description="Per-file checksums.")
-    errors: list[str] = Field(default_factory=list, description="Recent sync errors.")
-    synced: bool | None = Field(default=None, description="Files equal and last sync recent.")
-    reason: str | None = Field(default=None, description="CamelCase summary.")
-    message: str | None = Field(default=None, description="Human-readable summary.")
-
-
-class PromotionStatus(StatusModel):
-    token: str | None = Field(default=None, description="The gocdha.io/promote value handled.")
-    force: bool = Field(default=False, description="gocdha.io/promote-force was given.")
-    trigger: Literal["Annotation", "Automatic"] | None = Field(default=None)
-    type: PromotionType | None = Field(default=None, description="Switchover or Failover.")
-    step: str | None = Field(default=None, description="Current or last step.")
-    from_side: Side | None = Field(default=None, description="Old primary.")
-    to_side: Side | None = Field(default=None, description="New primary.")
-    started_at: str | None = None
-    finished_at: str | None = None
-    result: Literal["InProgress", "Succeeded", "Failed", "Refused"] | None = None
-    message: str | None = None
-    lsn: str | None = Field(default=None, description="Old primary's last LSN (switchover).")
-    rpo_bytes: int | None = Field(
-        default=None,
-        description="WAL bytes lost: 0 after a switchover; for a failover, the standby's last "
-        "observed lag (an estimate: the lost primary cannot be asked).",
-    )
-    promote_seconds: float | None = Field(
-        default=None, description="How long pg_promote took on the new primary."
-    )
-
-
-class HandledTokens(StatusModel):
-    """The last value of each promotion annotation the operator acted on: a value is handled
-    exactly once, also across operator restarts."""
-
-    promote: str | None = Field(default=None, description="Last gocdha.io/promote value.")
-    promote_force: str | None = Field(
-        default=None, description="Last gocdha.io/promote-force value."
-    )
-
-
-class GoCDHAClusterStatus(StatusModel):
-    observed_generation: int | None = Field(default=None, description="Last generation handled.")
-    primary: Side | None = Field(default=None, description="The side that is primary now.")
-    standby: Side | None = Field(default=None, description="The side that is standby now.")
-    standby_mode: StandbyMode | None = Field(default=None, description="Standby mode in force.")
-    gocd_version: str | None = Field(default=None, description="GoCD version from the image.")
-    sides: SidesStatus = Field(default_factory=SidesStatus)
-    replication: ReplicationStatus = Field(default_factory=ReplicationStatus)
-    config_sync: ConfigSyncStatus = Field(default_factory=ConfigSyncStatus)
-    promotion: PromotionStatus = Field(default_factory=PromotionStatus)
-    handled_tokens: HandledTokens = Field(default_factory=HandledTokens)
-    history: list[PromotionStatus] = Field(
-        default_factory=list, max_length=20, description="Recent promotions, newest first."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
-
-
 # --- The whole object ----------------------------------------------------------------------------
 
 
@@ -639,25 +481,6 @@ class GoCDHACluster(BaseModel):
 
 
 # --- Parsing and readable errors ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a resource: the field path and what is allowed."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-class SpecError(ValueError):
-    """The resource is invalid. ``problems`` has one entry per problem, each naming its field."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 def _alias_path(loc: tuple[int | str, ...]) -> str:
@@ -711,125 +534,6 @@ def _problem_from_pydantic(error: Any) -> Problem:
     return Problem(path, message)
 
 
-def cross_field_problems(cluster: GoCDHACluster) -> list[Problem]:
-    """Rules that involve several fields or the image versions."""
-    problems: list[Problem] = []
-    spec = cluster.spec
-    gocd = spec.gocd
-    version = gocd.version
-    mode_path = "spec.gocd.standbyMode"
-
-    if gocd.standby_mode is None and version is None:
-        problems.append(
-            Problem(
-                mode_path,
-                f"required because the image {gocd.image!r} has no version tag "
-                "(set Warm for GoCD 18.8-21.2 or Cold for any GoCD)",
-            )
-        )
-    if gocd.standby_mode == "Warm" and version is not None:
-        if version > LAST_WARM_VERSION:
-            problems.append(
-                Problem(
-                    mode_path,
-                    f"Warm is not possible with GoCD {version}: the business-continuity feature "
-                    "was disabled in GoCD 21.3.0 and removed in 23.1.0; use Cold",
-                )
-            )
-        elif version < FIRST_TOKEN_BC_VERSION:
-            problems.append(
-                Problem(
-                    mode_path,
-                    f"Warm needs GoCD 18.8.0 or newer (token authentication); image is {version}",
-                )
-            )
-    bc = gocd.business_continuity
-    warm = gocd.standby_mode == "Warm" or (
-        gocd.standby_mode is None and version is not None and version <= LAST_WARM_VERSION
-    )
-    if bc.addon is not None and not warm:
-        problems.append(
-            Problem("spec.gocd.businessContinuity.addon", "only used in Warm standby mode")
-        )
-    if bc.addon is not None and version is not None and version >= FIRST_BUILTIN_BC_VERSION:
-        problems.append(
-            Problem(
-                "spec.gocd.businessContinuity.addon",
-                f"GoCD {version} has the feature built in and loads no add-ons (≤ 20.5 only)",
-            )
-        )
-    if (
-        warm
-        and bc.addon is None
-        and version is not None
-        and FIRST_TOKEN_BC_VERSION <= version < FIRST_BUILTIN_BC_VERSION
-    ):
-        problems.append(
-            Problem(
-                "spec.gocd.businessContinuity.addon",
-                f"required for Warm mode with GoCD {version} (≤ 20.5 needs the add-on jar)",
-            )
-        )
-    if (
-        gocd.start_promoted_in_maintenance_mode
-        and version is not None
-        and version < FIRST_START_IN_MAINTENANCE_VERSION
-    ):
-        problems.append(
-            Problem(
-                "spec.gocd.startPromotedInMaintenanceMode",
-                f"needs GoCD 20.9.0 or newer; image is {version}",
-            )
-        )
-
-    major = spec.postgres.major_version
-    if major is not None and major not in SUPPORTED_POSTGRES_MAJORS:
-        problems.append(
-            Problem(
-                "spec.postgres.image",
-                f"PostgreSQL {major} is not supported (supported: 13-17)",
-            )
-        )
-
-    problems += _shared_volume_problems(spec.shared_storage, "spec.sharedStorage")
-    if gocd.artifacts is not None:
-        problems += _shared_volume_problems(gocd.artifacts, "spec.gocd.artifacts")
-    return problems
-
-
-def _shared_volume_problems(volume: SharedVolumeSpec, path: str) -> list[Problem]:
-    if volume.existing_claim is not None:
-        extra = [
-            name
-            for name, value in (
-                ("size", volume.size),
-                ("storageClassName", volume.storage_class_name),
-            )
-            if value is not None
-        ]
-        if extra:
-            return [
-                Problem(
-                    f"{path}.existingClaim",
-                    f"cannot be combined with {' and '.join(extra)}: "
-                    "either use an existing claim or have one created",
-                )
-            ]
-        return []
-    problems = []
-    if volume.size is None:
-        problems.append(Problem(f"{path}.size", "required unless existingClaim is set"))
-    if volume.storage_class_name is None:
-        problems.append(
-            Problem(
-                f"{path}.storageClassName",
-                "required unless existingClaim is set: name a StorageClass that provides "
-                "ReadWriteMany volumes",
-            )
-        )
-    return problems
-
-
 def parse_cluster(body: Mapping[str, Any]) -> GoCDHACluster:
     """Parse a ``GoCDHACluster`` object (as from the API or a file) or raise :class:`SpecError`."""
     if not isinstance(body, Mapping):
@@ -845,7 +549,7 @@ def parse_cluster(body: Mapping[str, Any]) -> GoCDHACluster:
         cluster = GoCDHACluster.model_validate(dict(body))
     except ValidationError as exc:
         raise SpecError([_problem_from_pydantic(e) for e in exc.errors()]) from None
-    problems = cross_field_problems(cluster)
+    problems = cross_field_problems(cluster.spec)
     if problems:
         raise SpecError(problems)
     return cluster

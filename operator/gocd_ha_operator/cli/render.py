@@ -17,7 +17,8 @@ import yaml
 
 from gocd_ha_operator.api.constants import DEFAULT_OPERATOR_IMAGE, ENV_OPERATOR_IMAGE, SIDES
 from gocd_ha_operator.api.credentials import ClusterCredentials
-from gocd_ha_operator.api.spec import GoCDHACluster, SpecError, parse_cluster
+from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.api.yamlio import dump_all_yaml, load_all_yaml
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.rules.topology import Topology

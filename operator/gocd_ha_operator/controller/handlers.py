@@ -33,8 +33,10 @@ from gocd_ha_operator.api.constants import (
     PLURAL,
     VERSION,
 )
-from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
-from gocd_ha_operator.controller.observe import event_for, status_patch
+from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
+from gocd_ha_operator.api.validation import SpecError
+from gocd_ha_operator.controller.observe import event_for
 from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
 from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
 from gocd_ha_operator.kube.apply import KubeApiError, KubeClient, NotOwnedError, default_client

@@ -27,10 +27,10 @@ from gocd_ha_operator.api.constants import (
     Side,
 )
 from gocd_ha_operator.api.credentials import ClusterCredentials
-from gocd_ha_operator.api.spec import (
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.api.status import (
     ConditionStatus,
     ConfigSyncStatus,
-    GoCDHACluster,
     GoCDHAClusterStatus,
     GoCDServerStatus,
     PostgresInstanceStatus,
@@ -41,9 +41,7 @@ from gocd_ha_operator.api.spec import (
 from gocd_ha_operator.builders.common import BuildInputs
 from gocd_ha_operator.builders.gocd import gocd_replicas
 from gocd_ha_operator.gocd.client import (
-    ConfigSyncStatus as ConfigSyncDict,
-)
-from gocd_ha_operator.gocd.client import (
+    ConfigSyncReading,
     bc_api_exposure_warning,
     check_health,
     read_bc_dashboard,
@@ -84,7 +82,7 @@ class GoCDObservation:
 class ClusterObservation:
     postgres: Mapping[Side, InstanceObservation]
     gocd: Mapping[Side, GoCDObservation]
-    config_sync: ConfigSyncDict | None = None
+    config_sync: ConfigSyncReading | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -130,7 +128,7 @@ async def _observe_config_sync(
     credentials: ClusterCredentials,
     overrides: Mapping[str, Endpoint] | None,
     now: datetime,
-) -> ConfigSyncDict | None:
+) -> ConfigSyncReading | None:
     try:
         token = parse_token(credentials.bc_token)
     except TokenFileError:
@@ -485,24 +483,6 @@ def compute_status(
         }
     )
     return status, transitions
-
-
-def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch turning ``old`` into ``new`` (empty when nothing changed)."""
-    patch: dict[str, Any] = {}
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif isinstance(value, Mapping) and isinstance(old[key], Mapping):
-            nested = status_patch(old[key], value)
-            if nested:
-                patch[key] = nested
-        elif old[key] != value:
-            patch[key] = value
-    for key in old:
-        if key not in new:
-            patch[key] = None
-    return patch
 
 
 #: Conditions whose flip to this status is bad news: their Events are Warnings.

@@ -26,19 +26,10 @@ import kopf
 from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import API_VERSION, KIND, SLOT_PREFIX, Side
 from gocd_ha_operator.api.credentials import ClusterCredentials
-from gocd_ha_operator.api.spec import (
-    ConditionStatus,
-    GoCDHACluster,
-    GoCDHAClusterStatus,
-    SpecError,
-    parse_cluster,
-)
-from gocd_ha_operator.controller.observe import (
-    compute_status,
-    event_for,
-    observe_cluster,
-    status_patch,
-)
+from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.api.status import ConditionStatus, GoCDHAClusterStatus, status_patch
+from gocd_ha_operator.api.validation import SpecError
+from gocd_ha_operator.controller.observe import compute_status, event_for, observe_cluster
 from gocd_ha_operator.controller.reconcile import reconcile_children
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.kube.names import ChildNames

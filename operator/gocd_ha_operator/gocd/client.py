@@ -71,7 +71,14 @@ class ConfigSyncFile(TypedDict):
     inSync: bool
 
 
-class ConfigSyncStatus(TypedDict):
+class ConfigSyncReading(TypedDict):
+    """One reading of the standby's config sync, in the status' camelCase keys.
+
+    A plain dict because it is produced from JSON (the BC dashboard, the sync agent) and turned
+    into the status model ``api.status.ConfigSyncStatus`` by the controller; the two names differ
+    so that a reading is never mistaken for what the status shows.
+    """
+
     mode: Mode
     source: str
     setupStatus: str | None
@@ -284,7 +291,7 @@ def config_sync_from_dashboard(
     source: str,
     now: datetime,
     max_age_seconds: float,
-) -> ConfigSyncStatus:
+) -> ConfigSyncReading:
     """Map the Warm standby's ``dashboard.json`` into ``configSync``.
 
     Files compared: the four config files (primary ``{"md5": …}`` objects vs. standby MD5
@@ -364,7 +371,7 @@ def config_sync_from_agent_status(
     source: str,
     now: datetime,
     max_age_seconds: float,
-) -> ConfigSyncStatus:
+) -> ConfigSyncReading:
     """Map the Cold sync agent's ``/status`` into ``configSync``.
 
     "Primary" is the primary server's file (``sourceSha256``) and "standby" is the copy in the
@@ -406,7 +413,7 @@ def config_sync_from_agent_status(
     }
 
 
-def config_sync_from_error(mode: Mode, source: str, error: GoCDClientError) -> ConfigSyncStatus:
+def config_sync_from_error(mode: Mode, source: str, error: GoCDClientError) -> ConfigSyncReading:
     """``configSync`` for a read that failed: nothing is known about the files."""
     return {
         "mode": mode,
@@ -556,7 +563,7 @@ async def read_bc_dashboard(
     now: datetime | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     session: aiohttp.ClientSession | None = None,
-) -> ConfigSyncStatus:
+) -> ConfigSyncReading:
     """Warm mode: read the standby's dashboard into ``configSync`` (failures become reasons)."""
     source = _join(base_url, GOCD_BC_DASHBOARD_PATH)
     try:
@@ -576,7 +583,7 @@ async def read_sync_agent_status(
     now: datetime | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     session: aiohttp.ClientSession | None = None,
-) -> ConfigSyncStatus:
+) -> ConfigSyncReading:
     """Cold mode: read the sync agent's status into ``configSync`` (failures become reasons)."""
     source = _join(base_url, SYNC_AGENT_STATUS_PATH)
     try:

@@ -30,7 +30,8 @@ from typing import Final, Literal
 
 from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE, Side
-from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, PromotionStatus
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.api.status import GoCDHAClusterStatus, PromotionStatus
 from gocd_ha_operator.rules.topology import Topology
 
 FENCING: Final = "Fencing"

@@ -1,0 +1,174 @@
+"""The ``GoCDHACluster`` status as pydantic models, and the merge patch that writes it.
+
+The status is written by the operator only; the models ignore fields an older or newer operator
+wrote so an upgrade or a rollback never fails to read its own status. The CRD's status schema is
+generated from :class:`GoCDHAClusterStatus`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from gocd_ha_operator.api.base import ApiModel, StandbyMode
+from gocd_ha_operator.api.constants import Side
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+PromotionType = Literal["Switchover", "Failover"]
+
+
+class StatusModel(ApiModel):
+    """Status is written by the operator; fields an older or newer operator wrote are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Condition(StatusModel):
+    """A ``metav1.Condition``."""
+
+    type: str = Field(description="Condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the condition was computed for."
+    )
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", description="CamelCase."
+    )
+    message: str = Field(default="", description="Human-readable detail.")
+
+
+class PostgresInstanceStatus(StatusModel):
+    reachable: bool | None = Field(default=None, description="The operator could connect.")
+    in_recovery: bool | None = Field(default=None, description="Running as a standby.")
+    timeline: int | None = Field(default=None, description="Current timeline ID.")
+    lsn: str | None = Field(default=None, description="Current (primary) or replayed LSN.")
+    message: str | None = Field(default=None, description="Why it is not reachable.")
+
+
+class GoCDServerStatus(StatusModel):
+    replicas: int | None = Field(default=None, description="Desired replicas of the Deployment.")
+    healthy: bool | None = Field(default=None, description="/go/api/v1/health answered OK.")
+    mode: str | None = Field(default=None, description="primary, standby or stopped.")
+    message: str | None = Field(default=None, description="Detail of the last health check.")
+
+
+class SideStatus(StatusModel):
+    role: Literal["primary", "standby"] | None = Field(default=None, description="Role now.")
+    postgres: PostgresInstanceStatus = Field(default_factory=PostgresInstanceStatus)
+    gocd: GoCDServerStatus = Field(default_factory=GoCDServerStatus)
+
+
+class SidesStatus(StatusModel):
+    a: SideStatus | None = Field(default=None, description="Side a.")
+    b: SideStatus | None = Field(default=None, description="Side b.")
+
+
+class ReplicationStatus(StatusModel):
+    state: str | None = Field(
+        default=None, description="Streaming, Catchup, Archive, Disconnected or Unknown."
+    )
+    lag_bytes: int | None = Field(default=None, description="WAL bytes not yet replayed.")
+    lag_seconds: float | None = Field(default=None, description="Replay delay in seconds.")
+    slot_active: bool | None = Field(default=None, description="The standby's slot is in use.")
+    slot_wal_status: str | None = Field(default=None, description="reserved, extended, …, lost.")
+    last_archived_wal: str | None = Field(default=None, description="Last WAL file archived.")
+    last_archived_time: str | None = Field(default=None, description="When it was archived.")
+    archive_failures: int | None = Field(default=None, description="Failed archive attempts.")
+    last_failed_wal: str | None = Field(default=None, description="Last WAL that failed.")
+    last_streaming_time: str | None = Field(
+        default=None, description="Last time the standby was seen streaming."
+    )
+
+
+class SyncedFile(StatusModel):
+    name: str
+    primary_checksum: str | None = None
+    standby_checksum: str | None = None
+    in_sync: bool = False
+
+
+class ConfigSyncStatus(StatusModel):
+    mode: StandbyMode | None = Field(default=None, description="Warm or Cold.")
+    source: str | None = Field(default=None, description="Where the operator read this.")
+    setup_status: str | None = Field(default=None, description="success or incomplete.")
+    last_sync_time: str | None = Field(default=None, description="Last successful sync.")
+    primary_update_time: str | None = Field(default=None, description="Last change on primary.")
+    files: list[SyncedFile] = Field(default_factory=list, description="Per-file checksums.")
+    errors: list[str] = Field(default_factory=list, description="Recent sync errors.")
+    synced: bool | None = Field(default=None, description="Files equal and last sync recent.")
+    reason: str | None = Field(default=None, description="CamelCase summary.")
+    message: str | None = Field(default=None, description="Human-readable summary.")
+
+
+class PromotionStatus(StatusModel):
+    token: str | None = Field(default=None, description="The gocdha.io/promote value handled.")
+    force: bool = Field(default=False, description="gocdha.io/promote-force was given.")
+    trigger: Literal["Annotation", "Automatic"] | None = Field(default=None)
+    type: PromotionType | None = Field(default=None, description="Switchover or Failover.")
+    step: str | None = Field(default=None, description="Current or last step.")
+    from_side: Side | None = Field(default=None, description="Old primary.")
+    to_side: Side | None = Field(default=None, description="New primary.")
+    started_at: str | None = None
+    finished_at: str | None = None
+    result: Literal["InProgress", "Succeeded", "Failed", "Refused"] | None = None
+    message: str | None = None
+    lsn: str | None = Field(default=None, description="Old primary's last LSN (switchover).")
+    rpo_bytes: int | None = Field(
+        default=None,
+        description="WAL bytes lost: 0 after a switchover; for a failover, the standby's last "
+        "observed lag (an estimate: the lost primary cannot be asked).",
+    )
+    promote_seconds: float | None = Field(
+        default=None, description="How long pg_promote took on the new primary."
+    )
+
+
+class HandledTokens(StatusModel):
+    """The last value of each promotion annotation the operator acted on: a value is handled
+    exactly once, also across operator restarts."""
+
+    promote: str | None = Field(default=None, description="Last gocdha.io/promote value.")
+    promote_force: str | None = Field(
+        default=None, description="Last gocdha.io/promote-force value."
+    )
+
+
+class GoCDHAClusterStatus(StatusModel):
+    observed_generation: int | None = Field(default=None, description="Last generation handled.")
+    primary: Side | None = Field(default=None, description="The side that is primary now.")
+    standby: Side | None = Field(default=None, description="The side that is standby now.")
+    standby_mode: StandbyMode | None = Field(default=None, description="Standby mode in force.")
+    gocd_version: str | None = Field(default=None, description="GoCD version from the image.")
+    sides: SidesStatus = Field(default_factory=SidesStatus)
+    replication: ReplicationStatus = Field(default_factory=ReplicationStatus)
+    config_sync: ConfigSyncStatus = Field(default_factory=ConfigSyncStatus)
+    promotion: PromotionStatus = Field(default_factory=PromotionStatus)
+    handled_tokens: HandledTokens = Field(default_factory=HandledTokens)
+    history: list[PromotionStatus] = Field(
+        default_factory=list, max_length=20, description="Recent promotions, newest first."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning ``old`` into ``new`` (empty when nothing changed)."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, Mapping) and isinstance(old[key], Mapping):
+            nested = status_patch(old[key], value)
+            if nested:
+                patch[key] = nested
+        elif old[key] != value:
+            patch[key] = value
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch

@@ -11,6 +11,7 @@ container when its side becomes primary.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gocd_ha_operator.api.constants import (
@@ -125,122 +126,170 @@ def _helper_container(
     }
 
 
-def build_gocd_deployment(inputs: BuildInputs, side: Side) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PodParts:
+    """What one concern adds to a GoCD server pod; parts are concatenated in a fixed order.
+
+    The Deployment is a common part plus a Warm or a Cold part (plus the optional artifacts
+    volume), each a small function that can be read and tested for what it adds alone.
+    """
+
+    server_mounts: tuple[dict[str, Any], ...] = ()
+    volumes: tuple[dict[str, Any], ...] = ()
+    init_containers: tuple[dict[str, Any], ...] = ()
+    sidecars: tuple[dict[str, Any], ...] = ()
+
+    def __add__(self, other: PodParts) -> PodParts:
+        return PodParts(
+            server_mounts=self.server_mounts + other.server_mounts,
+            volumes=self.volumes + other.volumes,
+            init_containers=self.init_containers + other.init_containers,
+            sidecars=self.sidecars + other.sidecars,
+        )
+
+
+def _godata_mount() -> dict[str, Any]:
+    """The server's data volume at /godata (the helpers mount it too); a fresh dict each time,
+    as callers may change the manifests they are given."""
+    return {"name": "godata", "mountPath": GOCD_DATA_DIR, "subPath": "godata"}
+
+
+def common_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
+    """Both modes: /godata and the home directory on the side's claim, the generated
+    ``db.properties`` pointing at the side's Postgres, and the token volume (the Warm server
+    reads it, the Cold sync agent authenticates with it)."""
     names = inputs.names
-    gocd = inputs.cluster.spec.gocd
-    mode = gocd.effective_standby_mode
-    role = inputs.topology.role(side)
-    name = names.gocd_deployment(side)
-    godata = {"name": "godata", "mountPath": GOCD_DATA_DIR, "subPath": "godata"}
-    jvm = gocd_jvm_options(inputs, side)
-
-    server_mounts: list[dict[str, Any]] = [
-        godata,
-        {"name": "godata", "mountPath": GOCD_HOME_DIR, "subPath": "homego"},
-        {
-            "name": "db-properties",
-            "mountPath": f"{GOCD_CONFIG_DIR}/{DB_PROPERTIES_KEY}",
-            "subPath": DB_PROPERTIES_KEY,
-            "readOnly": True,
-        },
-    ]
-    volumes: list[dict[str, Any]] = [
-        {"name": "godata", "persistentVolumeClaim": {"claimName": names.gocd_pvc(side)}},
-        {
-            "name": "db-properties",
-            "secret": {
-                "secretName": names.gocd_db_properties_secret(side),
-                "defaultMode": SECRET_FILE_MODE,
-            },
-        },
-        _token_volume(inputs),
-    ]
-    init_containers: list[dict[str, Any]] = []
-    sidecars: list[dict[str, Any]] = []
-    ports = [{"name": "http", "containerPort": GOCD_HTTP_PORT, "protocol": "TCP"}]
-
-    if mode == "Warm":
-        server_mounts.append(
+    return PodParts(
+        server_mounts=(
+            _godata_mount(),
+            {"name": "godata", "mountPath": GOCD_HOME_DIR, "subPath": "homego"},
             {
-                "name": "bc-token",
-                "mountPath": f"{GOCD_CONFIG_DIR}/{BC_TOKEN_KEY}",
-                "subPath": BC_TOKEN_KEY,
+                "name": "db-properties",
+                "mountPath": f"{GOCD_CONFIG_DIR}/{DB_PROPERTIES_KEY}",
+                "subPath": DB_PROPERTIES_KEY,
                 "readOnly": True,
-            }
-        )
-        addon = gocd.business_continuity.addon
-        if addon is not None:
-            init_containers.append(
-                _helper_container(
-                    inputs,
-                    "install-addon",
-                    [
-                        "install-addon",
-                        "--url",
-                        addon.url,
-                        "--sha256",
-                        addon.sha256,
-                        "--target",
-                        GOCD_ADDONS_DIR,
-                    ],
-                    [godata, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
-                )
-            )
-            volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}})
+            },
+        ),
+        volumes=(
+            {"name": "godata", "persistentVolumeClaim": {"claimName": names.gocd_pvc(side)}},
+            {
+                "name": "db-properties",
+                "secret": {
+                    "secretName": names.gocd_db_properties_secret(side),
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            },
+            _token_volume(inputs),
+        ),
+    )
+
+
+def warm_pod_parts(inputs: BuildInputs) -> PodParts:
+    """Warm: the token file in GoCD's config directory, and for GoCD ≤ 20.5 an init container
+    that installs the verified add-on jar (with a scratch volume to download it to)."""
+    token_mount = {
+        "name": "bc-token",
+        "mountPath": f"{GOCD_CONFIG_DIR}/{BC_TOKEN_KEY}",
+        "subPath": BC_TOKEN_KEY,
+        "readOnly": True,
+    }
+    addon = inputs.cluster.spec.gocd.business_continuity.addon
+    if addon is None:
+        return PodParts(server_mounts=(token_mount,))
+    install = _helper_container(
+        inputs,
+        "install-addon",
+        [
+            "install-addon",
+            "--url",
+            addon.url,
+            "--sha256",
+            addon.sha256,
+            "--target",
+            GOCD_ADDONS_DIR,
+        ],
+        [_godata_mount(), {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+    )
+    return PodParts(
+        server_mounts=(token_mount,),
+        volumes=({"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},),
+        init_containers=(install,),
+    )
+
+
+def cold_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
+    """Cold: the shared volume; on the primary side, an init container restoring the mirror
+    (a promoted server starts from the old primary's files) and the sync agent that keeps the
+    mirror current. A Cold standby runs no pod, so it needs neither."""
+    shared = {"name": "shared", "persistentVolumeClaim": {"claimName": shared_claim_name(inputs)}}
+    if inputs.topology.role(side) != "primary":
+        return PodParts(volumes=(shared,))
+    restore = _helper_container(
+        inputs,
+        "restore",
+        ["restore", "--source", MIRROR_DIR, "--target", GOCD_DATA_DIR, "--side", side],
+        [_godata_mount(), {"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}],
+    )
+    agent = _helper_container(
+        inputs,
+        "sync-agent",
+        [
+            "sync-agent",
+            "--source",
+            GOCD_DATA_DIR,
+            "--target",
+            MIRROR_DIR,
+            "--token-file",
+            f"{SYNC_TOKEN_DIR}/{BC_TOKEN_KEY}",
+            "--listen",
+            f"0.0.0.0:{SYNC_AGENT_PORT}",
+            "--interval",
+            str(SYNC_INTERVAL_SECONDS),
+            "--side",
+            side,
+        ],
+        [
+            {**_godata_mount(), "readOnly": True},
+            {"name": "shared", "mountPath": SHARED_MOUNT},
+            {"name": "bc-token", "mountPath": SYNC_TOKEN_DIR, "readOnly": True},
+        ],
+    )
+    agent["ports"] = [{"name": "sync-status", "containerPort": SYNC_AGENT_PORT, "protocol": "TCP"}]
+    agent["readinessProbe"] = {
+        "tcpSocket": {"port": "sync-status"},
+        "periodSeconds": 10,
+        "failureThreshold": 3,
+    }
+    return PodParts(volumes=(shared,), init_containers=(restore,), sidecars=(agent,))
+
+
+def artifacts_pod_parts(inputs: BuildInputs) -> PodParts:
+    """The optional ReadWriteMany artifacts volume, in either mode: an existing claim or ours."""
+    artifacts = inputs.cluster.spec.gocd.artifacts
+    if artifacts is None:
+        return PodParts()
+    claim = artifacts.existing_claim or inputs.names.artifacts_pvc
+    return PodParts(
+        server_mounts=({"name": "artifacts", "mountPath": GOCD_ARTIFACTS_DIR},),
+        volumes=({"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}},),
+    )
+
+
+def gocd_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
+    """Common, then the mode's part, then artifacts: the order the pod spec lists them in."""
+    if inputs.cluster.spec.gocd.effective_standby_mode == "Warm":
+        mode_parts = warm_pod_parts(inputs)
     else:
-        volumes.append(
-            {"name": "shared", "persistentVolumeClaim": {"claimName": shared_claim_name(inputs)}}
-        )
-        if role == "primary":
-            init_containers.append(
-                _helper_container(
-                    inputs,
-                    "restore",
-                    ["restore", "--source", MIRROR_DIR, "--target", GOCD_DATA_DIR, "--side", side],
-                    [godata, {"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}],
-                )
-            )
-            agent = _helper_container(
-                inputs,
-                "sync-agent",
-                [
-                    "sync-agent",
-                    "--source",
-                    GOCD_DATA_DIR,
-                    "--target",
-                    MIRROR_DIR,
-                    "--token-file",
-                    f"{SYNC_TOKEN_DIR}/{BC_TOKEN_KEY}",
-                    "--listen",
-                    f"0.0.0.0:{SYNC_AGENT_PORT}",
-                    "--interval",
-                    str(SYNC_INTERVAL_SECONDS),
-                    "--side",
-                    side,
-                ],
-                [
-                    {**godata, "readOnly": True},
-                    {"name": "shared", "mountPath": SHARED_MOUNT},
-                    {"name": "bc-token", "mountPath": SYNC_TOKEN_DIR, "readOnly": True},
-                ],
-            )
-            agent["ports"] = [
-                {"name": "sync-status", "containerPort": SYNC_AGENT_PORT, "protocol": "TCP"}
-            ]
-            agent["readinessProbe"] = {
-                "tcpSocket": {"port": "sync-status"},
-                "periodSeconds": 10,
-                "failureThreshold": 3,
-            }
-            sidecars.append(agent)
+        mode_parts = cold_pod_parts(inputs, side)
+    return common_pod_parts(inputs, side) + mode_parts + artifacts_pod_parts(inputs)
 
-    artifacts = gocd.artifacts
-    if artifacts is not None:
-        claim = artifacts.existing_claim or names.artifacts_pvc
-        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}})
-        server_mounts.append({"name": "artifacts", "mountPath": GOCD_ARTIFACTS_DIR})
 
-    server = {
+def _server_container(
+    inputs: BuildInputs, side: Side, mounts: tuple[dict[str, Any], ...]
+) -> dict[str, Any]:
+    gocd = inputs.cluster.spec.gocd
+    jvm = gocd_jvm_options(inputs, side)
+    return {
         "name": "gocd-server",
         "image": gocd.image,
         "imagePullPolicy": "IfNotPresent",
@@ -250,7 +299,7 @@ def build_gocd_deployment(inputs: BuildInputs, side: Side) -> dict[str, Any]:
             {"name": ENV_GOCD_JVM_OPTS, "value": jvm},
             {"name": ENV_GOCD_JVM_OPTIONS, "value": jvm},
         ],
-        "ports": ports,
+        "ports": [{"name": "http", "containerPort": GOCD_HTTP_PORT, "protocol": "TCP"}],
         # GoCD migrates its database on first start: allow it ten minutes before liveness counts.
         "startupProbe": _http_probe(period=10, failures=60),
         "readinessProbe": _http_probe(period=10, failures=3),
@@ -259,19 +308,26 @@ def build_gocd_deployment(inputs: BuildInputs, side: Side) -> dict[str, Any]:
         # The image rewrites its wrapper configuration under /go-server at every start, so its
         # root filesystem cannot be read-only.
         "securityContext": container_security_context(read_only_root=False),
-        "volumeMounts": server_mounts,
+        "volumeMounts": [dict(mount) for mount in mounts],
     }
+
+
+def build_gocd_deployment(inputs: BuildInputs, side: Side) -> dict[str, Any]:
+    """The Deployment of one side's server: :func:`gocd_pod_parts` around the server container."""
+    name = inputs.names.gocd_deployment(side)
+    role = inputs.topology.role(side)
+    parts = gocd_pod_parts(inputs, side)
     pod_meta = metadata(inputs, name, COMPONENT_GOCD, side=side)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 120,
         "securityContext": pod_security_context(GOCD_UID, GOCD_GID),
-        "containers": [server, *sidecars],
-        "volumes": volumes,
+        "containers": [_server_container(inputs, side, parts.server_mounts), *parts.sidecars],
+        "volumes": list(parts.volumes),
     }
-    if init_containers:
-        pod_spec["initContainers"] = init_containers
+    if parts.init_containers:
+        pod_spec["initContainers"] = list(parts.init_containers)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

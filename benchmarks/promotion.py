@@ -15,23 +15,29 @@ primary; ``raw_promote_s`` is how long ``pg_promote`` itself took (from status).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
 from gocd_ha_operator.local.stack import local_stack
 from gocd_ha_operator.local.workload import RowWriter, streaming_from
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.clusters import Replace, cluster_body
+
 NAME = "ci"
-BODY: dict[str, Any] = {
-    "apiVersion": "gocdha.io/v1alpha1",
-    "kind": "GoCDHACluster",
-    "metadata": {"name": NAME},
-    "spec": {
-        "postgres": {"image": "postgres:15"},
-        "sharedStorage": {"size": "1Gi", "storageClassName": "local"},
-    },
-}
+BODY: dict[str, Any] = cluster_body(
+    metadata=Replace({"name": NAME}),
+    spec=Replace(
+        {
+            "postgres": {"image": "postgres:15"},
+            "sharedStorage": {"size": "1Gi", "storageClassName": "local"},
+        }
+    ),
+)
 
 
 async def run(kind: str) -> str:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +28,10 @@ from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings, running_emulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 
 NAMESPACE = "bench"
 CHILDREN_PER_CLUSTER = 24
@@ -41,12 +47,9 @@ def rss_mib() -> float:
 
 
 def body(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "gocdha.io/v1alpha1",
-        "kind": "GoCDHACluster",
-        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}"},
-        "spec": {"sharedStorage": {"size": "10Gi", "storageClassName": "nfs"}},
-    }
+    return cluster_body(
+        name=name, namespace=NAMESPACE, metadata={"uid": f"uid-{name}"}, spec=Replace(MINIMAL_SPEC)
+    )
 
 
 def closed_endpoints(names: list[str]) -> dict[str, Endpoint]:

@@ -10,7 +10,7 @@ import fetch_helm
 import pytest
 import sync_chart_crd
 
-from ._support import CHART, CRD_SOURCE, CRD_TEMPLATE, ROOT, STAND_IN_CRD
+from tests.support.delivery import CHART, CRD_SOURCE, CRD_TEMPLATE, ROOT, STAND_IN_CRD
 
 
 @pytest.fixture(scope="session")

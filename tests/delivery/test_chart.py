@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from gocd_ha_operator.api import constants
-
-from ._support import CHART, NAMESPACE, RELEASE, by_kind, helm_template, one, run
+from tests.support.delivery import CHART, NAMESPACE, RELEASE, by_kind, helm_template, one, run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEMVER = re.compile(

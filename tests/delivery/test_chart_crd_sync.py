@@ -12,7 +12,7 @@ import pytest
 import sync_chart_crd
 import yaml
 
-from ._support import CRD_SOURCE, CRD_TEMPLATE, STAND_IN_CRD, by_kind, helm_template
+from tests.support.delivery import CRD_SOURCE, CRD_TEMPLATE, STAND_IN_CRD, by_kind, helm_template
 
 
 @pytest.mark.skipif(

@@ -12,7 +12,7 @@ from typing import Any
 import chart_values
 import pytest
 
-from ._support import CHART
+from tests.support.delivery import CHART
 
 
 def test_schema_and_readme_are_in_sync_with_values_yaml() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from ._support import ROOT
+from tests.support.delivery import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 INSTRUCTIONS = [

@@ -14,7 +14,7 @@ from pathlib import Path
 import fetch_helm
 import pytest
 
-from ._support import ROOT
+from tests.support.delivery import ROOT
 
 FAKE_HELM = b'#!/bin/sh\necho "v4.0.0-fake"\n'
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ._support import (
+from tests.support.delivery import (
     CRD_TEMPLATE,
     NAMESPACE,
     OVERLAYS,

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from ._support import helm_template, kustomize, pod_templates, pss_restricted_violations
+from tests.support.delivery import (
+    helm_template,
+    kustomize,
+    pod_templates,
+    pss_restricted_violations,
+)
 
 RENDERINGS = {
     "helm-cluster-wide": helm_template,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ._support import by_kind, helm_template, kustomize
+from tests.support.delivery import by_kind, helm_template, kustomize
 
 NAMESPACED_CHILDREN = ("get", "list", "watch", "create", "patch", "delete")
 #: (apiGroup, resource) -> verbs the operator may hold on namespaced objects.

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ._support import CHART, NAMESPACE, RELEASE, by_kind, helm_template, kustomize, run
+from tests.support.delivery import CHART, NAMESPACE, RELEASE, by_kind, helm_template, kustomize, run
 
 AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
 READ = {"get", "list", "watch"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from ._support import helm_template, kustomize
+from tests.support.delivery import helm_template, kustomize
 
 K8S_VERSION = "1.30.0"
 

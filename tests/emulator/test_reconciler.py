@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.emulator.conftest import BODY, Harness
+from tests.support.emulator import BODY, Harness
 
 pytestmark = pytest.mark.emulator
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.delivery._support import ROOT
-from tests.emulator.conftest import Harness, declare_resources
+from gocd_ha_operator.local.emulator import declare_resources
+from tests.support.delivery import ROOT
+from tests.support.emulator import Harness
 from tests.support.pg import free_port
 
 pytestmark = pytest.mark.emulator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from gocd_ha_operator.local import LocalKubelet
-from tests.local.conftest import CLUSTER, NAMESPACE, Api, eventually
+from tests.support.kubelet import CLUSTER, NAMESPACE, Api, eventually
 
 GOCD_A, GOCD_B = f"{CLUSTER}-gocd-a", f"{CLUSTER}-gocd-b"
 

@@ -17,7 +17,7 @@ import pytest
 
 from gocd_ha_operator.local import LocalKubelet
 from gocd_ha_operator.local.process import default_os_user, group_members
-from tests.local.conftest import CLUSTER, NAMESPACE, Api, eventually
+from tests.support.kubelet import CLUSTER, NAMESPACE, Api, eventually
 
 SECRET_VALUE = "s3cret-value-never-logged"
 

@@ -16,7 +16,7 @@ from gocd_ha_operator.api.constants import GOCD_DB_USER, OPERATOR_DB_USER
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local import LocalKubelet
 from gocd_ha_operator.local.process import group_members
-from tests.local.conftest import CLUSTER, NAMESPACE, Api, eventually
+from tests.support.kubelet import CLUSTER, NAMESPACE, Api, eventually
 from tests.support.pg import unavailable_reason
 
 pytestmark = [

@@ -17,6 +17,7 @@ from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
 from gocd_ha_operator.controller.observe import ClusterObservation, compute_status, observe_cluster
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.rules.topology import Topology
+from tests.support.clusters import Replace, cluster_body
 from tests.support.pg import PgCluster, pg_cluster, unavailable_reason, wait_until
 from tests.support.standin_gocd import StandinGoCD
 
@@ -37,16 +38,18 @@ def pg() -> Iterator[PgCluster]:
 
 def cluster_model(status: dict[str, Any] | None = None) -> GoCDHACluster:
     return parse_cluster(
-        {
-            "apiVersion": "gocdha.io/v1alpha1",
-            "kind": "GoCDHACluster",
-            "metadata": {"name": "ci", "namespace": NAMESPACE, "generation": 3},
-            "spec": {
-                "sharedStorage": {"size": "1Gi", "storageClassName": "nfs"},
-                "failover": {"maxLagBytes": 1024 * 1024},
-            },
-            "status": status or {},
-        }
+        cluster_body(
+            name="ci",
+            namespace=NAMESPACE,
+            metadata={"generation": 3},
+            spec=Replace(
+                {
+                    "sharedStorage": {"size": "1Gi", "storageClassName": "nfs"},
+                    "failover": {"maxLagBytes": 1024 * 1024},
+                }
+            ),
+            status=status or {},
+        )
     )
 
 

@@ -10,7 +10,7 @@ import psycopg
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE
 from gocd_ha_operator.local.stack import LocalStack
-from tests.promotion.conftest import (
+from tests.support.promotion import (
     NAME,
     Writer,
     condition,

@@ -19,8 +19,8 @@ from gocd_ha_operator.builders.postgres import (
 )
 from gocd_ha_operator.builders.secrets import escape_properties_value, render_db_properties
 from gocd_ha_operator.rules.topology import Topology
-from tests.unit.conftest import CREDENTIALS
-from tests.unit.pss import restricted_violations
+from tests.support.clusters import CREDENTIALS
+from tests.support.pss import restricted_violations
 
 Inputs = Callable[..., BuildInputs]
 WARM = {"gocd": {"image": "gocd/gocd-server:v21.2.0"}}

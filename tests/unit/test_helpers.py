@@ -14,13 +14,10 @@ from gocd_ha_operator.api.credentials import (
 )
 from gocd_ha_operator.kube.endpoints import Endpoint, EndpointConfigError, parse_overrides, resolve
 from gocd_ha_operator.kube.labels import object_labels, owner_reference, selector_labels, with_owner
+from tests.support.clusters import DELETE, Replace, cluster_body
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
-OWNER = {
-    "apiVersion": "gocdha.io/v1alpha1",
-    "kind": "GoCDHACluster",
-    "metadata": {"name": "ci", "uid": "123"},
-}
+OWNER = cluster_body(metadata=Replace({"name": "ci", "uid": "123"}), spec=DELETE)
 
 
 def test_selector_labels_are_a_subset_of_object_labels() -> None:

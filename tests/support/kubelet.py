@@ -1,0 +1,88 @@
+"""Helpers of the local kubelet tests: the example cluster, an :class:`Api` that acts like
+``kubectl`` against kmock's API emulator, and :func:`eventually`."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import parse_cluster
+from gocd_ha_operator.builders import BuildInputs, build_children
+from gocd_ha_operator.kube.apply import resource_path
+from gocd_ha_operator.rules.topology import Topology
+from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
+
+NAMESPACE = "build"
+CLUSTER = "ci"
+BODY: dict[str, Any] = cluster_body(
+    name=CLUSTER,
+    namespace=NAMESPACE,
+    metadata={"uid": "uid-ci", "generation": 1},
+    spec=Replace({"gocd": {"image": "gocd/gocd-server:v26.1.0"}, **MINIMAL_SPEC}),
+)
+
+
+@dataclass
+class Api:
+    """The emulator's URL plus what ``kubectl`` would do with it."""
+
+    url: str
+    credentials: ClusterCredentials
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path, json=body, headers=headers) as response,
+        ):
+            payload = await response.json(content_type=None)
+            assert response.status < 300, (response.status, payload)
+            return payload
+
+    async def create(self, obj: dict[str, Any]) -> None:
+        path = resource_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])
+        await self.request("POST", path, obj)
+
+    async def patch(self, api_version: str, kind: str, name: str, patch: dict[str, Any]) -> None:
+        await self.request("PATCH", resource_path(api_version, kind, NAMESPACE, name), patch)
+
+    async def scale(self, kind: str, name: str, replicas: int) -> None:
+        await self.patch("apps/v1", kind, name, {"spec": {"replicas": replicas}})
+
+    async def create_children(
+        self, keep: Callable[[dict[str, Any]], bool] = lambda _o: True
+    ) -> None:
+        """Everything ``build_children`` renders for the example cluster (primary a, Cold)."""
+        inputs = BuildInputs(
+            parse_cluster(copy.deepcopy(BODY)),
+            Topology(primary="a", fenced=frozenset()),
+            self.credentials,
+            "registry.example/gocd-ha-operator:test",
+        )
+        for child in build_children(inputs):
+            if keep(child):
+                await self.create(child)
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+        except Exception as exc:
+            last = exc
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(0.1)

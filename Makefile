@@ -10,12 +10,12 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-## The main job, runnable on a machine without a cluster.
+## The main job, runnable on a machine without a cluster (the venv has the `demo` extra, kmock).
 demo: $(STAMP)
 	$(BIN)/gocd-ha-operator demo
 

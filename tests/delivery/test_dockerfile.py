@@ -3,6 +3,7 @@ by the e2e tests where one exists)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 
@@ -69,3 +70,20 @@ def test_build_context_is_small() -> None:
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") :][:1] == ["*"], "deny everything, then allow"
     assert {"!pyproject.toml", "!README.md", "!operator/"} <= set(ignore)
+
+
+def test_operator_image_does_not_contain_kmock() -> None:
+    """kmock (the demo's API emulator) is only in the ``demo`` extra, and the image installs the
+    package without extras: the wheels built by ``pip wheel .`` and installed by name are the
+    package's unconditional dependencies only."""
+    runs = " ".join(instructions("RUN"))
+    installs = re.findall(r"pip install [^&]*?(gocd-ha-operator\S*)", runs)
+    assert installs == ["gocd-ha-operator"], installs
+    assert "pip wheel --wheel-dir /wheels . " in runs + " ", "the wheel is built without extras"
+
+    requirements = importlib.metadata.requires("gocd-ha-operator") or []
+    kmock = [r for r in requirements if re.match(r"kmock\b", r)]
+    assert kmock, f"kmock is not declared at all: {requirements}"
+    for requirement in kmock:
+        _name, _, marker = requirement.partition(";")
+        assert marker.strip() == 'extra == "demo"', requirement

@@ -85,10 +85,16 @@ def test_read_only_archive_fails_naming_it() -> None:
         (wal / SEGMENT).write_bytes(b"x")
         (wal / SEGMENT).chmod(0o644)
         env = {"PATH": os.environ["PATH"], "GOCDHA_ARCHIVE_DIR": str(archive)}
-        command = ["bash", str(SCRIPTS_DIR / "archive-wal.sh"), str(wal / SEGMENT), SEGMENT]
+        # A copy of the script beside the data: the checkout may be one the user cannot read.
+        script = base / "archive-wal.sh"
+        shutil.copyfile(SCRIPTS_DIR / "archive-wal.sh", script)
+        script.chmod(0o644)
+        command = ["bash", str(script), str(wal / SEGMENT), SEGMENT]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            command, env=env, cwd=base, capture_output=True, text=True, check=False
+        )
         assert result.returncode != 0
         assert "cannot write to the archive directory" in result.stderr
         assert str(archive) in result.stderr

@@ -139,6 +139,7 @@ def check_settings(bindir: Path | None, directory: Path) -> None:
     ]:
         shown = subprocess.run(
             [*runuser, f"{bindir}/postgres", "-D", str(directory), "-C", name],
+            cwd=directory,
             capture_output=True,
             text=True,
             check=True,

@@ -102,6 +102,7 @@ async def test_rejoin_falls_back_to_reseed_and_keeps_old_data(cluster: PgCluster
             *("runuser", "-u", OS_USER, "--", f"{cluster.bindir}/initdb", "-D", str(a.pgdata)),
             *("--auth=scram-sha-256", f"--pwfile={cluster.password_file('superuser')}"),
         ],
+        cwd=a.home,
         capture_output=True,
         check=True,
     )

@@ -215,6 +215,9 @@ class PgInstance:
             log.flush()
             self.process = subprocess.Popen(
                 self._command(),
+                # Postgres changes back into its working directory at start; the caller's may be
+                # one the unprivileged user cannot enter (a 0700 checkout), its own home it can.
+                cwd=self.home,
                 env=self.env(role, env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
 this file only maps names to modules, so a subcommand's imports (kopf, psycopg, aiohttp) are paid
-only by the subcommand that needs them.
+only by the subcommand that needs them. A subcommand whose optional extra is not installed (``demo``
+needs kmock, which the operator image leaves out) says how to install it instead of a traceback.
 """
 
 from __future__ import annotations
@@ -42,6 +43,29 @@ SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
+#: subcommand -> (extra, the top-level module that extra provides)
+OPTIONAL_EXTRAS: Final[dict[str, tuple[str, str]]] = {"demo": ("demo", "kmock")}
+#: Exit status when a subcommand cannot run because its extra is missing (as for a usage error).
+EXIT_MISSING_EXTRA: Final = 2
+
+
+def missing_extra(command: str) -> str | None:
+    """One line saying how to install ``command``'s extra when it is missing, else ``None``."""
+    if command not in OPTIONAL_EXTRAS:
+        return None
+    extra, module_name = OPTIONAL_EXTRAS[command]
+    try:
+        importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name != module_name:
+            raise
+        return (
+            f"gocd-ha-operator {command} needs the optional {module_name} package: "
+            f"pip install 'gocd-ha-operator[{extra}]'"
+        )
+    return None
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported (all of them when ``None``)."""
     parser = argparse.ArgumentParser(
@@ -52,7 +76,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        if command is None or name == command:
+        if (command is None and missing_extra(name) is None) or name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(sub_parser)
             sub_parser.set_defaults(_module=module)
@@ -62,6 +86,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in arguments if not a.startswith("-")), None)
+    problem = missing_extra(command) if command is not None else None
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(arguments)
     result: int = args._module.run(args)

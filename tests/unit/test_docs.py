@@ -28,7 +28,7 @@ SECTION: Final = re.compile(r"^## (\d+)\. \S", re.MULTILINE)
 #: Built from parts so that this file does not match itself.
 OLD_CONTRACT: Final = re.compile("DESIGN" + r"(?:\s*§|\.md)")
 MD_LINK: Final = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-#: A repository path in backticks with a directory part: `kube/apply.py`, `tests/unit/pss.py`.
+#: A repository path in backticks with a directory part: `kube/apply.py`, `tests/support/pss.py`.
 SOURCE_PATH: Final = re.compile(r"`((?:[\w.-]+/)+[\w.-]+\.(?:py|sh|tpl|yaml|json))`")
 DOC_PATH: Final = re.compile(r"(?<![\w./-])docs/[\w./-]+?\.md\b")
 
@@ -191,7 +191,7 @@ def test_docs_paths_named_anywhere_exist() -> None:
 
 
 def test_source_paths_named_in_the_docs_exist() -> None:
-    """`kube/apply.py`, `tests/unit/pss.py`, `tools/chart_values.py`: a page that names a file
+    """`kube/apply.py`, `tests/support/pss.py`, `tools/chart_values.py`: a page that names a file
     names one that exists: from the repository root, from the page's folder, or (paths starting
     with a layer) from the package."""
     package = ROOT / "operator" / "gocd_ha_operator"

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from pytest_kind import KindCluster
+
+from tests.support.clusters import Replace, cluster_body
 
 pytestmark = pytest.mark.e2e
 
@@ -55,23 +58,24 @@ spec:
   resources: {{requests: {{storage: 2Gi}}}}
 """
 
-CLUSTER = f"""
-apiVersion: gocdha.io/v1alpha1
-kind: GoCDHACluster
-metadata:
-  name: {NAME}
-  namespace: {NS}
-spec:
-  gocd:
-    image: gocd/gocd-server:v26.1.0
-    standbyMode: Cold
-    storage: {{size: 2Gi}}
-  postgres:
-    image: postgres:17
-    storage: {{size: 2Gi}}
-  sharedStorage:
-    existingClaim: {NAME}-shared-rwx
-"""
+CLUSTER = yaml.safe_dump(
+    cluster_body(
+        name=NAME,
+        namespace=NS,
+        spec=Replace(
+            {
+                "gocd": {
+                    "image": "gocd/gocd-server:v26.1.0",
+                    "standbyMode": "Cold",
+                    "storage": {"size": "2Gi"},
+                },
+                "postgres": {"image": "postgres:17", "storage": {"size": "2Gi"}},
+                "sharedStorage": {"existingClaim": f"{NAME}-shared-rwx"},
+            }
+        ),
+    ),
+    sort_keys=False,
+)
 
 
 def sh(*cmd: str | Path, env: dict[str, str] | None = None, stdin: str | None = None) -> str:

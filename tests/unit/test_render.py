@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from gocd_ha_operator.cli.main import main
+from tests.support.clusters import Replace, cluster_body
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -48,10 +49,10 @@ def test_every_rendered_object_is_valid_kubernetes(example: Path, primary: str) 
 
 def test_render_uses_the_namespace_flag_when_the_file_has_none(tmp_path: Path) -> None:
     source = tmp_path / "c.yaml"
-    source.write_text(
-        "apiVersion: gocdha.io/v1alpha1\nkind: GoCDHACluster\nmetadata: {name: x}\n"
-        "spec: {sharedStorage: {existingClaim: rwx}}\n"
+    body = cluster_body(
+        metadata=Replace({"name": "x"}), spec=Replace({"sharedStorage": {"existingClaim": "rwx"}})
     )
+    source.write_text(yaml.safe_dump(body))
     result = render(source, "-n", "team-a")
     assert result.returncode == 0, result.stderr
     assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(result.stdout)} == {"team-a"}
@@ -67,11 +68,16 @@ def test_generated_credentials_differ_between_runs() -> None:
 
 def test_invalid_input_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
     source = tmp_path / "bad.yaml"
-    source.write_text(
-        "apiVersion: gocdha.io/v1alpha1\nkind: GoCDHACluster\nmetadata: {name: ci}\n"
-        "spec:\n  gocd: {image: 'gocd/gocd-server:v26.1.0', standbyMode: Warm}\n"
-        "  sharedStorage: {size: 1Gi}\n"
+    body = cluster_body(
+        metadata=Replace({"name": "ci"}),
+        spec=Replace(
+            {
+                "gocd": {"image": "gocd/gocd-server:v26.1.0", "standbyMode": "Warm"},
+                "sharedStorage": {"size": "1Gi"},
+            }
+        ),
     )
+    source.write_text(yaml.safe_dump(body))
     result = render(source)
     assert result.returncode == 2
     assert result.stdout == ""

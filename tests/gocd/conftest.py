@@ -16,6 +16,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from gocd_ha_operator.cli import main as cli  # noqa: E402
+from tests.support.files import WriteFile, write  # noqa: E402
 
 
 @pytest.fixture
@@ -33,16 +34,6 @@ def cli_main(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
     }
     monkeypatch.setattr(cli, "SUBCOMMANDS", available)
     return cli.main
-
-
-def write(path: Path, content: bytes | str) -> Path:
-    """Create ``path`` (and its parents) with ``content``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return path
-
-
-WriteFile = Callable[[Path, bytes | str], Path]
 
 
 @pytest.fixture

@@ -157,7 +157,11 @@ class GoCDHAClusterStatus(StatusModel):
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch turning ``old`` into ``new`` (empty when nothing changed)."""
+    """A JSON merge patch turning ``old`` into ``new`` (empty when nothing changed).
+
+    Only what changed is sent, so an unchanged status costs no write (and no watch event), and a
+    key that disappeared is sent as ``null``, which is how a merge patch removes it.
+    """
     patch: dict[str, Any] = {}
     for key, value in new.items():
         if key not in old:

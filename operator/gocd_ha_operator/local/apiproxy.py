@@ -230,11 +230,12 @@ class ApiProxy:
                     if key.lower() not in HOP_HEADERS
                 },
             )
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                if self.mode is not None:
-                    await self._partitioned(request)
-                await response.write(chunk)
+            # The client may go away at any time (a watch it gave up on, a cut): not an error.
             with contextlib.suppress(ConnectionResetError):
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    if self.mode is not None:
+                        await self._partitioned(request)
+                    await response.write(chunk)
                 await response.write_eof()
             return response

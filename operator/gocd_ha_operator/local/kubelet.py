@@ -8,19 +8,25 @@ operator's writes (replicas, ConfigMap roles, pod templates) have the effects th
 
 What a workload becomes:
 
-* a StatefulSet with ``replicas >= 1`` -> one local pod ``<name>-0``: its first container's
-  command, run as an unprivileged OS user, with the pod template's env resolved (plain values,
-  ``configMapKeyRef``/``secretKeyRef`` read from the API **at container start**, ``fieldRef`` for
-  the pod's name/namespace/IP) and its volumes materialised as directories (see
-  ``docs/local-kubelet.md``). Container paths in the env and command are rewritten to those
-  directories, and the instance gets a loopback port of its own;
-* a Deployment with ``replicas >= 1`` -> a stand-in GoCD server (health endpoint only, see
-  :mod:`gocd_ha_operator.local.standin_gocd`) on its loopback port;
-* ``replicas == 0`` or a deleted workload -> the pod is stopped (Postgres: fast shutdown, bounded by
-  ``terminationGracePeriodSeconds``, then SIGKILL of the group);
+* a StatefulSet or Deployment with ``replicas >= 1`` -> one local pod ``<name>-0``: its volumes
+  materialised as directories, then its init containers one at a time, in order, each to
+  completion (a failing one is retried with back-off and the containers wait), then **every**
+  container, sidecars included, each as its own process group run as an unprivileged OS user,
+  with its env resolved (plain values, ``configMapKeyRef``/``secretKeyRef`` read from the API **at
+  container start**, ``fieldRef`` for the pod's name/namespace/IP). Container paths in the env
+  and command are rewritten to the volumes' directories (see ``docs/local-kubelet.md``); each
+  declared container port gets a loopback port of its own;
+* a Deployment's first container (the GoCD server) is the stand-in GoCD server (health endpoint
+  only, see :mod:`gocd_ha_operator.local.standin_gocd`), run as a process like any container;
+* every container gets in-cluster API access: ``KUBERNETES_SERVICE_HOST``/``_PORT`` lead to a
+  per-pod HTTPS proxy in front of the kubelet's own API URL, and the ServiceAccount volume (token,
+  namespace, ca.crt) is mounted unless the pod opts out. A test can cut one pod off the API
+  (:meth:`LocalKubelet.cut_api`, :mod:`gocd_ha_operator.local.apiproxy`);
+* ``replicas == 0`` or a deleted workload -> the pod is stopped, all containers at once (Postgres:
+  fast shutdown, bounded by ``terminationGracePeriodSeconds``, then SIGKILL of the groups);
 * a changed pod template -> the pod is replaced (stop, fresh emptyDirs, start): a rollout;
-* a container that exits on its own -> restarted with a short exponential back-off (``restartPolicy:
-  Always``), unless the pod is *held* (see :meth:`LocalKubelet.kill`).
+* a container that exits on its own -> that container is restarted with a short exponential
+  back-off (``restartPolicy: Always``), unless the pod is *held* (see :meth:`LocalKubelet.kill`).
 
 Ports are allocated per workload name on first sight (or up front with
 :meth:`LocalKubelet.reserve_cluster`) and never change for the life of the kubelet, so the
@@ -691,6 +697,17 @@ class LocalKubelet:
                 f"containers are not started; init container retried in {delay:.1f}s",
             )
             return
+        if pod.containers and pod.containers[0].standin and pod.volumes is not None:
+            data = self._standin_data_dir(pod.volumes, pod.containers[0].spec)
+            if data is not None:
+                # GoCD writes its configuration as it starts, after the init containers (which
+                # may have restored one); done here, before any sidecar can look for it.
+                try:
+                    ensure_config(data)
+                    for path in (data, data / "config", *(data / "config").iterdir()):
+                        give_to(path, self.os_user)
+                except OSError as exc:
+                    self._log(pod, f"stand-in GoCD: cannot write its configuration: {exc}")
         pod.phase = "Running"
 
     async def _create_pod(self, pod: _Pod, template_hash: str) -> None:
@@ -723,13 +740,6 @@ class LocalKubelet:
         api = await self._api_proxy(pod)
         api.token = secrets.token_urlsafe(32) if _automount(spec) else None
         pod.volumes = await self._materialize_volumes(pod, spec, pod_dir, token=api.token)
-        if pod.kind == "Deployment":
-            data = self._standin_data_dir(pod.volumes, main[0].spec)
-            if data is not None:
-                # GoCD's first start writes its configuration before anything can mirror it.
-                ensure_config(data)
-                for path in (data, data / "config", *(data / "config").iterdir()):
-                    give_to(path, self.os_user)
         pod.init_containers, pod.containers = init, main
         pod.template_hash = template_hash
         pod.phase = "Init"

@@ -33,9 +33,9 @@ BODY: dict[str, Any] = {
 def synced_on(stack: LocalStack, side: str):  # type: ignore[no-untyped-def]
     """A status check: side ``side`` is primary and ConfigSynced is True from its sync agent
     (whose status the operator reads at the local address of ``<name>-gocd-<side>:8155``)."""
-    agent = stack.kubelet.endpoints()[f"{stack.namespace}/{NAME}-gocd-{side}:8155"]
 
     def check(status: dict[str, Any]) -> dict[str, Any] | None:
+        agent = stack.kubelet.endpoints().get(f"{stack.namespace}/{NAME}-gocd-{side}:8155")
         condition = next(
             (c for c in status.get("conditions", []) if c["type"] == "ConfigSynced"), {}
         )
@@ -43,6 +43,7 @@ def synced_on(stack: LocalStack, side: str):  # type: ignore[no-untyped-def]
         if (
             status.get("primary") == side
             and condition.get("status") == "True"
+            and agent is not None
             and sync.get("source") == f"http://{agent}/status"
         ):
             return sync

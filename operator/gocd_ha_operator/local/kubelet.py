@@ -839,7 +839,9 @@ class LocalKubelet:
             command = [*(spec.get("command") or []), *(spec.get("args") or [])]
             argv = [_rewrite_port(_rewrite_path(arg, mounts), ports) for arg in command]
         cwd = Path(_rewrite_path(spec["workingDir"], mounts)) if spec.get("workingDir") else pod_dir
-        wrapped_argv = user_command(self._user_for(argv, env["PATH"]), argv)
+        # In a thread: the first operator-image command probes the OS user with a subprocess.
+        user = await asyncio.to_thread(self._user_for, argv, env["PATH"])
+        wrapped_argv = user_command(user, argv)
         kind = "init container" if container.init else "container"
         with self._log_path(pod).open("ab") as log:
             log.write(

@@ -359,6 +359,7 @@ class LocalKubelet:
         self._endpoint_snapshot: dict[str, Endpoint] = {}
         self._started_groups: list[int] = []
         self._certificate: tuple[Path, Path] | None = None
+        self._certificate_lock = asyncio.Lock()
         self._python_user: str | None = None
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
@@ -455,8 +456,8 @@ class LocalKubelet:
         """A snapshot in the ``GOCDHA_ENDPOINTS`` shape: ``{"<ns>/<svc>:<port>": "127.0.0.1:<p>"}``.
 
         Contains the reserved instance Services and every Service in the namespace whose selector
-        matches a workload's pod labels on its first container port. For a map that follows later
-        changes, use :attr:`endpoint_map`."""
+        matches a workload's pod labels on one of its containers' ports. For a map that follows
+        later changes, use :attr:`endpoint_map`."""
         return {key: str(value) for key, value in self._endpoint_snapshot.items()}
 
     def endpoints_json(self) -> str:
@@ -636,13 +637,7 @@ class LocalKubelet:
                 return
             try:
                 await self._create_pod(pod, template_hash)
-            except (
-                PodSpecError,
-                ApiError,
-                OSError,
-                aiohttp.ClientError,
-                TlsUnavailableError,
-            ) as exc:
+            except (PodSpecError, ApiError, OSError, aiohttp.ClientError) as exc:
                 pod.restarts += 1
                 delay = self._backoff(pod.restarts)
                 pod.next_start = time.monotonic() + delay
@@ -737,9 +732,16 @@ class LocalKubelet:
                     f"container {container.name!r} has no command: image entrypoints are not "
                     "known here"
                 )
-        api = await self._api_proxy(pod)
-        api.token = secrets.token_urlsafe(32) if _automount(spec) else None
-        pod.volumes = await self._materialize_volumes(pod, spec, pod_dir, token=api.token)
+        try:
+            api: ApiProxy | None = await self._api_proxy(pod)
+        except TlsUnavailableError as exc:
+            # Pods still run, without the API (nothing in this project's pods needs it yet).
+            self._log(pod, f"no in-cluster API access: {exc}")
+            api = None
+        token = secrets.token_urlsafe(32) if api is not None and _automount(spec) else None
+        if api is not None:
+            api.token = token
+        pod.volumes = await self._materialize_volumes(pod, spec, pod_dir, token=token)
         pod.init_containers, pod.containers = init, main
         pod.template_hash = template_hash
         pod.phase = "Init"
@@ -888,10 +890,11 @@ class LocalKubelet:
     async def _api_proxy(self, pod: _Pod) -> ApiProxy:
         """The workload's API proxy (one port for the kubelet's life), started on first use."""
         if pod.api is None:
-            if self._certificate is None:
-                tls = self.work_dir / "tls"
-                tls.mkdir(mode=0o700, exist_ok=True)
-                self._certificate = await asyncio.to_thread(make_certificate, tls)
+            async with self._certificate_lock:  # pods are created concurrently: make it once
+                if self._certificate is None:
+                    tls = self.work_dir / "tls"
+                    tls.mkdir(mode=0o700, exist_ok=True)
+                    self._certificate = await asyncio.to_thread(make_certificate, tls)
             pod.api = ApiProxy(self.api_url, self._certificate)
             await pod.api.start()
         return pod.api

@@ -273,6 +273,15 @@ async def test_containers_reach_the_api_as_in_cluster_clients_and_a_cut_is_per_p
     assert "API access cut (blackhole)" in kubelet.pod_log("apiclient")
     assert token not in kubelet.pod_log("apiclient")
 
+    # The pod's token works from anywhere while the pod exists, and no longer once it is gone.
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with await asyncio.to_thread(urllib.request.urlopen, request, context=context, timeout=5) as ok:
+        assert json.load(ok)["data"] == {"value": "from-the-api"}
+    await kubelet.pause("apiclient")
+    with pytest.raises(urllib.error.HTTPError) as stale:
+        await asyncio.to_thread(urllib.request.urlopen, request, context=context, timeout=5)
+    assert stale.value.code == 401
+
 
 async def test_a_pod_without_automounted_token_gets_no_token(
     api: Api, kubelet: LocalKubelet

@@ -950,10 +950,13 @@ class LocalKubelet:
 
     @staticmethod
     def _stopped(pod: _Pod) -> None:
-        """The pod is gone: the next start is a new pod (fresh emptyDirs, init containers)."""
+        """The pod is gone: the next start is a new pod (fresh emptyDirs, init containers, a new
+        token)."""
         pod.phase = "Stopped"
         pod.init_containers, pod.containers = [], []
         pod.template_hash = None
+        if pod.api is not None:
+            pod.api.token = None  # a deleted pod's token is no longer valid
 
     # --- volumes and env --------------------------------------------------------------------------
 

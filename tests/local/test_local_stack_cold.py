@@ -77,7 +77,7 @@ async def test_cold_sync_is_observed_synced_and_the_new_primary_restores_the_mir
         await stack.wait_for(synced_on(stack, "b"), NAME, timeout=120, what="ConfigSynced on b")
         log_b = stack.kubelet.pod_log(f"{NAME}-gocd-b")
         assert "init container restore completed" in log_b
-        assert "restored" in log_b
+        assert "restored 2 files from the mirror synced at" in log_b  # restore's own report
         # b serves a's configuration (restored), not a fresh one of its own.
         config_b = stack.kubelet.claim_dir(f"{NAME}-gocd-b") / "godata" / "config"
         assert (config_b / "cruise-config.xml").read_text() == original

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any, Final
 
-from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
+from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, SYNC_AGENT_PORT
 
 EXIT_UNAVAILABLE: Final = 2
 NAME: Final = "ci"
@@ -146,14 +146,18 @@ async def demo(timeline: Timeline) -> int:
             lambda s: streaming_from("b", s) and s, NAME, timeout=180, what="the rejoin"
         )
         timeline.say("side a rejoined as a standby of side b (pg_rewind) and streams")
-        restored = "restored (" in stack.kubelet.pod_log(f"{NAME}-gocd-b")
         with contextlib.suppress(TimeoutError):
-            # The new primary's sync agent reports at its first cycle, right after it starts.
-            agent = stack.kubelet.endpoints()[f"{NAMESPACE}/{NAME}-gocd-b:8155"]
+            # The new primary's sync agent reports at its first cycle, right after it starts (so
+            # after the restore init container, which ran before any container of the pod).
+            agent = stack.kubelet.endpoints().get(f"{NAMESPACE}/{NAME}-gocd-b:{SYNC_AGENT_PORT}")
             status = await stack.wait_for(
-                lambda s: config_synced_from(agent, s) and s, NAME, timeout=20, what="config sync"
+                lambda s: config_synced_from(str(agent), s) and s,
+                NAME,
+                timeout=20,
+                what="config sync",
             )
         sync = status.get("configSync") or {}
+        restored = "files from the mirror synced at" in stack.kubelet.pod_log(f"{NAME}-gocd-b")
         timeline.say(
             f"GoCD (a stand-in): side b's server {'restored' if restored else 'did not restore'} "
             f"side a's mirrored config in its restore init container; its sync-agent sidecar "

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gocd_ha_operator.local import LocalKubelet
@@ -326,3 +327,46 @@ async def test_sync_agent_sidecar_mirrors_the_standin_config_and_serves_its_stat
     with pytest.raises(urllib.error.HTTPError) as unauthorized:
         await asyncio.to_thread(urllib.request.urlopen, f"http://{address}/status", timeout=5)
     assert unauthorized.value.code == 401
+
+
+async def test_a_watch_streams_through_the_pods_api_and_a_cut_resets_it(
+    api: Api, kubelet: LocalKubelet
+) -> None:
+    obj = workload("watcher", [shell("main", "exec sleep 300")])
+    obj["kind"] = "StatefulSet"
+    obj["spec"]["serviceName"] = "watcher"
+    await api.create(obj)
+    await eventually(lambda: kubelet.running("watcher"), timeout=20, what="the pod")
+    sa = kubelet.work_dir / "pods" / "watcher-0" / "volumes" / "kube-api-access"
+    context = ssl.create_default_context(cafile=str(sa / "ca.crt"))
+    headers = {"Authorization": f"Bearer {(sa / 'token').read_text()}"}
+    url = (
+        f"https://127.0.0.1:{kubelet.api_port('watcher')}"
+        f"/api/v1/namespaces/{NAMESPACE}/configmaps?watch=true"
+    )
+
+    def configmap(name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "data": {"k": name},
+        }
+
+    await api.create(configmap("before"))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers=headers, ssl=context) as response,
+    ):
+        assert response.status == 200
+        first = json.loads(await asyncio.wait_for(response.content.readline(), 10))
+        assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "before")
+        await api.create(configmap("during"))  # streamed while the request is open
+        second = json.loads(await asyncio.wait_for(response.content.readline(), 10))
+        assert second["object"]["metadata"]["name"] == "during"
+        await kubelet.cut_api("watcher")
+        with pytest.raises((aiohttp.ClientError, ConnectionError)):
+            # Reset: the stream ends with an error, not with a clean end of the answer.
+            while await asyncio.wait_for(response.content.readline(), 10):
+                pass
+    await kubelet.heal_api("watcher")

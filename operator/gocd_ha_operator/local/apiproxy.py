@@ -189,53 +189,68 @@ class ApiProxy:
         await self._healed.wait()
         if request.transport is not None:
             request.transport.abort()
-        raise ConnectionResetError("API access was cut")
+
+    @staticmethod
+    def _status(code: int, reason: str, message: str) -> web.Response:
+        """An API-server-style ``Status`` answer."""
+        body = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        }
+        return web.json_response(body, status=code)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if self.mode is not None:
             await self._partitioned(request)
+            return web.Response(status=503)  # never sent: the connection is gone
         self.requests += 1
         expected = f"Bearer {self.token}" if self.token else None
         given = request.headers.get("Authorization", "")
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
-            return web.json_response(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "message": "Unauthorized",
-                    "reason": "Unauthorized",
-                    "code": 401,
-                },
-                status=401,
-            )
+            return self._status(401, "Unauthorized", "Unauthorized")
         headers = {
             key: value
             for key, value in request.headers.items()
             if key.lower() not in HOP_HEADERS and key.lower() != "authorization"
         }
         body = await request.read()
-        async with self._http().request(
-            request.method,
-            self.upstream + request.rel_url.raw_path_qs,
-            headers=headers,
-            data=body if body else None,
-            allow_redirects=False,
-        ) as upstream:
-            response = web.StreamResponse(
-                status=upstream.status,
-                headers={
-                    key: value
-                    for key, value in upstream.headers.items()
-                    if key.lower() not in HOP_HEADERS
-                },
-            )
-            # The client may go away at any time (a watch it gave up on, a cut): not an error.
-            with contextlib.suppress(ConnectionResetError):
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    if self.mode is not None:
-                        await self._partitioned(request)
-                    await response.write(chunk)
-                await response.write_eof()
-            return response
+        response: web.StreamResponse | None = None
+        try:
+            async with self._http().request(
+                request.method,
+                self.upstream + request.rel_url.raw_path_qs,
+                headers=headers,
+                data=body if body else None,
+                allow_redirects=False,
+            ) as upstream:
+                response = web.StreamResponse(
+                    status=upstream.status,
+                    headers={
+                        key: value
+                        for key, value in upstream.headers.items()
+                        if key.lower() not in HOP_HEADERS
+                    },
+                )
+                # The client may go away at any time (a watch it gave up on, a cut): no error.
+                with contextlib.suppress(ConnectionResetError):
+                    await response.prepare(request)
+                    async for chunk in upstream.content.iter_any():
+                        if self.mode is not None:
+                            await self._partitioned(request)
+                            break
+                        await response.write(chunk)
+                    else:
+                        await response.write_eof()
+                return response
+        except aiohttp.ClientError as exc:
+            if response is not None and response.prepared:
+                # The upstream broke mid-answer (a watch): end the client's connection too.
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            # The kubelet's own way to the API failed (e.g. kubectl proxy stopped).
+            return self._status(503, "ServiceUnavailable", f"the API server is unreachable: {exc}")

@@ -364,7 +364,7 @@ async def test_a_watch_streams_through_the_pods_api_and_a_cut_resets_it(
         await api.create(configmap("during"))  # streamed while the request is open
         second = json.loads(await asyncio.wait_for(response.content.readline(), 10))
         assert second["object"]["metadata"]["name"] == "during"
-        await kubelet.cut_api("watcher")
+        await kubelet.cut_api("watcher-0")  # the pod's name works as well as the workload's
         with pytest.raises((aiohttp.ClientError, ConnectionError)):
             # Reset: the stream ends with an error, not with a clean end of the answer.
             while await asyncio.wait_for(response.content.readline(), 10):

@@ -1192,7 +1192,10 @@ class LocalKubelet:
         return self._pods[key]
 
     def _find(self, name: str) -> _Pod:
-        matches = [pod for (_kind, pod_name), pod in self._pods.items() if pod_name == name]
+        # The workload's name, else its pod's (``<name>-0``).
+        matches = [pod for pod in self._pods.values() if pod.name == name] or [
+            pod for pod in self._pods.values() if pod.pod_name == name
+        ]
         if not matches:
             raise KeyError(f"no StatefulSet or Deployment {name!r} seen by the local kubelet")
         if len(matches) > 1:

@@ -136,5 +136,8 @@ SYNC_TOKEN_DIR: Final = "/var/run/gocdha/token"
 
 # --- Operator runtime ----------------------------------------------------------------------------
 ENV_ENDPOINTS: Final = "GOCDHA_ENDPOINTS"
+#: Outside a cluster (the local kubelet), the directory standing for a container's
+#: ``/var/run/secrets/kubernetes.io/serviceaccount`` (token, namespace, ca.crt); unset in a pod.
+ENV_SERVICE_ACCOUNT_DIR: Final = "GOCDHA_SERVICEACCOUNT_DIR"
 ENV_OPERATOR_IMAGE: Final = "GOCDHA_OPERATOR_IMAGE"
 DEFAULT_OPERATOR_IMAGE: Final = "ghcr.io/gocd-ha-operator/gocd-ha-operator:0.1.0"

@@ -8,19 +8,25 @@ operator's writes (replicas, ConfigMap roles, pod templates) have the effects th
 
 What a workload becomes:
 
-* a StatefulSet with ``replicas >= 1`` -> one local pod ``<name>-0``: its first container's
-  command, run as an unprivileged OS user, with the pod template's env resolved (plain values,
-  ``configMapKeyRef``/``secretKeyRef`` read from the API **at container start**, ``fieldRef`` for
-  the pod's name/namespace/IP) and its volumes materialised as directories (see
-  ``docs/local-kubelet.md``). Container paths in the env and command are rewritten to those
-  directories, and the instance gets a loopback port of its own;
-* a Deployment with ``replicas >= 1`` -> a stand-in GoCD server (health endpoint only, see
-  :mod:`gocd_ha_operator.local.standin_gocd`) on its loopback port;
-* ``replicas == 0`` or a deleted workload -> the pod is stopped (Postgres: fast shutdown, bounded by
-  ``terminationGracePeriodSeconds``, then SIGKILL of the group);
+* a StatefulSet or Deployment with ``replicas >= 1`` -> one local pod ``<name>-0``: its volumes
+  materialised as directories, then its init containers one at a time, in order, each to
+  completion (a failing one is retried with back-off and the containers wait), then **every**
+  container, sidecars included, each as its own process group run as an unprivileged OS user,
+  with its env resolved (plain values, ``configMapKeyRef``/``secretKeyRef`` read from the API **at
+  container start**, ``fieldRef`` for the pod's name/namespace/IP). Container paths in the env
+  and command are rewritten to the volumes' directories (see ``docs/local-kubelet.md``); each
+  declared container port gets a loopback port of its own;
+* a Deployment's first container (the GoCD server) is the stand-in GoCD server (health endpoint
+  only, see :mod:`gocd_ha_operator.local.standin_gocd`), run as a process like any container;
+* every container gets in-cluster API access: ``KUBERNETES_SERVICE_HOST``/``_PORT`` lead to a
+  per-pod HTTPS proxy in front of the kubelet's own API URL, and the ServiceAccount volume (token,
+  namespace, ca.crt) is mounted unless the pod opts out. A test can cut one pod off the API
+  (:meth:`LocalKubelet.cut_api`, :mod:`gocd_ha_operator.local.apiproxy`);
+* ``replicas == 0`` or a deleted workload -> the pod is stopped, all containers at once (Postgres:
+  fast shutdown, bounded by ``terminationGracePeriodSeconds``, then SIGKILL of the groups);
 * a changed pod template -> the pod is replaced (stop, fresh emptyDirs, start): a rollout;
-* a container that exits on its own -> restarted with a short exponential back-off (``restartPolicy:
-  Always``), unless the pod is *held* (see :meth:`LocalKubelet.kill`).
+* a container that exits on its own -> that container is restarted with a short exponential
+  back-off (``restartPolicy: Always``), unless the pod is *held* (see :meth:`LocalKubelet.kill`).
 
 Ports are allocated per workload name on first sight (or up front with
 :meth:`LocalKubelet.reserve_cluster`) and never change for the life of the kubelet, so the
@@ -47,8 +53,12 @@ import hashlib
 import json
 import logging
 import os
+import pwd
+import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -64,6 +74,8 @@ from gocd_ha_operator.api.constants import (
     ENV_PEER_PORT,
     ENV_PG_BINDIR,
     ENV_PORT,
+    ENV_SERVICE_ACCOUNT_DIR,
+    GOCD_DATA_DIR,
     GOCD_HTTP_PORT,
     POSTGRES_PORT,
     SIDES,
@@ -71,6 +83,7 @@ from gocd_ha_operator.api.constants import (
 from gocd_ha_operator.kube.apply import resource_path
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.local.apiproxy import ApiProxy, CutMode, TlsUnavailableError, make_certificate
 from gocd_ha_operator.local.process import (
     LOOPBACK,
     ProcessGroup,
@@ -80,7 +93,7 @@ from gocd_ha_operator.local.process import (
     give_to,
     user_command,
 )
-from gocd_ha_operator.local.standin_gocd import StandinGoCDServer
+from gocd_ha_operator.local.standin_gocd import ensure_config
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +112,16 @@ CLOSE_GRACE_SECONDS: Final = 10.0
 HTTP_TIMEOUT_SECONDS: Final = 10.0
 #: The entrypoint's listen address variable (docs/postgres-instances.md); not in the pod template.
 ENV_LISTEN_ADDRESSES: Final = "GOCDHA_LISTEN_ADDRESSES"
+
+#: The stand-in GoCD server's process (``-m`` would warn: ``local`` imports the module already).
+STANDIN_MAIN: Final = (
+    "import sys; from gocd_ha_operator.local.standin_gocd import main; sys.exit(main(sys.argv[1:]))"
+)
+#: Where Kubernetes mounts a pod's ServiceAccount token, namespace and CA.
+SERVICE_ACCOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_VOLUME: Final = "kube-api-access"
+#: Listen addresses that mean "this pod's address" (rewritten by ``_rewrite_port``).
+BIND_ANY: Final = frozenset({"0.0.0.0", "::", "[::]", "", "127.0.0.1", "localhost"})  # noqa: S104
 
 SECRET_FILE_MODE: Final = 0o600
 CONFIG_FILE_MODE: Final = 0o444
@@ -119,23 +142,53 @@ class ApiError(Exception):
 
 
 @dataclass
+class _Container:
+    """One container (or init container) of the current pod and its process."""
+
+    name: str
+    spec: dict[str, Any]
+    init: bool = False
+    #: The GoCD server container of a Deployment: run as the stand-in GoCD server.
+    standin: bool = False
+    process: ProcessGroup | None = None
+    pgdata: Path | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    #: An init container that exited 0.
+    completed: bool = False
+
+    def alive(self) -> bool:
+        return self.process is not None and not self.process.exited()
+
+    def ports(self) -> list[tuple[int, str | None]]:
+        return [(int(p["containerPort"]), p.get("name")) for p in self.spec.get("ports") or []]
+
+
+PodPhase = Literal["Stopped", "Init", "Running"]
+
+
+@dataclass
 class _Pod:
-    """Ordinal 0 of one workload: its stable port, its latest object, and its local runtime."""
+    """Ordinal 0 of one workload: its stable ports, its latest object, and its local runtime."""
 
     kind: Kind
     name: str
     port: int
     obj: dict[str, Any] | None = None
-    process: ProcessGroup | None = None
-    server: StandinGoCDServer | None = None
+    phase: PodPhase = "Stopped"
+    init_containers: list[_Container] = field(default_factory=list)
+    containers: list[_Container] = field(default_factory=list)
+    volumes: _Volumes | None = None
     template_hash: str | None = None
-    pgdata: Path | None = None
     held: bool = False
-    new_pod: bool = True
+    #: Pod-level start failures (volumes, API reads): back-off before creating the pod again.
     restarts: int = 0
     next_start: float = 0.0
     warned_replicas: bool = False
     grace: float = DEFAULT_GRACE_SECONDS
+    #: containerPort -> loopback port, for every port but the first container's first (``port``).
+    extra_ports: dict[int, int] = field(default_factory=dict)
+    api: ApiProxy | None = None
 
     @property
     def pod_name(self) -> str:
@@ -155,25 +208,45 @@ class _Pod:
         template: dict[str, Any] = self.obj["spec"]["template"]
         return template
 
-    def container_port(self) -> tuple[int | None, str | None]:
-        """The first port of the first container: the one the local port stands for."""
+    def template_containers(self) -> list[dict[str, Any]]:
         if self.obj is None:
-            return None, None
-        containers = (self.template.get("spec") or {}).get("containers") or []
+            return []
+        return list((self.template.get("spec") or {}).get("containers") or [])
+
+    def main_port(self) -> int | None:
+        """The first port of the first container: the one ``port`` stands for."""
+        containers = self.template_containers()
         ports = (containers[0].get("ports") or []) if containers else []
-        if not ports:
-            return None, None
-        return int(ports[0]["containerPort"]), ports[0].get("name")
+        return int(ports[0]["containerPort"]) if ports else None
+
+    def local_port(self, container_port: int) -> int:
+        """The loopback port standing for ``container_port`` (allocated once, then stable)."""
+        if container_port == self.main_port():
+            return self.port
+        if container_port not in self.extra_ports:
+            self.extra_ports[container_port] = free_port()
+        return self.extra_ports[container_port]
+
+    def target_port(self, target: int | str) -> int | None:
+        """The loopback port of a Service's ``targetPort`` (a number or a port name)."""
+        for container in self.template_containers():
+            for port in container.get("ports") or []:
+                number = int(port["containerPort"])
+                if target == port.get("name") or str(target) == str(number):
+                    return self.local_port(number)
+        return None
 
     def labels(self) -> dict[str, str]:
         if self.obj is None:
             return {}
         return dict((self.template.get("metadata") or {}).get("labels") or {})
 
+    def all_containers(self) -> list[_Container]:
+        return [*self.init_containers, *self.containers]
+
     def is_running(self) -> bool:
-        if self.kind == "Deployment":
-            return self.server is not None and self.server.serving
-        return self.process is not None and not self.process.exited()
+        """The pod is past its init containers and its first container runs."""
+        return self.phase == "Running" and bool(self.containers) and self.containers[0].alive()
 
 
 def _template_hash(template: Mapping[str, Any]) -> str:
@@ -202,6 +275,26 @@ class _Volumes:
     """Where a pod's volumes live locally, by volume name."""
 
     dirs: dict[str, Path] = field(default_factory=dict)
+    #: Directory volumes (emptyDir, claims), where a missing ``subPath`` is created.
+    writable: set[str] = field(default_factory=set)
+    #: The ServiceAccount volume (token, namespace, ca.crt), if the pod automounts it.
+    service_account: Path | None = None
+
+
+def _rewrite_port(value: str, ports: Mapping[int, int]) -> str:
+    """``<any address>:<containerPort>`` -> ``127.0.0.1:<local port>``, for the container's own
+    declared ports: a listen address such as the sync agent's ``--listen 0.0.0.0:8155``. Pods
+    share loopback here, so each keeps its port by getting a local one of its own."""
+    host, sep, port = value.rpartition(":")
+    if sep and port.isdigit() and host in BIND_ANY and int(port) in ports:
+        return f"{LOOPBACK}:{ports[int(port)]}"
+    return value
+
+
+def _automount(spec: Mapping[str, Any]) -> bool:
+    """``automountServiceAccountToken`` of the pod (default true). The ServiceAccount's own field
+    is not read: a pod that should not get a token says so itself, as this project's pods do."""
+    return spec.get("automountServiceAccountToken") is not False
 
 
 class EndpointMap(Mapping[str, Endpoint]):
@@ -265,6 +358,9 @@ class LocalKubelet:
         self._reserved: dict[str, Endpoint] = {}
         self._endpoint_snapshot: dict[str, Endpoint] = {}
         self._started_groups: list[int] = []
+        self._certificate: tuple[Path, Path] | None = None
+        self._certificate_lock = asyncio.Lock()
+        self._python_user: str | None = None
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -314,9 +410,14 @@ class LocalKubelet:
                 )
         finally:
             for pod in self._pods.values():
-                if pod.process is not None:
-                    pod.process.reap()
-                    pod.process = None
+                for container in pod.all_containers():
+                    if container.process is not None:
+                        container.process.reap()
+                        container.process = None
+                if pod.api is not None:
+                    with contextlib.suppress(Exception):
+                        await pod.api.close()
+                    pod.api = None
             if self._session is not None:
                 await self._session.close()
                 self._session = None
@@ -355,8 +456,8 @@ class LocalKubelet:
         """A snapshot in the ``GOCDHA_ENDPOINTS`` shape: ``{"<ns>/<svc>:<port>": "127.0.0.1:<p>"}``.
 
         Contains the reserved instance Services and every Service in the namespace whose selector
-        matches a workload's pod labels on its first container port. For a map that follows later
-        changes, use :attr:`endpoint_map`."""
+        matches a workload's pod labels on one of its containers' ports. For a map that follows
+        later changes, use :attr:`endpoint_map`."""
         return {key: str(value) for key, value in self._endpoint_snapshot.items()}
 
     def endpoints_json(self) -> str:
@@ -403,21 +504,58 @@ class LocalKubelet:
         """Every process group id this kubelet ever started (for leak checks)."""
         return list(self._started_groups)
 
+    def container_running(self, name: str, container: str) -> bool:
+        """Whether the container ``container`` of workload ``name``'s pod has a live process (an
+        init container only while it runs)."""
+        pod = self._find(name)
+        return any(c.name == container and c.alive() for c in pod.all_containers())
+
+    def container_restarts(self, name: str, container: str) -> int:
+        """How often ``container`` of the current pod was restarted after it exited or failed
+        (Kubernetes' ``restartCount``; a new pod starts again at 0)."""
+        pod = self._find(name)
+        return next((c.restarts for c in pod.all_containers() if c.name == container), 0)
+
+    def api_port(self, name: str) -> int | None:
+        """The loopback port of the pod's API proxy (its ``KUBERNETES_SERVICE_PORT``), once the
+        pod was created."""
+        api = self._find(name).api
+        return api.port if api is not None else None
+
+    async def cut_api(self, name: str, mode: CutMode = "refuse") -> None:
+        """Cut the pod of workload ``name`` off the Kubernetes API until :meth:`heal_api`.
+
+        Only this pod's containers lose the API: other pods, the operator and the kubelet keep it.
+        ``refuse``: connections are refused and open ones (watches) reset. ``blackhole``: requests
+        hang, unanswered, until the heal resets them (a partition seen through client timeouts).
+        Survives pod restarts: a cut pod's new containers are cut too."""
+        pod = self._find(name)
+        async with self._lock:
+            api = await self._api_proxy(pod)
+            await api.cut(mode)
+            self._log(pod, f"API access cut ({mode})")
+
+    async def heal_api(self, name: str) -> None:
+        """Give the pod of workload ``name`` its API access back (same address, same token)."""
+        pod = self._find(name)
+        async with self._lock:
+            if pod.api is not None and pod.api.mode is not None:
+                await pod.api.heal()
+                self._log(pod, "API access healed")
+
     async def kill(self, name: str) -> None:
-        """Crash the pod: SIGKILL its whole process group (or drop the stand-in's sockets), and
-        **hold** it: the kubelet will not start it again, whatever ``replicas`` says, until
-        :meth:`resume`. This is a lost node, for tests of failover."""
+        """Crash the pod: SIGKILL the process groups of all its containers, and **hold** it: the
+        kubelet will not start it again, whatever ``replicas`` says, until :meth:`resume`. This is
+        a lost node, for tests of failover; the next start is a new pod."""
         async with self._lock:
             pod = self._find(name)
             pod.held = True
-            self._log(pod, "killed (SIGKILL of the process group); held until resumed")
-            if pod.process is not None:
-                pod.process.reap()
-                pod.process = None
-            if pod.server is not None:
-                await pod.server.stop()
-                pod.server = None
-            pod.new_pod = True  # a lost node's pod comes back as a new pod
+            self._log(pod, "killed (SIGKILL of every container); held until resumed")
+            for container in pod.all_containers():
+                if container.process is not None:
+                    container.process.reap()
+                    container.process = None
+            self._stopped(pod)
 
     async def pause(self, name: str) -> None:
         """Stop the pod gracefully and hold it until :meth:`resume` (a drained node)."""
@@ -425,7 +563,6 @@ class LocalKubelet:
             pod = self._find(name)
             pod.held = True
             await self._stop(pod)
-            pod.new_pod = True
 
     async def resume(self, name: str) -> None:
         """Release a held pod: the next sync starts it again if its workload wants a replica."""
@@ -459,65 +596,160 @@ class LocalKubelet:
 
     # --- convergence ----------------------------------------------------------------------------
 
+    @staticmethod
+    def _backoff(restarts: int) -> float:
+        return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (restarts - 1)))
+
     async def _converge(self, pod: _Pod) -> None:
-        if pod.process is not None and pod.process.exited():
-            code = pod.process.reap()
-            pod.process = None
-            pod.restarts += 1
-            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (pod.restarts - 1))
-            pod.next_start = time.monotonic() + delay
-            self._log(pod, f"container exited with status {code}; restart in {delay:.1f}s")
+        if pod.phase == "Running":
+            for container in pod.containers:
+                if container.process is not None and container.process.exited():
+                    code = container.process.reap()
+                    container.process = None
+                    container.restarts += 1  # restartPolicy: Always, one container at a time
+                    delay = self._backoff(container.restarts)
+                    container.next_start = time.monotonic() + delay
+                    self._log(
+                        pod,
+                        f"container {container.name} exited with status {code}; "
+                        f"restart in {delay:.1f}s",
+                    )
         wanted = pod.replicas
         if wanted > 1 and not pod.warned_replicas:
             pod.warned_replicas = True
             self._log(pod, f"replicas={wanted}: the local kubelet runs one pod per workload")
         if wanted == 0:
-            if pod.process is not None or pod.server is not None:
+            if pod.phase != "Stopped":
                 await self._stop(pod)
-            if not pod.new_pod:
-                pod.new_pod = True
-                pod.restarts = 0
-                pod.next_start = 0.0
+            pod.restarts = 0
+            pod.next_start = 0.0
             return
         if pod.held:
             return
         template_hash = _template_hash(pod.template)
-        if pod.is_running():
-            if template_hash != pod.template_hash:
-                self._log(pod, "pod template changed: replacing the pod")
-                await self._stop(pod)
-                pod.new_pod = True
-                pod.restarts = 0
-                pod.next_start = 0.0
-            else:
+        if pod.phase != "Stopped" and template_hash != pod.template_hash:
+            self._log(pod, "pod template changed: replacing the pod")
+            await self._stop(pod)
+            pod.restarts = 0
+            pod.next_start = 0.0
+        if pod.phase == "Stopped":
+            if time.monotonic() < pod.next_start:
                 return
-        if time.monotonic() < pod.next_start:
-            return
-        try:
-            await self._start(pod, template_hash)
-        except (PodSpecError, ApiError, OSError, aiohttp.ClientError) as exc:
-            pod.restarts += 1
-            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (pod.restarts - 1))
-            pod.next_start = time.monotonic() + delay
-            self._log(pod, f"cannot start: {exc}; retry in {delay:.1f}s")
+            try:
+                await self._create_pod(pod, template_hash)
+            except (PodSpecError, ApiError, OSError, aiohttp.ClientError) as exc:
+                pod.restarts += 1
+                delay = self._backoff(pod.restarts)
+                pod.next_start = time.monotonic() + delay
+                self._log(pod, f"cannot start: {exc}; retry in {delay:.1f}s")
+                return
+        if pod.phase == "Init":
+            await self._step_init(pod)
+        if pod.phase == "Running":
+            for container in pod.containers:
+                if container.process is None and time.monotonic() >= container.next_start:
+                    await self._try_start(pod, container)
 
-    async def _start(self, pod: _Pod, template_hash: str) -> None:
+    async def _try_start(self, pod: _Pod, container: _Container) -> bool:
+        """Start one container; a failure (a missing ConfigMap key...) is logged and retried with
+        back-off, like a ``CreateContainerConfigError``."""
+        try:
+            await self._start_container(pod, container)
+        except (PodSpecError, ApiError, OSError, aiohttp.ClientError) as exc:
+            container.restarts += 1
+            delay = self._backoff(container.restarts)
+            container.next_start = time.monotonic() + delay
+            kind = "init container" if container.init else "container"
+            self._log(pod, f"cannot start: {kind} {container.name}: {exc}; retry in {delay:.1f}s")
+            return False
+        return True
+
+    async def _step_init(self, pod: _Pod) -> None:
+        """Run the init containers one at a time, each to completion, in order. A failed one is
+        run again after a back-off (restartPolicy: Always); the containers wait until all are
+        done. Never blocks: each sync pass moves the pod on as far as it can."""
+        for container in pod.init_containers:
+            if container.completed:
+                continue
+            if container.process is None:
+                if time.monotonic() >= container.next_start:
+                    await self._try_start(pod, container)
+                return
+            if not container.process.exited():
+                return
+            code = container.process.reap()
+            container.process = None
+            if code == 0:
+                container.completed = True
+                self._log(pod, f"init container {container.name} completed")
+                continue
+            container.restarts += 1
+            delay = self._backoff(container.restarts)
+            container.next_start = time.monotonic() + delay
+            self._log(
+                pod,
+                f"init container {container.name} failed with status {code}: the pod's "
+                f"containers are not started; init container retried in {delay:.1f}s",
+            )
+            return
+        if pod.containers and pod.containers[0].standin and pod.volumes is not None:
+            data = self._standin_data_dir(pod.volumes, pod.containers[0].spec)
+            if data is not None:
+                # GoCD writes its configuration as it starts, after the init containers (which
+                # may have restored one); done here, before any sidecar can look for it.
+                try:
+                    ensure_config(data)
+                    for path in (data, data / "config", *(data / "config").iterdir()):
+                        give_to(path, self.os_user)
+                except OSError as exc:
+                    self._log(pod, f"stand-in GoCD: cannot write its configuration: {exc}")
+        pod.phase = "Running"
+
+    async def _create_pod(self, pod: _Pod, template_hash: str) -> None:
+        """A new pod: fresh pod dir and emptyDirs, volumes and the ServiceAccount token in place,
+        containers known. Init containers and containers are started by :meth:`_converge`."""
         spec = self._template_spec(pod)
         grace = spec.get("terminationGracePeriodSeconds")
         pod.grace = float(grace) if grace is not None else DEFAULT_GRACE_SECONDS
-        if pod.new_pod:
-            shutil.rmtree(self._pod_dir(pod), ignore_errors=True)
+        shutil.rmtree(self._pod_dir(pod), ignore_errors=True)
         pod_dir = self._pod_dir(pod)
-        pod_dir.mkdir(mode=0o755, exist_ok=True)
-        if pod.kind == "Deployment":
-            server = StandinGoCDServer(LOOPBACK, pod.port)
-            await server.start()
-            pod.server = server
-            self._log(pod, f"started a stand-in GoCD server (health only) on {LOOPBACK}:{pod.port}")
-        else:
-            await self._start_container(pod, spec, pod_dir)
+        pod_dir.mkdir(mode=0o755)
+        for key in ("initContainers", "ephemeralContainers"):
+            for container in spec.get(key) or []:
+                if key == "ephemeralContainers" or container.get("restartPolicy"):
+                    raise PodSpecError(
+                        f"{key[:-1]} {container.get('name')!r}: native sidecars and ephemeral "
+                        "containers are not supported"
+                    )
+        init = [_Container(c["name"], c, init=True) for c in spec.get("initContainers") or []]
+        main = [
+            _Container(c["name"], c, standin=pod.kind == "Deployment" and index == 0)
+            for index, c in enumerate(spec["containers"])
+        ]
+        for container in [*init, *main]:
+            if not container.standin and not container.spec.get("command"):
+                raise PodSpecError(
+                    f"container {container.name!r} has no command: image entrypoints are not "
+                    "known here"
+                )
+        try:
+            api: ApiProxy | None = await self._api_proxy(pod)
+        except TlsUnavailableError as exc:
+            # Pods still run, without the API (nothing in this project's pods needs it yet).
+            self._log(pod, f"no in-cluster API access: {exc}")
+            api = None
+        token = secrets.token_urlsafe(32) if api is not None and _automount(spec) else None
+        if api is not None:
+            api.token = token
+        pod.volumes = await self._materialize_volumes(pod, spec, pod_dir, token=token)
+        pod.init_containers, pod.containers = init, main
         pod.template_hash = template_hash
-        pod.new_pod = False
+        pod.phase = "Init"
+        self._log(
+            pod,
+            f"pod created: {len(init)} init containers, containers "
+            f"{', '.join(c.name for c in main)}",
+        )
 
     @staticmethod
     def _template_spec(pod: _Pod) -> dict[str, Any]:
@@ -527,12 +759,17 @@ class LocalKubelet:
         result: dict[str, Any] = spec
         return result
 
-    async def _start_container(self, pod: _Pod, spec: Mapping[str, Any], pod_dir: Path) -> None:
-        container = spec["containers"][0]
-        command = [*(container.get("command") or []), *(container.get("args") or [])]
-        if not command:
-            raise PodSpecError("the container has no command: image entrypoints are not known here")
-        volumes = await self._materialize_volumes(pod, spec, pod_dir)
+    def _standin_data_dir(self, volumes: _Volumes, container: Mapping[str, Any]) -> Path | None:
+        """Where the GoCD server container's ``/godata`` is, if it mounts one."""
+        mounts = self._mounts(volumes, container, create=True)
+        local = _rewrite_path(GOCD_DATA_DIR, mounts)
+        return Path(local) if local != GOCD_DATA_DIR else None
+
+    def _mounts(
+        self, volumes: _Volumes, container: Mapping[str, Any], *, create: bool
+    ) -> list[_Mount]:
+        """The container's mounts, longest container path first. ``create``: make a missing
+        ``subPath`` directory on a directory volume, as the kubelet does."""
         mounts = []
         for mount in container.get("volumeMounts") or []:
             local = volumes.dirs.get(mount["name"])
@@ -540,46 +777,127 @@ class LocalKubelet:
                 raise PodSpecError(f"volumeMount {mount['name']!r} names no volume")
             if mount.get("subPath"):
                 local = local / mount["subPath"]
+                if create and mount["name"] in volumes.writable and not local.exists():
+                    local.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
+                    give_to(local, self.os_user)
             mounts.append(_Mount(mount["mountPath"], local))
+        paths = {m.container_path.rstrip("/") for m in mounts}
+        if volumes.service_account is not None and SERVICE_ACCOUNT_DIR not in paths:
+            mounts.append(_Mount(SERVICE_ACCOUNT_DIR, volumes.service_account))
         mounts.sort(key=lambda m: len(m.container_path), reverse=True)
+        return mounts
 
-        env = {"PATH": DEFAULT_PATH, "LC_ALL": "C"}
-        env.update(await self._resolve_env(pod, container))
-        env = {key: _rewrite_path(value, mounts) for key, value in env.items()}
+    async def _start_container(self, pod: _Pod, container: _Container) -> None:
+        assert pod.volumes is not None
+        pod_dir = self._pod_dir(pod)
+        spec = container.spec
+        if container.restarts and not container.init:
+            # A restarted container sees the current ConfigMaps and Secrets (Kubernetes refreshes
+            # them in a running pod within about a minute; here at the next container start).
+            pod_spec = self._template_spec(pod)
+            token = pod.api.token if pod.api is not None else None
+            pod.volumes = await self._materialize_volumes(pod, pod_spec, pod_dir, token=token)
+        mounts = self._mounts(pod.volumes, spec, create=True)
+        ports = {number: pod.local_port(number) for number, _name in container.ports()}
+
+        env = {"PATH": f"{Path(sys.executable).parent}:{DEFAULT_PATH}", "LC_ALL": "C"}
+        env.update(await self._resolve_env(pod, spec))
+        env = {key: _rewrite_port(_rewrite_path(v, mounts), ports) for key, v in env.items()}
         tmp = _rewrite_path("/tmp", mounts)  # noqa: S108 - the container's /tmp, if mounted
         env["TMPDIR"] = tmp if tmp != "/tmp" else str(pod_dir)  # noqa: S108
         env["HOME"] = str(pod_dir)
-        # What a node's network and image would provide: the instance's own port on loopback,
-        # the binaries, and the peer Service resolved to its local address.
+        # What a node's network and image would provide: the pod's own port on loopback, the
+        # binaries, the peer Service resolved to its local address, and the API server.
         env[ENV_PORT] = str(pod.port)
         env[ENV_LISTEN_ADDRESSES] = LOOPBACK
         if self.pg_bindir is not None:
             env[ENV_PG_BINDIR] = str(self.pg_bindir)
         if env.get(ENV_PEER_HOST):
             self._resolve_peer(pod, env)
-        pod.pgdata = Path(env["PGDATA"]) if env.get("PGDATA") else None
+        if pod.api is not None:
+            env.update(
+                {
+                    "KUBERNETES_SERVICE_HOST": LOOPBACK,
+                    "KUBERNETES_SERVICE_PORT": str(pod.api.port),
+                    "KUBERNETES_SERVICE_PORT_HTTPS": str(pod.api.port),
+                }
+            )
+        if pod.volumes.service_account is not None:
+            env[ENV_SERVICE_ACCOUNT_DIR] = str(pod.volumes.service_account)
+        container.pgdata = Path(env["PGDATA"]) if env.get("PGDATA") else None
 
-        argv = [_rewrite_path(arg, mounts) for arg in command]
-        cwd = (
-            Path(_rewrite_path(container["workingDir"], mounts))
-            if container.get("workingDir")
-            else pod_dir
-        )
-        wrapped_argv = user_command(self.os_user, argv)
+        if container.standin:
+            argv = [
+                sys.executable,
+                "-c",
+                STANDIN_MAIN,
+                "--listen",
+                f"{LOOPBACK}:{pod.port}",
+            ]
+            data = _rewrite_path(GOCD_DATA_DIR, mounts)
+            if data != GOCD_DATA_DIR:
+                argv += ["--data-dir", data]
+        else:
+            command = [*(spec.get("command") or []), *(spec.get("args") or [])]
+            argv = [_rewrite_port(_rewrite_path(arg, mounts), ports) for arg in command]
+        cwd = Path(_rewrite_path(spec["workingDir"], mounts)) if spec.get("workingDir") else pod_dir
+        # In a thread: the first operator-image command probes the OS user with a subprocess.
+        user = await asyncio.to_thread(self._user_for, argv, env["PATH"])
+        wrapped_argv = user_command(user, argv)
+        kind = "init container" if container.init else "container"
         with self._log_path(pod).open("ab") as log:
-            log.write(f"==== {_now()} start {pod.pod_name} on port {pod.port}\n".encode())
+            log.write(
+                f"==== {_now()} start {pod.pod_name} {kind} {container.name} on port "
+                f"{pod.port}{' (stand-in GoCD server)' if container.standin else ''}\n".encode()
+            )
             log.flush()
-            pod.process = ProcessGroup(
+            container.process = ProcessGroup(
                 wrapped_argv, env=env, cwd=cwd, log=log, wrapped=wrapped_argv != argv
             )
-        self._started_groups.append(pod.process.pid)
+        self._started_groups.append(container.process.pid)
         logger.info(
-            "local kubelet: started %s/%s (pid %d, port %d)",
+            "local kubelet: started %s/%s %s (pid %d, port %d)",
             pod.kind,
             pod.name,
-            pod.process.pid,
+            container.name,
+            container.process.pid,
             pod.port,
         )
+
+    def _user_for(self, argv: list[str], path: str) -> str:
+        """Who runs a container: the OS user, except a command of the operator image (this Python
+        environment's ``gocd-ha-operator``, the stand-in) when that user cannot run this Python
+        (e.g. an interpreter under root's home): then the kubelet's own user runs it."""
+        executable = shutil.which(argv[0], path=path) if argv else None
+        python_bin = Path(sys.executable).parent
+        if executable is None or Path(executable).parent != python_bin:
+            return self.os_user
+        if self._python_user is None:
+            self._python_user = self.os_user
+            wrapped = user_command(self.os_user, [sys.executable, "-c", "import gocd_ha_operator"])
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                probe = subprocess.run(wrapped, capture_output=True, timeout=60, check=False)
+                if probe.returncode != 0:
+                    self._python_user = pwd.getpwuid(os.geteuid()).pw_name
+                    logger.warning(
+                        "local kubelet: %s cannot run %s; operator-image containers run as %s",
+                        self.os_user,
+                        sys.executable,
+                        self._python_user,
+                    )
+        return self._python_user
+
+    async def _api_proxy(self, pod: _Pod) -> ApiProxy:
+        """The workload's API proxy (one port for the kubelet's life), started on first use."""
+        if pod.api is None:
+            async with self._certificate_lock:  # pods are created concurrently: make it once
+                if self._certificate is None:
+                    tls = self.work_dir / "tls"
+                    tls.mkdir(mode=0o700, exist_ok=True)
+                    self._certificate = await asyncio.to_thread(make_certificate, tls)
+            pod.api = ApiProxy(self.api_url, self._certificate)
+            await pod.api.start()
+        return pod.api
 
     def _resolve_peer(self, pod: _Pod, env: dict[str, str]) -> None:
         """``<svc>.<ns>.svc[.cluster.local]`` + port -> the local address of that Service."""
@@ -599,33 +917,54 @@ class LocalKubelet:
         env[ENV_PEER_PORT] = str(endpoint.port)
 
     async def _stop(self, pod: _Pod, grace: float | None = None) -> None:
-        """Stop like a pod deletion: Postgres fast shutdown (SIGINT to the postmaster), else SIGTERM
-        to the group; SIGKILL whatever is left after the grace period."""
-        if pod.server is not None:
-            await pod.server.stop()
-            pod.server = None
-            self._log(pod, "stopped the stand-in GoCD server")
-        process = pod.process
-        if process is None:
-            return
+        """Stop like a pod deletion, every container at once: Postgres fast shutdown (SIGINT to the
+        postmaster), else SIGTERM to the container's group; SIGKILL whatever is left after the
+        grace period."""
         grace = pod.grace if grace is None else min(grace, pod.grace)
-        postmaster = _postmaster_pid(pod.pgdata)
-        if postmaster is None or not process.signal_pid(postmaster, signal.SIGINT):
-            process.terminate()
+        running = [c for c in pod.all_containers() if c.process is not None]
+        for container in running:
+            assert container.process is not None
+            postmaster = _postmaster_pid(container.pgdata)
+            if postmaster is None or not container.process.signal_pid(postmaster, signal.SIGINT):
+                container.process.terminate()
         deadline = time.monotonic() + grace
-        while not process.exited() and time.monotonic() < deadline:
+        while (
+            any(c.process is not None and not c.process.exited() for c in running)
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.05)
-        killed = not process.exited()
-        code = process.reap()
-        pod.process = None
-        self._log(pod, "killed after the grace period" if killed else f"stopped (status {code})")
+        for container in running:
+            assert container.process is not None
+            killed = not container.process.exited()
+            code = container.process.reap()
+            container.process = None
+            self._log(
+                pod,
+                f"container {container.name} killed after the grace period"
+                if killed
+                else f"container {container.name} stopped (status {code})",
+            )
+        if pod.phase != "Stopped":
+            self._log(pod, "pod stopped")
+        self._stopped(pod)
+
+    @staticmethod
+    def _stopped(pod: _Pod) -> None:
+        """The pod is gone: the next start is a new pod (fresh emptyDirs, init containers, a new
+        token)."""
+        pod.phase = "Stopped"
+        pod.init_containers, pod.containers = [], []
+        pod.template_hash = None
+        if pod.api is not None:
+            pod.api.token = None  # a deleted pod's token is no longer valid
 
     # --- volumes and env --------------------------------------------------------------------------
 
     async def _materialize_volumes(
-        self, pod: _Pod, spec: Mapping[str, Any], pod_dir: Path
+        self, pod: _Pod, spec: Mapping[str, Any], pod_dir: Path, *, token: str | None
     ) -> _Volumes:
-        """Every volume of the pod as a local directory (see ``docs/local-kubelet.md``)."""
+        """Every volume of the pod as a local directory (see ``docs/local-kubelet.md``), and the
+        ServiceAccount volume when the pod gets a ``token``."""
         result = _Volumes()
         volumes_dir = pod_dir / "volumes"
         volumes_dir.mkdir(mode=0o755, exist_ok=True)
@@ -637,8 +976,10 @@ class LocalKubelet:
                 if not target.exists():
                     target.mkdir(mode=PRIVATE_DIR_MODE)
                     give_to(target, self.os_user)
+                result.writable.add(name)
             elif "persistentVolumeClaim" in volume:
                 target = self.claim_dir(volume["persistentVolumeClaim"]["claimName"])
+                result.writable.add(name)
             elif "configMap" in volume:
                 source = volume["configMap"]
                 data = await self._configmap_data(source["name"], optional=source.get("optional"))
@@ -670,6 +1011,17 @@ class LocalKubelet:
                 template_name = claim_template["metadata"]["name"]
                 # The claim a StatefulSet controller creates for ordinal 0.
                 result.dirs[template_name] = self.claim_dir(f"{template_name}-{pod.pod_name}")
+                result.writable.add(template_name)
+        if token is not None:
+            # The projected kube-api-access volume of a pod that automounts its token.
+            target = volumes_dir / SERVICE_ACCOUNT_VOLUME
+            data = {
+                "token": token.encode(),
+                "namespace": self.namespace.encode(),
+                "ca.crt": self._certificate[0].read_bytes() if self._certificate else b"",
+            }
+            self._write_files(target, data, None, secret=True)
+            result.service_account = target
         return result
 
     def _reset_dir(self, target: Path, *, secret: bool) -> None:
@@ -819,17 +1171,15 @@ class LocalKubelet:
             for port in spec.get("ports") or []:
                 target = port.get("targetPort", port["port"])
                 pod = self._select(selector, target)
-                if pod is not None:
-                    snapshot[self._key(name, int(port["port"]))] = Endpoint(LOOPBACK, pod.port)
+                local = pod.target_port(target) if pod is not None else None
+                if local is not None:
+                    snapshot[self._key(name, int(port["port"]))] = Endpoint(LOOPBACK, local)
         self._endpoint_snapshot = snapshot  # replaced whole: readers in other threads see either
 
     def _select(self, selector: Mapping[str, str], target: int | str) -> _Pod | None:
         for _key, pod in sorted(self._pods.items()):
             labels = pod.labels()
-            if not all(labels.get(k) == v for k, v in selector.items()):
-                continue
-            number, port_name = pod.container_port()
-            if target in (number, port_name) or str(target) == str(number):
+            if all(labels.get(k) == v for k, v in selector.items()) and pod.target_port(target):
                 return pod
         return None
 
@@ -842,7 +1192,10 @@ class LocalKubelet:
         return self._pods[key]
 
     def _find(self, name: str) -> _Pod:
-        matches = [pod for (_kind, pod_name), pod in self._pods.items() if pod_name == name]
+        # The workload's name, else its pod's (``<name>-0``).
+        matches = [pod for pod in self._pods.values() if pod.name == name] or [
+            pod for pod in self._pods.values() if pod.pod_name == name
+        ]
         if not matches:
             raise KeyError(f"no StatefulSet or Deployment {name!r} seen by the local kubelet")
         if len(matches) > 1:

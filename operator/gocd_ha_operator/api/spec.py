@@ -16,12 +16,12 @@ through a ``SecretKeySelector``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,8 +32,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gocd_ha_operator.api import postgres_parameters
+from gocd_ha_operator.api import postgres_parameters, quantities
 from gocd_ha_operator.api.constants import API_VERSION, KIND, Side
 from gocd_ha_operator.api.versions import (
     FIRST_BUILTIN_BC_VERSION,
@@ -84,12 +85,15 @@ Quantity = Annotated[
     str,
     BeforeValidator(_quantity_to_str),
     Field(pattern=QUANTITY),
+    AfterValidator(quantities.resource_amount),
     WithJsonSchema(
         {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
     ),
 ]
 StorageSize = Annotated[
-    str, Field(pattern=QUANTITY, description="A Kubernetes quantity, e.g. 20Gi.")
+    str,
+    Field(pattern=QUANTITY, description="A Kubernetes quantity, e.g. 20Gi."),
+    AfterValidator(quantities.volume_size),
 ]
 
 
@@ -397,18 +401,19 @@ class PostgresSpec(ApiModel):
     @field_validator("parameters")
     @classmethod
     def _parameters(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, setting in value.items():
-            if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?", key):
-                raise ValueError(f"{key!r} is not a postgresql.conf parameter name")
-            try:
-                postgres_parameters.quote_value(setting)
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc}") from None
-        owned = sorted(set(value) & postgres_parameters.OWNED_PARAMETERS)
-        if owned:
-            verb = "is" if len(owned) == 1 else "are"
-            raise ValueError(
-                f"{', '.join(owned)} {verb} managed by the operator and cannot be set here"
+        """One error per parameter, at ``spec.postgres.parameters.<name>``."""
+        problems = postgres_parameters.parameter_problems(value)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "parameters",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("parameter", "{message}", {"message": message}),
+                        loc=(key,),
+                        input=key,
+                    )
+                    for key, message in problems
+                ],
             )
         return value
 
@@ -434,6 +439,7 @@ class FailoverSpec(ApiModel):
     max_lag_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=0,
+        le=quantities.INT64_MAX,
         description="No failover (automatic, or annotated without promote-force) when the "
         "standby's last observed lag exceeds this many bytes of WAL.",
     )
@@ -790,6 +796,12 @@ def cross_field_problems(cluster: GoCDHACluster) -> list[Problem]:
                 f"PostgreSQL {major} is not supported (supported: 13-17)",
             )
         )
+
+    synchronous_commit = postgres_parameters.synchronous_problem(
+        spec.postgres.parameters, synchronous=spec.postgres.synchronous
+    )
+    if synchronous_commit is not None:
+        problems.append(Problem("spec.postgres.parameters.synchronous_commit", synchronous_commit))
 
     problems += _shared_volume_problems(spec.shared_storage, "spec.sharedStorage")
     if gocd.artifacts is not None:

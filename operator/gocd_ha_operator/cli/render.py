@@ -18,11 +18,13 @@ import yaml
 from gocd_ha_operator.api.constants import DEFAULT_OPERATOR_IMAGE, ENV_OPERATOR_IMAGE, SIDES
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster, SpecError, parse_cluster
-from gocd_ha_operator.api.yamlio import dump_all_yaml, load_all_yaml
+from gocd_ha_operator.api.yamlio import YamlShapeError, dump_all_yaml, load_all_yaml
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.rules.topology import Topology
 
 EXIT_INVALID: Final = 2
+#: Larger input is refused before parsing: no GoCDHACluster file comes near it.
+MAX_INPUT_BYTES: Final = 4 * 1024 * 1024
 
 
 class RenderError(Exception):
@@ -38,6 +40,8 @@ def load_clusters(text: str, source: str, namespace: str | None) -> list[GoCDHAC
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "could not be parsed"
         raise RenderError(f"{source}: not valid YAML{where}: {problem}") from None
+    except YamlShapeError as exc:
+        raise RenderError(f"{source}: {exc}") from None
     if not documents:
         raise RenderError(f"{source}: contains no GoCDHACluster")
     clusters: list[GoCDHACluster] = []
@@ -45,10 +49,11 @@ def load_clusters(text: str, source: str, namespace: str | None) -> list[GoCDHAC
     for index, raw in enumerate(documents):
         prefix = f"{source}" if len(documents) == 1 else f"{source} (document {index + 1})"
         document = raw
+        # Only a mapping gets the namespace; anything else is left for the model to name.
         if isinstance(raw, dict) and namespace is not None:
-            metadata = dict(raw.get("metadata") or {})
-            metadata.setdefault("namespace", namespace)
-            document = {**raw, "metadata": metadata}
+            metadata = raw.get("metadata")
+            if metadata is None or isinstance(metadata, dict):
+                document = {**raw, "metadata": {"namespace": namespace, **(metadata or {})}}
         try:
             clusters.append(parse_cluster(document))
         except SpecError as exc:
@@ -91,12 +96,23 @@ def run(args: argparse.Namespace) -> int:
     source = "<stdin>" if args.filename == "-" else args.filename
     try:
         if args.filename == "-":
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
         else:
-            with open(args.filename, encoding="utf-8") as handle:
-                text = handle.read()
+            with open(args.filename, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
-        print(f"{source}: cannot read: {exc.strerror}", file=sys.stderr)
+        print(f"{source}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if len(data) > MAX_INPUT_BYTES:
+        print(f"{source}: larger than {MAX_INPUT_BYTES} bytes", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        print(
+            f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     try:
         clusters = load_clusters(text, source, args.namespace)

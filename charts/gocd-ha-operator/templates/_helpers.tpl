@@ -39,6 +39,14 @@ app.kubernetes.io/part-of: gocd-ha
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The label the Postgres NetworkPolicy of every GoCDHACluster admits (with the namespace). Fixed:
+never derived from nameOverride/fullnameOverride, which would cut the operator off its databases.
+*/}}
+{{- define "gocd-ha-operator.operatorPodLabel" -}}
+gocdha.io/operator: "true"
+{{- end }}
+
 {{- define "gocd-ha-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "gocd-ha-operator.fullname" .) .Values.serviceAccount.name }}

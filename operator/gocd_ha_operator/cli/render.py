@@ -15,7 +15,14 @@ from typing import Any, Final
 
 import yaml
 
-from gocd_ha_operator.api.constants import DEFAULT_OPERATOR_IMAGE, ENV_OPERATOR_IMAGE, SIDES
+from gocd_ha_operator.api.constants import (
+    DEFAULT_OPERATOR_IMAGE,
+    DEFAULT_OPERATOR_NAMESPACE,
+    ENV_OPERATOR_IMAGE,
+    ENV_OPERATOR_NAMESPACE,
+    SIDES,
+    operator_namespace_from,
+)
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster, SpecError, parse_cluster
 from gocd_ha_operator.api.yamlio import YamlShapeError, dump_all_yaml, load_all_yaml
@@ -64,7 +71,11 @@ def load_clusters(text: str, source: str, namespace: str | None) -> list[GoCDHAC
 
 
 def render_cluster(
-    cluster: GoCDHACluster, *, primary: str | None, operator_image: str
+    cluster: GoCDHACluster,
+    *,
+    primary: str | None,
+    operator_image: str,
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
 ) -> list[dict[str, Any]]:
     side = primary or cluster.status.primary or "a"
     if side not in SIDES:
@@ -75,6 +86,7 @@ def render_cluster(
         topology=topology,
         credentials=ClusterCredentials.generate(),
         operator_image=operator_image,
+        operator_namespace=operator_namespace,
     )
     return build_children(inputs)
 
@@ -90,10 +102,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENV_OPERATOR_IMAGE, DEFAULT_OPERATOR_IMAGE),
         help=f"image for the sync agent and init containers (env {ENV_OPERATOR_IMAGE})",
     )
+    parser.add_argument(
+        "--operator-namespace",
+        default=None,
+        help="namespace the operator runs in, admitted by the Postgres NetworkPolicy "
+        f"(env {ENV_OPERATOR_NAMESPACE}, default {DEFAULT_OPERATOR_NAMESPACE})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     source = "<stdin>" if args.filename == "-" else args.filename
+    environ = dict(os.environ)
+    if args.operator_namespace is not None:
+        environ[ENV_OPERATOR_NAMESPACE] = args.operator_namespace
+    try:
+        operator_namespace = operator_namespace_from(environ)
+    except ValueError as exc:
+        message = str(exc)
+        if args.operator_namespace is not None:
+            message = message.replace(ENV_OPERATOR_NAMESPACE, "--operator-namespace", 1)
+        print(message, file=sys.stderr)
+        return EXIT_INVALID
     try:
         if args.filename == "-":
             data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
@@ -120,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
             child
             for cluster in clusters
             for child in render_cluster(
-                cluster, primary=args.primary, operator_image=args.operator_image
+                cluster,
+                primary=args.primary,
+                operator_image=args.operator_image,
+                operator_namespace=operator_namespace,
             )
         ]
     except RenderError as exc:

@@ -18,6 +18,7 @@ from gocd_ha_operator.api.constants import (
     DEFAULT_OPERATOR_IMAGE,
     ENV_ENDPOINTS,
     ENV_OPERATOR_IMAGE,
+    operator_namespace_from,
 )
 from gocd_ha_operator.kube.endpoints import EndpointConfigError, parse_overrides
 
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         endpoints = parse_overrides(os.environ.get(ENV_ENDPOINTS))
-    except EndpointConfigError as exc:
+        operator_namespace = operator_namespace_from(os.environ)
+    except (EndpointConfigError, ValueError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         operator_image=os.environ.get(ENV_OPERATOR_IMAGE, DEFAULT_OPERATOR_IMAGE),
         observe_interval=args.observe_interval,
         endpoints=endpoints or None,
+        operator_namespace=operator_namespace,
     )
     kopf.run(
         registry=build_registry(config),

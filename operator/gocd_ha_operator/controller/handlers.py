@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from gocd_ha_operator.api.constants import (
     KIND,
     PLURAL,
     VERSION,
+    operator_namespace_from,
 )
 from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
 from gocd_ha_operator.controller.observe import event_for, status_patch
@@ -53,6 +55,8 @@ class OperatorConfig:
 
     operator_image: str
     observe_interval: float = 10.0
+    #: The operator's namespace (the Postgres NetworkPolicy admits the operator from there).
+    operator_namespace: str = field(default_factory=lambda: operator_namespace_from(os.environ))
     kube_factory: Callable[[], KubeClient] = default_client
     #: ``None``: read ``GOCDHA_ENDPOINTS`` from the environment.
     endpoints: Mapping[str, Endpoint] | None = None
@@ -205,6 +209,7 @@ async def reconcile_resource(
                 cluster,
                 operator_image=config.operator_image,
                 topology=topology_of(cluster),
+                operator_namespace=config.operator_namespace,
             )
     except MissingSecretError as exc:
         _fail(body, patch, cluster, now=now, reason="SecretNotFound", message=str(exc))

@@ -36,9 +36,11 @@ from gocd_ha_operator.api.constants import (
     operator_namespace_from,
 )
 from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
+from gocd_ha_operator.controller import webhook
 from gocd_ha_operator.controller.observe import event_for, status_patch
 from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
 from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
+from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeApiError, KubeClient, NotOwnedError, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.rules.promotion import StepHook, topology_of
@@ -73,6 +75,9 @@ class OperatorConfig:
     promotion_hook: StepHook | None = None
     #: Adjusts kopf's settings after the project's own (tests: timeouts of the API emulator).
     tune_settings: Callable[[kopf.OperatorSettings], None] | None = None
+    #: The validating admission webhook; ``None``: no webhook (invalid resources are reported in
+    #: their status only).
+    webhook: WebhookConfig | None = None
     _kube: KubeClient | None = field(default=None, init=False, repr=False)
     _reconciles: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
@@ -282,8 +287,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
+        if config.webhook is not None:
+            # The chart renders the ValidatingWebhookConfiguration; kopf only serves.
+            settings.admission.managed = None
+            settings.admission.server = webhook.server(
+                config.kube, config.webhook, now=config.clock()
+            )
         if config.tune_settings is not None:
             config.tune_settings(settings)
+
+    if config.webhook is not None:
+        webhook.register(registry, resource)
 
     connection = config.connection
 

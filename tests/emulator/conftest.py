@@ -11,9 +11,11 @@ import asyncio
 import copy
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import fetch_helm
 import kmock
 import kopf
 import pytest
@@ -29,6 +31,7 @@ from gocd_ha_operator.local.emulator import (
     emulator_settings,
     running_emulator,
 )
+from tests.delivery._support import ROOT
 
 NAMESPACE = "build"
 CR = "gocdha.io/v1alpha1/gocdhaclusters"
@@ -188,3 +191,13 @@ async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
     start.stop = stop  # type: ignore[attr-defined]
     yield start
     await stop()
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The Helm binary (tools/fetch_helm.py), for tests comparing what the operator does with
+    what the chart grants it."""
+    try:
+        return fetch_helm.fetch_helm(ROOT / ".cache" / "helm")
+    except fetch_helm.FetchError as exc:
+        pytest.fail(f"could not fetch helm with tools/fetch_helm.py: {exc}")

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-import fetch_helm
 import pytest
 
-from tests.delivery._support import ROOT, by_kind, helm_template, kustomize
+from tests.delivery._support import by_kind, helm_template, kustomize
 from tests.delivery.test_rbac import grants, roles_bound
 from tests.emulator.conftest import CHILD_RESOURCES, Harness
 from tests.emulator.test_reconciler import settled
@@ -141,14 +140,6 @@ async def drift(harness: Harness, resource: str, name: str, child: dict[str, Any
         f"{prefix}/namespaces/{namespace}/{plural}/{name}",
         {"metadata": {"labels": {"app.kubernetes.io/part-of": "edited"}}},
     )
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    try:
-        return fetch_helm.fetch_helm(ROOT / ".cache" / "helm")
-    except fetch_helm.FetchError as exc:
-        pytest.fail(f"could not fetch helm with tools/fetch_helm.py: {exc}")
 
 
 def test_the_request_parser() -> None:

@@ -30,7 +30,9 @@ from gocd_ha_operator.controller.webhook import WEBHOOK_NAME, WEBHOOK_PATH, Webh
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings
+from tests.delivery._support import by_kind, helm_template
 from tests.emulator.conftest import BODY, Harness, closed_endpoints
+from tests.emulator.test_least_privilege import OPERATOR_AGENTS
 from tests.unit.conftest import BASE_BODY
 from tests.unit.test_models import INVALID, _apply
 
@@ -94,10 +96,9 @@ class Webhook:
         return result
 
 
-@pytest.fixture
-async def webhook(harness: Harness) -> AsyncIterator[Webhook]:
-    emulator = harness.emulator
-    emulator.resources[VWC_RESOURCE] = kmock.ResourceInfo(
+async def declare_webhook_configuration(harness: Harness) -> None:
+    """The ValidatingWebhookConfiguration as the chart installs it: without a caBundle."""
+    harness.emulator.resources[VWC_RESOURCE] = kmock.ResourceInfo(
         kind="ValidatingWebhookConfiguration",
         namespaced=False,
         verbs=["get", "list", "watch", "create", "patch", "update", "delete"],
@@ -126,7 +127,9 @@ async def webhook(harness: Harness) -> AsyncIterator[Webhook]:
             ],
         },
     )
-    port = free_port()
+
+
+def webhook_operator(harness: Harness, port: int) -> tuple[OperatorThread, WebhookConfig]:
     hook = WebhookConfig(
         port=port,
         service="gocd-ha-operator-webhook",
@@ -145,21 +148,40 @@ async def webhook(harness: Harness) -> AsyncIterator[Webhook]:
         operator_namespace=OPERATOR_NS,
         webhook=hook,
     )
-    operator = OperatorThread(config)
+    return OperatorThread(config), hook
+
+
+async def published_certificate(
+    harness: Harness, hook: WebhookConfig
+) -> certificates.ServingCertificate:
+    """The certificate in the Secret, once the operator has published its CA."""
+
+    def kept() -> certificates.ServingCertificate | None:
+        raw = harness.emulator.objects[kmock.resource("v1/secrets"), OPERATOR_NS, hook.secret].raw
+        certificate = certificates.ServingCertificate.from_secret_data(raw.get("data"))
+        (entry,) = harness.objects(VWC_RESOURCE)[VWC]["webhooks"]
+        bundle = entry["clientConfig"].get("caBundle")
+        if certificate is None or bundle is None:
+            return None
+        if base64.b64decode(bundle) != certificate.ca_pem:
+            return None
+        assert entry["clientConfig"]["service"]["path"] == WEBHOOK_PATH, "the rest is kept"
+        return certificate
+
+    result: certificates.ServingCertificate = await harness.eventually(
+        kept, message="the webhook certificate is generated and its CA published"
+    )
+    return result
+
+
+@pytest.fixture
+async def webhook(harness: Harness) -> AsyncIterator[Webhook]:
+    await declare_webhook_configuration(harness)
+    port = free_port()
+    operator, hook = webhook_operator(harness, port)
     await operator.start()
     try:
-        secret = await harness.eventually(
-            lambda: (
-                harness.emulator.objects[kmock.resource("v1/secrets"), OPERATOR_NS, hook.secret].raw
-            ),
-            message="the webhook certificate is generated",
-        )
-        kept = certificates.ServingCertificate.from_secret_data(secret["data"])
-        assert kept is not None
-        vwc = harness.objects(VWC_RESOURCE)[VWC]
-        (entry,) = vwc["webhooks"]
-        assert base64.b64decode(entry["clientConfig"]["caBundle"]) == kept.ca_pem
-        assert entry["clientConfig"]["service"]["path"] == WEBHOOK_PATH, "the rest is kept"
+        kept = await published_certificate(harness, hook)
         client = Webhook(port, kept.ca_pem, hook.dns_names[0])
         await _wait_until_serving(client)
         yield client
@@ -236,3 +258,76 @@ async def test_metadata_only_updates_of_an_invalid_resource_pass(webhook: Webhoo
     response = await webhook.review(changed, operation="UPDATE", old=invalid)
     assert response["allowed"] is False
     assert "spec.failover.mode: " in response["status"]["message"]
+
+
+async def test_certificate_is_kept_across_restarts_and_replaced_when_unusable(
+    harness: Harness, helm: Path
+) -> None:
+    """A restart serves the kept certificate; a broken one is replaced and its CA republished.
+    Every request of that bootstrap is within the chart's webhook grants, by name."""
+    await declare_webhook_configuration(harness)
+    port = free_port()
+    operator, hook = webhook_operator(harness, port)
+    await operator.start()
+    first = await published_certificate(harness, hook)
+    await operator.stop()
+
+    operator, hook = webhook_operator(harness, port)
+    await operator.start()
+    assert await published_certificate(harness, hook) == first
+    await operator.stop()
+
+    await harness.request(
+        "PATCH",
+        f"/api/v1/namespaces/{OPERATOR_NS}/secrets/{hook.secret}",
+        {"data": {"tls.crt": base64.b64encode(b"not a certificate").decode()}},
+    )
+    operator, hook = webhook_operator(harness, port)
+    await operator.start()
+    try:
+        renewed = await published_certificate(harness, hook)
+        assert renewed.ca_pem != first.ca_pem
+        client = Webhook(port, renewed.ca_pem, hook.dns_names[0])
+        await _wait_until_serving(client)
+    finally:
+        await operator.stop()
+
+    # What the bootstrap asked for, against what the chart grants it by name.
+    log = harness.emulator.access_log  # type: ignore[attr-defined]
+    calls = {
+        (method, path)
+        for method, path, _watch, agent in log
+        if agent.startswith(OPERATOR_AGENTS)
+        and ("/secrets" in path or "validatingwebhookconfigurations" in path)
+    }
+    secret = f"/api/v1/namespaces/{OPERATOR_NS}/secrets"
+    vwc = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{VWC}"
+    assert calls == {
+        ("GET", f"{secret}/{hook.secret}"),
+        ("POST", secret),
+        ("PATCH", f"{secret}/{hook.secret}"),
+        ("GET", vwc),
+        ("PATCH", vwc),
+    }
+    docs = helm_template(helm)
+    rules = [
+        rule
+        for role in by_kind(docs, "Role") + by_kind(docs, "ClusterRole")
+        if role["metadata"]["name"].endswith("-webhook")
+        for rule in role["rules"]
+    ]
+    expected = {
+        ("secrets", None, "create"),
+        ("secrets", hook.secret, "get"),
+        ("secrets", hook.secret, "patch"),
+        ("validatingwebhookconfigurations", VWC, "get"),
+        ("validatingwebhookconfigurations", VWC, "patch"),
+    }
+    granted = {
+        (resource, name, verb)
+        for rule in rules
+        for resource in rule["resources"]
+        for name in rule.get("resourceNames", [None])
+        for verb in rule["verbs"]
+    }
+    assert granted == expected

@@ -193,7 +193,10 @@ def test_deployment_defaults(helm: Path) -> None:
     probe = c["livenessProbe"]["httpGet"]
     port = next(p for p in c["ports"] if p["name"] == probe["port"])
     assert (probe["path"], port["containerPort"]) == ("/healthz", 8080)
-    assert "readinessProbe" not in c
+    # Ready once the admission webhook listens; without the webhook nothing calls the operator.
+    assert c["readinessProbe"]["tcpSocket"]["port"] == "webhook"
+    no_webhook = container(helm_template(helm, "--set", "webhook.enabled=false"))
+    assert "readinessProbe" not in no_webhook
     assert c["resources"]["requests"] and c["resources"]["limits"]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}

@@ -414,6 +414,15 @@ HOSTILE: list[Case] = [
     _parameter_case("carriage return", "search_path", "x\rarchive_mode=off", "line break"),
     _parameter_case("huge value", "search_path", "x" * 5000, "longer than 4096"),
     _parameter_case("unicode name", "wörk_mem", "1", "not a postgresql.conf"),
+    _parameter_case(
+        "removed in the image's version", "old_snapshot_threshold", "5", "removed in 17"
+    ),
+    (
+        "newer than the image's version",
+        {"spec": {"postgres": {"image": "postgres:13", "parameters": {"recovery_prefetch": "on"}}}},
+        "spec.postgres.parameters.recovery_prefetch",
+        "not a parameter of PostgreSQL 13 (added in 15)",
+    ),
     (
         "synchronous off",
         {"spec": {"postgres": {"synchronous": True, "parameters": {"synchronous_commit": "off"}}}},
@@ -549,6 +558,15 @@ def test_every_bad_parameter_is_reported_on_its_own_line(body: Body) -> None:
         "spec.postgres.parameters.work_mem",
         "spec.postgres.parameters.ssl_cert_file",
     ]
+
+
+def test_version_ranges_apply_only_when_the_tag_says_the_version(body: Body) -> None:
+    image = "registry.example/postgres@sha256:" + "a" * 64
+    parameters = {"old_snapshot_threshold": "5", "transaction_timeout": "1min"}
+    cluster = parse_cluster(body({"postgres": {"image": image, "parameters": parameters}}))
+    assert cluster.spec.postgres.parameters == parameters
+    with pytest.raises(SpecError, match="transaction_timeout: not a parameter of PostgreSQL 16"):
+        parse_cluster(body({"postgres": {"image": "postgres:16", "parameters": parameters}}))
 
 
 def test_quantities_at_the_bounds_are_accepted(body: Body) -> None:

@@ -180,6 +180,17 @@ class Parameter:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    #: PostgreSQL majors that have the parameter (the server refuses to start with an unknown one).
+    since: int = 13
+    until: int | None = None
+
+    def in_major(self, major: int) -> str | None:
+        """Why the parameter does not exist in PostgreSQL ``major``; ``None`` when it does."""
+        if major < self.since:
+            return f"not a parameter of PostgreSQL {major} (added in {self.since})"
+        if self.until is not None and major > self.until:
+            return f"not a parameter of PostgreSQL {major} (removed in {self.until + 1})"
+        return None
 
     def allowed(self) -> str:
         """What the error message says is allowed."""
@@ -209,20 +220,20 @@ def _format_bound(value: float | None) -> str:
     return repr(value)
 
 
-def _b() -> Parameter:
-    return Parameter("bool")
+def _b(since: int = 13) -> Parameter:
+    return Parameter("bool", since=since)
 
 
-def _i(minimum: int, maximum: int, unit: str | None = None) -> Parameter:
-    return Parameter("integer", unit, minimum, maximum)
+def _i(minimum: int, maximum: int, unit: str | None = None, *, since: int = 13) -> Parameter:
+    return Parameter("integer", unit, minimum, maximum, since=since)
 
 
 def _r(minimum: float, maximum: float, unit: str | None = None) -> Parameter:
     return Parameter("real", unit, minimum, maximum)
 
 
-def _e(*choices: str) -> Parameter:
-    return Parameter("enum", choices=choices)
+def _e(*choices: str, since: int = 13, until: int | None = None) -> Parameter:
+    return Parameter("enum", choices=choices, since=since, until=until)
 
 
 def _s() -> Parameter:
@@ -257,11 +268,11 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "tcp_keepalives_interval": _i(0, _I, "s"),
     "tcp_keepalives_count": _i(0, _I),
     "tcp_user_timeout": _i(0, _I, "ms"),
-    "client_connection_check_interval": _i(0, _I, "ms"),
+    "client_connection_check_interval": _i(0, _I, "ms", since=14),
     # Memory.
     "shared_buffers": _i(16, 1073741823, "8kB"),
     "huge_pages": _e("off", "on", "try"),
-    "huge_page_size": _i(0, _I, "kB"),
+    "huge_page_size": _i(0, _I, "kB", since=14),
     "temp_buffers": _i(100, 1073741823, "8kB"),
     "max_prepared_transactions": _i(0, 262143),
     "work_mem": _i(64, _I, "kB"),
@@ -272,7 +283,7 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "max_stack_depth": _i(100, _I, "kB"),
     "shared_memory_type": _e("mmap", "sysv"),
     "dynamic_shared_memory_type": _e("posix", "sysv", "mmap"),
-    "min_dynamic_shared_memory": _i(0, _I, "MB"),
+    "min_dynamic_shared_memory": _i(0, _I, "MB", since=14),
     "temp_file_limit": _i(-1, _I, "kB"),
     "max_files_per_process": _i(64, _I),
     "effective_cache_size": _i(1, _I, "8kB"),
@@ -289,16 +300,17 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "backend_flush_after": _i(0, 256, "8kB"),
     "effective_io_concurrency": _i(0, 1000),
     "maintenance_io_concurrency": _i(0, 1000),
+    "io_combine_limit": _i(1, 32, "8kB", since=17),
     "max_worker_processes": _i(0, 262143),
     "max_parallel_workers_per_gather": _i(0, 1024),
     "max_parallel_maintenance_workers": _i(0, 1024),
     "max_parallel_workers": _i(0, 1024),
     "parallel_leader_participation": _b(),
-    "old_snapshot_threshold": _i(-1, 86400, "min"),
+    "old_snapshot_threshold": Parameter("integer", "min", -1, 86400, until=16),
     # WAL (the operator owns wal_level, archiving, full_page_writes, wal_log_hints, sizes kept).
     "synchronous_commit": _e("local", "remote_write", "remote_apply", "on", "off"),
     "wal_sync_method": _e("fsync", "fdatasync", "open_sync", "open_datasync"),
-    "wal_compression": _e("pglz", "lz4", "zstd", "on", "off"),
+    "wal_compression": _e("pglz", "lz4", "zstd", "on", "off", since=15),
     "wal_init_zero": _b(),
     "wal_recycle": _b(),
     "wal_buffers": _i(-1, 262143, "8kB"),
@@ -313,8 +325,8 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "checkpoint_warning": _i(0, _I, "s"),
     "max_wal_size": _i(2, _I, "MB"),
     "min_wal_size": _i(2, _I, "MB"),
-    "recovery_prefetch": _e("off", "on", "try"),
-    "wal_decode_buffer_size": _i(65536, 1073741823, "B"),
+    "recovery_prefetch": _e("off", "on", "try", since=15),
+    "wal_decode_buffer_size": _i(65536, 1073741823, "B", since=15),
     "track_commit_timestamp": _b(),
     # Replication tuning that does not change the topology.
     "wal_sender_timeout": _i(0, _I, "ms"),
@@ -327,7 +339,7 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "max_logical_replication_workers": _i(0, 262143),
     "max_sync_workers_per_subscription": _i(0, 262143),
     # Query planning.
-    "enable_async_append": _b(),
+    "enable_async_append": _b(since=14),
     "enable_bitmapscan": _b(),
     "enable_gathermerge": _b(),
     "enable_hashagg": _b(),
@@ -336,7 +348,7 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "enable_indexscan": _b(),
     "enable_indexonlyscan": _b(),
     "enable_material": _b(),
-    "enable_memoize": _b(),
+    "enable_memoize": _b(since=14),
     "enable_mergejoin": _b(),
     "enable_nestloop": _b(),
     "enable_parallel_append": _b(),
@@ -373,7 +385,8 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "from_collapse_limit": _i(1, _I),
     "join_collapse_limit": _i(1, _I),
     "plan_cache_mode": _e("auto", "force_generic_plan", "force_custom_plan"),
-    "force_parallel_mode": _e("off", "on", "regress"),
+    "force_parallel_mode": _e("off", "on", "regress", until=15),
+    "debug_parallel_query": _e("off", "on", "regress", since=16),
     # Logging (to stderr; the operator owns the destination and the collector).
     "log_min_messages": _e(*_LEVELS),
     "log_min_error_statement": _e(*_LEVELS),
@@ -381,7 +394,7 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "log_min_duration_sample": _i(-1, _I, "ms"),
     "log_statement_sample_rate": _r(0, 1),
     "log_transaction_sample_rate": _r(0, 1),
-    "log_startup_progress_interval": _i(0, _I, "ms"),
+    "log_startup_progress_interval": _i(0, _I, "ms", since=15),
     "log_autovacuum_min_duration": _i(-1, _I, "ms"),
     "log_checkpoints": _b(),
     "log_connections": _b(),
@@ -391,7 +404,7 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "log_hostname": _b(),
     "log_line_prefix": _s(),
     "log_lock_waits": _b(),
-    "log_recovery_conflict_waits": _b(),
+    "log_recovery_conflict_waits": _b(since=14),
     "log_parameter_max_length": _i(-1, 1073741823, "B"),
     "log_parameter_max_length_on_error": _i(-1, 1073741823, "B"),
     "log_statement": _e("none", "ddl", "mod", "all"),
@@ -405,10 +418,10 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "track_activity_query_size": _i(100, 1048576, "B"),
     "track_counts": _b(),
     "track_io_timing": _b(),
-    "track_wal_io_timing": _b(),
+    "track_wal_io_timing": _b(since=14),
     "track_functions": _e("none", "pl", "all"),
-    "stats_fetch_consistency": _e("none", "cache", "snapshot"),
-    "compute_query_id": _e("auto", "regress", "on", "off"),
+    "stats_fetch_consistency": _e("none", "cache", "snapshot", since=15),
+    "compute_query_id": _e("auto", "regress", "on", "off", since=14),
     # Autovacuum.
     "autovacuum": _b(),
     "autovacuum_max_workers": _i(1, 262143),
@@ -429,7 +442,7 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "row_security": _b(),
     "default_table_access_method": _s(),
     "default_tablespace": _s(),
-    "default_toast_compression": _e("pglz", "lz4"),
+    "default_toast_compression": _e("pglz", "lz4", since=14),
     "temp_tablespaces": _s(),
     "check_function_bodies": _b(),
     "default_transaction_isolation": _e(
@@ -440,13 +453,15 @@ PARAMETERS: Final[Mapping[str, Parameter]] = {
     "statement_timeout": _i(0, _I, "ms"),
     "lock_timeout": _i(0, _I, "ms"),
     "idle_in_transaction_session_timeout": _i(0, _I, "ms"),
-    "idle_session_timeout": _i(0, _I, "ms"),
+    "idle_session_timeout": _i(0, _I, "ms", since=14),
+    "transaction_timeout": _i(0, _I, "ms", since=17),
     "vacuum_freeze_table_age": _i(0, 2000000000),
     "vacuum_freeze_min_age": _i(0, 1000000000),
-    "vacuum_failsafe_age": _i(0, 2100000000),
+    "vacuum_failsafe_age": _i(0, 2100000000, since=14),
     "vacuum_multixact_freeze_table_age": _i(0, 2000000000),
     "vacuum_multixact_freeze_min_age": _i(0, 1000000000),
-    "vacuum_multixact_failsafe_age": _i(0, 2100000000),
+    "vacuum_multixact_failsafe_age": _i(0, 2100000000, since=14),
+    "vacuum_buffer_usage_limit": _i(0, 16777216, "kB", since=16),
     "bytea_output": _e("escape", "hex"),
     "xmlbinary": _e("base64", "hex"),
     "xmloption": _e("content", "document"),
@@ -572,8 +587,15 @@ def _preload_problem(value: str) -> str | None:
     return None
 
 
-def parameter_problems(parameters: Mapping[str, object]) -> list[tuple[str, str]]:
-    """``(name, what is wrong)`` for every parameter that may not be set as given."""
+def parameter_problems(
+    parameters: Mapping[str, object], *, major: int | None = None
+) -> list[tuple[str, str]]:
+    """``(name, what is wrong)`` for every parameter that may not be set as given.
+
+    ``major``: the PostgreSQL major version of the image, when its tag says one; a parameter the
+    version does not have is refused (the server would not start). Without it, the version range
+    is not checked.
+    """
     problems: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
     for key, value in parameters.items():
@@ -601,7 +623,9 @@ def parameter_problems(parameters: Mapping[str, object]) -> list[tuple[str, str]
             problems.append((key, str(exc)))
             continue
         if name in PARAMETERS:
-            problem = check_value(name, value)
+            problem = (
+                PARAMETERS[name].in_major(major) if major is not None else None
+            ) or check_value(name, value)
             if problem is not None:
                 problems.append((key, problem))
         elif "." not in name:

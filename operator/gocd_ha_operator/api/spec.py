@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -400,9 +401,12 @@ class PostgresSpec(ApiModel):
 
     @field_validator("parameters")
     @classmethod
-    def _parameters(cls, value: dict[str, str]) -> dict[str, str]:
-        """One error per parameter, at ``spec.postgres.parameters.<name>``."""
-        problems = postgres_parameters.parameter_problems(value)
+    def _parameters(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """One error per parameter, at ``spec.postgres.parameters.<name>``; checked against the
+        image's major version when its tag says one (``image`` is validated before this)."""
+        image = info.data.get("image")
+        major = parse_postgres_major(image) if isinstance(image, str) else None
+        problems = postgres_parameters.parameter_problems(value, major=major)
         if problems:
             raise ValidationError.from_exception_data(
                 "parameters",

@@ -244,6 +244,14 @@ async def test_immutable_fields_are_refused_on_update(webhook: Webhook) -> None:
     assert (await webhook.review(to_claim, operation="UPDATE", old=old))["allowed"] is True
 
 
+async def test_a_status_the_model_does_not_know_blocks_nothing(webhook: Webhook) -> None:
+    """The status belongs to the operator (maybe an older one); only the spec is judged."""
+    old = copy.deepcopy(BODY) | {"status": {"primary": "c", "history": "not a list"}}
+    new = copy.deepcopy(old)
+    new["spec"]["gocd"]["jvmOptions"] = ["-Xmx2g"]
+    assert (await webhook.review(new, operation="UPDATE", old=old))["allowed"] is True
+
+
 async def test_metadata_only_updates_of_an_invalid_resource_pass(webhook: Webhook) -> None:
     """An object that became invalid before the webhook existed can still be annotated (e.g.
     promoted), have its finalizer removed and be deleted."""

@@ -158,5 +158,11 @@ def run(args: argparse.Namespace) -> int:
     except RenderError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
-    sys.stdout.write(dump_all_yaml(objects))
+    try:
+        sys.stdout.write(dump_all_yaml(objects))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `render … | head`: the reader went away; that is not an error of the input.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     return 0

@@ -82,8 +82,11 @@ def admission_problems(
         if body.get("spec") == old.get("spec"):
             return []  # metadata or annotations only: never blocked by an old invalid spec
     lines: list[str] = []
+    # The status is the operator's (and not writable through this request: the status
+    # subresource is on); a status an older operator wrote must not block a user's change.
+    spec_only = {key: value for key, value in body.items() if key != "status"}
     try:
-        parse_cluster(body)
+        parse_cluster(spec_only)
     except SpecError as exc:
         lines += [str(problem) for problem in exc.problems]
     if operation == "UPDATE" and old is not None:

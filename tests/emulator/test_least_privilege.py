@@ -196,8 +196,9 @@ async def test_rbac_grants_exactly_what_the_operator_uses(
                 assert extra == set(), f"{name} ClusterRole: grants never used"
 
 
-#: Namespaced mode only: kopf lists and watches namespaces when the namespaces it serves are given
-#: as patterns, and CRDs to notice the resource appearing (rbac.clusterDiscovery, optional).
+#: Namespaced mode only (rbac.clusterDiscovery, optional): kopf lists and watches namespaces when
+#: it serves a list of them (seen when trying: GET /api/v1/namespaces, which the emulator cannot
+#: serve, so this mode is not run here) and CRDs to notice the resource appearing.
 DISCOVERY_IN_NAMESPACED_MODE: Final[set[Triple]] = {
     ("", "namespaces", "list"),
     ("", "namespaces", "watch"),

@@ -181,6 +181,10 @@ def test_deployment_defaults(helm: Path) -> None:
         "--all-namespaces",
         "--liveness=http://0.0.0.0:8080/healthz",
         "--log-format=json",
+        "--webhook-port=9443",
+        f"--webhook-service={RELEASE}-webhook",
+        f"--webhook-secret={RELEASE}-webhook-tls",
+        f"--webhook-configuration={RELEASE}",
     ]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert c["image"] == constants.DEFAULT_OPERATOR_IMAGE
@@ -188,7 +192,10 @@ def test_deployment_defaults(helm: Path) -> None:
     probe = c["livenessProbe"]["httpGet"]
     port = next(p for p in c["ports"] if p["name"] == probe["port"])
     assert (probe["path"], port["containerPort"]) == ("/healthz", 8080)
-    assert "readinessProbe" not in c
+    # Ready once the admission webhook listens; without the webhook nothing calls the operator.
+    assert c["readinessProbe"]["tcpSocket"]["port"] == "webhook"
+    no_webhook = container(helm_template(helm, "--set", "webhook.enabled=false"))
+    assert "readinessProbe" not in no_webhook
     assert c["resources"]["requests"] and c["resources"]["limits"]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -213,6 +220,8 @@ def test_values_reach_the_deployment(helm: Path) -> None:
         "extraArgs={--verbose}",
         "--set",
         "watchNamespaces={ci}",
+        "--set",
+        "webhook.enabled=false",
     )
     c = container(docs)
     image = f"ghcr.io/gocd-ha-operator/gocd-ha-operator:1.2.3@{digest}"
@@ -235,8 +244,12 @@ def test_namespaced_mode_objects(helm: Path) -> None:
     c = container(docs)
     assert c["args"][:3] == ["run", "--namespace=team-a", "--namespace=team-b"]
     assert "--all-namespaces" not in c["args"]
-    roles = {r["metadata"]["namespace"] for r in by_kind(docs, "Role")}
-    bindings = {b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")}
+
+    def operator_side(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d for d in docs if not d["metadata"]["name"].endswith("-webhook")]
+
+    roles = {r["metadata"]["namespace"] for r in operator_side(by_kind(docs, "Role"))}
+    bindings = {b["metadata"]["namespace"] for b in operator_side(by_kind(docs, "RoleBinding"))}
     assert roles == bindings == {"team-a", "team-b"}
     for b in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding"):
         assert b["subjects"] == [
@@ -250,8 +263,8 @@ def test_namespaced_mode_objects(helm: Path) -> None:
         "--set",
         "rbac.aggregateClusterRoles=false",
     )
-    assert not by_kind(no_discovery, "ClusterRole")
-    assert not by_kind(no_discovery, "ClusterRoleBinding")
+    assert not operator_side(by_kind(no_discovery, "ClusterRole"))
+    assert not operator_side(by_kind(no_discovery, "ClusterRoleBinding"))
 
 
 def test_rbac_and_service_account_can_be_turned_off(helm: Path) -> None:

@@ -37,6 +37,7 @@ COMPARED = {
     "Deployment",
     "Service",
     "NetworkPolicy",
+    "ValidatingWebhookConfiguration",
 }
 MODES = {
     "cluster-wide": (),

@@ -11,25 +11,24 @@ from typing import Any
 
 import pytest
 
-from tests.support.delivery import by_kind, helm_template, kustomize
+from tests.support.delivery import NAMESPACE, by_kind, helm_template, kustomize
 
-NAMESPACED_CHILDREN = ("get", "list", "watch", "create", "patch", "delete")
-#: (apiGroup, resource) -> verbs the operator may hold on namespaced objects.
+CHILDREN = frozenset({"get", "create", "patch"})
+#: (apiGroup, resource) -> verbs the operator may hold on namespaced objects: exactly what it calls
+#: (tests/emulator/test_least_privilege.py derives the same set from a logged run).
 ALLOWED_NAMESPACED: dict[tuple[str, str], frozenset[str]] = {
     ("gocdha.io", "gocdhaclusters"): frozenset({"get", "list", "watch", "patch"}),
-    ("gocdha.io", "gocdhaclusters/status"): frozenset({"get", "patch"}),
+    ("gocdha.io", "gocdhaclusters/status"): frozenset({"patch"}),
     ("gocdha.io", "gocdhaclusters/finalizers"): frozenset({"update"}),
-    ("", "events"): frozenset({"create", "patch"}),
-    ("events.k8s.io", "events"): frozenset({"create", "patch"}),
-    ("", "configmaps"): frozenset(NAMESPACED_CHILDREN),
-    ("", "services"): frozenset(NAMESPACED_CHILDREN),
-    ("", "persistentvolumeclaims"): frozenset(NAMESPACED_CHILDREN),
-    ("", "secrets"): frozenset({"get", "create", "patch", "delete"}),
-    ("", "pods"): frozenset({"get", "list", "watch"}),
-    ("apps", "statefulsets"): frozenset(NAMESPACED_CHILDREN),
-    ("apps", "deployments"): frozenset(NAMESPACED_CHILDREN),
-    ("policy", "poddisruptionbudgets"): frozenset(NAMESPACED_CHILDREN),
-    ("networking.k8s.io", "networkpolicies"): frozenset(NAMESPACED_CHILDREN),
+    ("", "events"): frozenset({"create"}),
+    ("", "configmaps"): CHILDREN,
+    ("", "services"): CHILDREN,
+    ("", "persistentvolumeclaims"): CHILDREN | {"delete"},
+    ("", "secrets"): CHILDREN,
+    ("apps", "statefulsets"): CHILDREN,
+    ("apps", "deployments"): CHILDREN,
+    ("policy", "poddisruptionbudgets"): CHILDREN,
+    ("networking.k8s.io", "networkpolicies"): CHILDREN,
 }
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")
@@ -43,11 +42,17 @@ RENDERINGS = {
 }
 
 
+def is_webhook_role(role: dict[str, Any]) -> bool:
+    """The webhook's certificate roles (checked by test_webhook_roles_are_limited_by_name)."""
+    return bool(role["metadata"]["name"].endswith("-webhook"))
+
+
 def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role.get("rules", []):
         assert not rule.get("nonResourceURLs"), "no non-resource URLs are needed"
-        assert not rule.get("resourceNames"), "unexpected resourceNames"
+        if not is_webhook_role(role):
+            assert not rule.get("resourceNames"), "unexpected resourceNames"
         for group in rule.get("apiGroups", []):
             for resource in rule.get("resources", []):
                 out.setdefault((group, resource), set()).update(rule.get("verbs", []))
@@ -63,7 +68,8 @@ def roles_bound(docs: list[dict[str, Any]], binding_kind: str) -> list[dict[str,
         ns = b["metadata"].get("namespace") if ref["kind"] == "Role" else None
         key = (ref["kind"], ref["name"], ns)
         assert key in roles, f"{binding_kind} {b['metadata']['name']} refers to missing {key}"
-        bound.append(roles[key])
+        if not is_webhook_role(roles[key]):
+            bound.append(roles[key])
     return bound
 
 
@@ -94,7 +100,8 @@ def test_rules_match_the_contract_exactly(rendered: tuple[str, list[dict[str, An
     name, docs = rendered
     if name.endswith("cluster-wide"):
         (role,) = roles_bound(docs, "ClusterRoleBinding")
-        assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+        # Only the webhook's certificate Role (test_webhook_roles_are_limited_by_name).
+        assert not roles_bound(docs, "RoleBinding")
         expected = {k: set(v) for k, v in ALLOWED_NAMESPACED.items()}
         # kopf does not list namespaces when it runs with --all-namespaces.
         expected[CRDS] = set(CLUSTER_READ)
@@ -126,3 +133,51 @@ def test_the_checks_catch_a_bad_role() -> None:
     }
     with pytest.raises(AssertionError):
         test_no_dangerous_grants(("x", [bad]))
+
+
+WEBHOOK_ROLE_RULES: dict[str, list[dict[str, Any]]] = {
+    "Role": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["gocd-ha-operator-webhook-tls"],
+            "verbs": ["get", "patch"],
+        },
+    ],
+    "ClusterRole": [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": ["gocd-ha-operator"],
+            "verbs": ["get", "patch"],
+        }
+    ],
+}
+
+
+def test_webhook_roles_are_limited_by_name(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    """The generated certificate needs its own Secret (in the operator's namespace only) and the
+    caBundle of the release's own ValidatingWebhookConfiguration, by name."""
+    _, docs = rendered
+    webhook_roles = [
+        r for r in by_kind(docs, "ClusterRole") + by_kind(docs, "Role") if is_webhook_role(r)
+    ]
+    assert sorted(r["kind"] for r in webhook_roles) == ["ClusterRole", "Role"]
+    for role in webhook_roles:
+        assert role["rules"] == WEBHOOK_ROLE_RULES[role["kind"]], role["metadata"]["name"]
+        if role["kind"] == "Role":
+            assert role["metadata"]["namespace"] == NAMESPACE
+    (vwc,) = by_kind(docs, "ValidatingWebhookConfiguration")
+    assert vwc["metadata"]["name"] == "gocd-ha-operator"
+    secret_arg = "--webhook-secret=gocd-ha-operator-webhook-tls"
+    (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert secret_arg in container["args"]
+    assert "--webhook-configuration=gocd-ha-operator" in container["args"]
+
+
+def test_no_webhook_roles_with_cert_manager_or_without_webhook(helm: Path) -> None:
+    for values in (("webhook.certManager.enabled=true",), ("webhook.enabled=false",)):
+        docs = helm_template(helm, *(a for v in values for a in ("--set", v)))
+        roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+        assert not [r for r in roles if is_webhook_role(r)], values

@@ -4,8 +4,10 @@ emulator (the harness and the example cluster are in ``tests/support/emulator.py
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import fetch_helm
 import kmock
 import kopf
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings, running_emulator
+from tests.support.delivery import ROOT
 from tests.support.emulator import Harness, closed_endpoints
 
 
@@ -64,3 +67,13 @@ async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
     start.stop = stop  # type: ignore[attr-defined]
     yield start
     await stop()
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The Helm binary (tools/fetch_helm.py), for tests comparing what the operator does with
+    what the chart grants it."""
+    try:
+        return fetch_helm.fetch_helm(ROOT / ".cache" / "helm")
+    except fetch_helm.FetchError as exc:
+        pytest.fail(f"could not fetch helm with tools/fetch_helm.py: {exc}")

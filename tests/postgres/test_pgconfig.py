@@ -77,10 +77,10 @@ def test_owned_parameter_is_refused_naming_it(key: str) -> None:
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
-        ({"work mem": "1"}, "not a valid setting name"),
-        ({"work_mem = 1\narchive_mode": "off"}, "not a valid setting name"),
+        ({"work mem": "1"}, "not a postgresql.conf parameter name"),
+        ({"work_mem = 1\narchive_mode": "off"}, "not a postgresql.conf parameter name"),
         ({"work_mem": "1MB\narchive_mode = off"}, "line break"),
-        ({"work_mem": "1MB", "WORK_MEM": "2MB"}, "name the same setting"),
+        ({"work_mem": "1MB", "WORK_MEM": "2MB"}, "names the same setting"),
     ],
 )
 def test_bad_user_parameters_are_refused(parameters: dict[str, str], message: str) -> None:

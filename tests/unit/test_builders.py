@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shlex
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from gocd_ha_operator.api.constants import LABEL_ROLE, LABEL_SIDE
+from gocd_ha_operator.api.constants import LABEL_ROLE, LABEL_SIDE, operator_namespace_from
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.gocd import build_gocd_deployment, build_gocd_service
 from gocd_ha_operator.builders.postgres import (
@@ -418,10 +419,31 @@ def test_network_policy_admits_only_peer_gocd_and_operator(inputs: Inputs) -> No
         s["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for s in sources
     ]
     assert components == ["postgres", "gocd-server", None]
-    assert sources[2]["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "gocd-ha-operator"
+    # The cluster's own pods: a podSelector alone means "in the policy's namespace".
+    assert all(set(s) == {"podSelector"} for s in sources[:2])
+    # The operator: ONE peer with both selectors, so only its pods in its namespace qualify.
+    assert sources[2] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gocd-ha-operator"}},
+        "podSelector": {"matchLabels": {"gocdha.io/operator": "true"}},
     }
     assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+
+
+def test_network_policy_follows_the_operator_namespace(inputs: Inputs) -> None:
+    built = dataclasses.replace(inputs(COLD), operator_namespace="platform-ops")
+    policy = by_name(build_children(built))[("NetworkPolicy", "ci-postgres")]
+    operator_peer = policy["spec"]["ingress"][0]["from"][2]
+    assert operator_peer["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "platform-ops"}
+    }
+
+
+def test_operator_namespace_comes_from_the_environment() -> None:
+    assert operator_namespace_from({}) == "gocd-ha-operator"
+    assert operator_namespace_from({"GOCDHA_OPERATOR_NAMESPACE": "ops"}) == "ops"
+    for bad in ("Ops", "-x", "a" * 64, "ops ns"):
+        with pytest.raises(ValueError, match=r"GOCDHA_OPERATOR_NAMESPACE: .* is not a namespace"):
+            operator_namespace_from({"GOCDHA_OPERATOR_NAMESPACE": bad})
 
 
 def test_gocd_service_type_and_annotations(inputs: Inputs) -> None:

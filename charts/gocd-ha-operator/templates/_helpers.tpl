@@ -39,6 +39,14 @@ app.kubernetes.io/part-of: gocd-ha
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The label the Postgres NetworkPolicy of every GoCDHACluster admits (with the namespace). Fixed:
+never derived from nameOverride/fullnameOverride, which would cut the operator off its databases.
+*/}}
+{{- define "gocd-ha-operator.operatorPodLabel" -}}
+gocdha.io/operator: "true"
+{{- end }}
+
 {{- define "gocd-ha-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "gocd-ha-operator.fullname" .) .Values.serviceAccount.name }}
@@ -59,15 +67,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Rules on namespaced objects. Used by the ClusterRole (watchNamespaces empty) or by one Role per
-watched namespace, so both modes grant exactly the same verbs. Why each rule exists:
-- gocdhaclusters: kopf lists/watches them and patches its finalizer and progress annotations;
-  /status is written through the status subresource only; /finalizers "update" lets
-  blockOwnerDeletion owner references be set where OwnerReferencesPermissionEnforcement is on.
-- events: kopf posts events about handlers, the operator posts one per transition.
-- secrets: generated credentials have fixed names, so get/create/patch/delete suffice. No list or
-  watch: with them the operator could read every Secret of a namespace (or of the cluster) in one
-  call, which is exactly what a leaked token should not be able to do.
-- pods: read-only, to observe readiness; no pods/exec (promotion is SQL over the network).
+watched namespace, so both modes grant exactly the same verbs. They are exactly what the operator
+calls (tests/emulator/test_least_privilege.py derives them from a logged run and compares):
+- gocdhaclusters: kopf lists/watches them and patches its finalizer and progress annotations; the
+  reconcile reads the current object; /status is written through the status subresource only;
+  /finalizers "update" lets blockOwnerDeletion owner references be set where
+  OwnerReferencesPermissionEnforcement is on.
+- events: kopf and the operator post Events (create only; core v1).
+- children: read by name, created, and patched back when they drift (get/create/patch). No list or
+  watch: the operator never lists children (it knows their names), and a list of Secrets would
+  hand every credential of a namespace to a leaked token. No delete, except claims: the only
+  object the operator deletes is a shared claim it created and no longer needs; everything else is
+  garbage-collected through owner references.
+- no pods: the operator observes Postgres and GoCD over the network, never through pods.
 */}}
 {{- define "gocd-ha-operator.namespacedRules" -}}
 - apiGroups: ["gocdha.io"]
@@ -75,32 +87,26 @@ watched namespace, so both modes grant exactly the same verbs. Why each rule exi
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["gocdha.io"]
   resources: ["gocdhaclusters/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["gocdha.io"]
   resources: ["gocdhaclusters/finalizers"]
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 - apiGroups: [""]
-  resources: ["configmaps", "persistentvolumeclaims", "services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["configmaps", "secrets", "services"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
-  resources: ["secrets"]
+  resources: ["persistentvolumeclaims"]
   verbs: ["get", "create", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 {{- end }}

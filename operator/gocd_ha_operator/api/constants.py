@@ -8,6 +8,8 @@ breaking change; that is why they live in one place and are ``Final``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Final, Literal
 
 # --- The custom resource -------------------------------------------------------------------------
@@ -141,3 +143,27 @@ ENV_ENDPOINTS: Final = "GOCDHA_ENDPOINTS"
 ENV_SERVICE_ACCOUNT_DIR: Final = "GOCDHA_SERVICEACCOUNT_DIR"
 ENV_OPERATOR_IMAGE: Final = "GOCDHA_OPERATOR_IMAGE"
 DEFAULT_OPERATOR_IMAGE: Final = "ghcr.io/gocd-ha-operator/gocd-ha-operator:0.1.0"
+#: The namespace the operator runs in: the Postgres NetworkPolicy admits the operator from there
+#: only. The chart sets it from ``.Release.Namespace``, the kustomize overlays from the Namespace.
+ENV_OPERATOR_NAMESPACE: Final = "GOCDHA_OPERATOR_NAMESPACE"
+DEFAULT_OPERATOR_NAMESPACE: Final = "gocd-ha-operator"
+#: A label of the operator pod, fixed in the chart and the manifests (never derived from a
+#: ``nameOverride``): with the namespace it is what the Postgres NetworkPolicy admits.
+OPERATOR_POD_LABEL: Final = f"{GROUP}/operator"
+OPERATOR_POD_LABEL_VALUE: Final = "true"
+#: The label every namespace carries with its own name (Kubernetes ≥ 1.21, immutable).
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+
+
+def operator_namespace_from(environ: Mapping[str, str]) -> str:
+    """The operator's namespace from ``GOCDHA_OPERATOR_NAMESPACE`` (default: gocd-ha-operator).
+
+    Raises ``ValueError`` naming the variable when it is not a namespace name.
+    """
+    value = environ.get(ENV_OPERATOR_NAMESPACE) or DEFAULT_OPERATOR_NAMESPACE
+    if len(value) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value):
+        raise ValueError(
+            f"{ENV_OPERATOR_NAMESPACE}: {value[:70]!r} is not a namespace name "
+            "(a DNS-1123 label of at most 63 characters)"
+        )
+    return value

@@ -19,23 +19,25 @@ through a ``SecretKeySelector``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gocd_ha_operator.api import postgres_parameters
+from gocd_ha_operator.api import postgres_parameters, quantities
 from gocd_ha_operator.api.base import ApiModel, StandbyMode
 from gocd_ha_operator.api.constants import API_VERSION, KIND
 from gocd_ha_operator.api.status import GoCDHAClusterStatus
@@ -81,12 +83,15 @@ Quantity = Annotated[
     str,
     BeforeValidator(_quantity_to_str),
     Field(pattern=QUANTITY),
+    AfterValidator(quantities.resource_amount),
     WithJsonSchema(
         {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
     ),
 ]
 StorageSize = Annotated[
-    str, Field(pattern=QUANTITY, description="A Kubernetes quantity, e.g. 20Gi.")
+    str,
+    Field(pattern=QUANTITY, description="A Kubernetes quantity, e.g. 20Gi."),
+    AfterValidator(quantities.volume_size),
 ]
 
 
@@ -372,19 +377,23 @@ class PostgresSpec(ApiModel):
 
     @field_validator("parameters")
     @classmethod
-    def _parameters(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, setting in value.items():
-            if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?", key):
-                raise ValueError(f"{key!r} is not a postgresql.conf parameter name")
-            try:
-                postgres_parameters.quote_value(setting)
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc}") from None
-        owned = sorted(set(value) & postgres_parameters.OWNED_PARAMETERS)
-        if owned:
-            verb = "is" if len(owned) == 1 else "are"
-            raise ValueError(
-                f"{', '.join(owned)} {verb} managed by the operator and cannot be set here"
+    def _parameters(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        """One error per parameter, at ``spec.postgres.parameters.<name>``; checked against the
+        image's major version when its tag says one (``image`` is validated before this)."""
+        image = info.data.get("image")
+        major = parse_postgres_major(image) if isinstance(image, str) else None
+        problems = postgres_parameters.parameter_problems(value, major=major)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "parameters",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("parameter", "{message}", {"message": message}),
+                        loc=(key,),
+                        input=key,
+                    )
+                    for key, message in problems
+                ],
             )
         return value
 
@@ -410,6 +419,7 @@ class FailoverSpec(ApiModel):
     max_lag_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=0,
+        le=quantities.INT64_MAX,
         description="No failover (automatic, or annotated without promote-force) when the "
         "standby's last observed lag exceeds this many bytes of WAL.",
     )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from gocd_ha_operator.api import postgres_parameters
 from gocd_ha_operator.api.versions import (
     FIRST_BUILTIN_BC_VERSION,
     FIRST_START_IN_MAINTENANCE_VERSION,
@@ -188,6 +189,16 @@ def postgres_major_supported(spec: GoCDHAClusterSpec) -> list[Problem]:
     return []
 
 
+def synchronous_commit_fits_synchronous(spec: GoCDHAClusterSpec) -> list[Problem]:
+    """``synchronous_commit`` must not weaken (or claim) what ``synchronous`` promises."""
+    problem = postgres_parameters.synchronous_problem(
+        spec.postgres.parameters, synchronous=spec.postgres.synchronous
+    )
+    if problem is None:
+        return []
+    return [Problem("spec.postgres.parameters.synchronous_commit", problem)]
+
+
 def shared_storage_is_claim_or_class(spec: GoCDHAClusterSpec) -> list[Problem]:
     """The shared volume (WAL archive, GoCD mirror) is an existing claim, or size + class."""
     return shared_volume_problems(spec.shared_storage, "spec.sharedStorage")
@@ -249,6 +260,7 @@ CROSS_FIELD_RULES: Final[tuple[Rule, ...]] = (
     addon_required_before_builtin_feature,
     maintenance_mode_start_needs_20_9,
     postgres_major_supported,
+    synchronous_commit_fits_synchronous,
     shared_storage_is_claim_or_class,
     artifacts_volume_is_claim_or_class,
 )

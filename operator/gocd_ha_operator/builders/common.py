@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gocd_ha_operator.api.constants import Role, Side
+from gocd_ha_operator.api.constants import DEFAULT_OPERATOR_NAMESPACE, Role, Side
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster, ResourceRequirements
 from gocd_ha_operator.kube.labels import object_labels
@@ -24,6 +24,8 @@ class BuildInputs:
     topology: Topology
     credentials: ClusterCredentials
     operator_image: str
+    #: Where the operator runs: the only namespace the Postgres NetworkPolicy admits it from.
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
 
     @property
     def names(self) -> ChildNames:

@@ -34,10 +34,11 @@ from gocd_ha_operator.api.constants import (
     ENV_SIDE,
     ENV_SOCKET_DIR,
     ENV_SUPERUSER_PASSWORD_FILE,
-    LABEL_NAME,
     LABEL_SIDE,
+    NAMESPACE_NAME_LABEL,
     NO_SIDE,
-    OPERATOR_NAME,
+    OPERATOR_POD_LABEL,
+    OPERATOR_POD_LABEL_VALUE,
     PG_CONFIG_DIR,
     PG_DATA_MOUNT,
     PG_SECRETS_DIR,
@@ -348,9 +349,15 @@ def build_postgres_network_policy(inputs: BuildInputs) -> dict[str, Any]:
                             }
                         },
                         {"podSelector": {"matchLabels": selector_labels(cluster, COMPONENT_GOCD)}},
+                        # One peer with both selectors: the operator's pods in the operator's
+                        # namespace only (two peers would admit either, from anywhere).
                         {
-                            "namespaceSelector": {},
-                            "podSelector": {"matchLabels": {LABEL_NAME: OPERATOR_NAME}},
+                            "namespaceSelector": {
+                                "matchLabels": {NAMESPACE_NAME_LABEL: inputs.operator_namespace}
+                            },
+                            "podSelector": {
+                                "matchLabels": {OPERATOR_POD_LABEL: OPERATOR_POD_LABEL_VALUE}
+                            },
                         },
                     ],
                     "ports": [{"protocol": "TCP", "port": POSTGRES_PORT}],

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Final
 
 from gocd_ha_operator.api.constants import (
     DEFAULT_OPERATOR_IMAGE,
     ENV_ENDPOINTS,
     ENV_OPERATOR_IMAGE,
+    operator_namespace_from,
 )
 from gocd_ha_operator.kube.endpoints import EndpointConfigError, parse_overrides
 
@@ -52,8 +54,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how often each cluster is observed and its status refreshed (default: 10)",
     )
+    hook = parser.add_argument_group(
+        "admission webhook", "validate GoCDHACluster objects when they are applied"
+    )
+    hook.add_argument(
+        "--webhook-port", type=int, metavar="PORT", help="serve the webhook (HTTPS) on this port"
+    )
+    hook.add_argument(
+        "--webhook-service", metavar="NAME", help="the Service in front of the webhook"
+    )
+    hook.add_argument(
+        "--webhook-secret",
+        metavar="NAME",
+        help="Secret (in the operator's namespace) that keeps the generated certificate",
+    )
+    hook.add_argument(
+        "--webhook-configuration",
+        metavar="NAME",
+        help="ValidatingWebhookConfiguration whose caBundle the operator keeps current",
+    )
+    hook.add_argument(
+        "--webhook-cert-dir",
+        metavar="DIR",
+        help="use the mounted certificate here (tls.crt, tls.key, ca.crt; e.g. cert-manager)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log handler details")
     parser.add_argument("--debug", action="store_true", help="log everything, kopf included")
+
+
+def _webhook_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the webhook options, or ``None``."""
+    if not 1 <= args.webhook_port <= 65535:
+        return "--webhook-port must be between 1 and 65535"
+    if not args.webhook_service:
+        return "--webhook-port needs --webhook-service (the certificate names it)"
+    if args.webhook_cert_dir is None and not args.webhook_secret:
+        return "--webhook-port needs --webhook-secret, or --webhook-cert-dir for a mounted one"
+    if args.webhook_cert_dir is not None and not Path(args.webhook_cert_dir).is_dir():
+        return f"--webhook-cert-dir: {args.webhook_cert_dir!r} is not a directory"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,9 +104,25 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         endpoints = parse_overrides(os.environ.get(ENV_ENDPOINTS))
-    except EndpointConfigError as exc:
+        operator_namespace = operator_namespace_from(os.environ)
+    except (EndpointConfigError, ValueError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+    webhook_options = (
+        args.webhook_service,
+        args.webhook_secret,
+        args.webhook_configuration,
+        args.webhook_cert_dir,
+    )
+    if args.webhook_port is None and any(o is not None for o in webhook_options):
+        print("run: the --webhook-* options need --webhook-port", file=sys.stderr)
+        return EXIT_USAGE
+    if args.webhook_port is not None:
+        problem = _webhook_problem(args)
+        if problem is not None:
+            print(f"run: {problem}", file=sys.stderr)
+            return EXIT_USAGE
 
     import kopf  # noqa: PLC0415 - the other subcommands need not pay for kopf's import
 
@@ -79,10 +134,23 @@ def run(args: argparse.Namespace) -> int:
         "json": kopf.LogFormat.JSON,
     }[args.log_format]
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=log_format)
+    from gocd_ha_operator.controller.webhook import WebhookConfig  # noqa: PLC0415
+
     config = OperatorConfig(
         operator_image=os.environ.get(ENV_OPERATOR_IMAGE, DEFAULT_OPERATOR_IMAGE),
         observe_interval=args.observe_interval,
         endpoints=endpoints or None,
+        operator_namespace=operator_namespace,
+        webhook=None
+        if args.webhook_port is None
+        else WebhookConfig(
+            port=args.webhook_port,
+            service=args.webhook_service,
+            namespace=operator_namespace,
+            secret=args.webhook_secret,
+            configuration=args.webhook_configuration,
+            cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
+        ),
     )
     kopf.run(
         registry=build_registry(config),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,13 +33,16 @@ from gocd_ha_operator.api.constants import (
     KIND,
     PLURAL,
     VERSION,
+    operator_namespace_from,
 )
 from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
 from gocd_ha_operator.api.validation import SpecError
+from gocd_ha_operator.controller import webhook
 from gocd_ha_operator.controller.observe import event_for
 from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
 from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
+from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeApiError, KubeClient, NotOwnedError, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.rules.promotion import StepHook, topology_of
@@ -55,6 +59,8 @@ class OperatorConfig:
 
     operator_image: str
     observe_interval: float = 10.0
+    #: The operator's namespace (the Postgres NetworkPolicy admits the operator from there).
+    operator_namespace: str = field(default_factory=lambda: operator_namespace_from(os.environ))
     kube_factory: Callable[[], KubeClient] = default_client
     #: ``None``: read ``GOCDHA_ENDPOINTS`` from the environment.
     endpoints: Mapping[str, Endpoint] | None = None
@@ -71,6 +77,9 @@ class OperatorConfig:
     promotion_hook: StepHook | None = None
     #: Adjusts kopf's settings after the project's own (tests: timeouts of the API emulator).
     tune_settings: Callable[[kopf.OperatorSettings], None] | None = None
+    #: The validating admission webhook; ``None``: no webhook (invalid resources are reported in
+    #: their status only).
+    webhook: WebhookConfig | None = None
     _kube: KubeClient | None = field(default=None, init=False, repr=False)
     _reconciles: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
@@ -207,6 +216,7 @@ async def reconcile_resource(
                 cluster,
                 operator_image=config.operator_image,
                 topology=topology_of(cluster),
+                operator_namespace=config.operator_namespace,
             )
     except MissingSecretError as exc:
         _fail(body, patch, cluster, now=now, reason="SecretNotFound", message=str(exc))
@@ -279,8 +289,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
+        if config.webhook is not None:
+            # The chart renders the ValidatingWebhookConfiguration; kopf only serves.
+            settings.admission.managed = None
+            settings.admission.server = webhook.server(
+                config.kube, config.webhook, now=config.clock()
+            )
         if config.tune_settings is not None:
             config.tune_settings(settings)
+
+    if config.webhook is not None:
+        webhook.register(registry, resource)
 
     connection = config.connection
 

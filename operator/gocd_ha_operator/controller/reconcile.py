@@ -8,11 +8,12 @@ thousand reconciles, never changes a password under a running database.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gocd_ha_operator.api.constants import BC_TOKEN_KEY
+from gocd_ha_operator.api.constants import BC_TOKEN_KEY, operator_namespace_from
 from gocd_ha_operator.api.credentials import ClusterCredentials, decode_secret_value
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.builders import BuildInputs, build_children
@@ -109,13 +110,22 @@ def reconcile_children(
     *,
     operator_image: str,
     topology: Topology | None = None,
+    operator_namespace: str | None = None,
 ) -> ReconcileOutcome:
-    """Bring every child to what the resource asks for; return what was written."""
+    """Bring every child to what the resource asks for; return what was written.
+
+    ``operator_namespace`` defaults to ``GOCDHA_OPERATOR_NAMESPACE`` (checked when ``run``
+    starts), so every caller renders the same NetworkPolicy.
+    """
     credentials = load_credentials(kube, cluster)
     if topology is None:
         topology = topology_of(cluster)
     inputs = BuildInputs(
-        cluster=cluster, topology=topology, credentials=credentials, operator_image=operator_image
+        cluster=cluster,
+        topology=topology,
+        credentials=credentials,
+        operator_image=operator_image,
+        operator_namespace=operator_namespace or operator_namespace_from(os.environ),
     )
     immutable = credential_secret_names(cluster)
     result = ApplyResult()

@@ -43,7 +43,15 @@ PLURALS: Final[dict[tuple[str, str], str]] = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("gocdha.io/v1alpha1", "GoCDHACluster"): "gocdhaclusters",
+    # The admission webhook's configuration (the operator keeps its caBundle current).
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"): (
+        "validatingwebhookconfigurations"
+    ),
 }
+#: Kinds without a namespace: addressed with ``namespace=""``.
+CLUSTER_SCOPED: Final = frozenset(
+    {("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")}
+)
 REQUEST_TIMEOUT_SECONDS: Final = 30
 
 
@@ -65,7 +73,14 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
     if plural is None:
         raise ValueError(f"the operator does not manage {kind} ({api_version})")
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+    if (api_version, kind) in CLUSTER_SCOPED:
+        if namespace:
+            raise ValueError(f"{kind} is cluster-scoped: no namespace")
+        path = f"{base}/{plural}"
+    elif not namespace:
+        raise ValueError(f"{kind} is namespaced: a namespace is required")
+    else:
+        path = f"{base}/namespaces/{quote(namespace)}/{plural}"
     return f"{path}/{quote(name)}" if name else path
 
 

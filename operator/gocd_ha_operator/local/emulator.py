@@ -75,10 +75,20 @@ class OperatorEmulator(kmock.KubernetesEmulator):
         log: list[tuple[str, str]] = self.__dict__.setdefault("_compact_log", [])
         return log
 
+    @property
+    def access_log(self) -> list[tuple[str, str, bool, str]]:
+        """Every request served, as ``(METHOD, path, is_watch, User-Agent)``: what RBAC has to
+        allow, and who asked (kopf and the Kubernetes client, or a test acting as a user)."""
+        log: list[tuple[str, str, bool, str]] = self.__dict__.setdefault("_access_log", [])
+        return log
+
     async def _handle(self, request: Any) -> Any:
         data = getattr(request, "data", None)
         method = str(getattr(request, "method", "")).upper()
         self.request_log.append((method.rsplit(".", 1)[-1], str(request.url.path)))
+        watch = str(request.url.query.get("watch", "")).lower() in {"true", "1"}
+        agent = str((getattr(request, "headers", None) or {}).get("User-Agent", ""))
+        self.access_log.append((method.rsplit(".", 1)[-1], str(request.url.path), watch, agent))
         history: list[Any] = self._requests
         if len(history) > 2 * self.KEPT_HISTORY:
             del history[: -self.KEPT_HISTORY]

@@ -17,7 +17,6 @@ they differ between the two sides while this file is shared by both.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Final
 
@@ -29,7 +28,7 @@ from gocd_ha_operator.api.constants import (
     SLOT_PREFIX,
     SUPERUSER_NAME,
 )
-from gocd_ha_operator.api.postgres_parameters import OWNED_PARAMETERS, quote_value
+from gocd_ha_operator.api.postgres_parameters import parameter_problems, quote_value
 
 #: WAL kept on the primary for a standby without relying on the slot (research §3.2: CNPG 512MB).
 WAL_KEEP_SIZE: Final = "512MB"
@@ -43,8 +42,6 @@ ARCHIVE_TIMEOUT: Final = "60s"
 ARCHIVE_COMMAND_TIMEOUT_SECONDS: Final = 120
 RESTORE_COMMAND_TIMEOUT_SECONDS: Final = 60
 
-_KEY_PATTERN: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-
 
 def application_name(side: str) -> str:
     """The ``application_name`` a standby of ``side`` streams under (also its slot's name)."""
@@ -52,27 +49,11 @@ def application_name(side: str) -> str:
 
 
 def _validate_user_parameters(parameters: Mapping[str, str]) -> list[tuple[str, str]]:
-    seen: dict[str, str] = {}
-    for key, value in parameters.items():
-        if not _KEY_PATTERN.match(key):
-            raise ValueError(f"postgres parameter name {key!r} is not a valid setting name")
-        lowered = key.lower()
-        if lowered in OWNED_PARAMETERS:
-            raise ValueError(
-                f"postgres parameter {key!r} is managed by the operator and cannot be set in "
-                "spec.postgres.parameters"
-            )
-        if lowered in seen:
-            raise ValueError(
-                f"postgres parameters {seen[lowered]!r} and {key!r} name the same setting"
-            )
-        if not isinstance(value, str):
-            raise ValueError(f"postgres parameter {key!r} must have a string value")
-        try:
-            quote_value(value)
-        except ValueError as exc:
-            raise ValueError(f"postgres parameter {key!r}: {exc}") from None
-        seen[lowered] = key
+    """The same checks as the resource model (a second line of defence for direct callers)."""
+    problems = parameter_problems(parameters)
+    if problems:
+        key, message = problems[0]
+        raise ValueError(f"postgres parameter {key!r}: {message}")
     return sorted(parameters.items(), key=lambda item: item[0].lower())
 
 

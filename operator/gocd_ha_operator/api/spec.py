@@ -527,6 +527,16 @@ class ReplicationStatus(StatusModel):
     last_streaming_time: str | None = Field(
         default=None, description="Last time the standby was seen streaming."
     )
+    last_primary_lag_bytes: int | None = Field(
+        default=None,
+        description="Last lag measured from the primary's side: its current LSN minus the "
+        "standby's replay position. The failover gate and a failover's rpoBytes use it.",
+    )
+    last_primary_lag_measured_at: str | None = Field(
+        default=None,
+        description="When lastPrimaryLagBytes was measured (refreshed at least every 30 s "
+        "while it is unchanged).",
+    )
 
 
 class SyncedFile(StatusModel):
@@ -569,6 +579,15 @@ class PromotionStatus(StatusModel):
     )
     promote_seconds: float | None = Field(
         default=None, description="How long pg_promote took on the new primary."
+    )
+    rejoin: RejoinMode | None = Field(
+        default=None,
+        description="spec.failover.rejoin when this promotion started: what happens to the old "
+        "primary's side is decided once, so a later spec edit cannot stop a replicating standby.",
+    )
+    start_in_maintenance_mode: bool | None = Field(
+        default=None,
+        description="spec.gocd.startPromotedInMaintenanceMode when this promotion started.",
     )
 
 

@@ -34,12 +34,16 @@ from gocd_ha_operator.api.constants import (
     VERSION,
 )
 from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
-from gocd_ha_operator.controller.observe import event_for, status_patch
+from gocd_ha_operator.controller.observe import (
+    event_for,
+    instance_checked_topology,
+    status_patch,
+)
 from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
 from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
 from gocd_ha_operator.kube.apply import KubeApiError, KubeClient, NotOwnedError, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
-from gocd_ha_operator.rules.promotion import StepHook, topology_of
+from gocd_ha_operator.rules.promotion import StepHook
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +208,7 @@ async def reconcile_resource(
                 body,
                 cluster,
                 operator_image=config.operator_image,
-                topology=topology_of(cluster),
+                topology=await instance_checked_topology(config.kube, cluster, config.endpoints),
             )
     except MissingSecretError as exc:
         _fail(body, patch, cluster, now=now, reason="SecretNotFound", message=str(exc))

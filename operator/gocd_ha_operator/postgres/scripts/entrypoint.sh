@@ -140,7 +140,7 @@ pgpass_escape() {
 superuser_password=$(read_password GOCDHA_SUPERUSER_PASSWORD_FILE)
 replication_password=$(read_password GOCDHA_REPLICATION_PASSWORD_FILE)
 operator_password=$(read_password GOCDHA_OPERATOR_PASSWORD_FILE)
-read_password GOCDHA_GOCD_PASSWORD_FILE >/dev/null
+gocd_password=$(read_password GOCDHA_GOCD_PASSWORD_FILE)
 
 # Two passfiles: the walreceiver's (replication user only) lives as long as the server; the
 # script's own (superuser + operator + replication) is removed before postgres starts.
@@ -151,9 +151,10 @@ printf '*:*:*:gocdha_replication:%s\n' "$(pgpass_escape "$replication_password")
   printf '*:*:*:postgres:%s\n' "$(pgpass_escape "$superuser_password")"
   printf '*:*:*:gocdha_operator:%s\n' "$(pgpass_escape "$operator_password")"
   printf '*:*:*:gocdha_replication:%s\n' "$(pgpass_escape "$replication_password")"
+  printf '*:*:*:gocd:%s\n' "$(pgpass_escape "$gocd_password")"
 } >"$script_passfile"
 chmod 0600 "$runtime_passfile" "$script_passfile"
-unset superuser_password replication_password operator_password
+unset superuser_password replication_password operator_password gocd_password
 export PGPASSFILE="$script_passfile"
 bootstrap_dir=""
 cleanup() {
@@ -433,38 +434,62 @@ newest_archived_timeline() {
   echo "$newest"
 }
 
-# apply_passwords: set every role's password from the mounted Secret files, on a private
-# bootstrap server (no TCP listener, a 0700 socket directory, trust for the superuser on that
-# socket only, so even a changed superuser password is applied). A resource re-created over its
-# retained claims gets new generated Secrets; without this its database would refuse them all.
+# apply_passwords: make every role's password the one in its mounted Secret file. A resource
+# re-created over its retained claims gets new generated Secrets; without this its database would
+# refuse them all. Runs on a private bootstrap server (no TCP listener, a 0700 socket directory, an
+# hba_file of its own): each role first tries to log in with its file's password (scram, through
+# the script's passfile); only a role that fails gets ALTER ROLE, by the superuser over trust on
+# that private socket (database template1 only), so a changed superuser password is applied too.
+# Unchanged passwords write nothing: a restart does not add WAL.
 apply_passwords() {
-  local socket="$GOCDHA_SOCKET_DIR/.gocdha-bootstrap" hba
+  local socket="$GOCDHA_SOCKET_DIR/.gocdha-bootstrap" hba role stale=() flags=()
   mkdir -p -m 0700 -- "$socket"
   hba="$socket/pg_hba.conf"
-  printf 'local all postgres trust\n' >"$hba"
+  printf 'local template1 postgres trust\nlocal all all scram-sha-256\n' >"$hba"
+  write_instance_conf "$PGDATA" "" # this instance's port: the dir may be a copy of the peer's
   bootstrap_dir=$PGDATA
   pg_ctl start -D "$PGDATA" -w -t 3600 -s -l "$socket/bootstrap.log" \
     -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c hba_file='$hba'" ||
     die "could not start postgres privately to apply the passwords: $(tail -n 5 "$socket/bootstrap.log" 2>/dev/null | tr '\n' ' ')"
-  if ! psql -X -q -v ON_ERROR_STOP=1 -h "$socket" -p "$GOCDHA_PORT" -U postgres -d postgres -f - <<'SQL'; then
+  for role in postgres gocdha_replication gocdha_operator gocd; do
+    if psql -X -q -w -h "$socket" -p "$GOCDHA_PORT" -U "$role" -d postgres -c "SELECT 1" \
+      >/dev/null 2>&1; then
+      flags+=(-v "alter_$role=false")
+    else
+      flags+=(-v "alter_$role=true")
+      stale+=("$role")
+    fi
+  done
+  if [ "${#stale[@]}" -gt 0 ]; then
+    if ! psql -X -q -v ON_ERROR_STOP=1 -h "$socket" -p "$GOCDHA_PORT" -U postgres -d template1 \
+      "${flags[@]}" -f - <<'SQL'; then
 -- A failing statement must not be written to the server log: it carries a password.
 SET log_min_error_statement = 'panic';
 SET log_statement = 'none';
-\set superuser_password `cat "$GOCDHA_SUPERUSER_PASSWORD_FILE"`
-\set replication_password `cat "$GOCDHA_REPLICATION_PASSWORD_FILE"`
-\set operator_password `cat "$GOCDHA_OPERATOR_PASSWORD_FILE"`
-\set gocd_password `cat "$GOCDHA_GOCD_PASSWORD_FILE"`
-ALTER ROLE postgres PASSWORD :'superuser_password';
-ALTER ROLE gocdha_replication PASSWORD :'replication_password';
-ALTER ROLE gocdha_operator PASSWORD :'operator_password';
-ALTER ROLE gocd PASSWORD :'gocd_password';
+\if :alter_postgres
+\set password `cat "$GOCDHA_SUPERUSER_PASSWORD_FILE"`
+ALTER ROLE postgres PASSWORD :'password';
+\endif
+\if :alter_gocdha_replication
+\set password `cat "$GOCDHA_REPLICATION_PASSWORD_FILE"`
+ALTER ROLE gocdha_replication PASSWORD :'password';
+\endif
+\if :alter_gocdha_operator
+\set password `cat "$GOCDHA_OPERATOR_PASSWORD_FILE"`
+ALTER ROLE gocdha_operator PASSWORD :'password';
+\endif
+\if :alter_gocd
+\set password `cat "$GOCDHA_GOCD_PASSWORD_FILE"`
+ALTER ROLE gocd PASSWORD :'password';
+\endif
 SQL
-    die "could not apply the passwords from the Secret files to the roles (see above)"
+      die "could not apply the passwords from the Secret files to the roles (see above)"
+    fi
+    log "applied the passwords from the Secret files to the roles: ${stale[*]}"
   fi
   pg_ctl stop -D "$PGDATA" -m fast -w -s
   bootstrap_dir=""
   rm -rf -- "$socket"
-  log "applied the passwords from the Secret files to the roles"
 }
 
 start_postgres() { # start_postgres MODE

@@ -574,8 +574,9 @@ class PromotionStatus(StatusModel):
     lsn: str | None = Field(default=None, description="Old primary's last LSN (switchover).")
     rpo_bytes: int | None = Field(
         default=None,
-        description="WAL bytes lost: 0 after a switchover; for a failover, the standby's last "
-        "observed lag (an estimate: the lost primary cannot be asked).",
+        description="WAL bytes lost: 0 after a switchover; for a failover, the last lag "
+        "measured from the primary's side (an estimate: the lost primary cannot be asked; "
+        "absent when unknown).",
     )
     promote_seconds: float | None = Field(
         default=None, description="How long pg_promote took on the new primary."

@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE_FORCE
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.controller.observe import compute_status, observe_cluster
 from gocd_ha_operator.local.stack import LocalStack, local_stack
 from gocd_ha_operator.local.workload import streaming_from
+from gocd_ha_operator.rules.promotion import topology_of
 from tests.faults.truth_support import NAME, body, condition, sql
-from tests.support.pg import unavailable_reason
+from tests.support.pg import pg_cluster, unavailable_reason
 
 pytestmark = [
     pytest.mark.postgres,
@@ -120,3 +125,57 @@ async def test_a_standby_that_missed_wal_is_not_failed_over_to_and_rpo_is_not_ze
     assert promotion["rpoBytes"] >= written, promotion
     # ...and the loss is real: the new primary does not have the rows the standby never got.
     assert await sql(stack, "b", "SELECT count(*) FROM filler") == 0
+
+
+def _model(status: dict[str, Any]) -> GoCDHACluster:
+    return parse_cluster(
+        {
+            "apiVersion": "gocdha.io/v1alpha1",
+            "kind": "GoCDHACluster",
+            "metadata": {"name": NAME, "namespace": "faults", "generation": 1},
+            "spec": {
+                "sharedStorage": {"size": "1Gi", "storageClassName": "nfs"},
+                "failover": {"maxLagBytes": MAX_LAG, "primaryUnavailableSeconds": 60},
+            },
+            "status": status,
+        }
+    )
+
+
+async def test_without_a_recent_primary_side_measurement_the_lag_is_unknown() -> None:
+    """The operator's own observation on real Postgres, with its clock moved on: once the dead
+    primary's last measurement is too old to stand for the lag, status says the lag is unknown
+    and no failover is possible (on main: the standby's own 0, ``StandbyReady``)."""
+    with pg_cluster() as pg:
+        pg.start_pair("a")
+        credentials = ClusterCredentials(
+            superuser_password=pg.passwords.superuser,
+            replication_password=pg.passwords.replication,
+            gocd_password=pg.passwords.gocd,
+            operator_password=pg.passwords.operator,
+            bc_token="gocdha = token\n",
+        )
+        overrides = {
+            f"faults/{NAME}-pg-a:5432": pg.a.endpoint,
+            f"faults/{NAME}-pg-b:5432": pg.b.endpoint,
+        }
+
+        async def observe(cluster: GoCDHACluster, now: datetime) -> GoCDHACluster:
+            topology = topology_of(cluster)
+            observation = await observe_cluster(
+                cluster, credentials, topology, now=now, operator_image="x", overrides=overrides
+            )
+            status, _ = compute_status(cluster, observation, topology, now=now)
+            return cluster.model_copy(update={"status": status})
+
+        start = datetime.now(UTC)
+        measured = await observe(_model({}), start)
+        assert measured.status.replication.state == "Streaming"
+        pg.a.kill()  # the primary is gone; the standby streamed a moment ago
+        soon = await observe(measured, start + timedelta(seconds=30))
+        possible = next(c for c in soon.status.conditions if c.type == "FailoverPossible")
+        assert possible.reason == "StandbyReady", possible
+        late = await observe(soon, start + timedelta(seconds=200))
+        possible = next(c for c in late.status.conditions if c.type == "FailoverPossible")
+        assert (possible.status, possible.reason) == ("False", "LagUnknown"), possible
+        assert late.status.replication.lag_bytes is None

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from gocd_ha_operator.local import LocalKubelet
-from tests.local.conftest import NAMESPACE, Api, eventually
+from tests.support.kubelet import NAMESPACE, Api, eventually
 from tests.local.test_kubelet_pods import alive, skip_reason
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))

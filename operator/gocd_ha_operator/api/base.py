@@ -14,6 +14,8 @@ from pydantic.alias_generators import to_camel
 
 #: Warm: the standby GoCD server runs and syncs through business continuity; Cold: it is stopped.
 StandbyMode = Literal["Warm", "Cold"]
+#: What happens to the old primary's side after a promotion (spec, and recorded in status).
+RejoinMode = Literal["Automatic", "Manual"]
 
 
 class ApiModel(BaseModel):

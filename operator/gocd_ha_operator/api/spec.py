@@ -38,7 +38,7 @@ from pydantic.config import JsonDict
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gocd_ha_operator.api import postgres_parameters, quantities
-from gocd_ha_operator.api.base import ApiModel, StandbyMode
+from gocd_ha_operator.api.base import ApiModel, RejoinMode, StandbyMode
 from gocd_ha_operator.api.constants import API_VERSION, KIND
 from gocd_ha_operator.api.status import GoCDHAClusterStatus
 from gocd_ha_operator.api.validation import Problem, SpecError, cross_field_problems
@@ -50,7 +50,6 @@ from gocd_ha_operator.api.versions import (
 )
 
 FailoverMode = Literal["Manual", "Automatic"]
-RejoinMode = Literal["Automatic", "Manual"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 
 #: names must be DNS-1035 labels (63), and StatefulSet pods add a revision hash to a label.

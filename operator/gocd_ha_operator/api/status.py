@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from gocd_ha_operator.api.base import ApiModel, StandbyMode
+from gocd_ha_operator.api.base import ApiModel, RejoinMode, StandbyMode
 from gocd_ha_operator.api.constants import Side
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -81,6 +81,16 @@ class ReplicationStatus(StatusModel):
     last_streaming_time: str | None = Field(
         default=None, description="Last time the standby was seen streaming."
     )
+    last_primary_lag_bytes: int | None = Field(
+        default=None,
+        description="Last lag measured from the primary's side: its current LSN minus the "
+        "standby's replay position. The failover gate and a failover's rpoBytes use it.",
+    )
+    last_primary_lag_measured_at: str | None = Field(
+        default=None,
+        description="When lastPrimaryLagBytes was measured (refreshed at least every 30 s "
+        "while it is unchanged).",
+    )
 
 
 class SyncedFile(StatusModel):
@@ -118,11 +128,21 @@ class PromotionStatus(StatusModel):
     lsn: str | None = Field(default=None, description="Old primary's last LSN (switchover).")
     rpo_bytes: int | None = Field(
         default=None,
-        description="WAL bytes lost: 0 after a switchover; for a failover, the standby's last "
-        "observed lag (an estimate: the lost primary cannot be asked).",
+        description="WAL bytes lost: 0 after a switchover; for a failover, the last lag "
+        "measured from the primary's side (an estimate: the lost primary cannot be asked; "
+        "absent when unknown).",
     )
     promote_seconds: float | None = Field(
         default=None, description="How long pg_promote took on the new primary."
+    )
+    rejoin: RejoinMode | None = Field(
+        default=None,
+        description="spec.failover.rejoin when this promotion started: what happens to the old "
+        "primary's side is decided once, so a later spec edit cannot stop a replicating standby.",
+    )
+    start_in_maintenance_mode: bool | None = Field(
+        default=None,
+        description="spec.gocd.startPromotedInMaintenanceMode when this promotion started.",
     )
 
 

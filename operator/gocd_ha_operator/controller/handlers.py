@@ -39,13 +39,13 @@ from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
 from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.controller import webhook
-from gocd_ha_operator.controller.observe import event_for
+from gocd_ha_operator.controller.observe import event_for, instance_checked_topology
 from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
 from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
 from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeApiError, KubeClient, NotOwnedError, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
-from gocd_ha_operator.rules.promotion import StepHook, topology_of
+from gocd_ha_operator.rules.promotion import StepHook
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ async def reconcile_resource(
                 body,
                 cluster,
                 operator_image=config.operator_image,
-                topology=topology_of(cluster),
+                topology=await instance_checked_topology(config.kube, cluster, config.endpoints),
                 operator_namespace=config.operator_namespace,
             )
     except MissingSecretError as exc:

@@ -46,6 +46,12 @@ def credential_secret_names(cluster: GoCDHACluster) -> frozenset[str]:
     )
 
 
+def existing_operator_password(kube: KubeClient, cluster: GoCDHACluster) -> str | None:
+    """The operator role's password from its Secret, or ``None`` while that Secret is missing."""
+    secret = kube.get("v1", "Secret", cluster.namespace, ChildNames(cluster.name).operator_secret)
+    return decode_secret_value(secret, "password") if secret is not None else None
+
+
 def load_credentials(kube: KubeClient, cluster: GoCDHACluster) -> ClusterCredentials:
     """Existing credentials from their Secrets; fresh ones only where a Secret is missing."""
     names = ChildNames(cluster.name)

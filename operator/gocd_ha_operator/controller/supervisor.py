@@ -152,7 +152,9 @@ class Supervisor:
             operator_image=self.config.operator_image,
             overrides=endpoints,
         )
-        status, transitions = compute_status(cluster, observation, topology, now=now)
+        status, transitions = compute_status(
+            cluster, observation, topology, now=now, observe_interval=self.config.observe_interval
+        )
         request = promo.pending_request(cluster)
         if request is None:
             reason = promo.automatic_failover_due(cluster, status, now)
@@ -180,7 +182,7 @@ class Supervisor:
             self.post_transitions(body, [*transitions, *flip])
             self.event(body, "Warning", "PromotionRefused", f"{request.token!r}: {why}")
             return
-        started = promo.started(request, status, now)
+        started = promo.started(request, status, now, cluster.spec)
         status = status.model_copy(update={"promotion": started})
         status, flip = self._promoting(
             status,
@@ -238,7 +240,8 @@ class Supervisor:
                 promotion = status.promotion
                 if current == promo.CATCHING_UP and promotion.type == "Failover":
                     continue
-                if current == promo.REJOINING and cluster.spec.failover.rejoin == "Manual":
+                rejoin = promotion.rejoin or cluster.spec.failover.rejoin
+                if current == promo.REJOINING and rejoin == "Manual":
                     continue
                 status = status.model_copy(
                     update={"promotion": promotion.model_copy(update={"step": current})}

@@ -30,7 +30,7 @@ from typing import Final, Literal
 
 from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE, Side
-from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterSpec
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, PromotionStatus
 from gocd_ha_operator.rules.topology import Topology
 
@@ -108,20 +108,29 @@ def topology_of(cluster: GoCDHACluster) -> Topology:
             fenced.add(old)
         if promotion.step in STOPPED_STEPS:
             stopped.add(old)
+    # The promotion's settings are the ones recorded when it started (an older record without
+    # them: the spec). A spec edit after the promotion must not reach back into it: flipping
+    # rejoin to Manual would otherwise stop a standby that rejoined and streams.
+    recorded_rejoin = promotion.rejoin or cluster.spec.failover.rejoin
     if (
         old is not None
         and promotion.result == "Succeeded"
+        and recorded_rejoin == "Manual"
         and cluster.spec.failover.rejoin == "Manual"
     ):
-        # Manual rejoin: the old side stays down until someone sets rejoin back to Automatic.
+        # Manual rejoin: the old side stays down until someone sets rejoin back to Automatic
+        # (that edit only ever starts a side, never stops one).
         fenced.add(old)
         stopped.add(old)
     new = promotion.to_side
+    in_maintenance = promotion.start_in_maintenance_mode
+    if in_maintenance is None:
+        in_maintenance = cluster.spec.gocd.start_promoted_in_maintenance_mode
     if (
         new is not None
         and new == primary
         and promotion.result in ("InProgress", "Succeeded")
-        and cluster.spec.gocd.start_promoted_in_maintenance_mode
+        and in_maintenance
     ):
         maintenance.add(new)
     return Topology(
@@ -196,9 +205,13 @@ def automatic_failover_due(
 
 
 def started(
-    request: PromotionRequest, observed: GoCDHAClusterStatus, now: datetime
+    request: PromotionRequest,
+    observed: GoCDHAClusterStatus,
+    now: datetime,
+    spec: GoCDHAClusterSpec | None = None,
 ) -> PromotionStatus:
-    """The ``status.promotion`` of a promotion that starts now."""
+    """The ``status.promotion`` of a promotion that starts now, with the spec's promotion
+    settings recorded: they apply to this promotion, whatever the spec says later."""
     old: Side = observed.primary or "a"
     new: Side = "b" if old == "a" else "a"
     primary = observed.sides.a if old == "a" else observed.sides.b
@@ -215,6 +228,10 @@ def started(
         result="InProgress",
         message=f"promoting side {new}",
         rpo_bytes=None if reachable else observed.replication.lag_bytes,
+        rejoin=spec.failover.rejoin if spec is not None else None,
+        start_in_maintenance_mode=(
+            spec.gocd.start_promoted_in_maintenance_mode if spec is not None else None
+        ),
     )
 
 

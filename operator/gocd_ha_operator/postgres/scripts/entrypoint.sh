@@ -8,7 +8,9 @@
 #
 # What it does depends on GOCDHA_ROLE and on the data directory it finds:
 #   primary, empty data dir   -> initdb, roles, GoCD database, slot for the peer, start
-#   primary, existing dir     -> start as primary, unless the dir is fenced (see below)
+#   primary, existing dir     -> start as primary, unless the dir is fenced (see below) or the
+#                                WAL archive holds a newer timeline (a former primary: rejoin);
+#                                the Secret files' passwords are applied to the roles first
 #   standby, empty data dir   -> wait for the primary, pg_basebackup with the slot, stream
 #   standby, standby dir      -> start streaming again
 #   standby, former primary   -> fence it, pg_rewind from the peer; if rewind fails, move the old
@@ -138,7 +140,7 @@ pgpass_escape() {
 superuser_password=$(read_password GOCDHA_SUPERUSER_PASSWORD_FILE)
 replication_password=$(read_password GOCDHA_REPLICATION_PASSWORD_FILE)
 operator_password=$(read_password GOCDHA_OPERATOR_PASSWORD_FILE)
-read_password GOCDHA_GOCD_PASSWORD_FILE >/dev/null
+gocd_password=$(read_password GOCDHA_GOCD_PASSWORD_FILE)
 
 # Two passfiles: the walreceiver's (replication user only) lives as long as the server; the
 # script's own (superuser + operator + replication) is removed before postgres starts.
@@ -149,9 +151,10 @@ printf '*:*:*:gocdha_replication:%s\n' "$(pgpass_escape "$replication_password")
   printf '*:*:*:postgres:%s\n' "$(pgpass_escape "$superuser_password")"
   printf '*:*:*:gocdha_operator:%s\n' "$(pgpass_escape "$operator_password")"
   printf '*:*:*:gocdha_replication:%s\n' "$(pgpass_escape "$replication_password")"
+  printf '*:*:*:gocd:%s\n' "$(pgpass_escape "$gocd_password")"
 } >"$script_passfile"
 chmod 0600 "$runtime_passfile" "$script_passfile"
-unset superuser_password replication_password operator_password
+unset superuser_password replication_password operator_password gocd_password
 export PGPASSFILE="$script_passfile"
 bootstrap_dir=""
 cleanup() {
@@ -402,6 +405,93 @@ rejoin() { # this former primary follows the peer: pg_rewind, else a fresh base 
   base_backup
 }
 
+# own_timeline: the newest timeline this data dir has been on: its control file's, or a newer
+# one whose history file is in its own pg_wal (a promotion writes it at once; a crash before the
+# next checkpoint leaves the control file behind).
+own_timeline() {
+  local tli file name
+  tli=$(pg_controldata -D "$PGDATA" | sed -n "s/^Latest checkpoint's TimeLineID: *//p")
+  [[ "$tli" =~ ^[0-9]+$ ]] || die "cannot read the timeline of '$PGDATA' with pg_controldata"
+  for file in "$PGDATA"/pg_wal/*.history; do
+    [ -e "$file" ] || continue
+    name=$(basename -- "$file" .history)
+    [[ "$name" =~ ^[0-9A-F]{8}$ ]] || continue
+    [ "$((16#$name))" -gt "$tli" ] && tli=$((16#$name))
+  done
+  echo "$tli"
+}
+
+# newest_archived_timeline: the highest timeline with a history file in the shared WAL archive
+# (0 when there is none). Every promotion archives one; pg_archivecleanup never removes them.
+newest_archived_timeline() {
+  local newest=0 file name
+  for file in "$GOCDHA_ARCHIVE_DIR"/*.history; do
+    [ -e "$file" ] || continue
+    name=$(basename -- "$file" .history)
+    [[ "$name" =~ ^[0-9A-F]{8}$ ]] || continue
+    [ "$((16#$name))" -gt "$newest" ] && newest=$((16#$name))
+  done
+  echo "$newest"
+}
+
+# apply_passwords: make every role's password the one in its mounted Secret file. A resource
+# re-created over its retained claims gets new generated Secrets; without this its database would
+# refuse them all. Runs on a private bootstrap server (no TCP listener, a 0700 socket directory, an
+# hba_file of its own): each role first tries to log in with its file's password (scram, through
+# the script's passfile); only a role that fails gets ALTER ROLE, by the superuser over trust on
+# that private socket (database template1 only), so a changed superuser password is applied too.
+# Unchanged passwords write nothing: a restart does not add WAL.
+apply_passwords() {
+  local socket="$GOCDHA_SOCKET_DIR/.gocdha-bootstrap" hba role stale=() flags=()
+  mkdir -p -m 0700 -- "$socket"
+  hba="$socket/pg_hba.conf"
+  printf 'local template1 postgres trust\nlocal all all scram-sha-256\n' >"$hba"
+  write_instance_conf "$PGDATA" "" # this instance's port: the dir may be a copy of the peer's
+  bootstrap_dir=$PGDATA
+  pg_ctl start -D "$PGDATA" -w -t 3600 -s -l "$socket/bootstrap.log" \
+    -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c hba_file='$hba'" ||
+    die "could not start postgres privately to apply the passwords: $(tail -n 5 "$socket/bootstrap.log" 2>/dev/null | tr '\n' ' ')"
+  for role in postgres gocdha_replication gocdha_operator gocd; do
+    if psql -X -q -w -h "$socket" -p "$GOCDHA_PORT" -U "$role" -d postgres -c "SELECT 1" \
+      >/dev/null 2>&1; then
+      flags+=(-v "alter_$role=false")
+    else
+      flags+=(-v "alter_$role=true")
+      stale+=("$role")
+    fi
+  done
+  if [ "${#stale[@]}" -gt 0 ]; then
+    if ! psql -X -q -v ON_ERROR_STOP=1 -h "$socket" -p "$GOCDHA_PORT" -U postgres -d template1 \
+      "${flags[@]}" -f - <<'SQL'; then
+-- A failing statement must not be written to the server log: it carries a password.
+SET log_min_error_statement = 'panic';
+SET log_statement = 'none';
+\if :alter_postgres
+\set password `cat "$GOCDHA_SUPERUSER_PASSWORD_FILE"`
+ALTER ROLE postgres PASSWORD :'password';
+\endif
+\if :alter_gocdha_replication
+\set password `cat "$GOCDHA_REPLICATION_PASSWORD_FILE"`
+ALTER ROLE gocdha_replication PASSWORD :'password';
+\endif
+\if :alter_gocdha_operator
+\set password `cat "$GOCDHA_OPERATOR_PASSWORD_FILE"`
+ALTER ROLE gocdha_operator PASSWORD :'password';
+\endif
+\if :alter_gocd
+\set password `cat "$GOCDHA_GOCD_PASSWORD_FILE"`
+ALTER ROLE gocd PASSWORD :'password';
+\endif
+SQL
+      die "could not apply the passwords from the Secret files to the roles (see above)"
+    fi
+    log "applied the passwords from the Secret files to the roles: ${stale[*]}"
+  fi
+  pg_ctl stop -D "$PGDATA" -m fast -w -s
+  bootstrap_dir=""
+  rm -rf -- "$socket"
+}
+
 start_postgres() { # start_postgres MODE
   write_instance_conf "$PGDATA"
   rm -f -- "$script_passfile"
@@ -429,6 +519,21 @@ if [ "$GOCDHA_ROLE" = primary ]; then
       "starting in recovery. Promotion is done with pg_promote() by the operator, never by a restart"
     start_postgres "standby (role says primary; waiting for pg_promote)"
   fi
+  # The archive is the arbiter a Kubernetes object cannot be: a role from a stale status or
+  # ConfigMap says "primary", but a newer timeline in the archive means the other side was
+  # promoted after this one last ran. Starting here would make two primaries.
+  timeline=$(own_timeline)
+  newest=$(newest_archived_timeline)
+  if [ "$newest" -gt "$timeline" ]; then
+    [ -n "$GOCDHA_PEER_HOST" ] ||
+      die "refusing to start as primary: the WAL archive holds timeline $newest, this data dir is on timeline $timeline (a former primary), and GOCDHA_PEER_HOST is not set to rejoin"
+    log "refusing to start as primary: the WAL archive holds the history of timeline $newest but" \
+      "this data dir is on timeline $timeline, so it is a former primary; rejoining as a standby"
+    fence "GOCDHA_ROLE is primary but timeline $newest in the archive is newer than this data dir's $timeline"
+    rejoin
+    start_postgres "standby (role says primary; a newer timeline exists)"
+  fi
+  apply_passwords
   start_postgres primary
 fi
 

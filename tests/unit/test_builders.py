@@ -191,6 +191,9 @@ def test_postgres_configmap_carries_config_and_scripts(inputs: Inputs) -> None:
         "entrypoint.sh",
         "archive-wal.sh",
         "restore-wal.sh",
+        "cleanup-wal.sh",
+        "backup.sh",
+        "recover.sh",
     } <= set(data)
     assert "recovery.conf" not in "".join(data.values())
     assert "wal_keep_segments" not in data["postgresql.conf"]

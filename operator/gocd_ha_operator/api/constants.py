@@ -90,6 +90,9 @@ CM_PG_HBA_CONF: Final = "pg_hba.conf"
 CM_ENTRYPOINT: Final = "entrypoint.sh"
 CM_ARCHIVE_WAL: Final = "archive-wal.sh"
 CM_RESTORE_WAL: Final = "restore-wal.sh"
+CM_CLEANUP_WAL: Final = "cleanup-wal.sh"
+CM_BACKUP: Final = "backup.sh"
+CM_RECOVER: Final = "recover.sh"
 
 
 def cm_role_key(side: Side) -> str:

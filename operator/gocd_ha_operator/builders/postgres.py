@@ -13,9 +13,12 @@ from typing import Any, Final
 
 from gocd_ha_operator.api.constants import (
     CM_ARCHIVE_WAL,
+    CM_BACKUP,
+    CM_CLEANUP_WAL,
     CM_ENTRYPOINT,
     CM_PG_HBA_CONF,
     CM_POSTGRESQL_CONF,
+    CM_RECOVER,
     CM_RESTORE_WAL,
     COMPONENT_GOCD,
     COMPONENT_POSTGRES,
@@ -70,7 +73,14 @@ from gocd_ha_operator.postgres import config as pgconfig
 #: The instance scripts shipped in the ConfigMap, read once from the package (not per build).
 INSTANCE_SCRIPTS: Final[dict[str, str]] = {
     key: (importlib_resources.files("gocd_ha_operator.postgres") / "scripts" / key).read_text()
-    for key in (CM_ENTRYPOINT, CM_ARCHIVE_WAL, CM_RESTORE_WAL)
+    for key in (
+        CM_ENTRYPOINT,
+        CM_ARCHIVE_WAL,
+        CM_RESTORE_WAL,
+        CM_CLEANUP_WAL,
+        CM_BACKUP,
+        CM_RECOVER,
+    )
 }
 
 #: Secret volume files must be readable by the pod's fsGroup, and by nobody else.

@@ -6,14 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gocd_ha_operator.api.cron import CronError, parse_schedule
 from gocd_ha_operator.rules.backup import (
     BackupHealth,
     BackupTrigger,
-    CronError,
     backup_due,
     backup_health,
     backup_name,
-    parse_schedule,
 )
 
 T0 = datetime(2026, 12, 2, 1, 30, 15, tzinfo=UTC)  # a Wednesday

@@ -417,3 +417,66 @@ def test_one_backup_at_a_time_and_names_are_not_reused(cluster: PgCluster) -> No
     (backups / ".lock").rmdir()
     bad = take_backup(cluster, standby, backups, "../escape")
     assert bad.returncode != 0 and "GOCDHA_BACKUP_NAME" in bad.stderr
+
+
+def test_a_new_cluster_bootstraps_its_primary_from_a_backup_and_builds_its_standby(
+    cluster: PgCluster,
+) -> None:
+    """What spec.bootstrap.recovery does: the entrypoint of the new cluster's first primary
+    recovers the backup (plus the source's archive), promotes, and its standby follows it."""
+    primary, standby = cluster.start_pair("a")
+    create_table(primary)
+    backups = owned_dir(cluster, "backups")
+    with Writer(primary, batch=1) as first:
+        time.sleep(0.3)
+        assert take_backup(cluster, standby, backups, "b1").returncode == 0
+    with Writer(primary, batch=2) as second:
+        time.sleep(0.3)
+    archive_everything(primary, cluster)
+
+    with pg_cluster() as recovered:
+        # The new resource's Secrets hold the source's passwords here; the roles come from the
+        # backup.
+        recovered.passwords = cluster.passwords
+        for role in ("superuser", "replication", "operator", "gocd"):
+            recovered.password_file(role).write_text(getattr(cluster.passwords, role))
+        recovered.a.start(
+            "primary",
+            env={
+                "GOCDHA_RECOVERY_BACKUP_DIR": str(backups),
+                "GOCDHA_RECOVERY_ARCHIVE_DIR": str(cluster.archive_dir),
+            },
+            timeout=180,
+        )
+        wait_until(lambda: not recovered.a.in_recovery(), timeout=120, what="promoted")
+        with recovered.a.gocd_connect() as conn:
+            rows = conn.execute("SELECT batch, id FROM builds").fetchall()
+        ids = {int(ident) for _, ident in rows}
+        assert first.acknowledged | second.acknowledged <= ids
+        # It promoted on a new timeline, archived to its own archive, never to the source's.
+        recovered.a.query("CHECKPOINT")
+        timeline = recovered.a.query("SELECT timeline_id FROM pg_control_checkpoint()")
+        assert timeline > 1
+        history = f"{timeline:08X}.history"
+        wait_until(
+            lambda: history in recovered.archived_files(), timeout=60, what="history archived"
+        )
+        assert history not in cluster.archived_files()
+        # A restart after recovery drops the recovery settings, and the standby is built from
+        # the recovered primary as usual.
+        recovered.a.stop()
+        recovered.a.start("primary")
+        assert not (recovered.a.pgdata / "gocdha-recovery.conf").exists()
+        recovered.b.start("standby", timeout=180)
+        with recovered.a.gocd_connect() as conn:
+            conn.execute("INSERT INTO builds (batch) VALUES (3)")
+
+        def replayed() -> bool:
+            try:
+                with recovered.b.gocd_connect() as conn:
+                    row = conn.execute("SELECT count(*) FROM builds WHERE batch = 3").fetchone()
+            except psycopg.OperationalError:
+                return False
+            return row is not None and row[0] == 1
+
+        wait_until(replayed, timeout=60, what="standby of the recovered cluster replays")

@@ -402,7 +402,28 @@ rejoin() { # this former primary follows the peer: pg_rewind, else a fresh base 
   base_backup
 }
 
+# recover_primary: the first primary of a cluster created with spec.bootstrap.recovery gets its
+# data from a backup (recover.sh verifies it before writing anything), then starts in archive
+# recovery and promotes itself at the target or at the end of the source's archive.
+recover_primary() {
+  if [ -e "$fence_marker" ]; then
+    die "this side was fenced as a standby ($(cat -- "$fence_marker")); refusing to recover a backup over it"
+  fi
+  if compgen -G "$GOCDHA_ARCHIVE_DIR/[0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F]*" >/dev/null; then
+    die "the WAL archive '$GOCDHA_ARCHIVE_DIR' already holds WAL of a database, but PGDATA '$PGDATA' is empty: refusing to recover a backup into a cluster that has a history of its own"
+  fi
+  log "recovering this primary from the backups in $GOCDHA_RECOVERY_BACKUP_DIR"
+  GOCDHA_BACKUP_DIR="$GOCDHA_RECOVERY_BACKUP_DIR" bash "$GOCDHA_SCRIPTS_DIR/recover.sh" ||
+    die "recovery from a backup failed (the reason is above); nothing was started"
+}
+
 start_postgres() { # start_postgres MODE
+  if [ ! -e "$PGDATA/recovery.signal" ] && [ -e "$PGDATA/gocdha-recovery.conf" ]; then
+    # Recovery from a backup has finished: its settings (the source's archive) must not apply to
+    # this data dir ever again, not even as a standby.
+    rm -f -- "$PGDATA/gocdha-recovery.conf"
+    log "recovery from a backup finished earlier: removed its settings (gocdha-recovery.conf)"
+  fi
   write_instance_conf "$PGDATA"
   rm -f -- "$script_passfile"
   trap - EXIT
@@ -418,6 +439,10 @@ fi
 
 if [ "$GOCDHA_ROLE" = primary ]; then
   if ! has_data "$PGDATA"; then
+    if [ -n "${GOCDHA_RECOVERY_BACKUP_DIR:-}" ]; then
+      recover_primary
+      start_postgres "primary (archive recovery from a backup, promoted at its end)"
+    fi
     init_primary
     start_postgres primary
   fi

@@ -8,8 +8,10 @@
 #   GOCDHA_BACKUP_DIR              the backup volume                                    required
 #   PGDATA                         the data directory to create (must not hold data)   required
 #   GOCDHA_SCRIPTS_DIR             where restore-wal.sh is (for restore_command)       required
-#   GOCDHA_RECOVERY_ARCHIVE_DIR    the source cluster's WAL archive to replay from     required
-#                                  (mounted read-only: the recovered cluster archives to its own)
+#   GOCDHA_RECOVERY_ARCHIVE_DIR    the source cluster's WAL archive to replay from (mounted
+#                                  read-only: the recovered cluster archives to its own); without
+#                                  it, recovery ends with the WAL inside the backup
+#   GOCDHA_ARCHIVE_DIR             the instance's own archive (the fallback above: still empty)
 #   GOCDHA_RECOVERY_BACKUP         a backup's name, or "latest" (the default)
 #   GOCDHA_RECOVERY_TARGET_TIME    an RFC 3339 time (2026-12-02T01:30:00Z): replay stops there
 #   GOCDHA_GOCD_RESTORE_DIR        where to put the backup's GoCD files, optional
@@ -26,13 +28,14 @@ die() {
   exit 1
 }
 
-for variable in GOCDHA_BACKUP_DIR PGDATA GOCDHA_SCRIPTS_DIR GOCDHA_RECOVERY_ARCHIVE_DIR; do
+for variable in GOCDHA_BACKUP_DIR PGDATA GOCDHA_SCRIPTS_DIR; do
   [ -n "${!variable:-}" ] || die "$variable is not set"
 done
 backup_dir=$GOCDHA_BACKUP_DIR
 [ -d "$backup_dir" ] || die "backup directory GOCDHA_BACKUP_DIR '$backup_dir' does not exist (is the backup volume mounted?)"
-source_archive=$GOCDHA_RECOVERY_ARCHIVE_DIR
-[ -d "$source_archive" ] || die "WAL archive GOCDHA_RECOVERY_ARCHIVE_DIR '$source_archive' does not exist"
+source_archive=${GOCDHA_RECOVERY_ARCHIVE_DIR:-${GOCDHA_ARCHIVE_DIR:-}}
+[ -n "$source_archive" ] || die "neither GOCDHA_RECOVERY_ARCHIVE_DIR nor GOCDHA_ARCHIVE_DIR is set"
+[ -d "$source_archive" ] || die "WAL archive '$source_archive' does not exist (GOCDHA_RECOVERY_ARCHIVE_DIR)"
 case "$source_archive" in
   *\'* | *\"* | *$'\n'* | *\\*) die "GOCDHA_RECOVERY_ARCHIVE_DIR '$source_archive' may not contain quotes, backslashes or line breaks" ;;
 esac
@@ -114,9 +117,11 @@ chmod 0700 "$staging"
 # The source archive, not the instance's own: the recovered cluster archives its new timeline to
 # its own shared volume and must never write into the source's history.
 restore_command="GOCDHA_ARCHIVE_DIR=\"$source_archive\" bash \"\${GOCDHA_SCRIPTS_DIR}/restore-wal.sh\" %f %p"
+# The recovery settings live in their own file, included last: the instance entrypoint removes it
+# once recovery.signal is gone (recovery finished), so a later standby of this data dir never
+# reads the source's archive.
 {
-  echo
-  echo "# Written by recover.sh (backup '$chosen'); removed by the instance after promotion."
+  echo "# Written by recover.sh (backup '$chosen'); removed by entrypoint.sh after recovery."
   echo "restore_command = '$restore_command'"
   echo "recovery_target_timeline = 'latest'"
   if [ -n "$target" ]; then
@@ -126,7 +131,8 @@ restore_command="GOCDHA_ARCHIVE_DIR=\"$source_archive\" bash \"\${GOCDHA_SCRIPTS
     echo "recovery_target_time = '$pg_target'"
     echo "recovery_target_action = 'promote'"
   fi
-} >>"$staging/postgresql.auto.conf"
+} >"$staging/gocdha-recovery.conf"
+printf "\n# Recovery from a backup (removed with the file when recovery ends)\ninclude_if_exists 'gocdha-recovery.conf'\n" >>"$staging/postgresql.conf"
 : >"$staging/recovery.signal"
 [ -e "$PGDATA" ] && rmdir -- "$PGDATA"
 mv -- "$staging" "$PGDATA"

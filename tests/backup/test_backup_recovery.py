@@ -466,7 +466,7 @@ def test_a_new_cluster_bootstraps_its_primary_from_a_backup_and_builds_its_stand
         # the recovered primary as usual.
         recovered.a.stop()
         recovered.a.start("primary")
-        assert not (recovered.a.pgdata / "gocdha-recovery.conf").exists()
+        assert not (recovered.a.pgdata / "gocdha-bootstrap.conf").exists()
         recovered.b.start("standby", timeout=180)
         with recovered.a.gocd_connect() as conn:
             conn.execute("INSERT INTO builds (batch) VALUES (3)")

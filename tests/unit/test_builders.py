@@ -414,14 +414,14 @@ def test_gocd_uses_the_image_user_and_root_group(inputs: Inputs) -> None:
     assert build_gocd_deployment(inputs(COLD), "a")["spec"]["strategy"] == {"type": "Recreate"}
 
 
-def test_network_policy_admits_only_peer_gocd_and_operator(inputs: Inputs) -> None:
+def test_network_policy_admits_only_peer_gocd_backup_jobs_and_operator(inputs: Inputs) -> None:
     policy = by_name(build_children(inputs(COLD)))[("NetworkPolicy", "ci-postgres")]
     sources = policy["spec"]["ingress"][0]["from"]
     components = [
         s["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for s in sources
     ]
-    assert components == ["postgres", "gocd-server", None]
-    assert sources[2]["podSelector"]["matchLabels"] == {
+    assert components == ["postgres", "gocd-server", "backup", None]
+    assert sources[3]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": "gocd-ha-operator"
     }
     assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]

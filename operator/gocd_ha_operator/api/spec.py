@@ -761,6 +761,10 @@ class BackupStatus(StatusModel):
         default=None, description="End of the oldest kept backup: the earliest targetTime."
     )
     handled_token: str | None = Field(default=None, description="Last gocdha.io/backup value.")
+    bootstrap_recovered: bool | None = Field(
+        default=None,
+        description="The first primary finished recovering from spec.bootstrap.recovery.",
+    )
 
 
 class GoCDHAClusterStatus(StatusModel):

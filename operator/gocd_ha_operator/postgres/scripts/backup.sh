@@ -12,6 +12,7 @@
 #   GOCDHA_BACKUP_MAX_AGE_SECONDS     older backups are removed (the newest is always kept)
 #   GOCDHA_ARCHIVE_DIR                the WAL archive, to record the oldest WAL still needed
 #   GOCDHA_PG_BINDIR                  where pg_basebackup and pg_verifybackup are, optional
+#   GOCDHA_TERMINATION_LOG            where to copy manifest.json for the operator, optional
 #
 # Layout of the backup volume:
 #   <name>/pgdata/          plain-format base backup, backup_manifest, pg_wal/ (streamed WAL)
@@ -144,6 +145,11 @@ sync -f "$partial/manifest.json" 2>/dev/null || sync
 mv -- "$partial" "$final"
 sync -f "$backup_dir" 2>/dev/null || sync
 log "backup '$name' complete: WAL $start_wal..$end_wal, $size_bytes bytes"
+if [ -n "${GOCDHA_TERMINATION_LOG:-}" ]; then
+  # The operator reads the manifest from the container's termination message (4 KiB at most).
+  cp -- "$final/manifest.json" "$GOCDHA_TERMINATION_LOG" 2>/dev/null ||
+    log "could not write the manifest to GOCDHA_TERMINATION_LOG '$GOCDHA_TERMINATION_LOG'"
+fi
 
 # --- retention: backups first, then the WAL no kept backup needs ---------------------------------
 mapfile -t backups < <(find "$backup_dir" -mindepth 2 -maxdepth 2 -name manifest.json -printf '%h\n' |

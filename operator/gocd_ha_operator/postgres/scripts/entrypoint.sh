@@ -418,11 +418,11 @@ recover_primary() {
 }
 
 start_postgres() { # start_postgres MODE
-  if [ ! -e "$PGDATA/recovery.signal" ] && [ -e "$PGDATA/gocdha-recovery.conf" ]; then
+  if [ ! -e "$PGDATA/recovery.signal" ] && [ -e "$PGDATA/gocdha-bootstrap.conf" ]; then
     # Recovery from a backup has finished: its settings (the source's archive) must not apply to
     # this data dir ever again, not even as a standby.
-    rm -f -- "$PGDATA/gocdha-recovery.conf"
-    log "recovery from a backup finished earlier: removed its settings (gocdha-recovery.conf)"
+    rm -f -- "$PGDATA/gocdha-bootstrap.conf"
+    log "recovery from a backup finished earlier: removed its settings (gocdha-bootstrap.conf)"
   fi
   write_instance_conf "$PGDATA"
   rm -f -- "$script_passfile"

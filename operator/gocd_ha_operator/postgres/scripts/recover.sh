@@ -131,8 +131,8 @@ restore_command="GOCDHA_ARCHIVE_DIR=\"$source_archive\" bash \"\${GOCDHA_SCRIPTS
     echo "recovery_target_time = '$pg_target'"
     echo "recovery_target_action = 'promote'"
   fi
-} >"$staging/gocdha-recovery.conf"
-printf "\n# Recovery from a backup (removed with the file when recovery ends)\ninclude_if_exists 'gocdha-recovery.conf'\n" >>"$staging/postgresql.conf"
+} >"$staging/gocdha-bootstrap.conf"
+printf "\n# Recovery from a backup (removed with the file when recovery ends)\ninclude_if_exists 'gocdha-bootstrap.conf'\n" >>"$staging/postgresql.conf"
 : >"$staging/recovery.signal"
 [ -e "$PGDATA" ] && rmdir -- "$PGDATA"
 mv -- "$staging" "$PGDATA"

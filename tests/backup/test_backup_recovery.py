@@ -7,6 +7,7 @@ while a writer commits on the primary, as the backup Job does.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from gocd_ha_operator.controller.backup import finished_backup
 from tests.support.pg import (
     LOOPBACK,
     OS_USER,
@@ -336,7 +338,15 @@ def test_retention_keeps_the_configured_backups_and_the_wal_of_the_oldest(
         with Writer(primary, batch=index):
             time.sleep(0.3)
         archive_everything(primary, cluster)
-        result = take_backup(cluster, standby, backups, f"b{index}", GOCDHA_BACKUP_KEEP="2")
+        report = owned_dir(cluster, "reports") / f"b{index}.json"
+        result = take_backup(
+            cluster,
+            standby,
+            backups,
+            f"b{index}",
+            GOCDHA_BACKUP_KEEP="2",
+            GOCDHA_TERMINATION_LOG=str(report),
+        )
         assert result.returncode == 0, result.stderr
     kept = sorted(p.name for p in backups.iterdir() if (p / "manifest.json").exists())
     assert kept == ["b2", "b3"]
@@ -348,6 +358,19 @@ def test_retention_keeps_the_configured_backups_and_the_wal_of_the_oldest(
     )
     marker = cluster.archive_dir / ".gocdha-backup-keep-from"
     assert marker.read_text().strip() == start_wal
+    # What the operator reads from the last Job's termination message.
+    job = {
+        "metadata": {"name": "ci-bk-b3", "labels": {"gocdha.io/backup": "b3"}},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    message = (owned_dir(cluster, "reports") / "b3.json").read_text()
+    pod = {"status": {"containerStatuses": [{"state": {"terminated": {"message": message}}}]}}
+    done = finished_backup(job, [pod])
+    assert done is not None and done.succeeded
+    assert done.record.size_bytes is not None and done.record.size_bytes > 0
+    assert done.record.first_wal is not None and len(done.record.first_wal) == 24
+    b2 = json.loads((backups / "b2" / "manifest.json").read_text())
+    assert done.oldest_kept_finished_at == b2["finishedAt"]
 
     # The standby's cleanup at a restart point far ahead still keeps what b2 needs.
     archive_everything(primary, cluster)

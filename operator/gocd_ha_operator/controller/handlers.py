@@ -34,6 +34,7 @@ from gocd_ha_operator.api.constants import (
     VERSION,
 )
 from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterStatus, SpecError, parse_cluster
+from gocd_ha_operator.controller.backup import backup_tick
 from gocd_ha_operator.controller.observe import event_for, status_patch
 from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
 from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
@@ -304,6 +305,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     ) -> None:
         ref = ClusterRef(namespace=str(meta["namespace"]), name=str(meta["name"]))
         await supervise(config, ref, memo, stopped)
+
+    @kopf.timer(*resource, interval=config.observe_interval, registry=registry)
+    async def backups(meta: kopf.Meta, **_: Any) -> None:
+        """Start scheduled and requested backups, record finished ones (controller/backup.py)."""
+        await backup_tick(
+            config.kube,
+            config.operator_image,
+            config.clock,
+            str(meta["namespace"]),
+            str(meta["name"]),
+        )
 
     @kopf.on.field(
         *resource, field=("metadata", "annotations", ANNOTATION_PROMOTE), registry=registry

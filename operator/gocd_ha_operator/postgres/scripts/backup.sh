@@ -145,11 +145,6 @@ sync -f "$partial/manifest.json" 2>/dev/null || sync
 mv -- "$partial" "$final"
 sync -f "$backup_dir" 2>/dev/null || sync
 log "backup '$name' complete: WAL $start_wal..$end_wal, $size_bytes bytes"
-if [ -n "${GOCDHA_TERMINATION_LOG:-}" ]; then
-  # The operator reads the manifest from the container's termination message (4 KiB at most).
-  cp -- "$final/manifest.json" "$GOCDHA_TERMINATION_LOG" 2>/dev/null ||
-    log "could not write the manifest to GOCDHA_TERMINATION_LOG '$GOCDHA_TERMINATION_LOG'"
-fi
 
 # --- retention: backups first, then the WAL no kept backup needs ---------------------------------
 mapfile -t backups < <(find "$backup_dir" -mindepth 2 -maxdepth 2 -name manifest.json -printf '%h\n' |
@@ -184,5 +179,19 @@ if [ -n "${GOCDHA_ARCHIVE_DIR:-}" ] && [ -d "$GOCDHA_ARCHIVE_DIR" ] && [ "${#kep
   printf '%s\n' "$oldest_wal" >"$marker.tmp.$$"
   mv -- "$marker.tmp.$$" "$marker"
   log "the archive keeps WAL from $oldest_wal (oldest kept backup '${kept[0]}')"
+fi
+oldest_finished=""
+[ "${#kept[@]}" -eq 0 ] ||
+  oldest_finished=$(sed -n 's/^  "finishedAt": "\(.*\)",$/\1/p' "$backup_dir/${kept[0]}/manifest.json")
+if [ -n "${GOCDHA_TERMINATION_LOG:-}" ]; then
+  # The operator reads this from the container's termination message (4 KiB at most): the
+  # backup's manifest and what retention kept.
+  {
+    printf '{"manifest": '
+    cat -- "$final/manifest.json"
+    printf ', "retention": {"kept": %s, "oldest": "%s", "oldestFinishedAt": "%s"}}\n' \
+      "${#kept[@]}" "${kept[0]:-}" "$oldest_finished"
+  } >"$GOCDHA_TERMINATION_LOG" 2>/dev/null ||
+    log "could not write the report to GOCDHA_TERMINATION_LOG '$GOCDHA_TERMINATION_LOG'"
 fi
 echo "backup: name=$name start_wal=$start_wal end_wal=$end_wal size_bytes=$size_bytes kept=${#kept[@]}"

@@ -129,8 +129,15 @@ class KubeClient:
         result = self._call(
             "GET", f"{resource_path(api_version, kind, namespace)}?labelSelector={quote(selector)}"
         )
-        items: list[dict[str, Any]] = list(result.get("items") or [])
-        return items
+        # Filtered here too: what the caller acts on never depends on the server honouring it.
+        return [
+            item
+            for item in result.get("items") or []
+            if all(
+                (item.get("metadata", {}).get("labels") or {}).get(key) == value
+                for key, value in label_selector.items()
+            )
+        ]
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

@@ -30,6 +30,8 @@ ALLOWED_NAMESPACED: dict[tuple[str, str], frozenset[str]] = {
     ("apps", "deployments"): frozenset(NAMESPACED_CHILDREN),
     ("policy", "poddisruptionbudgets"): frozenset(NAMESPACED_CHILDREN),
     ("networking.k8s.io", "networkpolicies"): frozenset(NAMESPACED_CHILDREN),
+    # Backup Jobs: started, read back (with their pods' termination messages), removed.
+    ("batch", "jobs"): frozenset({"get", "list", "create", "delete"}),
 }
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")

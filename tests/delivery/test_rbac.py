@@ -29,6 +29,9 @@ ALLOWED_NAMESPACED: dict[tuple[str, str], frozenset[str]] = {
     ("apps", "deployments"): CHILDREN,
     ("policy", "poddisruptionbudgets"): CHILDREN,
     ("networking.k8s.io", "networkpolicies"): CHILDREN,
+    # Backup Jobs: started, listed with their pods (termination message), removed.
+    ("batch", "jobs"): frozenset({"list", "create", "delete"}),
+    ("", "pods"): frozenset({"list"}),
 }
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")

@@ -1,10 +1,11 @@
 """Least privilege, derived from what the operator really does (issue #13).
 
-A representative run on the API emulator — create, a spec update, a move to an existing claim (the
-one delete the operator makes), a promotion request, an invalid spec — is logged request by
-request. The (group, resource, verb) triples in that log are what the operator needs; the chart's
-and the kustomize manifests' RBAC rules must grant every one of them and nothing else, apart from
-the few grants listed in :data:`NOT_OBSERVABLE`, each with the reason the emulator cannot show it.
+A representative run on the API emulator — create, a spec update, a move to an existing claim, a
+promotion request, a backup (its Job started, read back and removed), an invalid spec — is logged
+request by request. The (group, resource, verb) triples in that log are what the operator needs;
+the chart's and the kustomize manifests' RBAC rules must grant every one of them and nothing else,
+apart from the few grants listed in :data:`NOT_OBSERVABLE`, each with the reason the emulator
+cannot show it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from gocd_ha_operator.local.emulator import CHILD_RESOURCES
 from tests.delivery.test_rbac import grants, roles_bound
 from tests.emulator.test_reconciler import settled
 from tests.support.delivery import by_kind, helm_template, kustomize
-from tests.support.emulator import Harness
+from tests.support.emulator import Harness, finish_backup_job
 
 pytestmark = pytest.mark.emulator
 
 Start = Callable[[], Any]
 Triple = tuple[str, str, str]
+JOBS: Final = "batch/v1/jobs"
 
 #: Grants the operator needs that no API request of its own shows.
 NOT_OBSERVABLE: Final[dict[Triple, str]] = {
@@ -122,8 +124,18 @@ async def scenario(harness: Harness, run_operator: Start) -> set[Triple]:
         timeout=30,
         message="the promotion request is handled (refused: nothing is reachable)",
     )
+    # A backup: its Job is started, read back with its pod (the result), and removed.
     await harness.patch_cluster(
-        {"metadata": {"generation": 4}, "spec": {"failover": {"mode": "Sometimes"}}}
+        {
+            "metadata": {"generation": 4, "annotations": {"gocdha.io/backup": "b1"}},
+            "spec": {"backup": {"volume": {"existingClaim": "backups"}}},
+        }
+    )
+    jobs = await harness.eventually(lambda: harness.objects(JOBS), message="a backup Job")
+    await finish_backup_job(harness, next(iter(jobs.values())), succeeded=True)
+    await harness.eventually(lambda: not harness.objects(JOBS), message="the Job is removed")
+    await harness.patch_cluster(
+        {"metadata": {"generation": 5}, "spec": {"failover": {"mode": "Sometimes"}}}
     )
     await harness.eventually(
         lambda: any(e.get("reason") == "InvalidSpec" for e in harness.events()),

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from gocd_ha_operator.local import LocalKubelet
-from tests.support.kubelet import NAMESPACE, Api, eventually
 from tests.local.test_kubelet_pods import alive, skip_reason
+from tests.support.kubelet import NAMESPACE, Api, eventually
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 

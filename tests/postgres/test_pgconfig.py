@@ -42,7 +42,8 @@ def test_replication_settings_are_the_modern_ones() -> None:
     # Commands refer to the environment, never to a container path.
     assert '"${GOCDHA_SCRIPTS_DIR}/archive-wal.sh" "%p" "%f"' in conf["archive_command"]
     assert '"${GOCDHA_SCRIPTS_DIR}/restore-wal.sh" "%f" "%p"' in conf["restore_command"]
-    assert conf["archive_cleanup_command"] == '\'pg_archivecleanup "${GOCDHA_ARCHIVE_DIR}" "%r"\''
+    # The archive cleanup keeps what a kept backup needs: cleanup-wal.sh, not pg_archivecleanup.
+    assert conf["archive_cleanup_command"] == '\'bash "${GOCDHA_SCRIPTS_DIR}/cleanup-wal.sh" "%r"\''
     assert "/shared" not in "".join(conf.values())
     assert "/opt/gocdha" not in "".join(conf.values())
 
@@ -135,7 +136,7 @@ def check_settings(bindir: Path | None, directory: Path) -> None:
     for name, expected in [
         ("synchronous_standby_names", "ANY 1 (gocdha_a, gocdha_b)"),
         ("search_path", "'$user', public"),
-        ("archive_cleanup_command", 'pg_archivecleanup "${GOCDHA_ARCHIVE_DIR}" "%r"'),
+        ("archive_cleanup_command", 'bash "${GOCDHA_SCRIPTS_DIR}/cleanup-wal.sh" "%r"'),
     ]:
         shown = subprocess.run(
             [*runuser, f"{bindir}/postgres", "-D", str(directory), "-C", name],

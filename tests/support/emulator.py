@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,3 +121,58 @@ def closed_endpoints() -> dict[str, Endpoint]:
     services = [("ci-pg-a", 5432), ("ci-pg-b", 5432), ("ci-gocd-a", 8153), ("ci-gocd-b", 8153)]
     services += [("ci-gocd-a", 8155), ("ci-gocd-b", 8155)]
     return {f"{NAMESPACE}/{service}:{port}": closed for service, port in services}
+
+
+async def finish_backup_job(harness: Harness, job: dict[str, Any], *, succeeded: bool) -> None:
+    """What Kubernetes does when a backup Job's pod exits."""
+    name = job["metadata"]["name"]
+    backup = job["metadata"]["labels"]["gocdha.io/backup"]
+    manifest = {
+        "name": backup,
+        "startedAt": "2026-12-02T02:00:00Z",
+        "finishedAt": "2026-12-02T02:00:42Z",
+        "durationSeconds": 42,
+        "startWal": "000000010000000000000003",
+        "endWal": "000000010000000000000004",
+        "sizeBytes": 31457280,
+    }
+    report = {
+        "manifest": manifest,
+        "retention": {"kept": 1, "oldest": backup, "oldestFinishedAt": "2026-12-02T02:00:42Z"},
+    }
+    message = json.dumps(report) if succeeded else "pg_basebackup: could not connect\nERROR: x"
+    await harness.create(
+        "v1/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{name}-x1",
+                "namespace": NAMESPACE,
+                "labels": {"job-name": name},
+            },
+            "status": {
+                "containerStatuses": [
+                    {"name": "backup", "state": {"terminated": {"message": message}}}
+                ]
+            },
+        },
+    )
+    condition = "Complete" if succeeded else "Failed"
+    await harness.request(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}",
+        {
+            "status": {
+                "startTime": "2026-12-02T02:00:00Z",
+                "conditions": [
+                    {
+                        "type": condition,
+                        "status": "True",
+                        "lastTransitionTime": "2026-12-02T02:00:43Z",
+                        "message": "BackoffLimitExceeded" if not succeeded else "",
+                    }
+                ],
+            }
+        },
+    )

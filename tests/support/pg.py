@@ -35,9 +35,11 @@ import psycopg
 
 from gocd_ha_operator.api.constants import (
     CM_ARCHIVE_WAL,
+    CM_CLEANUP_WAL,
     CM_ENTRYPOINT,
     CM_PG_HBA_CONF,
     CM_POSTGRESQL_CONF,
+    CM_RECOVER,
     CM_RESTORE_WAL,
     ENV_ARCHIVE_DIR,
     ENV_CONFIG_DIR,
@@ -412,7 +414,7 @@ class PgCluster:
             ),
             CM_PG_HBA_CONF: pgconfig.render_pg_hba(database=self.database),
         }
-        for name in (CM_ENTRYPOINT, CM_ARCHIVE_WAL, CM_RESTORE_WAL):
+        for name in (CM_ENTRYPOINT, CM_ARCHIVE_WAL, CM_RESTORE_WAL, CM_CLEANUP_WAL, CM_RECOVER):
             files[name] = (SCRIPTS_DIR / name).read_text()
         for name, text in files.items():
             path = self.config_dir / name

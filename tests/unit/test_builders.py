@@ -192,6 +192,9 @@ def test_postgres_configmap_carries_config_and_scripts(inputs: Inputs) -> None:
         "entrypoint.sh",
         "archive-wal.sh",
         "restore-wal.sh",
+        "cleanup-wal.sh",
+        "backup.sh",
+        "recover.sh",
     } <= set(data)
     assert "recovery.conf" not in "".join(data.values())
     assert "wal_keep_segments" not in data["postgresql.conf"]
@@ -412,17 +415,18 @@ def test_gocd_uses_the_image_user_and_root_group(inputs: Inputs) -> None:
     assert build_gocd_deployment(inputs(COLD), "a")["spec"]["strategy"] == {"type": "Recreate"}
 
 
-def test_network_policy_admits_only_peer_gocd_and_operator(inputs: Inputs) -> None:
+def test_network_policy_admits_only_peer_gocd_backup_jobs_and_operator(inputs: Inputs) -> None:
     policy = by_name(build_children(inputs(COLD)))[("NetworkPolicy", "ci-postgres")]
     sources = policy["spec"]["ingress"][0]["from"]
     components = [
         s["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for s in sources
     ]
-    assert components == ["postgres", "gocd-server", None]
-    # The cluster's own pods: a podSelector alone means "in the policy's namespace".
-    assert all(set(s) == {"podSelector"} for s in sources[:2])
+    assert components == ["postgres", "gocd-server", "backup", None]
+    # The cluster's own pods (and its backup Jobs): a podSelector alone means "in the policy's
+    # namespace".
+    assert all(set(s) == {"podSelector"} for s in sources[:3])
     # The operator: ONE peer with both selectors, so only its pods in its namespace qualify.
-    assert sources[2] == {
+    assert sources[3] == {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gocd-ha-operator"}},
         "podSelector": {"matchLabels": {"gocdha.io/operator": "true"}},
     }
@@ -432,7 +436,7 @@ def test_network_policy_admits_only_peer_gocd_and_operator(inputs: Inputs) -> No
 def test_network_policy_follows_the_operator_namespace(inputs: Inputs) -> None:
     built = dataclasses.replace(inputs(COLD), operator_namespace="platform-ops")
     policy = by_name(build_children(built))[("NetworkPolicy", "ci-postgres")]
-    operator_peer = policy["spec"]["ingress"][0]["from"][2]
+    operator_peer = policy["spec"]["ingress"][0]["from"][-1]
     assert operator_peer["namespaceSelector"] == {
         "matchLabels": {"kubernetes.io/metadata.name": "platform-ops"}
     }

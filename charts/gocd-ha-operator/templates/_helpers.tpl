@@ -103,6 +103,13 @@ calls (tests/emulator/test_least_privilege.py derives them from a logged run and
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["get", "create", "patch"]
+# Backup Jobs: started, listed (with their pods, for the termination message), removed.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "create", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch"]

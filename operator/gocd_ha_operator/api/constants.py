@@ -56,6 +56,7 @@ COMPONENT_POSTGRES: Final = "postgres"
 COMPONENT_GOCD: Final = "gocd-server"
 COMPONENT_CREDENTIALS: Final = "credentials"
 COMPONENT_STORAGE: Final = "shared-storage"
+COMPONENT_BACKUP: Final = "backup"
 
 #: Selector value that matches no side: a role Service whose role is fenced selects nothing.
 NO_SIDE: Final = "none"
@@ -92,6 +93,20 @@ CM_PG_HBA_CONF: Final = "pg_hba.conf"
 CM_ENTRYPOINT: Final = "entrypoint.sh"
 CM_ARCHIVE_WAL: Final = "archive-wal.sh"
 CM_RESTORE_WAL: Final = "restore-wal.sh"
+CM_CLEANUP_WAL: Final = "cleanup-wal.sh"
+CM_BACKUP: Final = "backup.sh"
+CM_RECOVER: Final = "recover.sh"
+
+# Backups (docs/backup-and-recovery.md).
+#: ``gocdha.io/backup=<token>``: take a backup now, once per value.
+ANNOTATION_BACKUP: Final = f"{GROUP}/backup"
+#: Where a backup Job mounts the backup volume, and a recovering primary mounts the source's.
+BACKUP_MOUNT: Final = "/backup"
+#: Where a recovering primary mounts the source cluster's shared volume (read-only).
+RECOVERY_ARCHIVE_MOUNT: Final = "/recovery-source"
+#: Labels of a backup Job: its backup's name and what started it.
+LABEL_BACKUP: Final = f"{GROUP}/backup"
+LABEL_BACKUP_TRIGGER: Final = f"{GROUP}/backup-trigger"
 
 
 def cm_role_key(side: Side) -> str:

@@ -19,6 +19,7 @@ through a ``SecretKeySelector``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
@@ -32,6 +33,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
@@ -40,6 +42,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from gocd_ha_operator.api import postgres_parameters, quantities
 from gocd_ha_operator.api.base import ApiModel, RejoinMode, StandbyMode
 from gocd_ha_operator.api.constants import API_VERSION, KIND
+from gocd_ha_operator.api.cron import CronError, parse_schedule
 from gocd_ha_operator.api.status import GoCDHAClusterStatus
 from gocd_ha_operator.api.validation import Problem, SpecError, cross_field_problems
 from gocd_ha_operator.api.versions import (
@@ -435,6 +438,150 @@ class FailoverSpec(ApiModel):
     )
 
 
+#: RFC 3339 with a zone, e.g. 2026-12-02T01:30:00Z (what recovery_target_time is given).
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+#: A backup's name as backup.sh writes it (or ``latest``).
+BACKUP_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class BackupRetentionSpec(ApiModel):
+    """Which backups are kept; after each successful backup the others are removed (the newest
+    is always kept), and then the archived WAL that no kept backup needs."""
+
+    count: int | None = Field(
+        default=None, ge=1, le=1000, description="Keep this many newest backups."
+    )
+    max_age_days: int | None = Field(
+        default=None, ge=1, le=36500, description="Remove backups older than this many days."
+    )
+
+
+class BackupVolumeSpec(ApiModel):
+    """Where backups are written: never the shared volume (losing it must not lose them)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.existingClaim) != has(self.size)",
+                    "message": "set either existingClaim, or size (with an optional "
+                    "storageClassName)",
+                }
+            ]
+        }
+    )
+
+    existing_claim: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        max_length=253,
+        description="An existing claim on other storage than the shared volume.",
+    )
+    size: StorageSize | None = Field(default=None, description="Size of the claim to create.")
+    storage_class_name: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        description="StorageClass of the created claim; put it on other storage than the "
+        "shared volume.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BackupVolumeSpec:
+        if (self.existing_claim is None) == (self.size is None):
+            raise ValueError(
+                "set either existingClaim, or size (with an optional storageClassName)"
+            )
+        if self.existing_claim is not None and self.storage_class_name is not None:
+            raise ValueError("storageClassName applies only to a claim the operator creates (size)")
+        return self
+
+
+class BackupSpec(ApiModel):
+    """Scheduled and on-demand backups: a Postgres base backup plus GoCD's files, verified."""
+
+    schedule: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Five-field cron in UTC (e.g. '0 2 * * *') or @daily/@hourly/@weekly; "
+        "absent: backups only on demand (annotation gocdha.io/backup=<token>).",
+    )
+    retention: BackupRetentionSpec = Field(
+        default_factory=BackupRetentionSpec, description="Which backups are kept."
+    )
+    volume: BackupVolumeSpec = Field(description="The backup volume (not the shared volume).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_schedule(value)
+            except CronError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class RecoverySpec(ApiModel):
+    """Create this cluster's primary from a backup instead of an empty database."""
+
+    backup_claim: str = Field(
+        pattern=DNS1123_SUBDOMAIN, max_length=253, description="The claim that holds the backups."
+    )
+    archive_claim: str | None = Field(
+        default=None,
+        pattern=DNS1123_SUBDOMAIN,
+        max_length=253,
+        description="The source cluster's shared volume claim, mounted read-only to replay its "
+        "WAL archive; without it recovery ends at the end of the chosen backup.",
+    )
+    backup: str = Field(
+        default="latest",
+        json_schema_extra={"pattern": BACKUP_NAME_PATTERN},
+        description="A backup's name, or 'latest' (the newest at or before targetTime).",
+    )
+    target_time: str | None = Field(
+        default=None,
+        json_schema_extra={"pattern": RFC3339_PATTERN},
+        description="Recover to this moment (RFC 3339, e.g. 2026-12-02T01:30:00Z) instead of "
+        "the end of the archive.",
+    )
+
+    @field_validator("backup")
+    @classmethod
+    def _backup(cls, value: str) -> str:
+        if not re.fullmatch(BACKUP_NAME_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a backup name: 1-63 letters, digits, '.', '_' or '-', "
+                "or 'latest'"
+            )
+        return value
+
+    @field_validator("target_time")
+    @classmethod
+    def _target_time(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(RFC3339_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not an RFC 3339 time with a zone, e.g. 2026-12-02T01:30:00Z"
+            )
+        return value
+
+
+class BootstrapSpec(ApiModel):
+    """How the first primary gets its data; only read when its data volume is empty."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "bootstrap is immutable"}
+            ]
+        }
+    )
+
+    recovery: RecoverySpec | None = Field(default=None, description="Restore from a backup.")
+
+
 class GoCDHAClusterSpec(ApiModel):
     """A GoCD server with a replicated standby."""
 
@@ -450,6 +597,12 @@ class GoCDHAClusterSpec(ApiModel):
     )
     failover: FailoverSpec = Field(
         default_factory=FailoverSpec, description="Automatic failover and rejoin."
+    )
+    backup: BackupSpec | None = Field(
+        default=None, description="Backups and their retention; off when absent."
+    )
+    bootstrap: BootstrapSpec | None = Field(
+        default=None, description="Where the first primary's data comes from (a backup)."
     )
 
 

@@ -156,6 +156,39 @@ class HandledTokens(StatusModel):
     )
 
 
+class BackupRecord(StatusModel):
+    """One backup attempt, as its Job reported it."""
+
+    name: str | None = Field(default=None, description="Backup name (its directory).")
+    trigger: str | None = Field(default=None, description="Schedule or Annotation.")
+    started_at: str | None = None
+    finished_at: str | None = None
+    size_bytes: int | None = Field(default=None, description="Size on the backup volume.")
+    duration_seconds: float | None = None
+    first_wal: str | None = Field(default=None, description="First WAL segment it needs.")
+    last_wal: str | None = Field(default=None, description="Last WAL segment it includes.")
+    message: str | None = Field(default=None, description="Why it failed.")
+
+
+class BackupStatus(StatusModel):
+    """Backups of this cluster. Written by the backup controller only."""
+
+    last_successful: BackupRecord | None = None
+    last_failed: BackupRecord | None = None
+    running: str | None = Field(default=None, description="The Job of the backup running now.")
+    running_trigger: str | None = None
+    last_scheduled: str | None = Field(default=None, description="Last schedule slot taken.")
+    next_scheduled: str | None = Field(default=None, description="Next schedule slot.")
+    earliest_recoverable: str | None = Field(
+        default=None, description="End of the oldest kept backup: the earliest targetTime."
+    )
+    handled_token: str | None = Field(default=None, description="Last gocdha.io/backup value.")
+    bootstrap_recovered: bool | None = Field(
+        default=None,
+        description="The first primary finished recovering from spec.bootstrap.recovery.",
+    )
+
+
 class GoCDHAClusterStatus(StatusModel):
     observed_generation: int | None = Field(default=None, description="Last generation handled.")
     primary: Side | None = Field(default=None, description="The side that is primary now.")
@@ -167,6 +200,7 @@ class GoCDHAClusterStatus(StatusModel):
     config_sync: ConfigSyncStatus = Field(default_factory=ConfigSyncStatus)
     promotion: PromotionStatus = Field(default_factory=PromotionStatus)
     handled_tokens: HandledTokens = Field(default_factory=HandledTokens)
+    backup: BackupStatus = Field(default_factory=BackupStatus)
     history: list[PromotionStatus] = Field(
         default_factory=list, max_length=20, description="Recent promotions, newest first."
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from gocd_ha_operator.api.constants import SIDES
+from gocd_ha_operator.builders.backup import build_backup_pvc
 from gocd_ha_operator.builders.common import BuildInputs
 from gocd_ha_operator.builders.gocd import (
     build_artifacts_pvc,
@@ -41,6 +42,7 @@ def build_children(inputs: BuildInputs) -> list[dict[str, Any]]:
         *(build_gocd_db_secret(inputs, side) for side in SIDES),
         build_postgres_configmap(inputs),
         build_shared_pvc(inputs),
+        build_backup_pvc(inputs),
         build_artifacts_pvc(inputs),
         *(build_gocd_pvc(inputs, side) for side in SIDES),
         *(build_postgres_instance_service(inputs, side) for side in SIDES),

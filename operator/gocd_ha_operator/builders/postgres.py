@@ -12,11 +12,16 @@ from importlib import resources as importlib_resources
 from typing import Any, Final
 
 from gocd_ha_operator.api.constants import (
+    BACKUP_MOUNT,
     CM_ARCHIVE_WAL,
+    CM_BACKUP,
+    CM_CLEANUP_WAL,
     CM_ENTRYPOINT,
     CM_PG_HBA_CONF,
     CM_POSTGRESQL_CONF,
+    CM_RECOVER,
     CM_RESTORE_WAL,
+    COMPONENT_BACKUP,
     COMPONENT_GOCD,
     COMPONENT_POSTGRES,
     COMPONENT_STORAGE,
@@ -47,6 +52,7 @@ from gocd_ha_operator.api.constants import (
     POSTGRES_PORT,
     POSTGRES_UID_ALPINE,
     POSTGRES_UID_DEBIAN,
+    RECOVERY_ARCHIVE_MOUNT,
     SHARED_MOUNT,
     SIDES,
     WAL_ARCHIVE_SUBDIR,
@@ -71,7 +77,14 @@ from gocd_ha_operator.postgres import config as pgconfig
 #: The instance scripts shipped in the ConfigMap, read once from the package (not per build).
 INSTANCE_SCRIPTS: Final[dict[str, str]] = {
     key: (importlib_resources.files("gocd_ha_operator.postgres") / "scripts" / key).read_text()
-    for key in (CM_ENTRYPOINT, CM_ARCHIVE_WAL, CM_RESTORE_WAL)
+    for key in (
+        CM_ENTRYPOINT,
+        CM_ARCHIVE_WAL,
+        CM_RESTORE_WAL,
+        CM_CLEANUP_WAL,
+        CM_BACKUP,
+        CM_RECOVER,
+    )
 }
 
 #: Secret volume files must be readable by the pod's fsGroup, and by nobody else.
@@ -186,6 +199,52 @@ def _credential_volume(inputs: BuildInputs) -> dict[str, Any]:
     }
 
 
+#: The side whose instance is the first primary, and so the one that bootstraps from a backup.
+BOOTSTRAP_SIDE: Final[Side] = "a"
+
+
+def recovery_additions(inputs: BuildInputs) -> tuple[list[dict[str, str]], list[Any], list[Any]]:
+    """Env, mounts and volumes the first primary (side a) needs to bootstrap from a backup (empty
+    lists without ``spec.bootstrap.recovery``). Read-only: recovery never writes to the source."""
+    bootstrap = inputs.cluster.spec.bootstrap
+    recovery = bootstrap.recovery if bootstrap is not None else None
+    if recovery is None or inputs.cluster.status.backup.bootstrap_recovered:
+        # Once the primary has recovered, the source's claims are no longer needed (and may be
+        # deleted): the mounts go, at the cost of one restart of that freshly recovered primary.
+        return [], [], []
+    env = {
+        "GOCDHA_RECOVERY_BACKUP_DIR": BACKUP_MOUNT,
+        "GOCDHA_RECOVERY_BACKUP": recovery.backup,
+    }
+    mounts: list[Any] = [
+        {
+            "name": "recovery-backups",
+            "mountPath": env["GOCDHA_RECOVERY_BACKUP_DIR"],
+            "readOnly": True,
+        }
+    ]
+    volumes: list[Any] = [
+        {
+            "name": "recovery-backups",
+            "persistentVolumeClaim": {"claimName": recovery.backup_claim, "readOnly": True},
+        }
+    ]
+    if recovery.target_time is not None:
+        env["GOCDHA_RECOVERY_TARGET_TIME"] = recovery.target_time
+    if recovery.archive_claim is not None:
+        env["GOCDHA_RECOVERY_ARCHIVE_DIR"] = f"{RECOVERY_ARCHIVE_MOUNT}/{WAL_ARCHIVE_SUBDIR}"
+        mounts.append(
+            {"name": "recovery-source", "mountPath": RECOVERY_ARCHIVE_MOUNT, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": "recovery-source",
+                "persistentVolumeClaim": {"claimName": recovery.archive_claim, "readOnly": True},
+            }
+        )
+    return [{"name": k, "value": v} for k, v in env.items()], mounts, volumes
+
+
 def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any]:
     names = inputs.names
     spec = inputs.cluster.spec.postgres
@@ -193,7 +252,7 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
     name = names.postgres_statefulset(side)
     labels = selector_labels(inputs.cluster.name, COMPONENT_POSTGRES, side)
     pod_meta = metadata(inputs, name, COMPONENT_POSTGRES, side=side)
-    container = {
+    container: dict[str, Any] = {
         "name": "postgres",
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
@@ -215,6 +274,21 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
         ],
     }
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "config",
+            "configMap": {"name": names.postgres_configmap, "defaultMode": CONFIG_FILE_MODE},
+        },
+        _credential_volume(inputs),
+        {"name": "shared", "persistentVolumeClaim": {"claimName": shared_claim_name(inputs)}},
+        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    if side == BOOTSTRAP_SIDE:
+        env, mounts, extra_volumes = recovery_additions(inputs)
+        container["env"] = [*container["env"], *env]
+        container["volumeMounts"] = [*container["volumeMounts"], *mounts]
+        volumes.extend(extra_volumes)
     storage = spec.storage
     return {
         "apiVersion": "apps/v1",
@@ -240,22 +314,7 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
                     "terminationGracePeriodSeconds": 60,
                     "securityContext": pod_security_context(uid, uid),
                     "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "config",
-                            "configMap": {
-                                "name": names.postgres_configmap,
-                                "defaultMode": CONFIG_FILE_MODE,
-                            },
-                        },
-                        _credential_volume(inputs),
-                        {
-                            "name": "shared",
-                            "persistentVolumeClaim": {"claimName": shared_claim_name(inputs)},
-                        },
-                        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-                    ],
+                    "volumes": volumes,
                 },
             },
             "volumeClaimTemplates": [
@@ -349,6 +408,12 @@ def build_postgres_network_policy(inputs: BuildInputs) -> dict[str, Any]:
                             }
                         },
                         {"podSelector": {"matchLabels": selector_labels(cluster, COMPONENT_GOCD)}},
+                        # Backup Jobs take base backups over a replication connection.
+                        {
+                            "podSelector": {
+                                "matchLabels": selector_labels(cluster, COMPONENT_BACKUP)
+                            }
+                        },
                         # One peer with both selectors: the operator's pods in the operator's
                         # namespace only (two peers would admit either, from anywhere).
                         {

@@ -39,6 +39,7 @@ from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
 from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.controller import webhook
+from gocd_ha_operator.controller.backup import backup_tick
 from gocd_ha_operator.controller.observe import event_for, instance_checked_topology
 from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
 from gocd_ha_operator.controller.supervisor import ClusterRef, apply_lock, supervise
@@ -325,6 +326,17 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     ) -> None:
         ref = ClusterRef(namespace=str(meta["namespace"]), name=str(meta["name"]))
         await supervise(config, ref, memo, stopped)
+
+    @kopf.timer(*resource, interval=config.observe_interval, registry=registry)
+    async def backups(meta: kopf.Meta, **_: Any) -> None:
+        """Start scheduled and requested backups, record finished ones (controller/backup.py)."""
+        await backup_tick(
+            config.kube,
+            config.operator_image,
+            config.clock,
+            str(meta["namespace"]),
+            str(meta["name"]),
+        )
 
     @kopf.on.field(
         *resource, field=("metadata", "annotations", ANNOTATION_PROMOTE), registry=registry

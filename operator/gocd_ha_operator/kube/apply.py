@@ -42,6 +42,7 @@ PLURALS: Final[dict[tuple[str, str], str]] = {
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("batch/v1", "Job"): "jobs",
     ("gocdha.io/v1alpha1", "GoCDHACluster"): "gocdhaclusters",
     # The admission webhook's configuration (the operator keeps its caBundle current).
     ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"): (
@@ -135,6 +136,24 @@ class KubeClient:
             raise
         return result
 
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """Objects of one kind in ``namespace`` whose labels include ``label_selector``."""
+        selector = ",".join(f"{key}={value}" for key, value in sorted(label_selector.items()))
+        result = self._call(
+            "GET", f"{resource_path(api_version, kind, namespace)}?labelSelector={quote(selector)}"
+        )
+        # Filtered here too: what the caller acts on never depends on the server honouring it.
+        return [
+            item
+            for item in result.get("items") or []
+            if all(
+                (item.get("metadata", {}).get("labels") or {}).get(key) == value
+                for key, value in label_selector.items()
+            )
+        ]
+
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         result: dict[str, Any] = self._call(
@@ -165,9 +184,22 @@ class KubeClient:
         )
         return result
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        propagation: str | None = None,
+    ) -> bool:
+        """Delete one object; ``propagation`` ("Background") also removes what it owns (a Job's
+        pods)."""
+        path = resource_path(api_version, kind, namespace, name)
+        if propagation is not None:
+            path = f"{path}?propagationPolicy={quote(propagation)}"
         try:
-            self._call("DELETE", resource_path(api_version, kind, namespace, name))
+            self._call("DELETE", path)
         except KubeApiError as exc:
             if exc.status == 404:
                 return False

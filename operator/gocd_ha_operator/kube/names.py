@@ -85,3 +85,13 @@ class ChildNames:
     @property
     def gocd_service(self) -> str:
         return f"{self.cluster}-gocd"
+
+    # Backups
+    @property
+    def backup_pvc(self) -> str:
+        return f"{self.cluster}-backup"
+
+    def backup_job(self, backup: str) -> str:
+        """``<cluster>-bk-<backup name>``: at most 40 + 4 + 16 characters (a Job name is a label
+        value, 63 at most)."""
+        return f"{self.cluster}-bk-{backup}"

@@ -32,6 +32,7 @@ CHILD_RESOURCES: Final[dict[str, str]] = {
     "apps/v1/deployments": "Deployment",
     "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
     "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
+    "batch/v1/jobs": "Job",
 }
 CLUSTER_RESOURCE: Final = "gocdha.io/v1alpha1/gocdhaclusters"
 ALL_VERBS: Final = ["get", "list", "watch", "create", "patch", "update", "delete"]

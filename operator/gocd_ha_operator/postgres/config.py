@@ -82,7 +82,8 @@ def render_postgresql_conf(*, parameters: Mapping[str, str], synchronous: bool) 
         f"timeout {RESTORE_COMMAND_TIMEOUT_SECONDS} "
         'bash "${GOCDHA_SCRIPTS_DIR}/restore-wal.sh" "%f" "%p"'
     )
-    cleanup_command = 'pg_archivecleanup "${GOCDHA_ARCHIVE_DIR}" "%r"'
+    # Not plain pg_archivecleanup: WAL a kept backup needs stays (cleanup-wal.sh).
+    cleanup_command = 'bash "${GOCDHA_SCRIPTS_DIR}/cleanup-wal.sh" "%r"'
     owned: list[tuple[str, str]] = [
         ("wal_level", "replica"),
         ("hot_standby", "on"),

@@ -492,7 +492,54 @@ SQL
   rm -rf -- "$socket"
 }
 
+# recover_primary: the first primary of a cluster created with spec.bootstrap.recovery gets its
+# data from a backup (recover.sh verifies it before writing anything), then replays the source's
+# archive to the target (or its end) and promotes, all on a private server (no TCP listener, a
+# 0700 socket): nobody connects to a half-recovered database, and the roles' passwords are applied
+# afterwards like at every start (a promoted database accepts ALTER ROLE; one in recovery does not).
+recover_primary() {
+  local socket="$GOCDHA_SOCKET_DIR/.gocdha-recovery" hba state deadline
+  if [ -e "$fence_marker" ]; then
+    die "this side was fenced as a standby ($(cat -- "$fence_marker")); refusing to recover a backup over it"
+  fi
+  if compgen -G "$GOCDHA_ARCHIVE_DIR/[0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F]*" >/dev/null; then
+    die "the WAL archive '$GOCDHA_ARCHIVE_DIR' already holds WAL of a database, but PGDATA '$PGDATA' is empty: refusing to recover a backup into a cluster that has a history of its own"
+  fi
+  log "recovering this primary from the backups in $GOCDHA_RECOVERY_BACKUP_DIR"
+  GOCDHA_BACKUP_DIR="$GOCDHA_RECOVERY_BACKUP_DIR" bash "$GOCDHA_SCRIPTS_DIR/recover.sh" ||
+    die "recovery from a backup failed (the reason is above); nothing was started"
+  mkdir -p -m 0700 -- "$socket"
+  hba="$socket/pg_hba.conf"
+  printf 'local postgres postgres trust\n' >"$hba"
+  write_instance_conf "$PGDATA" ""
+  bootstrap_dir=$PGDATA
+  pg_ctl start -D "$PGDATA" -w -t 3600 -s -l "$socket/recovery.log" \
+    -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c hba_file='$hba'" ||
+    die "postgres did not start to replay the backup: $(tail -n 5 "$socket/recovery.log" 2>/dev/null | tr '\n' ' ')"
+  deadline=$((SECONDS + ${GOCDHA_RECOVERY_TIMEOUT_SECONDS:-86400}))
+  while :; do
+    state=$(psql -X -A -t -q -w -h "$socket" -p "$GOCDHA_PORT" -U postgres -d postgres \
+      -c "SELECT pg_is_in_recovery()" 2>/dev/null) || state=""
+    [ "$state" = f ] && break
+    pg_ctl status -D "$PGDATA" >/dev/null 2>&1 ||
+      die "postgres stopped while replaying the backup: $(tail -n 5 "$socket/recovery.log" 2>/dev/null | tr '\n' ' ')"
+    [ "$SECONDS" -lt "$deadline" ] || die "recovery from the backup did not finish in time"
+    sleep 1
+  done
+  log "recovery from the backup finished: promoted on a new timeline"
+  pg_ctl stop -D "$PGDATA" -m fast -w -s
+  bootstrap_dir=""
+  rm -f -- "$PGDATA/gocdha-bootstrap.conf"
+  rm -rf -- "$socket"
+}
+
 start_postgres() { # start_postgres MODE
+  if [ ! -e "$PGDATA/recovery.signal" ] && [ -e "$PGDATA/gocdha-bootstrap.conf" ]; then
+    # Recovery from a backup has finished: its settings (the source's archive) must not apply to
+    # this data dir ever again, not even as a standby.
+    rm -f -- "$PGDATA/gocdha-bootstrap.conf"
+    log "recovery from a backup finished earlier: removed its settings (gocdha-bootstrap.conf)"
+  fi
   write_instance_conf "$PGDATA"
   rm -f -- "$script_passfile"
   trap - EXIT
@@ -508,8 +555,12 @@ fi
 
 if [ "$GOCDHA_ROLE" = primary ]; then
   if ! has_data "$PGDATA"; then
-    init_primary
-    start_postgres primary
+    if [ -n "${GOCDHA_RECOVERY_BACKUP_DIR:-}" ]; then
+      recover_primary # then started below like any primary (passwords applied first)
+    else
+      init_primary
+      start_postgres primary
+    fi
   fi
   if [ -e "$fence_marker" ]; then
     die "GOCDHA_ROLE is primary but a rejoin of this data dir as a standby did not finish ($(cat -- "$fence_marker")); it may be half rewound and must not run as a primary. Run this side as a standby to finish the rejoin"

@@ -19,6 +19,7 @@ from gocd_ha_operator.api.constants import (
     COMPONENT_BACKUP,
     ENV_ARCHIVE_DIR,
     ENV_REPLICATION_PASSWORD_FILE,
+    GOCD_GID,
     GOCD_MIRROR_SUBDIR,
     LABEL_BACKUP,
     LABEL_BACKUP_TRIGGER,
@@ -141,7 +142,12 @@ def build_backup_job(
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": pod_security_context(uid, uid),
+                    # Group 0 as well: the Cold mirror is written by the GoCD server's sidecar
+                    # (uid 1000, gid 0) with group-readable files.
+                    "securityContext": {
+                        **pod_security_context(uid, uid),
+                        "supplementalGroups": [GOCD_GID],
+                    },
                     "containers": [container],
                     "volumes": [
                         {"name": "backup", "persistentVolumeClaim": {"claimName": claim}},

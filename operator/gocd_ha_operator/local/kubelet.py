@@ -97,13 +97,23 @@ from gocd_ha_operator.local.standin_gocd import ensure_config
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["StatefulSet", "Deployment"]
+Kind = Literal["StatefulSet", "Deployment", "Job"]
 KINDS: Final[tuple[Kind, Kind]] = ("StatefulSet", "Deployment")
 
 #: The PATH of a local container: the host's standard directories (the image's are not there).
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Kubernetes' default ``terminationGracePeriodSeconds``.
 DEFAULT_GRACE_SECONDS: Final = 30.0
+#: Where a container writes its termination message unless its spec says otherwise.
+TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+#: Kubernetes keeps at most this much of a termination message.
+TERMINATION_MESSAGE_LIMIT: Final = 4096
+#: Environment variables naming a Service's host and port that a node's DNS would resolve: the
+#: instance's peer, and the instance a backup Job copies from.
+SERVICE_ADDRESS_VARIABLES: Final = (
+    (ENV_PEER_HOST, ENV_PEER_PORT),
+    ("GOCDHA_BACKUP_HOST", "GOCDHA_BACKUP_PORT"),
+)
 #: Crash back-off: 0.5 s doubling up to 10 s (Kubernetes goes to 5 minutes; too slow for a demo).
 BACKOFF_FIRST: Final = 0.5
 BACKOFF_MAX: Final = 10.0
@@ -189,6 +199,8 @@ class _Pod:
     #: containerPort -> loopback port, for every port but the first container's first (``port``).
     extra_ports: dict[int, int] = field(default_factory=dict)
     api: ApiProxy | None = None
+    #: A Job's pod ran to its end (Jobs are run once; the result is written back to the API).
+    job_done: bool = False
 
     @property
     def pod_name(self) -> str:
@@ -199,6 +211,8 @@ class _Pod:
     def replicas(self) -> int:
         if self.obj is None:
             return 0
+        if self.kind == "Job":
+            return 0 if self.job_done or _job_finished(self.obj) else 1
         value = (self.obj.get("spec") or {}).get("replicas", 1)
         return int(value) if value is not None else 1
 
@@ -576,13 +590,15 @@ class LocalKubelet:
     async def sync(self) -> None:
         """One convergence pass: read the workloads and Services, start/stop/restart pods."""
         async with self._lock:
-            statefulsets, deployments, services = await asyncio.gather(
+            statefulsets, deployments, jobs, services = await asyncio.gather(
                 self._list("apps/v1", "StatefulSet"),
                 self._list("apps/v1", "Deployment"),
+                self._list("batch/v1", "Job"),
                 self._list("v1", "Service"),
             )
             seen: set[tuple[Kind, str]] = set()
-            for kind, objects in (("StatefulSet", statefulsets), ("Deployment", deployments)):
+            workloads = (("StatefulSet", statefulsets), ("Deployment", deployments), ("Job", jobs))
+            for kind, objects in workloads:
                 for obj in objects:
                     pod = self._pod(kind, obj["metadata"]["name"])  # type: ignore[arg-type]
                     pod.obj = obj
@@ -601,7 +617,9 @@ class LocalKubelet:
         return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (restarts - 1)))
 
     async def _converge(self, pod: _Pod) -> None:
-        if pod.phase == "Running":
+        if pod.kind == "Job" and pod.phase == "Running":
+            await self._finish_job_if_done(pod)
+        if pod.phase == "Running" and pod.kind != "Job":
             for container in pod.containers:
                 if container.process is not None and container.process.exited():
                     code = container.process.reap()
@@ -648,6 +666,8 @@ class LocalKubelet:
         if pod.phase == "Running":
             for container in pod.containers:
                 if container.process is None and time.monotonic() >= container.next_start:
+                    if pod.kind == "Job" and container.restarts == 0 and container.completed:
+                        continue
                     await self._try_start(pod, container)
 
     async def _try_start(self, pod: _Pod, container: _Container) -> bool:
@@ -812,8 +832,9 @@ class LocalKubelet:
         env[ENV_LISTEN_ADDRESSES] = LOOPBACK
         if self.pg_bindir is not None:
             env[ENV_PG_BINDIR] = str(self.pg_bindir)
-        if env.get(ENV_PEER_HOST):
-            self._resolve_peer(pod, env)
+        for host_variable, port_variable in SERVICE_ADDRESS_VARIABLES:
+            if env.get(host_variable):
+                self._resolve_peer(pod, env, host_variable, port_variable)
         if pod.api is not None:
             env.update(
                 {
@@ -825,6 +846,10 @@ class LocalKubelet:
         if pod.volumes.service_account is not None:
             env[ENV_SERVICE_ACCOUNT_DIR] = str(pod.volumes.service_account)
         container.pgdata = Path(env["PGDATA"]) if env.get("PGDATA") else None
+        # The container's termination message file (a file the node provides): in the pod dir.
+        message_path = str(spec.get("terminationMessagePath") or TERMINATION_MESSAGE_PATH)
+        local_message = str(self._termination_file(pod, container))
+        env = {key: local_message if v == message_path else v for key, v in env.items()}
 
         if container.standin:
             argv = [
@@ -840,10 +865,17 @@ class LocalKubelet:
         else:
             command = [*(spec.get("command") or []), *(spec.get("args") or [])]
             argv = [_rewrite_port(_rewrite_path(arg, mounts), ports) for arg in command]
+            argv = [local_message if arg == message_path else arg for arg in argv]
         cwd = Path(_rewrite_path(spec["workingDir"], mounts)) if spec.get("workingDir") else pod_dir
         # In a thread: the first operator-image command probes the OS user with a subprocess.
         user = await asyncio.to_thread(self._user_for, argv, env["PATH"])
-        wrapped_argv = user_command(user, argv)
+        # The node provides the termination message file, writable by the container's user.
+        message_file = Path(local_message)
+        message_file.write_bytes(b"")
+        give_to(message_file, user)
+        pod_security = self._template_spec(pod).get("securityContext") or {}
+        groups = [int(g) for g in pod_security.get("supplementalGroups") or []]
+        wrapped_argv = user_command(user, argv, groups)
         kind = "init container" if container.init else "container"
         with self._log_path(pod).open("ab") as log:
             log.write(
@@ -899,22 +931,25 @@ class LocalKubelet:
             await pod.api.start()
         return pod.api
 
-    def _resolve_peer(self, pod: _Pod, env: dict[str, str]) -> None:
-        """``<svc>.<ns>.svc[.cluster.local]`` + port -> the local address of that Service."""
-        host = env[ENV_PEER_HOST]
+    def _resolve_peer(
+        self, pod: _Pod, env: dict[str, str], host_variable: str, port_variable: str
+    ) -> None:
+        """``<svc>.<ns>.svc[.cluster.local]`` + port -> the local address of that Service (what
+        cluster DNS and kube-proxy do for a pod)."""
+        host = env[host_variable]
         parts = host.split(".")
         service = parts[0]
         namespace = parts[1] if len(parts) >= 3 and parts[2] == "svc" else self.namespace
         try:
-            port = int(env.get(ENV_PEER_PORT) or POSTGRES_PORT)
+            port = int(env.get(port_variable) or POSTGRES_PORT)
         except ValueError:
             return
         endpoint = self._endpoint_snapshot.get(f"{namespace}/{service}:{port}")
         if endpoint is None:
             self._log(pod, f"cannot resolve {host}:{port} to a local address; left unchanged")
             return
-        env[ENV_PEER_HOST] = endpoint.host
-        env[ENV_PEER_PORT] = str(endpoint.port)
+        env[host_variable] = endpoint.host
+        env[port_variable] = str(endpoint.port)
 
     async def _stop(self, pod: _Pod, grace: float | None = None) -> None:
         """Stop like a pod deletion, every container at once: Postgres fast shutdown (SIGINT to the
@@ -1185,6 +1220,138 @@ class LocalKubelet:
 
     # --- helpers --------------------------------------------------------------------------------
 
+    # --- Jobs -------------------------------------------------------------------------------------
+
+    def _termination_file(self, pod: _Pod, container: _Container) -> Path:
+        return self._pod_dir(pod) / f"termination-{container.name}"
+
+    async def _finish_job_if_done(self, pod: _Pod) -> None:
+        """A Job's pod whose containers all exited: report it as the Job controller and a kubelet
+        would (a Pod with the containers' termination messages, owned by the Job, and the Job's
+        Complete or Failed condition), then stop it. Jobs are never restarted here
+        (``backoffLimit: 0`` is the only policy this project uses)."""
+        if not pod.containers or any(c.alive() for c in pod.containers):
+            return
+        if any(c.process is None and not c.completed for c in pod.containers):
+            return  # a container has not started yet
+        statuses: list[dict[str, Any]] = []
+        failed = False
+        for container in pod.containers:
+            code = container.process.reap() if container.process is not None else 0
+            container.process = None
+            container.completed = True
+            failed = failed or code != 0
+            statuses.append(self._terminated_status(pod, container, code))
+        pod.job_done = True
+        self._log(pod, f"job {'failed' if failed else 'completed'}")
+        await self._stop(pod)
+        try:
+            await self._report_job(pod, statuses, failed=failed)
+        except (ApiError, aiohttp.ClientError) as exc:
+            self._log(pod, f"cannot report the job's result: {exc}")
+
+    def _terminated_status(self, pod: _Pod, container: _Container, code: int) -> dict[str, Any]:
+        message = ""
+        path = self._termination_file(pod, container)
+        with contextlib.suppress(OSError):
+            message = path.read_text(errors="replace")[:TERMINATION_MESSAGE_LIMIT]
+        policy = container.spec.get("terminationMessagePolicy")
+        if not message and code != 0 and policy == "FallbackToLogsOnError":
+            with contextlib.suppress(OSError):
+                lines = self._log_path(pod).read_text(errors="replace").splitlines()
+                message = "\n".join(lines[-80:])[-TERMINATION_MESSAGE_LIMIT:]
+        return {
+            "name": container.name,
+            "ready": False,
+            "restartCount": 0,
+            "image": str(container.spec.get("image") or ""),
+            "imageID": "",
+            "state": {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "message": message,
+                    "startedAt": _rfc3339(),
+                    "finishedAt": _rfc3339(),
+                }
+            },
+        }
+
+    async def _report_job(self, pod: _Pod, statuses: list[dict[str, Any]], *, failed: bool) -> None:
+        assert pod.obj is not None
+        meta = pod.obj["metadata"]
+        labels = {**pod.labels(), "job-name": pod.name}
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": pod.name,
+            "uid": meta.get("uid", ""),
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        pod_name = f"{pod.name}-local"
+        pods = resource_path("v1", "Pod", self.namespace)
+        status = {"phase": "Failed" if failed else "Succeeded", "containerStatuses": statuses}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": self.namespace,
+                "labels": labels,
+                "ownerReferences": [owner] if meta.get("uid") else [],
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {"name": c.name, "image": str(c.spec.get("image") or "local")}
+                    for c in pod.containers
+                ],
+            },
+            "status": status,
+        }
+        await self._write("POST", pods, body, missing_ok=False, exists_ok=True)
+        # The API server drops the status of a new Pod: it is set through the subresource.
+        await self._write("PATCH", f"{pods}/{pod_name}/status", {"status": status})
+        now = _rfc3339()
+        condition = {
+            "type": "Failed" if failed else "Complete",
+            "status": "True",
+            "lastProbeTime": now,
+            "lastTransitionTime": now,
+            "reason": "BackoffLimitExceeded" if failed else "Completed",
+            "message": "the pod failed" if failed else "",
+        }
+        job_status: dict[str, Any] = {
+            "startTime": meta.get("creationTimestamp") or now,
+            "conditions": [condition],
+            "failed" if failed else "succeeded": 1,
+        }
+        if not failed:
+            job_status["completionTime"] = now
+        path = resource_path("batch/v1", "Job", self.namespace, pod.name)
+        await self._write("PATCH", f"{path}/status", {"status": job_status})
+
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        missing_ok: bool = True,
+        exists_ok: bool = False,
+    ) -> None:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with self._http().request(
+            method, self.api_url + path, json=body, headers=headers
+        ) as response:
+            if response.status == 404 and missing_ok:
+                return
+            if response.status == 409 and exists_ok:
+                return
+            if response.status >= 300:
+                raise ApiError(response.status, path)
+
     def _pod(self, kind: Kind, name: str) -> _Pod:
         key = (kind, name)
         if key not in self._pods:
@@ -1215,6 +1382,14 @@ class LocalKubelet:
             log.write(f"==== {_now()} {message}\n")
 
 
+def _job_finished(job: Mapping[str, Any]) -> bool:
+    """A Job with a Complete or Failed condition (by this kubelet, now or before a restart)."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+
+
 def _postmaster_pid(pgdata: Path | None) -> int | None:
     if pgdata is None:
         return None
@@ -1226,3 +1401,7 @@ def _postmaster_pid(pgdata: Path | None) -> int | None:
 
 def _now() -> str:
     return time.strftime("%H:%M:%S")
+
+
+def _rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -14,6 +14,7 @@ unrelated process group.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import signal
@@ -57,15 +58,26 @@ def default_os_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def user_command(user: str, command: Sequence[str]) -> list[str]:
+def user_command(
+    user: str, command: Sequence[str], supplementary_groups: Sequence[int] = ()
+) -> list[str]:
     """``command`` run as ``user``: through ``runuser`` when we are root, unchanged when we already
-    are that user. Anything else cannot work without privileges, so it is refused."""
+    are that user. Anything else cannot work without privileges, so it is refused.
+
+    ``supplementary_groups`` (a pod's ``securityContext.supplementalGroups``) are added to the
+    user's own groups, as a container runtime does."""
     current = pwd.getpwuid(os.geteuid()).pw_name
     if user == current:
         return list(command)
     if os.geteuid() != 0:
         raise PermissionError(f"cannot run processes as {user!r} while running as {current!r}")
-    return ["runuser", "-u", user, "--", *command]
+    if not supplementary_groups:
+        return ["runuser", "-u", user, "--", *command]
+    primary = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    extra: list[str] = []
+    for gid in supplementary_groups:
+        extra += ["-G", grp.getgrgid(gid).gr_name]
+    return ["runuser", "-u", user, "-g", primary, *extra, "--", *command]
 
 
 def give_to(path: Path, user: str) -> None:

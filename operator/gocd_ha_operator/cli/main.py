@@ -23,6 +23,11 @@ SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
         "gocd_ha_operator.local.demo",
         "the operator on this machine: real local Postgres, replication, a promotion",
     ),
+    "drill": (
+        "gocd_ha_operator.local.drill",
+        "a disaster-recovery drill on this machine: back up, recover into a scratch cluster, "
+        "print RPO and RTO",
+    ),
     "render": ("gocd_ha_operator.cli.render", "print every child of a GoCDHACluster as YAML"),
     "crd": (
         "gocd_ha_operator.api.crd",
@@ -44,7 +49,10 @@ SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
 
 
 #: subcommand -> (extra, the top-level module that extra provides)
-OPTIONAL_EXTRAS: Final[dict[str, tuple[str, str]]] = {"demo": ("demo", "kmock")}
+OPTIONAL_EXTRAS: Final[dict[str, tuple[str, str]]] = {
+    "demo": ("demo", "kmock"),
+    "drill": ("demo", "kmock"),
+}
 #: Exit status when a subcommand cannot run because its extra is missing (as for a usage error).
 EXIT_MISSING_EXTRA: Final = 2
 

@@ -177,28 +177,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show the operator's logs")
 
 
-def run(args: argparse.Namespace) -> int:
+def prerequisites_problem(command: str) -> str | None:
+    """One line saying what to install when ``command`` (demo, drill) cannot run here."""
     from gocd_ha_operator.local.process import default_os_user, find_pg_bindir  # noqa: PLC0415
 
     bindir = find_pg_bindir()
     if bindir is None or not (bindir / "postgres").exists():
-        print(
-            "demo: PostgreSQL server binaries were not found (looked in "
+        return (
+            f"{command}: PostgreSQL server binaries were not found (looked in "
             "/usr/lib/postgresql/*/bin and GOCDHA_PG_BINDIR); install them, e.g. "
-            "`apt-get install postgresql-15`",
-            file=sys.stderr,
+            "`apt-get install postgresql-15`"
         )
-        return EXIT_UNAVAILABLE
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(default_os_user())
         except KeyError:
-            print(
-                f"demo: running as root, and PostgreSQL refuses root: create the unprivileged "
-                f"user it runs as, e.g. `useradd --system --create-home {default_os_user()}`",
-                file=sys.stderr,
+            return (
+                f"{command}: running as root, and PostgreSQL refuses root: create the "
+                f"unprivileged user it runs as, e.g. `useradd --system --create-home "
+                f"{default_os_user()}`"
             )
-            return EXIT_UNAVAILABLE
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = prerequisites_problem("demo")
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_UNAVAILABLE
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
     if not args.verbose:
         logging.getLogger("kopf").setLevel(logging.CRITICAL)

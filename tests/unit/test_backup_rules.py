@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gocd_ha_operator.api.cron import CronError, parse_schedule
+from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.rules.backup import (
     BackupHealth,
     BackupTrigger,
@@ -14,6 +15,8 @@ from gocd_ha_operator.rules.backup import (
     backup_health,
     backup_name,
 )
+from gocd_ha_operator.rules.conditions import backup_healthy
+from tests.support.clusters import cluster_body
 
 T0 = datetime(2026, 12, 2, 1, 30, 15, tzinfo=UTC)  # a Wednesday
 
@@ -130,3 +133,27 @@ def test_backup_health() -> None:
         created=created,
         now=created + timedelta(days=3),
     ) == (False, BackupHealth.STALE)
+
+
+def test_backup_healthy_condition_follows_status_backup() -> None:
+    body = cluster_body(
+        "backup-cluster.yaml", metadata={"creationTimestamp": "2026-12-02T01:00:00Z"}
+    )
+    now = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    assert backup_healthy(parse_cluster(cluster_body()), now) is None  # no spec.backup
+    verdict = backup_healthy(parse_cluster(body), now)
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == ("False", "NoBackupYet")
+    body["status"] = {
+        "backup": {"lastSuccessful": {"name": "b1", "finishedAt": "2026-12-02T02:00:40Z"}}
+    }
+    verdict = backup_healthy(parse_cluster(body), now)
+    assert verdict is not None and (verdict.status, verdict.reason) == ("True", "BackupRecent")
+    body["status"]["backup"]["lastFailed"] = {
+        "name": "b2",
+        "finishedAt": "2026-12-02T02:30:00Z",
+        "message": "pg_basebackup: could not connect",
+    }
+    verdict = backup_healthy(parse_cluster(body), now)
+    assert verdict is not None and (verdict.status, verdict.reason) == ("False", "LastBackupFailed")
+    assert "could not connect" in verdict.message

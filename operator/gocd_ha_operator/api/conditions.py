@@ -21,6 +21,8 @@ CONFIG_SYNCED: Final = "ConfigSynced"
 FAILOVER_POSSIBLE: Final = "FailoverPossible"
 PROMOTING: Final = "Promoting"
 DEGRADED: Final = "Degraded"
+#: Only with ``spec.backup``: the newest backup attempt succeeded and is recent.
+BACKUP_HEALTHY: Final = "BackupHealthy"
 #: Every condition the operator maintains, in the order they are listed in status.
 CONDITION_TYPES: Final = (
     READY,

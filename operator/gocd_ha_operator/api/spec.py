@@ -620,6 +620,7 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    creation_timestamp: str | None = Field(default=None, alias="creationTimestamp")
 
 
 class GoCDHACluster(BaseModel):

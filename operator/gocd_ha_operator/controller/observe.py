@@ -370,6 +370,7 @@ WARNING_WHEN: Final[dict[str, str]] = {
     cond.FAILOVER_POSSIBLE: "False",
     cond.DEGRADED: "True",
     BC_API_EXPOSED: "True",
+    cond.BACKUP_HEALTHY: "False",
 }
 
 

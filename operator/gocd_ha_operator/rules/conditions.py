@@ -22,10 +22,12 @@ from typing import Final
 
 from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import SLOT_PREFIX, Side
+from gocd_ha_operator.api.cron import parse_schedule
 from gocd_ha_operator.api.spec import FailoverSpec, GoCDHACluster
 from gocd_ha_operator.api.status import ConditionStatus, ReplicationStatus
 from gocd_ha_operator.gocd.client import ConfigSyncReading, bc_api_exposure_warning
 from gocd_ha_operator.postgres.client import InstanceObservation, ReplicationConnection
+from gocd_ha_operator.rules.backup import BackupHealth, backup_health
 from gocd_ha_operator.rules.topology import Topology
 
 #: "Recently replicating" for failover decisions: the standby streamed within this window.
@@ -448,6 +450,39 @@ def bc_api_exposed(cluster: GoCDHACluster) -> ConditionVerdict | None:
     return ConditionVerdict("True", Reason.UNAUTHENTICATED_SYNC_API, warning)
 
 
+def backup_healthy(cluster: GoCDHACluster, now: datetime) -> ConditionVerdict | None:
+    """``BackupHealthy`` (only with ``spec.backup``): the newest attempt succeeded and is not
+    older than two schedule intervals (:func:`gocd_ha_operator.rules.backup.backup_health`)."""
+    spec = cluster.spec.backup
+    if spec is None:
+        return None
+    backup = cluster.status.backup
+    healthy, reason = backup_health(
+        schedule=parse_schedule(spec.schedule) if spec.schedule else None,
+        last_success=_time(backup.last_successful.finished_at if backup.last_successful else None),
+        last_failure=_time(backup.last_failed.finished_at if backup.last_failed else None),
+        created=_time(cluster.metadata.creation_timestamp) or now,
+        now=now,
+    )
+    messages = {
+        BackupHealth.RECENT: "the last backup succeeded",
+        BackupHealth.NONE_YET: "no backup has been taken yet",
+        BackupHealth.LAST_FAILED: "the last backup failed: "
+        + str(backup.last_failed.message if backup.last_failed else ""),
+        BackupHealth.STALE: "no successful backup within two schedule intervals",
+    }
+    return ConditionVerdict("True" if healthy else "False", str(reason), messages[reason])
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def evaluate_conditions(
     cluster: GoCDHACluster,
     *,
@@ -482,4 +517,7 @@ def evaluate_conditions(
     exposed = bc_api_exposed(cluster)
     if exposed is not None:
         verdicts[BC_API_EXPOSED] = exposed
+    backups = backup_healthy(cluster, now)
+    if backups is not None:
+        verdicts[cond.BACKUP_HEALTHY] = backups
     return verdicts

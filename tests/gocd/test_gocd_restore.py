@@ -223,3 +223,30 @@ def test_cli_target_must_exist(mirror_dir: Path, tmp_path: Path, cli_main: CliMa
     assert (
         cli_main(["restore", "--source", str(mirror_dir), "--target", str(tmp_path / "nope")]) == 2
     )
+
+
+def test_own_mirror_is_restored_into_a_data_dir_without_configuration(
+    mirror_dir: Path, godata: Path, tmp_path: Path, cli_main: CliMain
+) -> None:
+    """A new data volume (a cluster bootstrapping from a backup, a lost volume): nothing local can
+    be newer than the mirror, whoever wrote it."""
+    empty = tmp_path / "new-godata"
+    empty.mkdir()
+    code = cli_main(["restore", "--source", str(mirror_dir), "--target", str(empty), "--side", "a"])
+    assert code == 0
+    assert synced_view(empty) == synced_view(godata)
+
+
+def test_wait_for_waits_for_the_file_and_gives_up_in_time(
+    mirror_dir: Path, tmp_path: Path, cli_main: CliMain, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "new-godata"
+    target.mkdir()
+    marker = tmp_path / "recovered-from"
+    arguments = ["restore", "--source", str(mirror_dir), "--target", str(target)]
+    code = cli_main([*arguments, "--wait-for", str(marker), "--wait-timeout", "0.5"])
+    assert code == 1 and "did not appear in time" in capsys.readouterr().err
+    assert list(target.iterdir()) == []  # nothing restored without the marker
+    marker.write_text("20261202t020000z\n")
+    assert cli_main([*arguments, "--wait-for", str(marker)]) == 0
+    assert (target / "config" / "cruise-config.xml").exists()

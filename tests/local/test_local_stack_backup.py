@@ -5,7 +5,10 @@ reaches status, and a new cluster bootstraps its primary from that backup and bu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -37,6 +40,13 @@ def body(name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+async def wait_until_true(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+
+
 def last_backup(status: dict[str, Any]) -> dict[str, Any] | None:
     backup = status.get("backup") or {}
     return backup.get("lastSuccessful") or (
@@ -52,6 +62,14 @@ async def test_a_backup_job_runs_and_a_new_cluster_recovers_from_it() -> None:
         await stack.wait_for(
             lambda s: streaming_from("a", s), SOURCE, timeout=120, what="b streaming from a"
         )
+        # GoCD's configuration changes on the source (an edit through GoCD); the sync agent mirrors
+        # it to the shared volume, and the backup takes the mirror.
+        config = stack.kubelet.claim_dir(f"{SOURCE}-gocd-a") / "godata" / "config"
+        edited = config / "cruise-config.xml"
+        edited.write_text(edited.read_text().replace("<server", "<server siteUrl='backed-up'", 1))
+        mirror = stack.kubelet.claim_dir(f"{SOURCE}-shared") / "gocd" / "manifest.json"
+        digest = hashlib.sha256(edited.read_bytes()).hexdigest()
+        await wait_until_true(lambda: mirror.exists() and digest in mirror.read_text(), 60)
         writer = RowWriter(stack, SOURCE)
         await writer.prepare()
         writer.start()
@@ -91,6 +109,10 @@ async def test_a_backup_job_runs_and_a_new_cluster_recovers_from_it() -> None:
         restored_writer = RowWriter(stack, RESTORED)
         found = await restored_writer.rows_on(f"{RESTORED}-pg-primary")
         assert before_backup <= found, "rows acknowledged before the backup are missing"
+        # Its GoCD server started from the configuration of the backup's moment.
+        restored = stack.kubelet.claim_dir(f"{RESTORED}-gocd-a") / "godata" / "config"
+        assert "siteUrl='backed-up'" in (restored / "cruise-config.xml").read_text()
+        assert "restored" in stack.kubelet.pod_log(f"{RESTORED}-gocd-a")
         await stack.wait_for(
             lambda s: (s.get("backup") or {}).get("bootstrapRecovered") is True,
             RESTORED,

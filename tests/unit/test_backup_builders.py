@@ -23,6 +23,10 @@ BACKUP: dict[str, Any] = {
 }
 
 
+def by_name(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["kind"], c["metadata"]["name"]): c for c in children}
+
+
 def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {item["name"]: item["value"] for item in container["env"] if "value" in item}
 
@@ -113,3 +117,29 @@ def test_only_the_first_primary_mounts_the_source_read_only_until_it_recovered(
     after = BuildInputs(done, built.topology, built.credentials, built.operator_image)
     side_a = build_postgres_statefulset(after, "a")["spec"]["template"]["spec"]
     assert "GOCDHA_RECOVERY_BACKUP_DIR" not in env_of(side_a["containers"][0])
+
+
+def test_a_recovering_cold_cluster_restores_gocd_files_from_the_backup(inputs: Inputs) -> None:
+    recovery = {"bootstrap": {"recovery": {"backupClaim": "ci-backup"}}}
+    built = inputs(recovery)
+    pg_a = build_postgres_statefulset(built, "a")["spec"]["template"]["spec"]
+    env = env_of(pg_a["containers"][0])
+    assert env["GOCDHA_GOCD_RESTORE_DIR"] == "/shared/gocd"
+    assert env["GOCDHA_RECOVERY_MARKER"] == "/shared/.gocdha-recovered-from"
+    assert pg_a["securityContext"]["supplementalGroups"] == [0]
+    gocd_a = by_name(build_children(built))[("Deployment", "ci-gocd-a")]
+    restore = next(
+        c for c in gocd_a["spec"]["template"]["spec"]["initContainers"] if c["name"] == "restore"
+    )
+    assert restore["command"][-2:] == ["--wait-for", "/shared/.gocdha-recovered-from"]
+    # Not once recovered, and never on side b or in a cluster without recovery.
+    done = built.cluster.model_copy(deep=True)
+    done.status.backup.bootstrap_recovered = True
+    after = BuildInputs(done, built.topology, built.credentials, built.operator_image)
+    pg_after = build_postgres_statefulset(after, "a")["spec"]["template"]["spec"]
+    assert "supplementalGroups" not in pg_after["securityContext"]
+    plain = by_name(build_children(inputs()))[("Deployment", "ci-gocd-a")]
+    plain_restore = next(
+        c for c in plain["spec"]["template"]["spec"]["initContainers"] if c["name"] == "restore"
+    )
+    assert "--wait-for" not in plain_restore["command"]

@@ -104,6 +104,9 @@ ANNOTATION_BACKUP: Final = f"{GROUP}/backup"
 BACKUP_MOUNT: Final = "/backup"
 #: Where a recovering primary mounts the source cluster's shared volume (read-only).
 RECOVERY_ARCHIVE_MOUNT: Final = "/recovery-source"
+#: Written on the new cluster's shared volume by a primary that bootstrapped from a backup once
+#: the backup's GoCD files are in place; the GoCD server's restore init container waits for it.
+RECOVERY_MARKER: Final = f"{SHARED_MOUNT}/.gocdha-recovered-from"
 #: Labels of a backup Job: its backup's name and what started it.
 LABEL_BACKUP: Final = f"{GROUP}/backup"
 LABEL_BACKUP_TRIGGER: Final = f"{GROUP}/backup-trigger"

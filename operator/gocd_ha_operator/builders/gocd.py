@@ -33,6 +33,7 @@ from gocd_ha_operator.api.constants import (
     GOCD_UID,
     LABEL_SIDE,
     NO_SIDE,
+    RECOVERY_MARKER,
     SHARED_MOUNT,
     SYNC_AGENT_PORT,
     SYNC_TOKEN_DIR,
@@ -48,7 +49,12 @@ from gocd_ha_operator.builders.common import (
     resources,
     service_host,
 )
-from gocd_ha_operator.builders.postgres import SECRET_FILE_MODE, shared_claim_name
+from gocd_ha_operator.builders.postgres import (
+    BOOTSTRAP_SIDE,
+    SECRET_FILE_MODE,
+    recovering,
+    shared_claim_name,
+)
 from gocd_ha_operator.kube.labels import selector_labels
 
 #: How often the Cold-mode sync agent mirrors the primary's files.
@@ -224,10 +230,14 @@ def cold_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
     shared = {"name": "shared", "persistentVolumeClaim": {"claimName": shared_claim_name(inputs)}}
     if inputs.topology.role(side) != "primary":
         return PodParts(volumes=(shared,))
+    restore_args = ["restore", "--source", MIRROR_DIR, "--target", GOCD_DATA_DIR, "--side", side]
+    if side == BOOTSTRAP_SIDE and recovering(inputs):
+        # The first primary's entrypoint is putting the backup's files in the mirror.
+        restore_args += ["--wait-for", RECOVERY_MARKER]
     restore = _helper_container(
         inputs,
         "restore",
-        ["restore", "--source", MIRROR_DIR, "--target", GOCD_DATA_DIR, "--side", side],
+        restore_args,
         [_godata_mount(), {"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}],
     )
     agent = _helper_container(

@@ -39,6 +39,8 @@ from gocd_ha_operator.api.constants import (
     ENV_SIDE,
     ENV_SOCKET_DIR,
     ENV_SUPERUSER_PASSWORD_FILE,
+    GOCD_GID,
+    GOCD_MIRROR_SUBDIR,
     LABEL_SIDE,
     NAMESPACE_NAME_LABEL,
     NO_SIDE,
@@ -53,6 +55,7 @@ from gocd_ha_operator.api.constants import (
     POSTGRES_UID_ALPINE,
     POSTGRES_UID_DEBIAN,
     RECOVERY_ARCHIVE_MOUNT,
+    RECOVERY_MARKER,
     SHARED_MOUNT,
     SIDES,
     WAL_ARCHIVE_SUBDIR,
@@ -203,19 +206,35 @@ def _credential_volume(inputs: BuildInputs) -> dict[str, Any]:
 BOOTSTRAP_SIDE: Final[Side] = "a"
 
 
+def recovering(inputs: BuildInputs) -> bool:
+    """The cluster bootstraps from a backup and its first primary has not finished yet."""
+    bootstrap = inputs.cluster.spec.bootstrap
+    return (
+        bootstrap is not None
+        and bootstrap.recovery is not None
+        and not inputs.cluster.status.backup.bootstrap_recovered
+    )
+
+
 def recovery_additions(inputs: BuildInputs) -> tuple[list[dict[str, str]], list[Any], list[Any]]:
     """Env, mounts and volumes the first primary (side a) needs to bootstrap from a backup (empty
-    lists without ``spec.bootstrap.recovery``). Read-only: recovery never writes to the source."""
+    lists without ``spec.bootstrap.recovery``). Read-only: recovery never writes to the source.
+    In Cold mode the backup's GoCD files go to this cluster's mirror on the shared volume, for
+    the GoCD server's restore init container (which waits for :data:`RECOVERY_MARKER`)."""
     bootstrap = inputs.cluster.spec.bootstrap
     recovery = bootstrap.recovery if bootstrap is not None else None
-    if recovery is None or inputs.cluster.status.backup.bootstrap_recovered:
+    if recovery is None or not recovering(inputs):
         # Once the primary has recovered, the source's claims are no longer needed (and may be
         # deleted): the mounts go, at the cost of one restart of that freshly recovered primary.
         return [], [], []
     env = {
         "GOCDHA_RECOVERY_BACKUP_DIR": BACKUP_MOUNT,
         "GOCDHA_RECOVERY_BACKUP": recovery.backup,
+        "GOCDHA_RECOVERY_MARKER": RECOVERY_MARKER,
     }
+    if inputs.cluster.spec.gocd.effective_standby_mode == "Cold":
+        env["GOCDHA_GOCD_RESTORE_DIR"] = f"{SHARED_MOUNT}/{GOCD_MIRROR_SUBDIR}"
+        env["GOCDHA_GOCD_FILES_GROUP"] = str(GOCD_GID)
     mounts: list[Any] = [
         {
             "name": "recovery-backups",
@@ -284,6 +303,10 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
         {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
+    pod_security = pod_security_context(uid, uid)
+    if side == BOOTSTRAP_SIDE and recovering(inputs):
+        # The backup's GoCD files are handed to GoCD's group (0) on the shared volume.
+        pod_security["supplementalGroups"] = [GOCD_GID]
     if side == BOOTSTRAP_SIDE:
         env, mounts, extra_volumes = recovery_additions(inputs)
         container["env"] = [*container["env"], *env]
@@ -312,7 +335,7 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 60,
-                    "securityContext": pod_security_context(uid, uid),
+                    "securityContext": pod_security,
                     "containers": [container],
                     "volumes": volumes,
                 },

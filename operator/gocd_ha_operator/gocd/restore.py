@@ -9,7 +9,11 @@ mode. It must never make things worse than starting with the local files would, 
   a failure while staging also leaves the target as it was;
 - no manifest means a brand-new cluster: nothing to restore, exit 0;
 - a manifest written by this very side means this server was the primary and is restarting: its
-  local files are at least as new as the mirror, so they are kept (exit 0).
+  local files are at least as new as the mirror, so they are kept (exit 0) — unless it has no
+  configuration at all (a new data volume: nothing local can be newer);
+- ``--wait-for FILE`` (a cluster bootstrapping from a backup): the instance entrypoint puts the
+  backup's GoCD files on the shared volume while it recovers the database and then writes FILE;
+  the restore waits for it, so the server starts from the files of the backup's moment.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import argparse
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Final
 
 from gocd_ha_operator.api.constants import GOCD_DATA_DIR, GOCD_MIRROR_SUBDIR, SHARED_MOUNT, SIDES
 from gocd_ha_operator.gocd.mirror import (
+    CONFIG_DIRNAME,
     EXTERNAL_PLUGINS_DIRNAME,
+    REQUIRED_CONFIG_FILE,
     FileEntry,
     Manifest,
     ManifestError,
@@ -43,6 +51,10 @@ log = logging.getLogger(__name__)
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+#: A data dir with this file has a configuration of its own (GoCD wrote or restored it).
+CONFIG_FILE: Final = f"{CONFIG_DIRNAME}/{REQUIRED_CONFIG_FILE}"
+#: How often ``--wait-for`` looks for its file.
+WAIT_POLL_SECONDS: Final = 2.0
 
 
 class RestoreRefusedError(RuntimeError):
@@ -116,7 +128,8 @@ def restore(mirror_dir: Path, target_dir: Path, *, side: str | None = None) -> R
         raise RestoreRefusedError(f"manifest: {exc}") from None
     if manifest is None:
         return RestoreResult(RestoreOutcome.NOTHING_TO_RESTORE)
-    if side is not None and manifest.side == side:
+    has_config = (target_dir / CONFIG_FILE).exists()
+    if side is not None and manifest.side == side and has_config:
         return RestoreResult(RestoreOutcome.OWN_MIRROR, manifest)
     verify_mirror(mirror_dir, manifest)
 
@@ -170,6 +183,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SIDES,
         help="this server's side: a mirror this side wrote itself is not restored",
     )
+    parser.add_argument(
+        "--wait-for",
+        type=Path,
+        help="wait until this file exists before restoring (bootstrap from a backup)",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=86400.0,
+        help="seconds to wait for --wait-for (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,6 +205,14 @@ def run(args: argparse.Namespace) -> int:
     if not target.is_dir():
         print(f"restore: target {target} is not a directory", file=sys.stderr)
         return EXIT_USAGE
+    if args.wait_for is not None:
+        deadline = time.monotonic() + args.wait_timeout
+        log.info("waiting for %s (the database is being recovered from a backup)", args.wait_for)
+        while not args.wait_for.exists():
+            if time.monotonic() > deadline:
+                print(f"restore: {args.wait_for} did not appear in time", file=sys.stderr)
+                return EXIT_REFUSED
+            time.sleep(WAIT_POLL_SECONDS)
     try:
         result = restore(source, target, side=args.side)
     except RestoreRefusedError as exc:

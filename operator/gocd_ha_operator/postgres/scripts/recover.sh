@@ -15,6 +15,8 @@
 #   GOCDHA_RECOVERY_BACKUP         a backup's name, or "latest" (the default)
 #   GOCDHA_RECOVERY_TARGET_TIME    an RFC 3339 time (2026-12-02T01:30:00Z): replay stops there
 #   GOCDHA_GOCD_RESTORE_DIR        where to put the backup's GoCD files, optional
+#   GOCDHA_GOCD_FILES_GROUP        the group that may read them (GoCD's, 0), optional
+#   GOCDHA_RECOVERY_MARKER         a file written (with the backup's name) once files are in place
 #   GOCDHA_PG_BINDIR               where pg_verifybackup is, optional
 #
 # The restored instance starts in archive recovery (recovery.signal); at the target, or at the
@@ -139,7 +141,20 @@ mv -- "$staging" "$PGDATA"
 
 if [ "$(manifest_field "$chosen" gocdFiles)" = true ] && [ -n "${GOCDHA_GOCD_RESTORE_DIR:-}" ]; then
   mkdir -p -- "$GOCDHA_GOCD_RESTORE_DIR"
-  cp -a -- "$source_dir/gocd/." "$GOCDHA_GOCD_RESTORE_DIR/"
+  cp -R -- "$source_dir/gocd/." "$GOCDHA_GOCD_RESTORE_DIR/"
+  # GoCD's servers (group 0) read them; nobody else may (cipher.aes is a key).
+  if [ -n "${GOCDHA_GOCD_FILES_GROUP:-}" ]; then
+    chgrp -R -- "$GOCDHA_GOCD_FILES_GROUP" "$GOCDHA_GOCD_RESTORE_DIR" ||
+      die "cannot give the restored GoCD files to group $GOCDHA_GOCD_FILES_GROUP"
+  fi
+  chmod -R u+rwX,g+rX,g-w,o-rwx -- "$GOCDHA_GOCD_RESTORE_DIR"
   log "GoCD files of backup '$chosen' restored to $GOCDHA_GOCD_RESTORE_DIR"
+fi
+if [ -n "${GOCDHA_RECOVERY_MARKER:-}" ]; then
+  # Tells the GoCD server's restore init container that the files of the backup's moment are in
+  # place (or that the backup has none): it waits for this before it restores.
+  printf '%s\n' "$chosen" >"$GOCDHA_RECOVERY_MARKER.tmp.$$"
+  chmod 0644 "$GOCDHA_RECOVERY_MARKER.tmp.$$"
+  mv -- "$GOCDHA_RECOVERY_MARKER.tmp.$$" "$GOCDHA_RECOVERY_MARKER"
 fi
 echo "recover: backup=$chosen target=${target:-latest}"

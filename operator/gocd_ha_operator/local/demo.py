@@ -20,6 +20,7 @@ import os
 import pwd
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, SYNC_AGENT_PORT
@@ -200,16 +201,23 @@ def prerequisites_problem(command: str) -> str | None:
     return None
 
 
-def run(args: argparse.Namespace) -> int:
-    problem = prerequisites_problem("demo")
+def run_on_this_machine(
+    command: str, verbose: bool, main: Callable[[Timeline], Coroutine[Any, Any, int]]
+) -> int:
+    """What ``demo`` and ``drill`` share: the prerequisites check, quiet logs unless asked, a
+    timeline, and Ctrl-C as exit 130."""
+    problem = prerequisites_problem(command)
     if problem is not None:
         print(problem, file=sys.stderr)
         return EXIT_UNAVAILABLE
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
-    if not args.verbose:
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
+    if not verbose:
         logging.getLogger("kopf").setLevel(logging.CRITICAL)
-    timeline = Timeline()
     try:
-        return asyncio.run(demo(timeline))
+        return asyncio.run(main(Timeline()))
     except KeyboardInterrupt:
         return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_on_this_machine("demo", args.verbose, demo)

@@ -24,14 +24,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
-import sys
 import time
 from datetime import datetime
 from typing import Any, Final
 
 from gocd_ha_operator.api.constants import ANNOTATION_BACKUP
-from gocd_ha_operator.local.demo import EXIT_UNAVAILABLE, Timeline, prerequisites_problem
+from gocd_ha_operator.local.demo import Timeline, run_on_this_machine
 from gocd_ha_operator.postgres.client import parse_lsn
 
 SOURCE: Final = "ci"
@@ -212,14 +210,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = prerequisites_problem("drill")
-    if problem is not None:
-        print(problem, file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
-    if not args.verbose:
-        logging.getLogger("kopf").setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(drill(Timeline(), args.size_mb))
-    except KeyboardInterrupt:
-        return 130
+    return run_on_this_machine(
+        "drill", args.verbose, lambda timeline: drill(timeline, args.size_mb)
+    )

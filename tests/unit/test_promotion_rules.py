@@ -19,13 +19,12 @@ from gocd_ha_operator.controller.observe import (
 )
 from gocd_ha_operator.postgres.client import InstanceObservation
 from gocd_ha_operator.rules.promotion import (
-    FENCING,
-    PROMOTING,
-    REJOINING,
-    SWITCHING_ROLES,
+    FENCED_STEPS,
     PromotionRequest,
+    Step,
     automatic_failover_due,
     mark_handled,
+    past_point_of_no_return,
     pending_request,
     refusal,
     topology_of,
@@ -114,17 +113,18 @@ def test_refusals(
     if fragment is None:
         assert why is None
     else:
-        assert why is not None and fragment in why
+        assert why is not None and fragment in why[1]
 
 
 def test_a_running_promotion_refuses_another(body: Body) -> None:
     running = cluster(
-        body, {"promotion": {"token": "old", "result": "InProgress", "step": FENCING}}
+        body, {"promotion": {"token": "old", "result": "InProgress", "step": Step.FENCING}}
     )
     why = refusal(
         running, observed(True, True, 0), PromotionRequest("new", False, "Annotation", None)
     )
-    assert why is not None and "still running" in why
+    assert why is not None and "still running" in why[1]
+    assert why[0] == "PromotionInProgress"
 
 
 def conditions_status(
@@ -182,10 +182,10 @@ def test_no_automatic_failover_within_the_cooldown(body: Body) -> None:
 @pytest.mark.parametrize(
     ("step", "fenced", "stopped", "primary"),
     [
-        (FENCING, {"a"}, set(), "a"),
-        (PROMOTING, {"a"}, {"a"}, "a"),
-        (SWITCHING_ROLES, {"a"}, {"a"}, "b"),
-        (REJOINING, set(), set(), "b"),
+        (Step.FENCING, {"a"}, set(), "a"),
+        (Step.PROMOTING, {"a"}, {"a"}, "a"),
+        (Step.SWITCHING_ROLES, {"a"}, {"a"}, "b"),
+        (Step.REJOINING, set(), set(), "b"),
     ],
 )
 def test_topology_follows_the_recorded_step(
@@ -242,3 +242,37 @@ def test_warm_gocd_with_the_unauthenticated_sync_api_gets_a_condition(body: Body
     cold = cluster(body)
     status, _ = compute_status(cold, observation, topology_of(cold), now=NOW)
     assert all(c.type != BC_API_EXPOSED for c in status.conditions)
+
+
+def test_promote_and_force_set_together_are_one_forced_request(body: Body) -> None:
+    both = annotated(body, {"gocdha.io/promote": "p1", "gocdha.io/promote-force": "f1"})
+    request = pending_request(both)
+    assert request is not None and request.force and request.token == "f1"
+    handled = mark_handled(both.status, request)
+    assert (handled.handled_tokens.promote, handled.handled_tokens.promote_force) == ("p1", "f1")
+    again = annotated(
+        body, {"gocdha.io/promote": "p1", "gocdha.io/promote-force": "f1"}, handled.to_api()
+    )
+    assert pending_request(again) is None
+
+
+@pytest.mark.parametrize(
+    ("step", "beyond"),
+    [
+        (None, False),
+        (Step.FENCING, False),
+        (Step.CATCHING_UP, False),
+        (Step.STOPPING_OLD_PRIMARY, False),
+        (Step.PROMOTING, True),
+        (Step.SWITCHING_ROLES, True),
+        (Step.REJOINING, True),
+        (Step.DONE, True),
+    ],
+)
+def test_the_point_of_no_return_is_the_promoting_step(step: Step | None, beyond: bool) -> None:
+    assert past_point_of_no_return(step) is beyond
+
+
+def test_a_step_is_both_its_enum_and_its_status_string() -> None:
+    assert Step.PROMOTING == "Promoting" and Step("CatchingUp") is Step.CATCHING_UP
+    assert Step.PROMOTING in FENCED_STEPS and Step.REJOINING not in FENCED_STEPS

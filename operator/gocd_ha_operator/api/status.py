@@ -124,7 +124,16 @@ class PromotionStatus(StatusModel):
     started_at: str | None = None
     finished_at: str | None = None
     result: Literal["InProgress", "Succeeded", "Failed", "Refused"] | None = None
+    reason: str | None = Field(
+        default=None,
+        description="Why it was refused or failed, as a CamelCase word (e.g. PromotionInProgress).",
+    )
     message: str | None = None
+    from_timeline: int | None = Field(
+        default=None,
+        description="Timeline of the old primary when it started: the promoted side must be on a "
+        "later one before the promotion counts as done.",
+    )
     lsn: str | None = Field(default=None, description="Old primary's last LSN (switchover).")
     rpo_bytes: int | None = Field(
         default=None,

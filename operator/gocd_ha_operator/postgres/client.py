@@ -422,13 +422,18 @@ class PostgresClient:
         return parse_lsn(str(value))
 
     async def end_client_sessions(self) -> int:
-        """Terminate every other client session (not replication, not superusers, not this
-        role's): a fenced primary must not take commits after the switchover LSN is read.
-        Needs ``pg_signal_backend``. Returns how many sessions were ended."""
+        """Terminate every other client session this role may end (not replication, not this
+        role's, not a superuser's: ``pg_signal_backend`` cannot signal those, and trying would
+        fail the whole statement). Returns how many sessions were ended.
+
+        A superuser session left open may still commit; a switchover covers it by stopping the
+        old primary cleanly (its last WAL reaches the streaming standby) and waiting until the
+        standby has replayed everything it received before promoting it."""
         value = await self._scalar(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
-            "AND usename IS DISTINCT FROM current_user",
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) "
+            "FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid "
+            "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() "
+            "AND a.usename IS DISTINCT FROM current_user AND NOT COALESCE(r.rolsuper, false)",
             (),
             "end client sessions",
         )

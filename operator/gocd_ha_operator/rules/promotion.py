@@ -17,8 +17,18 @@ recorded step and completes it exactly once:
    fresh base backup, by the instance entrypoint).
 7. ``Done`` — a history entry with the times and the measured RPO; Events throughout.
 
+**Point of no return.** ``Promoting`` is recorded before ``pg_promote`` is called, so from the
+moment that step is in status the standby may already be a primary. From there the promotion
+only rolls forward (:func:`past_point_of_no_return`): the old side stays fenced whatever fails.
+Before it, a promotion that cannot go on unfences the old primary, but only once the standby is
+confirmed to be still in recovery.
+
+**No downgrade.** The type is decided once, when the promotion starts (:func:`started`): a
+switchover never turns into a failover because a connection failed halfway.
+
 The requests themselves — the annotations, automatic failover — are decided by pure functions
-here too; :mod:`gocd_ha_operator.controller.supervisor` runs them.
+here too; :mod:`gocd_ha_operator.controller.supervisor` decides on them and
+:mod:`gocd_ha_operator.controller.runner` runs them.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Final, Literal
 
 from gocd_ha_operator.api import conditions as cond
@@ -34,25 +45,40 @@ from gocd_ha_operator.api.spec import GoCDHACluster, GoCDHAClusterSpec
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, PromotionStatus
 from gocd_ha_operator.rules.topology import Topology
 
-FENCING: Final = "Fencing"
-CATCHING_UP: Final = "CatchingUp"
-STOPPING_OLD_PRIMARY: Final = "StoppingOldPrimary"
-PROMOTING: Final = "Promoting"
-SWITCHING_ROLES: Final = "SwitchingRoles"
-REJOINING: Final = "Rejoining"
-DONE: Final = "Done"
-STEPS: Final = (
-    FENCING,
-    CATCHING_UP,
-    STOPPING_OLD_PRIMARY,
-    PROMOTING,
-    SWITCHING_ROLES,
-    REJOINING,
-    DONE,
-)
+
+class Step(StrEnum):
+    """The steps of a promotion, in order; ``status.promotion.step`` holds one of them."""
+
+    FENCING = "Fencing"
+    CATCHING_UP = "CatchingUp"
+    STOPPING_OLD_PRIMARY = "StoppingOldPrimary"
+    PROMOTING = "Promoting"
+    SWITCHING_ROLES = "SwitchingRoles"
+    REJOINING = "Rejoining"
+    DONE = "Done"
+
+
+STEPS: Final = tuple(Step)
 #: Steps during which the old primary's side is fenced / has its Postgres stopped.
 FENCED_STEPS: Final = frozenset(STEPS[:5])
 STOPPED_STEPS: Final = frozenset(STEPS[2:5])
+#: The first step that may have issued ``pg_promote``: from here on, only forward.
+POINT_OF_NO_RETURN: Final = Step.PROMOTING
+
+
+class Reason(StrEnum):
+    """``status.promotion.reason`` of a promotion that was refused, failed or is stuck."""
+
+    PROMOTION_IN_PROGRESS = "PromotionInProgress"
+    STANDBY_UNREACHABLE = "StandbyUnreachable"
+    STANDBY_NOT_IN_RECOVERY = "StandbyNotInRecovery"
+    LAG_TOO_HIGH = "LagTooHigh"
+    LAG_UNKNOWN = "LagUnknown"
+    SWITCHOVER_FAILED = "SwitchoverFailed"
+    FAILOVER_FAILED = "FailoverFailed"
+    PROMOTION_STUCK = "PromotionStuck"
+
+
 HISTORY_LENGTH: Final = 10
 
 Trigger = Literal["Annotation", "Automatic"]
@@ -65,32 +91,73 @@ class PromotionRequest:
     trigger: Trigger
     #: Which annotation carried it (``None`` for an automatic failover).
     annotation: str | None
+    #: Other ``(annotation, value)`` pairs that arrived in the same change and are handled (marked
+    #: as seen) by this one request: ``promote`` and ``promote-force`` set together are one
+    #: promotion, not two.
+    also: tuple[tuple[str, str], ...] = ()
 
 
 def pending_request(cluster: GoCDHACluster) -> PromotionRequest | None:
-    """A promotion asked for by an annotation value that was not handled yet."""
+    """A promotion asked for by annotation values not handled yet: one request, forced when
+    ``promote-force`` is among the new values."""
     annotations = cluster.metadata.annotations
     handled = cluster.status.handled_tokens
-    for key, force, last in (
-        (ANNOTATION_PROMOTE_FORCE, True, handled.promote_force),
-        (ANNOTATION_PROMOTE, False, handled.promote),
+    new: list[tuple[str, str]] = []
+    for key, last in (
+        (ANNOTATION_PROMOTE_FORCE, handled.promote_force),
+        (ANNOTATION_PROMOTE, handled.promote),
     ):
         token = annotations.get(key)
         if token and token != last:
-            return PromotionRequest(token=token, force=force, trigger="Annotation", annotation=key)
-    return None
+            new.append((key, token))
+    if not new:
+        return None
+    (key, token), *rest = new
+    return PromotionRequest(
+        token=token,
+        force=key == ANNOTATION_PROMOTE_FORCE,
+        trigger="Annotation",
+        annotation=key,
+        also=tuple(rest),
+    )
 
 
 def mark_handled(status: GoCDHAClusterStatus, request: PromotionRequest) -> GoCDHAClusterStatus:
-    if request.annotation is None:
-        return status
+    """``status`` with every annotation value of ``request`` recorded as handled."""
+    pairs = list(request.also)
+    if request.annotation is not None:
+        pairs.insert(0, (request.annotation, request.token))
     tokens = status.handled_tokens
-    update = (
-        {"promote_force": request.token}
-        if request.annotation == ANNOTATION_PROMOTE_FORCE
-        else {"promote": request.token}
-    )
-    return status.model_copy(update={"handled_tokens": tokens.model_copy(update=update)})
+    for key, token in pairs:
+        field = "promote_force" if key == ANNOTATION_PROMOTE_FORCE else "promote"
+        tokens = tokens.model_copy(update={field: token})
+    return status.model_copy(update={"handled_tokens": tokens})
+
+
+def past_point_of_no_return(step: str | None) -> bool:
+    """Whether ``pg_promote`` may have been issued once ``step`` is recorded."""
+    if step is None or step not in STEPS:
+        return False
+    return STEPS.index(Step(step)) >= STEPS.index(POINT_OF_NO_RETURN)
+
+
+def lag_refusal(cluster: GoCDHACluster, lag: int | None, force: bool) -> tuple[Reason, str] | None:
+    """The lag gate of a failover: what a promotion of the standby now would lose is bounded by
+    ``maxLagBytes`` unless ``promote-force`` was given."""
+    if force:
+        return None
+    limit = cluster.spec.failover.max_lag_bytes
+    if lag is None:
+        return Reason.LAG_UNKNOWN, (
+            f"the standby's lag is unknown; annotate {ANNOTATION_PROMOTE_FORCE}=<token> to "
+            "promote anyway"
+        )
+    if lag > limit:
+        return Reason.LAG_TOO_HIGH, (
+            f"the standby's last observed lag is {lag} bytes, above maxLagBytes {limit}; "
+            f"annotate {ANNOTATION_PROMOTE_FORCE}=<token> to promote anyway"
+        )
+    return None
 
 
 def topology_of(cluster: GoCDHACluster) -> Topology:
@@ -143,32 +210,25 @@ def topology_of(cluster: GoCDHACluster) -> Topology:
 
 def refusal(
     cluster: GoCDHACluster, observed: GoCDHAClusterStatus, request: PromotionRequest
-) -> str | None:
-    """Why ``request`` cannot be honoured now, or ``None``. Checked before anything is touched,
-    so a refused request leaves the cluster exactly as it was."""
+) -> tuple[Reason, str] | None:
+    """Why ``request`` cannot be honoured now (reason and message), or ``None``. Checked before
+    anything is touched, so a refused request leaves the cluster exactly as it was."""
     if cluster.status.promotion.result == "InProgress":
-        return f"promotion {cluster.status.promotion.token!r} is still running"
+        return Reason.PROMOTION_IN_PROGRESS, (
+            f"promotion {cluster.status.promotion.token!r} is still running; a request made "
+            "while one runs is refused, not queued"
+        )
     standby = observed.standby or "b"
     side = observed.sides.b if standby == "b" else observed.sides.a
     if side is None or not side.postgres.reachable:
-        return f"the standby (side {standby}) cannot be reached"
+        return Reason.STANDBY_UNREACHABLE, f"the standby (side {standby}) cannot be reached"
     if not side.postgres.in_recovery:
-        return f"the standby (side {standby}) is not in recovery"
-    lag = observed.replication.lag_bytes
-    limit = cluster.spec.failover.max_lag_bytes
+        return Reason.STANDBY_NOT_IN_RECOVERY, (f"the standby (side {standby}) is not in recovery")
     primary = observed.sides.a if standby == "b" else observed.sides.b
     primary_up = primary is not None and bool(primary.postgres.reachable)
-    if not primary_up and not request.force and lag is not None and lag > limit:
-        return (
-            f"the standby's last observed lag is {lag} bytes, above maxLagBytes {limit}; "
-            f"annotate {ANNOTATION_PROMOTE_FORCE}=<token> to promote anyway"
-        )
-    if not primary_up and not request.force and lag is None:
-        return (
-            "the standby's lag is unknown; annotate "
-            f"{ANNOTATION_PROMOTE_FORCE}=<token> to promote anyway"
-        )
-    return None
+    if primary_up:
+        return None  # a switchover: the standby catches up before it is promoted
+    return lag_refusal(cluster, observed.replication.lag_bytes, request.force)
 
 
 def automatic_failover_due(
@@ -210,18 +270,26 @@ def started(
     now: datetime,
     spec: GoCDHAClusterSpec | None = None,
 ) -> PromotionStatus:
-    """The ``status.promotion`` of a promotion that starts now, with the spec's promotion
-    settings recorded: they apply to this promotion, whatever the spec says later."""
+    """The ``status.promotion`` of a promotion that starts now. Its type is decided here, once:
+    a switchover when the old primary answered the last observation, a failover otherwise. The
+    spec's promotion settings are recorded: they apply to this promotion, whatever the spec says
+    later."""
     old: Side = observed.primary or "a"
     new: Side = "b" if old == "a" else "a"
     primary = observed.sides.a if old == "a" else observed.sides.b
+    standby = observed.sides.b if old == "a" else observed.sides.a
     reachable = primary is not None and bool(primary.postgres.reachable)
+    timelines = [
+        side.postgres.timeline
+        for side in (primary, standby)
+        if side is not None and side.postgres.timeline is not None
+    ]
     return PromotionStatus(
         token=request.token,
         force=request.force,
         trigger=request.trigger,
         type="Switchover" if reachable else "Failover",
-        step=FENCING,
+        step=Step.FENCING,
         from_side=old,
         to_side=new,
         started_at=cond.rfc3339(now),
@@ -232,11 +300,16 @@ def started(
         start_in_maintenance_mode=(
             spec.gocd.start_promoted_in_maintenance_mode if spec is not None else None
         ),
+        from_timeline=max(timelines) if timelines else None,
     )
 
 
 def refused(
-    request: PromotionRequest, observed: GoCDHAClusterStatus, reason: str, now: datetime
+    request: PromotionRequest,
+    observed: GoCDHAClusterStatus,
+    reason: Reason,
+    message: str,
+    now: datetime,
 ) -> PromotionStatus:
     old: Side = observed.primary or "a"
     return PromotionStatus(
@@ -248,7 +321,8 @@ def refused(
         started_at=cond.rfc3339(now),
         finished_at=cond.rfc3339(now),
         result="Refused",
-        message=reason,
+        reason=reason,
+        message=message,
     )
 
 

@@ -1,0 +1,128 @@
+"""The operator's configuration and its per-cluster in-process state.
+
+:class:`OperatorConfig` is what differs between a production run, a test and the demo. It also
+owns the in-process state of every cluster this process supervises (:class:`ClusterState`): a typed
+object shared by the reconcile handler, the observation loop and the promotion runner of one
+cluster, instead of string keys in kopf's memo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import kopf
+
+from gocd_ha_operator.api.constants import operator_namespace_from
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.controller.webhook import WebhookConfig
+from gocd_ha_operator.kube.apply import KubeClient, default_client
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.rules.promotion import StepHook
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ReconcileProblem:
+    """Why the last reconcile could not apply the children (``Ready=False`` with this reason).
+
+    The reconcile does not write conditions itself: the supervisor is their only writer, and puts
+    this into ``Ready`` (one writer per status field, so no update is lost to a concurrent one).
+    """
+
+    reason: str
+    message: str
+
+
+@dataclass
+class ClusterState:
+    """What one operator process knows about one cluster between handler calls.
+
+    Nothing here is needed for correctness after a restart (status holds everything durable); it
+    coordinates the tasks of this process.
+    """
+
+    #: Set to run the observation loop now (a promotion annotation changed, a reconcile ended).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Around "read status, build, apply children": the reconcile and a promotion step never apply
+    #: children built from different role assignments at the same time.
+    apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Around "read status, change it, patch it": the observation loop and the promotion runner
+    #: of this process never overwrite each other's status changes.
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The last spec that parsed: observation and a running promotion go on with it while the
+    #: resource's spec is invalid (children are never rebuilt from an invalid spec anyway).
+    last_valid: GoCDHACluster | None = None
+    #: The outcome of the last reconcile, when it failed.
+    reconcile_problem: ReconcileProblem | None = None
+    #: The promotion runner's task while a promotion runs in this process.
+    runner: asyncio.Task[None] | None = None
+
+
+@dataclass
+class OperatorConfig:
+    """What differs between a production run, a test and the demo."""
+
+    operator_image: str
+    observe_interval: float = 10.0
+    #: The operator's namespace (the Postgres NetworkPolicy admits the operator from there).
+    operator_namespace: str = field(default_factory=lambda: operator_namespace_from(os.environ))
+    kube_factory: Callable[[], KubeClient] = default_client
+    #: ``None``: read ``GOCDHA_ENDPOINTS`` from the environment.
+    endpoints: Mapping[str, Endpoint] | None = None
+    #: When set, kopf connects here instead of using its own login (tests, demo).
+    connection: kopf.ConnectionInfo | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: How soon a reconcile that waits for a user's Secret, or for a conflicting object to go,
+    #: is retried (kopf keeps retrying; each retry re-reads the Secret).
+    retry_delay: float = 15.0
+    #: Reconciles that talk to the API at the same time. A restarted operator resumes every
+    #: cluster at once; this keeps that burst from hammering the API server.
+    max_concurrent_reconciles: int = 4
+    #: Test hook called at every promotion step (see ``promotion.StepHook``).
+    promotion_hook: StepHook | None = None
+    #: Adjusts kopf's settings after the project's own (tests: timeouts of the API emulator).
+    tune_settings: Callable[[kopf.OperatorSettings], None] | None = None
+    #: The validating admission webhook; ``None``: no webhook (invalid resources are reported in
+    #: their status only).
+    webhook: WebhookConfig | None = None
+    #: How long a step before the point of no return retries transient errors (a refused
+    #: connection, a failed API write) before the promotion gives up and unfences.
+    step_retry_seconds: float = 30.0
+    _kube: KubeClient | None = field(default=None, init=False, repr=False)
+    _reconciles: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _clusters: dict[ClusterRef, ClusterState] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def reconcile_slots(self) -> asyncio.Semaphore:
+        """Created on first use, inside the operator's own event loop."""
+        if self._reconciles is None:
+            self._reconciles = asyncio.Semaphore(self.max_concurrent_reconciles)
+        return self._reconciles
+
+    @property
+    def kube(self) -> KubeClient:
+        if self._kube is None:
+            self._kube = self.kube_factory()
+        return self._kube
+
+    def state(self, ref: ClusterRef) -> ClusterState:
+        """The in-process state of one cluster, created on first use (in the operator's loop)."""
+        state = self._clusters.get(ref)
+        if state is None:
+            state = self._clusters[ref] = ClusterState()
+        return state
+
+    def forget(self, ref: ClusterRef) -> None:
+        self._clusters.pop(ref, None)

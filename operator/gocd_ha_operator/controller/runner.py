@@ -1,0 +1,545 @@
+"""The promotion runner: carries the promotion recorded in status to its end, one method per step.
+
+It runs as its own task beside the observation loop (``supervisor.py``), started whenever status
+shows a promotion ``InProgress`` and no runner of this process is carrying it, so a promotion an
+earlier operator process started is resumed. Each step is recorded in ``status.promotion.step``
+before it acts and is safe to repeat.
+
+Two rules decide what happens when a step fails (docs/operator.md, "Promotion"):
+
+* **Point of no return.** From ``Promoting`` on (recorded before ``pg_promote`` is issued) the
+  standby may already be a primary, so the promotion only rolls forward: every error is retried
+  until the new primary is confirmed (not in recovery, on a later timeline than the old primary)
+  and the roles have moved. The old side is never unfenced.
+* **Before it**, transient errors are retried for ``step_retry_seconds``; then the promotion gives
+  up. It unfences the old primary only after confirming that the standby is still in recovery;
+  when that cannot be confirmed everything stays fenced, ``Promoting=False`` reason
+  ``PromotionStuck``, a Warning Event says what to check, and the runner keeps re-checking.
+
+A switchover stays a switchover: a failed connection to the old primary is retried, never turned
+into a failover (which would skip the catch-up and lose acknowledged commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Final
+
+from gocd_ha_operator.api import conditions as cond
+from gocd_ha_operator.api.constants import SLOT_PREFIX, Side
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.api.status import ConditionStatus, GoCDHAClusterStatus
+from gocd_ha_operator.controller.config import ClusterRef, ClusterState, OperatorConfig
+from gocd_ha_operator.controller.reconcile import reconcile_children
+from gocd_ha_operator.controller.status import (
+    StatusWriter,
+    parse_fresh,
+    post_event,
+    post_transitions,
+    read_credentials,
+)
+from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.postgres.client import (
+    PostgresClient,
+    PostgresError,
+    ReplayTimeout,
+    format_lsn,
+    parse_lsn,
+)
+from gocd_ha_operator.rules import promotion as promo
+from gocd_ha_operator.rules.promotion import Reason, Step
+
+logger = logging.getLogger(__name__)
+
+CATCH_UP_TIMEOUT_SECONDS: Final = 120.0
+STOP_TIMEOUT_SECONDS: Final = 90.0
+PROMOTE_WAIT_SECONDS: Final = 60
+#: Back-off between attempts of a failing step: first, factor, ceiling.
+RETRY_FIRST_SECONDS: Final = 0.5
+RETRY_MAX_SECONDS: Final = 5.0
+#: How often a stuck promotion re-checks whether it can be resolved.
+STUCK_RECHECK_SECONDS: Final = 5.0
+
+
+class AbortPromotionError(Exception):
+    """A step before the point of no return cannot complete (retrying would not help)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotConfirmedError(Exception):
+    """The promoted side does not (yet) show that it is the new primary."""
+
+
+class PromotionRunner:
+    """Runs the promotion of one cluster that status records as ``InProgress``."""
+
+    def __init__(
+        self,
+        config: OperatorConfig,
+        ref: ClusterRef,
+        state: ClusterState,
+        writer: StatusWriter,
+    ) -> None:
+        self.config = config
+        self.ref = ref
+        self.state = state
+        self.writer = writer
+        self.started = time.monotonic()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until the promotion in status is no longer ``InProgress``."""
+        first_failure: dict[str, float] = {}
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            body = await self.writer.fetch()
+            if body is None:
+                return
+            cluster = parse_fresh(body, self.state).cluster
+            if cluster is None:
+                # No spec ever parsed in this process: nothing can be built. Wait for one.
+                await asyncio.sleep(STUCK_RECHECK_SECONDS)
+                continue
+            promotion = cluster.status.promotion
+            if promotion.result != "InProgress":
+                return
+            step = Step(promotion.step) if promotion.step in promo.STEPS else Step.FENCING
+            try:
+                await self.perform(step, body, cluster)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every failure is handled by one of the two rules
+                message = self._safe(exc)
+                if promo.past_point_of_no_return(step):
+                    await self.retrying(step, message)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    continue
+                since = first_failure.setdefault(step, time.monotonic())
+                elapsed = time.monotonic() - since
+                if (
+                    isinstance(exc, AbortPromotionError)
+                    or elapsed >= self.config.step_retry_seconds
+                ):
+                    reason = exc.reason if isinstance(exc, AbortPromotionError) else None
+                    if await self.give_up(step, reason, message):
+                        return
+                    await asyncio.sleep(STUCK_RECHECK_SECONDS)
+                    continue
+                logger.warning(
+                    "%s: step %s failed (%s); retrying for up to %gs",
+                    self.ref,
+                    step,
+                    message,
+                    self.config.step_retry_seconds - elapsed,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            first_failure.pop(step, None)
+            delay = RETRY_FIRST_SECONDS
+
+    def _safe(self, exc: BaseException) -> str:
+        """A message for status and Events: our errors carry no secret; anything else is named by
+        its type only (an arbitrary library message could quote a connection string)."""
+        if isinstance(exc, PostgresError | AbortPromotionError | NotConfirmedError):
+            return str(exc)
+        return f"{type(exc).__name__} (details in the operator log)"
+
+    async def hook(self, point: str) -> None:
+        if self.config.promotion_hook is not None:
+            await self.config.promotion_hook(point)
+
+    async def perform(self, step: Step, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """Act on the recorded ``step``, then record the next one."""
+        await self.hook(step)
+        actions = {
+            Step.FENCING: self.fence,
+            Step.CATCHING_UP: self.catch_up,
+            Step.STOPPING_OLD_PRIMARY: self.stop_old_primary,
+            Step.PROMOTING: self.promote,
+            Step.SWITCHING_ROLES: self.switch_roles,
+            Step.REJOINING: self.rejoin,
+            Step.DONE: self.finish,
+        }
+        await actions[step](body, cluster)
+        if step == Step.DONE:
+            return
+        await self.hook(f"{step}:done")
+        await self.record_next(cluster, step)
+
+    # --- status plumbing -----------------------------------------------------------------------
+
+    def _same_promotion(self, cluster: GoCDHACluster, status: GoCDHAClusterStatus) -> bool:
+        mine, fresh = cluster.status.promotion, status.promotion
+        return fresh.token == mine.token and fresh.result == "InProgress"
+
+    async def record(
+        self, cluster: GoCDHACluster, **update: Any
+    ) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
+        """Change fields of ``status.promotion`` (only while it is still this promotion)."""
+
+        def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
+            if not self._same_promotion(cluster, status):
+                return None
+            promotion = status.promotion.model_copy(update=update)
+            return status.model_copy(update={"promotion": promotion})
+
+        return await self.writer.update(change)
+
+    async def record_next(self, cluster: GoCDHACluster, step: Step) -> None:
+        promotion = cluster.status.promotion
+        following = self._next_step(cluster, step)
+        body, _ = await self.record(cluster, step=following)
+        post_event(
+            body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
+        )
+
+    def _next_step(self, cluster: GoCDHACluster, step: Step) -> Step:
+        index = promo.STEPS.index(step) + 1
+        following = promo.STEPS[index]
+        if following == Step.CATCHING_UP and cluster.status.promotion.type == "Failover":
+            following = promo.STEPS[index + 1]
+        # The rejoin mode recorded when the promotion started (older records: the spec).
+        rejoin = cluster.status.promotion.rejoin or cluster.spec.failover.rejoin
+        if following == Step.REJOINING and rejoin == "Manual":
+            following = Step.DONE
+        return following
+
+    def _describe(self, step: Step, kind: str | None) -> str:
+        return {
+            Step.FENCING: "stopping GoCD on the old primary's side; Services stop selecting it",
+            Step.CATCHING_UP: "waiting until the standby has replayed the old primary's last WAL",
+            Step.STOPPING_OLD_PRIMARY: "stopping Postgres on the old primary's side",
+            Step.PROMOTING: f"{kind}: promoting Postgres on the standby (point of no return)",
+            Step.SWITCHING_ROLES: "the promoted side becomes primary; Services and roles follow",
+            Step.REJOINING: "the old primary's side rejoins as a standby",
+            Step.DONE: "recording the result",
+        }[step]
+
+    async def set_promoting(
+        self,
+        cluster: GoCDHACluster,
+        value: ConditionStatus,
+        reason: str,
+        message: str,
+        *,
+        promotion_update: dict[str, Any] | None = None,
+        finish: bool = False,
+    ) -> tuple[dict[str, Any], list[cond.Transition], bool]:
+        """Set the ``Promoting`` condition (and optionally finish the promotion into history);
+        returns the body, the transitions and whether the reason or message changed."""
+        transitions: list[cond.Transition] = []
+        changed = False
+
+        def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
+            nonlocal changed
+            if not self._same_promotion(cluster, status):
+                return None
+            if promotion_update is not None:
+                promotion = status.promotion.model_copy(update=promotion_update)
+                status = status.model_copy(update={"promotion": promotion})
+                if finish:
+                    status = promo.with_history(status, promotion)
+            before = cond.get_condition(status.conditions, cond.PROMOTING)
+            changed = before is None or (before.reason, before.message) != (reason, message)
+            conditions, transition = cond.set_condition(
+                status.conditions,
+                type=cond.PROMOTING,
+                status=value,
+                reason=reason,
+                message=message,
+                observed_generation=cluster.metadata.generation,
+                now=self.config.clock(),
+            )
+            if transition is not None:
+                transitions.append(transition)
+            return status.model_copy(update={"conditions": conditions})
+
+        body, _ = await self.writer.update(change)
+        post_transitions(body, transitions)
+        return body, transitions, changed
+
+    async def retrying(self, step: Step, message: str) -> None:
+        """Past the point of no return: say so, and go on (best effort: the write may fail too)."""
+        logger.warning(
+            "%s: step %s failed (%s); retrying, never rolling back", self.ref, step, message
+        )
+        body = await self.writer.fetch()
+        if body is None:
+            return
+        cluster = parse_fresh(body, self.state).cluster
+        if cluster is None:
+            return
+        text = f"retrying {step} (past the point of no return, never rolled back): {message}"
+        try:
+            body, _, changed = await self.set_promoting(cluster, "True", "Retrying", text)
+        except Exception:  # the API may be what fails; the retry goes on regardless
+            logger.exception("%s: could not record the retry", self.ref)
+            return
+        if changed:
+            post_event(body, "Warning", "PromotionRetrying", text)
+
+    # --- I/O helpers -----------------------------------------------------------------------------
+
+    async def credentials(self, cluster: GoCDHACluster) -> ClusterCredentials:
+        credentials = await asyncio.to_thread(read_credentials, self.config, cluster)
+        if credentials is None:
+            raise RuntimeError("the cluster's credential Secrets are missing")
+        return credentials
+
+    async def client(self, cluster: GoCDHACluster, side: Side) -> PostgresClient:
+        credentials = await self.credentials(cluster)
+        return PostgresClient.for_service(
+            cluster.namespace,
+            ChildNames(cluster.name).postgres_instance_service(side),
+            password=credentials.operator_password,
+            overrides=self.config.endpoints,
+        )
+
+    async def apply(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """Apply every child as ``cluster``'s status implies (``topology_of``)."""
+        async with self.state.apply_lock:
+            await asyncio.to_thread(
+                reconcile_children,
+                self.config.kube,
+                body,
+                cluster,
+                operator_image=self.config.operator_image,
+                topology=promo.topology_of(cluster),
+                operator_namespace=self.config.operator_namespace,
+            )
+
+    @staticmethod
+    def sides(cluster: GoCDHACluster) -> tuple[Side, Side]:
+        promotion = cluster.status.promotion
+        return promotion.from_side or "a", promotion.to_side or "b"
+
+    # --- the steps -------------------------------------------------------------------------------
+
+    async def fence(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """The old primary's GoCD server stops; no role Service selects its side."""
+        await self.apply(body, cluster)
+
+    async def catch_up(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """Switchover: end the old primary's client sessions, checkpoint, record its LSN and wait
+        until the standby has replayed it. A refused connection is retried (never a failover)."""
+        old, new = self.sides(cluster)
+        promotion = cluster.status.promotion
+        lsn_text = promotion.lsn
+        if lsn_text is None:
+            source = await self.client(cluster, old)
+            await source.end_client_sessions()
+            await source.checkpoint()
+            lsn_text = format_lsn(await source.current_lsn())
+            await self.record(cluster, lsn=lsn_text)
+        target = await self.client(cluster, new)
+        try:
+            await target.wait_for_replay(parse_lsn(lsn_text), timeout=CATCH_UP_TIMEOUT_SECONDS)
+        except ReplayTimeout as exc:
+            raise AbortPromotionError(
+                Reason.SWITCHOVER_FAILED, f"side {new} did not catch up: {exc}"
+            ) from None
+        await self.record(cluster, rpo_bytes=0)
+
+    async def stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """The old primary's StatefulSet goes to 0.
+
+        Switchover: wait until it is down (it refuses connections and the standby no longer
+        streams from it), then until the standby has replayed everything it received: a clean
+        shutdown sends the last WAL to a streaming standby, commits of sessions that could not be
+        ended (a superuser's) included. Failover: re-check the lag gate with what the standby
+        reports now."""
+        old, new = self.sides(cluster)
+        await self.apply(body, cluster)
+        promotion = cluster.status.promotion
+        if promotion.type == "Failover":
+            lag = cluster.status.replication.lag_bytes
+            gate = promo.lag_refusal(
+                cluster, lag if lag is not None else promotion.rpo_bytes, force=promotion.force
+            )
+            if gate is not None:
+                raise AbortPromotionError(*gate)
+            return
+        source = await self.client(cluster, old)
+        target = await self.client(cluster, new)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while True:
+            try:
+                observation = await source.observe()
+            except PostgresError:
+                observation = None  # shutting down: answers, but not as a working instance
+            if observation is not None and not observation.reachable:
+                # A refused connection alone does not prove it stopped (the network may be what
+                # fails): the standby must have lost its stream from it too.
+                seen = await target.observe()
+                if seen.reachable and seen.wal_receiver_status != "streaming":
+                    break
+            if time.monotonic() >= deadline:
+                raise AbortPromotionError(
+                    Reason.SWITCHOVER_FAILED,
+                    f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
+                )
+            await asyncio.sleep(0.3)
+        standby = await target.observe()
+        if not standby.reachable or not standby.in_recovery:
+            raise RuntimeError(f"side {new} is not a reachable standby: {standby.error}")
+        received = standby.received_lsn
+        if received is not None:
+            try:
+                await target.wait_for_replay(received, timeout=CATCH_UP_TIMEOUT_SECONDS)
+            except ReplayTimeout as exc:
+                raise AbortPromotionError(
+                    Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
+                ) from None
+
+    async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """Point of no return: ``pg_promote`` (idempotent), then confirm — not in recovery, on a
+        later timeline than the old primary — and create the old side's slot."""
+        old, new = self.sides(cluster)
+        client = await self.client(cluster, new)
+        result = await client.promote(wait_seconds=PROMOTE_WAIT_SECONDS)
+        observation = await client.observe()
+        if not observation.reachable or observation.in_recovery is not False:
+            raise NotConfirmedError(f"side {new} is not (yet) out of recovery")
+        before = cluster.status.promotion.from_timeline
+        if before is not None and (observation.timeline or 0) <= before:
+            raise NotConfirmedError(
+                f"side {new} is on timeline {observation.timeline}, not above {before}"
+            )
+        await client.create_slot_if_missing(f"{SLOT_PREFIX}{old}")
+        update: dict[str, Any] = {
+            "message": f"side {new} promoted to timeline {observation.timeline}"
+        }
+        if result.promoted or cluster.status.promotion.promote_seconds is None:
+            update["promote_seconds"] = round(result.duration_seconds, 3)
+        await self.record(cluster, **update)
+
+    async def switch_roles(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """``status.primary`` moves first (the topology follows it), then the children."""
+        old, new = self.sides(cluster)
+
+        def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
+            if not self._same_promotion(cluster, status):
+                return None
+            return status.model_copy(update={"primary": new, "standby": old})
+
+        body, status = await self.writer.update(change)
+        await self.apply(body, cluster.model_copy(update={"status": status}))
+
+    async def rejoin(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        await self.apply(body, cluster)
+
+    async def finish(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        promotion = cluster.status.promotion
+        now = self.config.clock()
+        message = f"side {promotion.to_side} is primary"
+        body, _, _ = await self.set_promoting(
+            cluster,
+            "False",
+            "Promoted",
+            message,
+            promotion_update={
+                "result": "Succeeded",
+                "finished_at": cond.rfc3339(now),
+                "message": message,
+            },
+            finish=True,
+        )
+        rpo = promotion.rpo_bytes if promotion.rpo_bytes is not None else "unknown"
+        post_event(
+            body,
+            "Normal",
+            "PromotionSucceeded",
+            f"{promotion.type}: side {promotion.to_side} is primary (RPO {rpo} bytes, "
+            f"{time.monotonic() - self.started:.1f}s in this process)",
+        )
+
+    # --- giving up (before the point of no return only) -------------------------------------------
+
+    async def give_up(self, step: Step, reason: Reason | None, why: str) -> bool:
+        """End the promotion as Failed and unfence the old primary — only after confirming that
+        the standby is still in recovery. Returns False (everything stays fenced, ``Promoting``
+        reason ``PromotionStuck``) when that cannot be confirmed."""
+        body = await self.writer.fetch()
+        if body is None:
+            return True
+        cluster = parse_fresh(body, self.state).cluster
+        if cluster is None or cluster.status.promotion.result != "InProgress":
+            return True
+        promotion = cluster.status.promotion
+        old, new = self.sides(cluster)
+        try:
+            standby = await (await self.client(cluster, new)).observe()
+            confirmed, detail = bool(standby.reachable and standby.in_recovery), standby.error
+            if standby.reachable and not standby.in_recovery:
+                detail = "it is not in recovery"
+        except Exception as exc:  # unconfirmed, whatever the cause
+            confirmed, detail = False, self._safe(exc)
+        if not confirmed:
+            text = (
+                f"{promotion.type} stopped at {step}: {why}. Side {old} stays fenced because side "
+                f"{new} could not be confirmed to be still a standby ({detail}). Check that "
+                f"Postgres on side {new} is in recovery (SELECT pg_is_in_recovery()) and that side "
+                f"{old} has not been promoted elsewhere; the operator re-checks every "
+                f"{STUCK_RECHECK_SECONDS:g}s and unfences side {old} once side {new} answers as a "
+                "standby."
+            )
+            body, _, changed = await self.set_promoting(
+                cluster, "False", Reason.PROMOTION_STUCK, text
+            )
+            if changed:
+                post_event(body, "Warning", Reason.PROMOTION_STUCK, text)
+            return False
+        if reason is None:
+            reason = (
+                Reason.SWITCHOVER_FAILED
+                if promotion.type == "Switchover"
+                else Reason.FAILOVER_FAILED
+            )
+        now = self.config.clock()
+        text = f"{promotion.type} failed at {step}: {why}; side {old} serves again"
+        body, _, _ = await self.set_promoting(
+            cluster,
+            "False",
+            "PromotionFailed",
+            text,
+            promotion_update={
+                "result": "Failed",
+                "reason": reason,
+                "finished_at": cond.rfc3339(now),
+                "message": text,
+            },
+            finish=True,
+        )
+        post_event(body, "Warning", "PromotionFailed", text)
+        await self.unfence()
+        return True
+
+    async def unfence(self) -> None:
+        """Apply the children as the failed promotion's status implies (nothing fenced). Retried
+        until it succeeds; the reconcile of an operator restart does the same."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                body = await self.writer.fetch()
+                if body is None:
+                    return
+                cluster = parse_fresh(body, self.state).cluster
+                if cluster is None or cluster.status.promotion.result == "InProgress":
+                    return
+                await self.apply(body, cluster)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("%s: unfencing failed (%s); retrying", self.ref, self._safe(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)

@@ -29,6 +29,8 @@ LAYER_RANKS: Final[dict[str, int]] = {
     "builders": 4,
     "controller": 5,
     "local": 6,
+    # The kubectl plugin: a client of the API only; it may not reach the emulator or kubelet.
+    "plugin": 6,
     "cli": 7,
 }
 

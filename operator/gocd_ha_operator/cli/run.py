@@ -21,10 +21,14 @@ from gocd_ha_operator.api.constants import (
     ENV_OPERATOR_IMAGE,
     operator_namespace_from,
 )
+from gocd_ha_operator.controller.metrics import BindAddressError, parse_bind_address
 from gocd_ha_operator.kube.endpoints import EndpointConfigError, parse_overrides
 
 EXIT_USAGE: Final = 2
 LOG_FORMATS: Final = ("plain", "full", "json")
+#: Where /metrics is served unless told otherwise (controller-runtime operators use :8080, which
+#: is this operator's liveness port).
+DEFAULT_METRICS_BIND_ADDRESS: Final = ":8081"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="use the mounted certificate here (tls.crt, tls.key, ca.crt; e.g. cert-manager)",
     )
+    parser.add_argument(
+        "--metrics-bind-address",
+        default=DEFAULT_METRICS_BIND_ADDRESS,
+        metavar="[HOST]:PORT",
+        help="serve Prometheus metrics at /metrics here; 0 turns them off "
+        f"(default: {DEFAULT_METRICS_BIND_ADDRESS})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log handler details")
     parser.add_argument("--debug", action="store_true", help="log everything, kopf included")
 
@@ -105,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         endpoints = parse_overrides(os.environ.get(ENV_ENDPOINTS))
         operator_namespace = operator_namespace_from(os.environ)
-    except (EndpointConfigError, ValueError) as exc:
+        metrics_address = parse_bind_address(args.metrics_bind_address)
+    except (EndpointConfigError, BindAddressError, ValueError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -151,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             configuration=args.webhook_configuration,
             cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
         ),
+        metrics_address=metrics_address,
     )
     kopf.run(
         registry=build_registry(config),

@@ -18,6 +18,7 @@ import kopf
 
 from gocd_ha_operator.api.constants import operator_namespace_from
 from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.controller.metrics import OperatorMetrics
 from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeClient, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
@@ -97,6 +98,10 @@ class OperatorConfig:
     #: The validating admission webhook; ``None``: no webhook (invalid resources are reported in
     #: their status only).
     webhook: WebhookConfig | None = None
+    #: The operator's metrics (fed from status); served on ``metrics_address`` while it runs.
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    #: ``(host, port)`` of ``/metrics`` (port 0: any free port); ``None``: not served.
+    metrics_address: tuple[str, int] | None = None
     #: How long a step before the point of no return retries transient errors (a refused
     #: connection, a failed API write) before the promotion gives up and unfences.
     step_retry_seconds: float = 30.0
@@ -115,6 +120,7 @@ class OperatorConfig:
     def kube(self) -> KubeClient:
         if self._kube is None:
             self._kube = self.kube_factory()
+            self._kube.on_error = self.metrics.api_error
         return self._kube
 
     def state(self, ref: ClusterRef) -> ClusterState:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -179,6 +180,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             )
         if config.tune_settings is not None:
             config.tune_settings(settings)
+        if config.metrics_address is not None:
+            host, port = config.metrics.serve(config.metrics_address)
+            logger.info("metrics served on http://%s:%d/metrics", host, port)
+
+    @kopf.on.cleanup(registry=registry)
+    def stop_metrics(**_: Any) -> None:
+        config.metrics.stop_serving()
 
     if config.webhook is not None:
         webhook.register(registry, resource)
@@ -199,12 +207,26 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.create(*resource, registry=registry)
     @kopf.on.update(*resource, field="spec", registry=registry)
     async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await reconcile_resource(config, body, patch)
+        meta = body.get("metadata", {})
+        began, error = time.monotonic(), None
+        try:
+            await reconcile_resource(config, body, patch)
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            config.metrics.reconcile_finished(
+                str(meta.get("namespace")), str(meta.get("name")), time.monotonic() - began, error
+            )
 
     @kopf.daemon(*resource, registry=registry, cancellation_timeout=10)
     async def supervise_cluster(meta: kopf.Meta, stopped: kopf.DaemonStopped, **_: Any) -> None:
         ref = ClusterRef(namespace=str(meta["namespace"]), name=str(meta["name"]))
-        await supervise(config, ref, stopped)
+        try:
+            await supervise(config, ref, stopped)
+        finally:
+            # The daemon stops when the resource is deleted (or the operator exits): its series go.
+            config.metrics.forget(ref.namespace, ref.name)
 
     @kopf.timer(*resource, interval=config.observe_interval, registry=registry)
     async def backups(meta: kopf.Meta, **_: Any) -> None:
@@ -223,9 +245,11 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.field(
         *resource, field=("metadata", "annotations", ANNOTATION_PROMOTE_FORCE), registry=registry
     )
-    def promotion_requested(meta: kopf.Meta, **_: Any) -> None:
+    def promotion_requested(meta: kopf.Meta, new: Any, **_: Any) -> None:
         """Wake the cluster's supervisor now instead of at its next interval."""
         ref = ClusterRef(namespace=str(meta["namespace"]), name=str(meta["name"]))
+        if new:
+            config.metrics.promotion_requested(ref.namespace, ref.name, str(new))
         config.state(ref).wake.set()
 
     return registry

@@ -163,6 +163,14 @@ class StatusWriter:
                 raise ClusterGoneError(str(self.ref))
             current = status_of(body)
             new = change(body, current)
+            # Every status the supervisor or the runner concludes (written or unchanged) feeds
+            # the metrics: one observation for both, promotion steps as they are recorded.
+            self.config.metrics.record_status(
+                self.ref.namespace,
+                self.ref.name,
+                current if new is None else new,
+                body.get("spec") or {},
+            )
             if new is None:
                 return body, current
             old = dict(body.get("status") or {})

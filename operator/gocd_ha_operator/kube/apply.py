@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
@@ -90,6 +90,9 @@ class KubeClient:
 
     def __init__(self, api_client: k8s_client.ApiClient) -> None:
         self._api = api_client
+        #: Called with (method, HTTP status; 0 when no answer came) for every failed request:
+        #: the controller counts them in a metric (this layer knows nothing of metrics).
+        self.on_error: Callable[[str, int], None] | None = None
 
     def _call(
         self, method: str, path: str, body: Any = None, content_type: str | None = None
@@ -108,20 +111,27 @@ class KubeClient:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._api.call_api(
-            method,
-            url,
-            header_params=header_params,
-            body=serialized_body,
-            post_params=post_params,
-            _request_timeout=REQUEST_TIMEOUT_SECONDS,
-        )
-        response.read()  # type: ignore[no-untyped-call]
+        try:
+            response = self._api.call_api(
+                method,
+                url,
+                header_params=header_params,
+                body=serialized_body,
+                post_params=post_params,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+            response.read()  # type: ignore[no-untyped-call]
+        except Exception:
+            if self.on_error is not None:
+                self.on_error(method, 0)
+            raise
         raw = response.data or b"{}"
         payload = json.loads(raw) if raw.strip() else {}
         if not 200 <= response.status < 300:
             reason = payload.get("reason") or str(response.reason or "Error")
             message = payload.get("message") or ""
+            if self.on_error is not None:
+                self.on_error(method, response.status)
             raise KubeApiError(response.status, reason, message)
         return payload
 

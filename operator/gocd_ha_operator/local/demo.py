@@ -28,6 +28,8 @@ from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, SYNC_AGENT_PORT
 EXIT_UNAVAILABLE: Final = 2
 NAME: Final = "ci"
 NAMESPACE: Final = "demo"
+#: Loopback only, any free port: the demo must not fail because 8081 is taken.
+METRICS_ADDRESS: Final = ("127.0.0.1", 0)
 RESOURCE: Final[dict[str, Any]] = {
     "apiVersion": "gocdha.io/v1alpha1",
     "kind": "GoCDHACluster",
@@ -82,8 +84,13 @@ async def demo(timeline: Timeline) -> int:
     from gocd_ha_operator.local.stack import local_stack  # noqa: PLC0415
     from gocd_ha_operator.local.workload import streaming_from  # noqa: PLC0415
 
-    async with local_stack([NAME], namespace=NAMESPACE, observe_interval=0.5) as stack:
+    async with local_stack(
+        [NAME], namespace=NAMESPACE, observe_interval=0.5, metrics_address=METRICS_ADDRESS
+    ) as stack:
         timeline.say("operator started against an in-process Kubernetes API")
+        timeline.say(
+            f"operator metrics (Prometheus): {stack.metrics_url} (e.g. curl -s URL | grep ^gocdha_)"
+        )
         await stack.apply(RESOURCE)
         timeline.say(f"kubectl apply: GoCDHACluster {NAMESPACE}/{NAME} (Cold standby, GoCD 26.1)")
         status = await stack.wait_for(

@@ -39,6 +39,10 @@ class LocalStack:
     kubelet: LocalKubelet
     observe_interval: float
     operator: OperatorThread | None = None
+    #: Where the operator serves /metrics (port 0: a free port), or ``None``.
+    metrics_address: tuple[str, int] | None = None
+    #: The running operator's configuration (its metrics, where they are served).
+    operator_config: OperatorConfig | None = None
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     # --- the operator -------------------------------------------------------------------------
@@ -53,12 +57,21 @@ class LocalStack:
             tune_settings=emulator_settings,
             retry_delay=1.0,
             promotion_hook=promotion_hook,
+            metrics_address=self.metrics_address,
         )
 
     async def start_operator(self, promotion_hook: StepHook | None = None) -> None:
         # Cluster-wide: kmock cannot serve the namespace listing kopf needs for --namespace.
-        self.operator = OperatorThread(self.config(promotion_hook))
+        self.operator_config = self.config(promotion_hook)
+        self.operator = OperatorThread(self.operator_config)
         await self.operator.start()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` of the running operator, when it serves metrics."""
+        config = self.operator_config
+        served = config.metrics.served_at if config is not None else None
+        return f"http://{served[0]}:{served[1]}/metrics" if served else None
 
     async def stop_operator(self) -> None:
         if self.operator is not None:
@@ -151,12 +164,15 @@ async def local_stack(
     observe_interval: float = 1.0,
     work_root: Path | None = None,
     start_operator: bool = True,
+    metrics_address: tuple[str, int] | None = None,
 ) -> AsyncIterator[LocalStack]:
     """Emulator, kubelet and operator, torn down in reverse order whatever happens."""
     async with running_emulator() as (_emulator, url):
         kubelet = LocalKubelet(url, namespace, clusters=clusters, work_root=work_root)
         async with kubelet:
-            stack = LocalStack(url, namespace, kubelet, observe_interval)
+            stack = LocalStack(
+                url, namespace, kubelet, observe_interval, metrics_address=metrics_address
+            )
             try:
                 if start_operator:
                     await stack.start_operator()

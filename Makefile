@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck crd chart-values setup clean gate
+.PHONY: demo test lint typecheck crd chart-values monitoring setup clean gate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ crd: $(STAMP)
 ## comments in values.yaml (a test fails when forgotten).
 chart-values: $(STAMP)
 	$(BIN)/python tools/chart_values.py
+
+## Regenerate the alert rules and Grafana dashboard (manifests/prometheus, the chart's files/).
+monitoring: $(STAMP)
+	$(BIN)/python tools/sync_monitoring.py
 
 ## The static gate for what users install: helm lint/template, kustomize, kubernetes-validate, checkov.
 gate: $(STAMP)

@@ -185,6 +185,7 @@ def test_deployment_defaults(helm: Path) -> None:
         f"--webhook-service={RELEASE}-webhook",
         f"--webhook-secret={RELEASE}-webhook-tls",
         f"--webhook-configuration={RELEASE}",
+        "--metrics-bind-address=:8081",
     ]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert c["image"] == constants.DEFAULT_OPERATOR_IMAGE
@@ -213,6 +214,8 @@ def test_values_reach_the_deployment(helm: Path) -> None:
         "--set",
         "livenessPort=9090",
         "--set",
+        "metrics.port=9091",
+        "--set",
         "image.tag=1.2.3",
         "--set",
         f"image.digest={digest}",
@@ -232,6 +235,7 @@ def test_values_reach_the_deployment(helm: Path) -> None:
         "--namespace=ci",
         "--liveness=http://0.0.0.0:9090/healthz",
         "--log-format=plain",
+        "--metrics-bind-address=:9091",
         "--verbose",
     ]
     assert c["ports"][0]["containerPort"] == 9090

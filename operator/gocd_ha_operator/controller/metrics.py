@@ -72,6 +72,14 @@ RECONCILE_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 WRITABLE_STEPS: Final = frozenset({"Rejoining", "Done"})
 #: API answers the client treats as results, not failures (absent on get, exists on create).
 EXPECTED_API_STATUSES: Final = frozenset({404, 409})
+#: (type, result) of the promotion counters created at 0 for every cluster.
+INITIAL_PROMOTION_LABELS: Final = (
+    ("Switchover", "Succeeded"),
+    ("Switchover", "Failed"),
+    ("Failover", "Succeeded"),
+    ("Failover", "Failed"),
+    ("Unknown", "Refused"),
+)
 #: Non-terminal promotion result.
 IN_PROGRESS: Final = "InProgress"
 
@@ -264,6 +272,9 @@ class OperatorMetrics:
                 snapshot = _Snapshot(status=status, max_lag_bytes=max_lag)
                 snapshot.seen_history = {_history_key(h) for h in status.history}
                 self._snapshots[key] = snapshot
+                # Counters exist at 0 from the start, so increase() sees the first promotion.
+                for labels in INITIAL_PROMOTION_LABELS:
+                    self._track(key, self.promotions, (*key, *labels))
             snapshot.status = status
             snapshot.max_lag_bytes = max_lag
             self._derive_promotion_events(key, snapshot, status)

@@ -205,19 +205,27 @@ async def test_promote_wait_reports_a_refusal(emulated: Emulated) -> None:
     emulated.put(cluster(degraded=True))
 
     async def operator_refuses() -> None:
-        while True:
-            stored = emulated.stored("ci")
-            token = stored["metadata"].get("annotations", {}).get(ANNOTATION_PROMOTE)
-            if token:
-                stored["status"]["history"] = [
-                    {
+        """Like the operator: read the annotation, write the refusal through the API."""
+        path = f"{emulated.url}/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters/ci"
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(path) as response:
+                    stored = await response.json()
+                token = stored["metadata"].get("annotations", {}).get(ANNOTATION_PROMOTE)
+                if token:
+                    refusal = {
                         "token": token,
                         "result": "Refused",
                         "message": "the standby cannot be reached",
                     }
-                ]
-                return
-            await asyncio.sleep(0.05)
+                    async with session.patch(
+                        path + "/status",
+                        json={"status": {"history": [refusal]}},
+                        headers={"Content-Type": "application/merge-patch+json"},
+                    ) as response:
+                        assert response.status == 200
+                    return
+                await asyncio.sleep(0.05)
 
     refuser = asyncio.create_task(operator_refuses())
     result = await emulated.plugin("promote", "ci", "--wait", "--timeout", "20")

@@ -9,6 +9,7 @@ Request bodies and Secrets are never part of a message.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, urlencode
@@ -96,17 +97,18 @@ class Api:
         self.target = target
         self.namespace = target.namespace
 
-    def _request(
+    def _send(
         self,
         method: str,
         path: str,
         *,
-        what: str,
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str | None = None,
         text: bool = False,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> Any:
+        """The unread response (a watch streams it); only "no answer at all" fails here."""
         headers = {"Accept": "text/plain" if text else "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -121,37 +123,100 @@ class Api:
                 body=body,
                 auth_settings=["BearerToken"],
             )
-            response = api.call_api(
+            return api.call_api(
                 method,
                 url,
                 header_params=header_params,
                 body=serialized,
                 post_params=post_params,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+                _request_timeout=(REQUEST_TIMEOUT_SECONDS, timeout),
             )
-            response.read()  # type: ignore[no-untyped-call]
         except Exception as exc:  # urllib3: refused, timeout, TLS, DNS
             raise PluginError(
                 f"cannot reach the Kubernetes API at {self.target.server}: {_first_line(exc)}"
             ) from None
-        raw: bytes = response.data or b""
-        status = int(response.status)
-        if 200 <= status < 300:
-            if text:
-                return raw.decode("utf-8", errors="replace")
-            return json.loads(raw) if raw.strip() else {}
+
+    def _fail(self, status: int, raw: bytes, what: str) -> PluginError:
         try:
             message = str(json.loads(raw).get("message") or "")
         except (ValueError, AttributeError):
             message = ""
         if status in (401, 403):
-            raise PluginError(
+            return PluginError(
                 f"no permission to {what} in namespace {self.namespace}"
                 + (f": {message}" if message else "")
             )
         if status == 404:
-            raise PluginError(f"{what}: not found in namespace {self.namespace}")
-        raise PluginError(f"{what}: HTTP {status} {message}".rstrip(), exit_code=EXIT_FAILED)
+            return PluginError(f"{what}: not found in namespace {self.namespace}")
+        return PluginError(f"{what}: HTTP {status} {message}".rstrip(), exit_code=EXIT_FAILED)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str | None = None,
+        text: bool = False,
+    ) -> Any:
+        response = self._send(
+            method, path, body=body, query=query, content_type=content_type, text=text
+        )
+        try:
+            raw: bytes = response.read() or b""
+        except Exception as exc:
+            raise PluginError(
+                f"cannot reach the Kubernetes API at {self.target.server}: {_first_line(exc)}"
+            ) from None
+        status = int(response.status)
+        if not 200 <= status < 300:
+            raise self._fail(status, raw, what)
+        if text:
+            return raw.decode("utf-8", errors="replace")
+        return json.loads(raw) if raw.strip() else {}
+
+    def watch_cluster(self, name: str, seconds: float) -> Iterator[dict[str, Any]]:
+        """Every version of the cluster object the API server sends within ``seconds`` (a
+        watch: every status write arrives, so no promotion step is missed between polls)."""
+        response = self._send(
+            "GET",
+            self._clusters_path(),
+            query={
+                "watch": "true",
+                "fieldSelector": f"metadata.name={name}",
+                "timeoutSeconds": str(max(1, int(seconds))),
+            },
+            timeout=seconds + 1,
+        )
+        status = int(response.status)
+        if status != 200:
+            raise self._fail(status, response.read() or b"", f"watch gocdhaclusters/{name}")
+        buffer = b""
+        try:
+            for chunk in response.response.stream(4096, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if (
+                        event.get("type") in ("ADDED", "MODIFIED")
+                        and (obj.get("metadata") or {}).get("name") == name
+                    ):
+                        yield obj
+        except GeneratorExit:
+            raise
+        except Exception as exc:  # urllib3 read timeout or reset, a malformed line
+            raise PluginError(
+                f"the watch of gocdhaclusters/{name} broke off: {_first_line(exc)}",
+                exit_code=EXIT_FAILED,
+            ) from None
+        finally:
+            response.response.release_conn()
 
     def _clusters_path(self, name: str | None = None) -> str:
         path = f"/apis/{API_VERSION}/namespaces/{quote(self.namespace)}/{PLURAL}"

@@ -35,6 +35,8 @@ from gocd_ha_operator.plugin.views import (
 
 PROG: Final = "kubectl gocdha"
 POLL_SECONDS: Final = 0.5
+#: One watch request lasts at most this long; then the object is read again and watched anew.
+WATCH_SECONDS: Final = 30.0
 DEFAULT_TIMEOUT_SECONDS: Final = 600.0
 DEFAULT_LOG_LINES: Final = 200
 #: The step after which the new primary takes writes through the Services.
@@ -217,6 +219,46 @@ def cmd_promote(api: Api, args: argparse.Namespace, out: Callable[[str], None]) 
     return follow(api, view.name, token, requested=requested, timeout=args.timeout, out=out)
 
 
+class Follower:
+    """What ``promote --wait`` has seen of one promotion, fed every version of the object."""
+
+    def __init__(self, token: str, requested: float, out: Callable[[str], None]) -> None:
+        self.token = token
+        self.requested = requested
+        self.out = out
+        self.seen: list[str] = []
+        self.started: float | None = None
+        self.writable: float | None = None
+
+    def observe(self, body: dict[str, Any]) -> int | None:
+        """The exit status once the promotion has ended, else ``None``."""
+        view = ClusterView.of(body)
+        elapsed = time.monotonic() - self.requested
+        refused = next(
+            (h for h in view.status.history if h.token == self.token and h.result == "Refused"),
+            None,
+        )
+        if refused is not None:
+            self.out(f"[{elapsed:6.1f}s] refused: {refused.message}")
+            return EXIT_FAILED
+        p = view.status.promotion
+        if p.token != self.token:
+            return None
+        if self.started is None:
+            self.started = elapsed
+            self.out(f"[{elapsed:6.1f}s] started: {p.type} from side {p.from_side} to {p.to_side}")
+        if p.step and (not self.seen or self.seen[-1] != p.step):
+            if self.seen and self.seen[-1] == WRITABLE_AFTER and self.writable is None:
+                self.writable = elapsed
+            self.seen.append(p.step)
+            self.out(f"[{elapsed:6.1f}s] step {p.step}")
+        if p.result == "InProgress":
+            return None
+        if self.writable is None and p.result == "Succeeded":
+            self.writable = elapsed
+        return _outcome(p, elapsed, self.started, self.writable, self.out)
+
+
 def follow(
     api: Api,
     name: str,
@@ -226,42 +268,34 @@ def follow(
     timeout: float,
     out: Callable[[str], None],
 ) -> int:
-    """Print each step as the operator records it, then the outcome; 0 only on success."""
-    seen: list[str] = []
-    writable: float | None = None
-    started: float | None = None
+    """Print each step as the operator records it, then the outcome; 0 only on success.
+
+    A watch delivers every status write (a step may last less than any polling interval); when
+    the watch ends early or breaks off, the object is read again and the watch resumes."""
+    follower = Follower(token, requested, out)
     deadline = requested + timeout
-    while True:
-        view = ClusterView.of(api.cluster(name))
-        elapsed = time.monotonic() - requested
-        refused = next(
-            (h for h in view.status.history if h.token == token and h.result == "Refused"), None
-        )
-        if refused is not None:
-            out(f"[{elapsed:6.1f}s] refused: {refused.message}")
-            return EXIT_FAILED
-        p = view.status.promotion
-        if p.token == token:
-            if started is None:
-                started = elapsed
-                out(f"[{elapsed:6.1f}s] started: {p.type} from side {p.from_side} to {p.to_side}")
-            if p.step and (not seen or seen[-1] != p.step):
-                if seen and seen[-1] == WRITABLE_AFTER and writable is None:
-                    writable = elapsed
-                seen.append(p.step)
-                out(f"[{elapsed:6.1f}s] step {p.step}")
-            if p.result != "InProgress":
-                if writable is None and p.result == "Succeeded":
-                    writable = elapsed
-                return _outcome(p, elapsed, started, writable, out)
-        if time.monotonic() >= deadline:
-            where = f"at step {seen[-1]}" if seen else "not started by the operator"
-            out(
-                f"[{elapsed:6.1f}s] timed out after {timeout:g}s: the promotion is {where}; "
-                "the operator goes on with it"
-            )
-            return EXIT_FAILED
-        time.sleep(POLL_SECONDS)
+    while (remaining := deadline - time.monotonic()) > 0:
+        result = follower.observe(api.cluster(name))
+        if result is not None:
+            return result
+        try:
+            for body in api.watch_cluster(name, min(remaining, WATCH_SECONDS)):
+                result = follower.observe(body)
+                if result is not None:
+                    return result
+                if time.monotonic() >= deadline:
+                    break
+        except PluginError as exc:
+            if exc.exit_code == EXIT_USAGE:
+                raise
+            time.sleep(POLL_SECONDS)  # a broken watch: read again, then watch again
+    elapsed = time.monotonic() - requested
+    where = f"at step {follower.seen[-1]}" if follower.seen else "not started by the operator"
+    out(
+        f"[{elapsed:6.1f}s] timed out after {timeout:g}s: the promotion is {where}; "
+        "the operator goes on with it"
+    )
+    return EXIT_FAILED
 
 
 def _outcome(

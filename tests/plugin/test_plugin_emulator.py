@@ -200,38 +200,64 @@ async def test_promote_refuses_while_one_runs_or_waits(emulated: Emulated) -> No
     assert len(result.err.strip().splitlines()) == 1
 
 
-async def test_promote_wait_reports_a_refusal(emulated: Emulated) -> None:
-    """--wait follows what the operator writes; here the test plays the operator refusing."""
-    emulated.put(cluster(degraded=True))
-
-    async def operator_refuses() -> None:
-        """Like the operator: read the annotation, write the refusal through the API."""
-        path = f"{emulated.url}/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters/ci"
-        async with aiohttp.ClientSession() as session:
-            while True:
-                async with session.get(path) as response:
-                    stored = await response.json()
-                token = stored["metadata"].get("annotations", {}).get(ANNOTATION_PROMOTE)
-                if token:
-                    refusal = {
-                        "token": token,
-                        "result": "Refused",
-                        "message": "the standby cannot be reached",
-                    }
+async def play_operator(emulated: Emulated, answer: Any) -> None:
+    """Like the operator: wait for the annotation, then write ``answer(token)`` (a list of status
+    patches, each its own write) through the status subresource."""
+    path = f"{emulated.url}/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters/ci"
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(path) as response:
+                stored = await response.json()
+            token = stored["metadata"].get("annotations", {}).get(ANNOTATION_PROMOTE)
+            if token:
+                for patch in answer(token):
                     async with session.patch(
                         path + "/status",
-                        json={"status": {"history": [refusal]}},
+                        json={"status": patch},
                         headers={"Content-Type": "application/merge-patch+json"},
                     ) as response:
                         assert response.status == 200
-                    return
-                await asyncio.sleep(0.05)
+                return
+            await asyncio.sleep(0.05)
 
-    refuser = asyncio.create_task(operator_refuses())
+
+async def test_promote_wait_reports_a_refusal(emulated: Emulated) -> None:
+    emulated.put(cluster(degraded=True))
+
+    def refuse(token: str) -> list[dict[str, Any]]:
+        refusal = {"token": token, "result": "Refused", "message": "the standby cannot be reached"}
+        return [{"history": [refusal]}]
+
+    operator = asyncio.create_task(play_operator(emulated, refuse))
     result = await emulated.plugin("promote", "ci", "--wait", "--timeout", "20")
-    await refuser
+    await operator
     assert result.code == 1
     assert "refused: the standby cannot be reached" in result.out
+
+
+async def test_promote_wait_shows_every_step_and_a_failure_exits_1(emulated: Emulated) -> None:
+    """Steps written in quick succession all appear (the plugin watches, it does not poll)."""
+    emulated.put(cluster())
+
+    def fail(token: str) -> list[dict[str, Any]]:
+        base = {"token": token, "type": "Switchover", "fromSide": "a", "toSide": "b"}
+        steps = ["Fencing", "CatchingUp", "StoppingOldPrimary", "Promoting"]
+        patches = [{"promotion": {**base, "step": s, "result": "InProgress"}} for s in steps]
+        failed = {**base, "step": "Promoting", "result": "Failed", "message": "pg_promote failed"}
+        return [*patches, {"promotion": failed, "history": [failed]}]
+
+    operator = asyncio.create_task(play_operator(emulated, fail))
+    result = await emulated.plugin("promote", "ci", "--wait", "--timeout", "20")
+    await operator
+    assert result.code == 1
+    shown = [line.split("] ", 1)[1] for line in result.out.splitlines() if "] step " in line]
+    assert shown == [
+        "step Fencing",
+        "step CatchingUp",
+        "step StoppingOldPrimary",
+        "step Promoting",
+    ]
+    assert "Switchover a->b Failed" in result.out and "pg_promote failed" in result.out
 
 
 async def test_promote_wait_times_out_with_exit_1(emulated: Emulated) -> None:

@@ -99,6 +99,16 @@ def ago(timestamp: str | None, now: datetime) -> str:
     return f"{timestamp} ({seconds / 3600:.1f}h ago)"
 
 
+#: Longest message shown on the one-screen status (``-o yaml`` has them whole).
+MESSAGE_WIDTH: Final = 160
+
+
+def one_line(text: str | None, width: int = MESSAGE_WIDTH) -> str:
+    """Messages carry driver output with newlines and tabs; a screen line holds one sentence."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def not_fine(view: ClusterView) -> list[Condition]:
     """Conditions that are not at their good status (plus a failed or refused last request)."""
     found = []
@@ -209,7 +219,7 @@ def status_screen(view: ClusterView, now: datetime) -> str:
         failover_text = "not observed"
     else:
         word = "possible" if possible.status == "True" else "NOT possible"
-        failover_text = f"{word} ({possible.reason}): {possible.message}"
+        failover_text = f"{word} ({possible.reason}): {one_line(possible.message)}"
     lines.append(f"  {'failover':<16}{failover_text}")
     last = s.history[0] if s.history else None
     shown = s.promotion if s.promotion.result == "InProgress" or last is None else last
@@ -219,7 +229,7 @@ def status_screen(view: ClusterView, now: datetime) -> str:
     if problems:
         lines.append("  not fine:")
         for c in problems:
-            lines.append(f"    {c.type}={c.status} ({c.reason}): {c.message}")
+            lines.append(f"    {c.type}={c.status} ({c.reason}): {one_line(c.message)}")
     else:
         lines.append("  all conditions fine")
     return "\n".join(lines)
@@ -240,7 +250,8 @@ def why_not(view: ClusterView, now: datetime) -> list[str]:
         reasons.append(f"the standby (side {standby_side}) has not been observed yet")
     elif not standby.postgres.reachable:
         reasons.append(
-            f"the standby (side {standby_side}) cannot be reached: {standby.postgres.message}"
+            f"the standby (side {standby_side}) cannot be reached: "
+            f"{one_line(standby.postgres.message)}"
         )
     elif not standby.postgres.in_recovery:
         reasons.append(f"side {standby_side} is not in recovery: it is not a standby")
@@ -262,7 +273,9 @@ def why_not(view: ClusterView, now: datetime) -> list[str]:
         )
     possible = view.condition(cond.FAILOVER_POSSIBLE)
     if possible is not None and possible.status != "True":
-        line = f"FailoverPossible={possible.status} ({possible.reason}): {possible.message}"
+        line = (
+            f"FailoverPossible={possible.status} ({possible.reason}): {one_line(possible.message)}"
+        )
         if not any(possible.message in r for r in reasons):
             reasons.append(line)
     if failover.mode != "Automatic":

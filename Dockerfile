@@ -41,6 +41,6 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # Numeric, so that Kubernetes can verify runAsNonRoot without resolving a name.
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["gocd-ha-operator"]
 CMD ["run", "--all-namespaces", "--liveness", "http://0.0.0.0:8080/healthz"]

@@ -178,6 +178,7 @@ async def test_prometheus_sees_lag_role_change_and_promotion(
             kubeconfig, "-n", NAMESPACE, "promote", NAME, "--wait", "--timeout", "120"
         )
         assert promoted.code == 0, promoted
+        capture("promote-wait.txt", promoted)
         for step in ("Fencing", "CatchingUp", "StoppingOldPrimary", "Promoting", "Done"):
             assert f"step {step}" in promoted.out, promoted.out
         assert "side b is primary; RPO 0 bytes" in promoted.out

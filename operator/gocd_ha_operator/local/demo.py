@@ -18,10 +18,13 @@ import contextlib
 import logging
 import os
 import pwd
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
+
+import aiohttp
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, SYNC_AGENT_PORT
 
@@ -40,6 +43,26 @@ RESOURCE: Final[dict[str, Any]] = {
         "sharedStorage": {"size": "1Gi", "storageClassName": "local"},
     },
 }
+
+
+#: The series the demo shows after its promotion (what Prometheus would have scraped).
+DEMO_METRICS: Final = (
+    "^gocdha_(side_role|promotions_total|promotion_request_to_writable_seconds_(sum|count)|"
+    "replication_lag_bytes)"
+)
+
+
+async def scraped(url: str) -> list[str]:
+    """The demo's own /metrics, filtered to what tells the story of the promotion."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    pattern = re.compile(DEMO_METRICS)
+    return [
+        line
+        for line in text.splitlines()
+        if pattern.match(line)
+        and not (line.startswith("gocdha_promotions_total") and line.endswith(" 0.0"))
+    ]
 
 
 class Timeline:
@@ -173,6 +196,11 @@ async def demo(timeline: Timeline) -> int:
             f"{condition(status, 'ConfigSynced').get('status')} "
             f"({condition(status, 'ConfigSynced').get('reason')})"
         )
+        if stack.metrics_url is not None:
+            print()
+            print(f"$ curl -s {stack.metrics_url} | grep -E '{DEMO_METRICS}'")
+            for line in await scraped(stack.metrics_url):
+                print(line)
         print()
         print("$ kubectl get gocdha -n demo")
         print(get_gocdha(status))

@@ -42,6 +42,7 @@ def kubeconfig(path: Path, server: str) -> Path:
 async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Path) -> None:
     declare_resources(harness.emulator)
     port = free_port()
+    metrics_port = free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig(tmp_path / "config", harness.url)),
@@ -60,6 +61,8 @@ async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Pa
             "json",
             "--observe-interval",
             "1",
+            "--metrics-bind-address",
+            f"127.0.0.1:{metrics_port}",
         ],
         cwd=ROOT,
         env=env,
@@ -86,6 +89,16 @@ async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Pa
                 return response.status
 
         assert await harness.eventually(lambda: True) and await live() == 200
+
+        async def metrics() -> str:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+            ):
+                return await response.text()
+
+        text = await metrics()
+        assert 'gocdha_reconcile_duration_seconds_count{cluster="ci",namespace="build"} ' in text
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(process.communicate, timeout=30)
@@ -118,3 +131,25 @@ def test_run_refuses_a_bad_endpoint_override() -> None:
     )
     assert result.returncode == 2
     assert "GOCDHA_ENDPOINTS" in result.stderr
+
+
+def test_run_refuses_a_bad_metrics_bind_address() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gocd_ha_operator.cli.main",
+            "run",
+            "-A",
+            "--metrics-bind-address",
+            "8081",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "run: --metrics-bind-address '8081': expected ':PORT', 'HOST:PORT' or '0' (off)"
+    )

@@ -181,7 +181,12 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if config.tune_settings is not None:
             config.tune_settings(settings)
         if config.metrics_address is not None:
-            host, port = config.metrics.serve(config.metrics_address)
+            try:
+                host, port = config.metrics.serve(config.metrics_address)
+            except OSError as exc:
+                # A taken port is a configuration error: stop rather than run unobserved.
+                where = ":".join(map(str, config.metrics_address))
+                raise kopf.PermanentError(f"cannot serve metrics on {where}: {exc}") from None
             logger.info("metrics served on http://%s:%d/metrics", host, port)
 
     @kopf.on.cleanup(registry=registry)

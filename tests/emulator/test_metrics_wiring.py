@@ -1,0 +1,57 @@
+"""The metrics wiring of the real handlers: status feeds the gauges, a reconcile is timed, a
+deleted cluster's series go (the supervisor daemon stops with the resource)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from gocd_ha_operator.controller.handlers import OperatorConfig
+from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings
+from tests.emulator.conftest import NAMESPACE, Harness
+
+pytestmark = pytest.mark.emulator
+
+
+async def test_series_follow_the_cluster_and_go_with_it(harness: Harness) -> None:
+    config = OperatorConfig(
+        operator_image=harness.config.operator_image,
+        observe_interval=0.3,
+        kube_factory=harness.config.kube_factory,
+        endpoints=harness.config.endpoints,
+        connection=harness.config.connection,
+        tune_settings=emulator_settings,
+        retry_delay=1.0,
+    )
+    operator = OperatorThread(config)
+    await operator.start()
+    try:
+        await harness.create_cluster()
+
+        def exposition() -> str:
+            return generate_latest(config.metrics.registry).decode()
+
+        # Nothing is reachable in this harness: the status (and so the metrics) say so.
+        labels = f'cluster="ci",namespace="{NAMESPACE}",side="a"'
+        await harness.eventually(
+            lambda: f"gocdha_postgres_up{{{labels}}} 0.0" in exposition(), timeout=30
+        )
+        text = exposition()
+        assert (
+            f'gocdha_reconcile_duration_seconds_count{{cluster="ci",namespace="{NAMESPACE}"}}'
+            in text
+        )
+        assert (
+            'gocdha_failover_possible_info{cluster="ci",namespace="build",'
+            'reason="StandbyUnreachable"} 1.0'
+        ) in text
+        await harness.request(
+            "DELETE", f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters/ci"
+        )
+        await harness.eventually(
+            lambda: 'cluster="ci"' not in exposition(),
+            timeout=30,
+            message="the deleted cluster's series are removed",
+        )
+    finally:
+        await operator.stop()

@@ -58,7 +58,10 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog=PROG,
+        description="Look at and promote GoCDHAClusters (gocd-ha-operator) from a terminal.",
+    )
     _connection_flags(parser, suppress=False)
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser

@@ -231,3 +231,32 @@ def test_served_over_http(metrics: OperatorMetrics) -> None:
     finally:
         metrics.stop_serving()
     assert 'gocdha_replication_lag_bytes{cluster="ci",namespace="build",side="b"} 1234.0' in text
+
+
+def test_a_promotion_taken_over_after_a_restart_is_timed_from_its_timestamps(
+    metrics: OperatorMetrics, clock: Clock
+) -> None:
+    """This process first sees the promotion at Promoting: that step's start and the annotation
+    are unknown here, so neither is timed; the total comes from startedAt/finishedAt."""
+    c = {"namespace": "build", "cluster": "ci"}
+    metrics.record_status(
+        "build", "ci", healthy(promotion=promotion("Promoting", "InProgress")), SPEC
+    )
+    clock.advance(2)
+    metrics.record_status(
+        "build", "ci", healthy(promotion=promotion("SwitchingRoles", "InProgress")), SPEC
+    )
+    clock.advance(3)
+    metrics.record_status(
+        "build", "ci", healthy(promotion=promotion("Rejoining", "InProgress")), SPEC
+    )
+    done = promotion("Done", "Succeeded", finishedAt="2027-01-15T08:00:41Z")
+    metrics.record_status("build", "ci", healthy(promotion=done, history=[done]), SPEC)
+    assert sample(metrics, m.PROMOTION_STEP_DURATION + "_count", **c, step="Promoting") is None
+    assert sample(metrics, m.PROMOTION_STEP_DURATION + "_sum", **c, step="SwitchingRoles") == 3
+    assert (
+        sample(metrics, m.PROMOTION_REQUEST_TO_WRITABLE + "_count", **c, type="Switchover") is None
+    )
+    labels = {**c, "type": "Switchover", "result": "Succeeded"}
+    assert sample(metrics, m.PROMOTION_DURATION + "_sum", **labels) == 41
+    assert sample(metrics, m.PROMOTIONS + "_total", **labels) == 1

@@ -80,6 +80,8 @@ INITIAL_PROMOTION_LABELS: Final = (
     ("Failover", "Failed"),
     ("Unknown", "Refused"),
 )
+#: The step every promotion starts with (``rules.promotion.started``).
+FIRST_STEP: Final = "Fencing"
 #: Non-terminal promotion result.
 IN_PROGRESS: Final = "InProgress"
 
@@ -165,10 +167,11 @@ class _Snapshot:
     status: GoCDHAClusterStatus
     max_lag_bytes: int
     seen_history: set[tuple[str | None, str | None, str | None]] = field(default_factory=set)
-    #: (token, step, monotonic start) of the promotion step running now, as seen in this process.
-    step: tuple[str | None, str, float] | None = None
-    #: token -> monotonic time its promotion was first seen running in this process.
-    promotion_started: dict[str | None, float] = field(default_factory=dict)
+    #: (token, step, monotonic start or None when it began before this process) of the promotion
+    #: step running now.
+    step: tuple[str | None, str, float | None] | None = None
+    #: token -> monotonic time its promotion started, or None when it started before this process.
+    promotion_started: dict[str | None, float | None] = field(default_factory=dict)
     writable_recorded: set[str | None] = field(default_factory=set)
 
 
@@ -285,18 +288,24 @@ class OperatorMetrics:
         now = self._monotonic()
         p = status.promotion
         running = p.result == IN_PROGRESS
-        if running and p.token not in snapshot.promotion_started:
-            snapshot.promotion_started[p.token] = now
+        first_sighting = running and p.token not in snapshot.promotion_started
+        if first_sighting:
+            # Seen from its first step: timed here. Seen later (this process took over a running
+            # promotion after a restart): no monotonic start; its timestamps are used instead.
+            snapshot.promotion_started[p.token] = now if p.step == FIRST_STEP else None
         # Step durations: a step ends when the next one is recorded or the promotion ends.
         current = snapshot.step
         if current is not None and (
             not running or current[0] != p.token or current[1] != (p.step or "")
         ):
-            if current[0] == p.token:
-                self._track(key, self.step_duration, (*key, current[1])).observe(now - current[2])
+            began_step = current[2]
+            if current[0] == p.token and began_step is not None:
+                self._track(key, self.step_duration, (*key, current[1])).observe(now - began_step)
             snapshot.step = None
         if running and p.step and snapshot.step is None:
-            snapshot.step = (p.token, p.step, now)
+            # The first step seen of a resumed promotion began before this process: not timed.
+            untimed = first_sighting and p.step != FIRST_STEP
+            snapshot.step = (p.token, p.step, None if untimed else now)
         # Request to writable: the roles have switched (the step after SwitchingRoles began).
         reached = (running and p.step in WRITABLE_STEPS) or p.result == "Succeeded"
         if p.token is not None and reached and p.token not in snapshot.writable_recorded:
@@ -304,7 +313,7 @@ class OperatorMetrics:
             requested = self._requests.pop((*key, p.token), None)
             if requested is None:
                 requested = _parse_time(p.started_at)
-            if requested is not None and p.token in snapshot.promotion_started:
+            if requested is not None and snapshot.promotion_started.get(p.token) is not None:
                 self._track(key, self.request_to_writable, (*key, p.type or "Unknown")).observe(
                     max(0.0, self._wall() - requested)
                 )

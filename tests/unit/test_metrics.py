@@ -260,3 +260,13 @@ def test_a_promotion_taken_over_after_a_restart_is_timed_from_its_timestamps(
     labels = {**c, "type": "Switchover", "result": "Succeeded"}
     assert sample(metrics, m.PROMOTION_DURATION + "_sum", **labels) == 41
     assert sample(metrics, m.PROMOTIONS + "_total", **labels) == 1
+
+
+def test_a_failure_inside_the_metrics_never_reaches_the_caller(
+    metrics: OperatorMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """record_status is called in the supervisor's status write: it must not raise."""
+    metrics.record_status("build", "ci", None, SPEC)  # type: ignore[arg-type]
+    assert "updating the metrics failed" in caplog.text
+    metrics.record_status("build", "ci", healthy(), SPEC)
+    assert sample(metrics, m.FAILOVER_MAX_LAG_BYTES, namespace="build", cluster="ci") == 4096

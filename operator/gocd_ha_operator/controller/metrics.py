@@ -21,11 +21,13 @@ Naming follows Prometheus conventions: the ``gocdha_`` prefix, base units in the
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, ParamSpec
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -86,6 +88,24 @@ FIRST_STEP: Final = "Fencing"
 IN_PROGRESS: Final = "InProgress"
 
 ClusterKey = tuple[str, str]
+logger = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+
+
+def never_raises(method: Callable[_P, None]) -> Callable[_P, None]:
+    """The metrics are called from the supervisor, the reconcile and the API client: a bug here
+    must cost a metric, never a status write, a promotion step or the real API error."""
+
+    @functools.wraps(method)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            logger.exception("updating the metrics failed (%s); the operator goes on", method)
+
+    return guarded
+
+
 Family = GaugeMetricFamily | CounterMetricFamily
 
 
@@ -254,11 +274,13 @@ class OperatorMetrics:
         self._series.setdefault(key, set()).add((metric, labels))
         return metric.labels(*labels)
 
+    @never_raises
     def promotion_requested(self, namespace: str, name: str, token: str) -> None:
         """The promotion annotation changed: the clock of "request to writable" starts here."""
         with self._lock:
             self._requests[(namespace, name, token)] = self._wall()
 
+    @never_raises
     def record_status(
         self, namespace: str, name: str, status: GoCDHAClusterStatus, spec: Mapping[str, Any]
     ) -> None:
@@ -335,6 +357,7 @@ class OperatorMetrics:
                 if seconds is not None:
                     self._track(key, self.promotion_duration, labels).observe(max(0.0, seconds))
 
+    @never_raises
     def reconcile_finished(
         self, namespace: str, name: str, seconds: float, error: str | None
     ) -> None:
@@ -344,12 +367,14 @@ class OperatorMetrics:
             if error is not None:
                 self._track(key, self.reconcile_errors, (*key, error)).inc()
 
+    @never_raises
     def api_error(self, method: str, code: int) -> None:
         """A request of the operator's Kubernetes client failed (hooked into ``KubeClient``)."""
         if code in EXPECTED_API_STATUSES:
             return
         self.api_errors.labels(method, str(code)).inc()
 
+    @never_raises
     def forget(self, namespace: str, name: str) -> None:
         """The cluster is gone: drop its snapshot and every labelled series that names it."""
         key = (namespace, name)

@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 
 from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings
-from tests.emulator.conftest import NAMESPACE, Harness
+from tests.support.emulator import NAMESPACE, Harness
 
 pytestmark = pytest.mark.emulator
 

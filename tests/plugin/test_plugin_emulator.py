@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE
-from tests.plugin.conftest import NAMESPACE, Emulated, Plugin, write_kubeconfig
+from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
+from tests.support.plugin import NAMESPACE, Emulated, Plugin, write_kubeconfig
 
 pytestmark = [pytest.mark.emulator]
 
@@ -35,40 +36,40 @@ def condition(type_: str, status: str, reason: str, message: str = "") -> dict[s
 
 
 def cluster(name: str = "ci", *, degraded: bool = False, **status: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "gocdha.io/v1alpha1",
-        "kind": "GoCDHACluster",
-        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {}},
-        "spec": {"failover": {"maxLagBytes": 1000}},
-        "status": {
-            "primary": "a",
-            "standby": "b",
-            "standbyMode": "Cold",
-            "gocdVersion": "26.1.0",
-            "sides": {
-                "a": {
-                    "role": "primary",
-                    "postgres": {"reachable": True, "inRecovery": False, "timeline": 1},
-                    "gocd": {"replicas": 1, "healthy": True, "mode": "primary"},
-                },
-                "b": {
-                    "role": "standby",
-                    "postgres": {"reachable": True, "inRecovery": True, "timeline": 1},
-                    "gocd": {"replicas": 0, "mode": "stopped"},
-                },
+    body = cluster_body(
+        name=name,
+        namespace=NAMESPACE,
+        metadata={"annotations": {}},
+        spec=Replace({**MINIMAL_SPEC, "failover": {"maxLagBytes": 1000}}),
+    )
+    body["status"] = {
+        "primary": "a",
+        "standby": "b",
+        "standbyMode": "Cold",
+        "gocdVersion": "26.1.0",
+        "sides": {
+            "a": {
+                "role": "primary",
+                "postgres": {"reachable": True, "inRecovery": False, "timeline": 1},
+                "gocd": {"replicas": 1, "healthy": True, "mode": "primary"},
             },
-            "replication": {
-                "state": "Streaming",
-                "lagBytes": 0,
-                "lastStreamingTime": stamp(10),
-                "archiveFailures": 0,
+            "b": {
+                "role": "standby",
+                "postgres": {"reachable": True, "inRecovery": True, "timeline": 1},
+                "gocd": {"replicas": 0, "mode": "stopped"},
             },
-            "conditions": [
-                condition("Ready", "True", "Protected"),
-                condition("FailoverPossible", "True", "StandbyReady", "side b can be promoted"),
-                condition("Degraded", "False", "Protected"),
-            ],
         },
+        "replication": {
+            "state": "Streaming",
+            "lagBytes": 0,
+            "lastStreamingTime": stamp(10),
+            "archiveFailures": 0,
+        },
+        "conditions": [
+            condition("Ready", "True", "Protected"),
+            condition("FailoverPossible", "True", "StandbyReady", "side b can be promoted"),
+            condition("Degraded", "False", "Protected"),
+        ],
     }
     if degraded:
         body["status"]["sides"]["b"]["postgres"] = {

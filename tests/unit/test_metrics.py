@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gocd_ha_operator.api.spec import GoCDHAClusterStatus
+from gocd_ha_operator.api.status import GoCDHAClusterStatus
 from gocd_ha_operator.controller import metrics as m
 from gocd_ha_operator.controller.metrics import (
     BindAddressError,

@@ -35,7 +35,8 @@ from prometheus_client.registry import Collector
 
 from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import SIDES
-from gocd_ha_operator.api.spec import FailoverSpec, GoCDHAClusterStatus, PromotionStatus
+from gocd_ha_operator.api.spec import FailoverSpec
+from gocd_ha_operator.api.status import GoCDHAClusterStatus, PromotionStatus
 
 PREFIX: Final = "gocdha_"
 

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from gocd_ha_operator.api import conditions as cond
-from gocd_ha_operator.api.spec import (
+from gocd_ha_operator.api.spec import FailoverSpec
+from gocd_ha_operator.api.status import (
     Condition,
-    FailoverSpec,
     GoCDHAClusterStatus,
     PromotionStatus,
     SideStatus,

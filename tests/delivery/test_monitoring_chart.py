@@ -9,8 +9,7 @@ from pathlib import Path
 import yaml
 
 from gocd_ha_operator.controller.monitoring import dashboard, rules_document
-
-from ._support import ROOT, by_kind, helm_template, one
+from tests.support.delivery import ROOT, by_kind, helm_template, one
 
 MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
 ALL_ON = [

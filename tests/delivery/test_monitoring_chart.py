@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from gocd_ha_operator.controller.monitoring import dashboard, rules_document
-from tests.support.delivery import ROOT, by_kind, helm_template, one
+from tests.support.delivery import RELEASE, ROOT, by_kind, helm_template, one
 
 MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
 ALL_ON = [
@@ -22,6 +23,12 @@ ALL_ON = [
 ]
 
 
+def operator_service(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's own Service (the webhook has another)."""
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == RELEASE]
+    return service
+
+
 def test_monitoring_objects_are_off_by_default_and_metrics_on(helm: Path) -> None:
     docs = helm_template(helm)
     assert {d["kind"] for d in docs} & MONITORING_KINDS == set()
@@ -30,7 +37,7 @@ def test_monitoring_objects_are_off_by_default_and_metrics_on(helm: Path) -> Non
         for d in by_kind(docs, "ConfigMap")
         if "grafana_dashboard" in d["metadata"].get("labels", {})
     ]
-    service = one(docs, "Service")
+    service = operator_service(docs)
     assert {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"} in service[
         "spec"
     ]["ports"]
@@ -42,8 +49,10 @@ def test_metrics_off_turns_the_endpoint_off(helm: Path) -> None:
     docs = helm_template(helm, "--set", "metrics.enabled=false")
     (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert "--metrics-bind-address=0" in c["args"]
-    assert [p["name"] for p in c["ports"]] == ["health"]
-    assert [p["name"] for p in one(docs, "Service")["spec"]["ports"]] == ["health"]
+    assert "metrics" not in [p["name"] for p in c["ports"]]
+    assert "metrics" not in [p["name"] for p in operator_service(docs)["spec"]["ports"]]
+    policy = one(docs, "NetworkPolicy")
+    assert 8081 not in [p["port"] for p in policy["spec"]["ingress"][0]["ports"]]
 
 
 def test_rule_and_dashboard_match_the_generated_files(helm: Path) -> None:
@@ -70,7 +79,7 @@ def test_service_monitor_scrapes_the_metrics_port_as_the_alerted_job(helm: Path)
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
     assert {"targetLabel": "job", "replacement": "gocd-ha-operator"} in endpoint["relabelings"]
-    service = one(docs, "Service")
+    service = operator_service(docs)
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )

@@ -40,12 +40,14 @@ def test_not_fine_knows_each_conditions_good_status() -> None:
             ("Promoting", "False", "Idle"),
             ("FailoverPossible", "Unknown", "Initializing"),
             ("BusinessContinuityAPIExposed", "True", "UnauthenticatedSyncAPI"),
+            ("BackupHealthy", "False", "BackupFailed"),
         ]
     )
     assert [c.type for c in not_fine(v)] == [
         "Degraded",
         "FailoverPossible",
         "BusinessContinuityAPIExposed",
+        "BackupHealthy",
     ]
     failed = view([("Promoting", "False", "PromotionFailed")])
     assert [c.reason for c in not_fine(failed)] == ["PromotionFailed"]

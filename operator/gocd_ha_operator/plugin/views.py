@@ -32,6 +32,7 @@ GOOD_STATUS: Final[dict[str, str]] = {
     cond.PROMOTING: "False",
     cond.DEGRADED: "False",
     "BusinessContinuityAPIExposed": "False",
+    cond.BACKUP_HEALTHY: "True",
 }
 #: Promoting=False reasons that are news, not noise.
 BAD_PROMOTING_REASONS: Final = frozenset({"PromotionFailed", "PromotionRefused"})

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gocd_ha_operator.plugin.views import ClusterView, human_bytes, not_fine, one_line, why_not
+from gocd_ha_operator.api import conditions as cond
+from gocd_ha_operator.plugin.views import (
+    GOOD_STATUS,
+    ClusterView,
+    human_bytes,
+    not_fine,
+    one_line,
+    why_not,
+)
 
 NOW = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC)
 
@@ -96,3 +104,9 @@ def test_why_not_on_a_ready_automatic_pair_is_empty_and_cooldown_counts() -> Non
     assert why_not(recent, NOW) == [
         "cooldown: the last promotion finished 120s ago; automatic failover waits 600s"
     ]
+
+
+def test_every_condition_type_has_a_good_status() -> None:
+    """A new condition must be classified, or `status` would never call it "not fine"."""
+    missing = set(cond.CONDITION_TYPES) - set(GOOD_STATUS)
+    assert missing == set()

@@ -36,11 +36,12 @@ async def test_series_follow_the_cluster_and_go_with_it(harness: Harness) -> Non
         await harness.eventually(
             lambda: f"gocdha_postgres_up{{{labels}}} 0.0" in exposition(), timeout=30
         )
-        text = exposition()
-        assert (
+        # The reconcile runs beside the observation loop: its duration appears when it ends.
+        reconciled = (
             f'gocdha_reconcile_duration_seconds_count{{cluster="ci",namespace="{NAMESPACE}"}}'
-            in text
         )
+        await harness.eventually(lambda: reconciled in exposition(), timeout=30)
+        text = exposition()
         assert (
             'gocdha_failover_possible_info{cluster="ci",namespace="build",'
             'reason="StandbyUnreachable"} 1.0'

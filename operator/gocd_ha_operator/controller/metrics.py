@@ -3,8 +3,9 @@
 Why from status: the status is what the operator concluded from one observation (one connection
 per instance, every ``--observe-interval``). Deriving every gauge from that object means the
 metrics and ``kubectl get gocdha`` can never disagree, and no second set of connections is made to
-Postgres or GoCD. The supervisor calls :meth:`OperatorMetrics.record_status` with each status it
-computes (written or unchanged); promotion counters and histograms are derived from how
+Postgres or GoCD. ``StatusWriter.update`` (the one status writer of the supervisor and the
+promotion runner) calls :meth:`OperatorMetrics.record_status` with each status concluded (written
+or unchanged); promotion counters and histograms are derived from how
 ``status.promotion`` and ``status.history`` move between two such calls.
 
 Gauges are produced at scrape time from the last status of each cluster (so ages such as "seconds

@@ -174,7 +174,8 @@ def test_deployment_defaults(helm: Path) -> None:
     docs = helm_template(helm)
     deployment = one(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Leader election on by default: a new pod waits for the Lease, so rolling updates are safe.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
     c = container(docs)
     assert c["args"] == [
         "run",
@@ -186,6 +187,9 @@ def test_deployment_defaults(helm: Path) -> None:
         f"--webhook-secret={RELEASE}-webhook-tls",
         f"--webhook-configuration={RELEASE}",
         "--metrics-bind-address=:8081",
+        "--leader-election-lease-duration=15",
+        "--leader-election-renew-deadline=10",
+        "--leader-election-retry-period=2",
     ]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert c["image"] == constants.DEFAULT_OPERATOR_IMAGE
@@ -236,6 +240,9 @@ def test_values_reach_the_deployment(helm: Path) -> None:
         "--liveness=http://0.0.0.0:9090/healthz",
         "--log-format=plain",
         "--metrics-bind-address=:9091",
+        "--leader-election-lease-duration=15",
+        "--leader-election-renew-deadline=10",
+        "--leader-election-retry-period=2",
         "--verbose",
     ]
     assert c["ports"][0]["containerPort"] == 9090
@@ -250,7 +257,9 @@ def test_namespaced_mode_objects(helm: Path) -> None:
     assert "--all-namespaces" not in c["args"]
 
     def operator_side(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [d for d in docs if not d["metadata"]["name"].endswith("-webhook")]
+        return [
+            d for d in docs if not d["metadata"]["name"].endswith(("-webhook", "-leader-election"))
+        ]
 
     roles = {r["metadata"]["namespace"] for r in operator_side(by_kind(docs, "Role"))}
     bindings = {b["metadata"]["namespace"] for b in operator_side(by_kind(docs, "RoleBinding"))}
@@ -269,6 +278,29 @@ def test_namespaced_mode_objects(helm: Path) -> None:
     )
     assert not operator_side(by_kind(no_discovery, "ClusterRole"))
     assert not operator_side(by_kind(no_discovery, "ClusterRoleBinding"))
+
+
+def test_two_replicas_elect_a_leader(helm: Path) -> None:
+    docs = helm_template(helm, "--set", "replicas=2")
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    c = container(docs)
+    assert "--leader-election-lease-duration=15" in c["args"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in c["env"]}
+    assert env["POD_NAME"] == {"fieldPath": "metadata.name"}
+    assert env["POD_NAMESPACE"] == {"fieldPath": "metadata.namespace"}
+    role = next(r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-election"))
+    assert role["metadata"]["namespace"] == NAMESPACE
+
+
+def test_replicas_without_leader_election_are_refused(helm: Path) -> None:
+    single = helm_template(helm, "--set", "leaderElection.enabled=false")
+    assert one(single, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--no-leader-election" in container(single)["args"]
+    with pytest.raises(AssertionError, match=r"needs leaderElection\.enabled"):
+        helm_template(helm, "--set", "replicas=2", "--set", "leaderElection.enabled=false")
+    with pytest.raises(AssertionError, match="renewDeadlineSeconds must be below"):
+        helm_template(helm, "--set", "leaderElection.renewDeadlineSeconds=20")
 
 
 def test_rbac_and_service_account_can_be_turned_off(helm: Path) -> None:

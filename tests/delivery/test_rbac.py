@@ -32,7 +32,25 @@ ALLOWED_NAMESPACED: dict[tuple[str, str], frozenset[str]] = {
     # Backup Jobs: started, listed with their pods (termination message), removed.
     ("batch", "jobs"): frozenset({"list", "create", "delete"}),
     ("", "pods"): frozenset({"list"}),
+    # Issue #12: each cluster's primary Lease, and the instance guards' ServiceAccount and Role
+    # (limited by resourceNames to that Lease and the role ConfigMap). RBAC's escalation check
+    # lets the operator grant only rights it holds itself; it has no escalate/bind.
+    ("coordination.k8s.io", "leases"): frozenset({"get", "create", "patch"}),
+    ("", "serviceaccounts"): frozenset({"get", "create", "patch"}),
+    ("rbac.authorization.k8s.io", "roles"): frozenset({"get", "create", "patch"}),
+    ("rbac.authorization.k8s.io", "rolebindings"): frozenset({"get", "create", "patch"}),
 }
+#: The operator's leader-election Role in its own namespace: exactly its Lease.
+LEADER_ELECTION_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["gocd-ha-operator"],
+        "verbs": ["get", "patch"],
+    },
+]
+RBAC_OBJECTS = frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings"})
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")
 CLUSTER_READ = frozenset({"list", "watch"})
@@ -50,11 +68,15 @@ def is_webhook_role(role: dict[str, Any]) -> bool:
     return bool(role["metadata"]["name"].endswith("-webhook"))
 
 
+def is_leader_election(role: dict[str, Any]) -> bool:
+    return str(role["metadata"]["name"]).endswith("-leader-election")
+
+
 def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role.get("rules", []):
         assert not rule.get("nonResourceURLs"), "no non-resource URLs are needed"
-        if not is_webhook_role(role):
+        if not (is_webhook_role(role) or is_leader_election(role)):
             assert not rule.get("resourceNames"), "unexpected resourceNames"
         for group in rule.get("apiGroups", []):
             for resource in rule.get("resources", []):
@@ -94,7 +116,10 @@ def test_no_dangerous_grants(rendered: tuple[str, list[dict[str, Any]]]) -> None
             assert not (resource == "secrets" and verbs & {"list", "watch"}), where
             if (group, resource) == CRDS:
                 assert verbs <= CLUSTER_READ, f"CRD write access in {where}"
-            assert resource not in {"roles", "clusterroles", "rolebindings", "clusterrolebindings"}
+            if resource in RBAC_OBJECTS:
+                # Only the guards' Role/RoleBinding, never a cluster-wide one, never more.
+                assert resource in {"roles", "rolebindings"}, where
+                assert verbs <= {"get", "create", "patch"}, where
     for binding in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding"):
         assert binding["roleRef"]["name"] not in {"cluster-admin", "admin", "edit"}
 
@@ -103,18 +128,27 @@ def test_rules_match_the_contract_exactly(rendered: tuple[str, list[dict[str, An
     name, docs = rendered
     if name.endswith("cluster-wide"):
         (role,) = roles_bound(docs, "ClusterRoleBinding")
-        # Only the webhook's certificate Role (test_webhook_roles_are_limited_by_name).
-        assert not roles_bound(docs, "RoleBinding")
+        # Only the webhook's certificate Role (test_webhook_roles_are_limited_by_name) and the
+        # leader-election Role (test_leader_election_reaches_only_its_lease).
+        assert all(is_leader_election(r) for r in roles_bound(docs, "RoleBinding"))
         expected = {k: set(v) for k, v in ALLOWED_NAMESPACED.items()}
         # kopf does not list namespaces when it runs with --all-namespaces.
         expected[CRDS] = set(CLUSTER_READ)
         assert grants(role) == expected
     else:
-        namespaced_roles = roles_bound(docs, "RoleBinding")
+        namespaced_roles = [
+            r for r in roles_bound(docs, "RoleBinding") if not is_leader_election(r)
+        ]
         assert namespaced_roles
         for role in namespaced_roles:
             assert role["kind"] == "Role"
             assert grants(role) == {k: set(v) for k, v in ALLOWED_NAMESPACED.items()}
+
+
+def test_leader_election_reaches_only_its_lease(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = rendered
+    (role,) = [r for r in roles_bound(docs, "RoleBinding") if is_leader_election(r)]
+    assert role["rules"] == LEADER_ELECTION_RULES
 
 
 @pytest.mark.parametrize("name", ["helm-namespaced", "kustomize-namespaced"])

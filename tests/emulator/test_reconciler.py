@@ -15,7 +15,8 @@ from tests.support.emulator import BODY, Harness
 pytestmark = pytest.mark.emulator
 
 Start = Callable[[], Any]
-EXPECTED_CHILDREN = 24
+# 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12).
+EXPECTED_CHILDREN = 28
 
 
 def ready(harness: Harness) -> dict[str, Any] | None:

@@ -63,6 +63,8 @@ async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Pa
             "1",
             "--metrics-bind-address",
             f"127.0.0.1:{metrics_port}",
+            # One replica here; tests/leases runs two with leader election.
+            "--no-leader-election",
         ],
         cwd=ROOT,
         env=env,
@@ -72,7 +74,7 @@ async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Pa
     try:
         await harness.create_cluster()
         try:
-            await harness.eventually(lambda: len(harness.children()) == 24, timeout=30)
+            await harness.eventually(lambda: len(harness.children()) == 28, timeout=30)
         except AssertionError:
             process.send_signal(signal.SIGTERM)
             output, _ = await asyncio.to_thread(process.communicate, timeout=30)

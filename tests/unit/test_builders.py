@@ -68,6 +68,10 @@ EXPECTED_CHILDREN = {
     ("Service", "ci-gocd"),
     ("NetworkPolicy", "ci-postgres"),
     ("PodDisruptionBudget", "ci-postgres"),
+    # The instance guards' identity (issue #12); the Lease itself is created by the reconcile.
+    ("ServiceAccount", "ci-pg-guard"),
+    ("Role", "ci-pg-guard"),
+    ("RoleBinding", "ci-pg-guard"),
 }
 
 

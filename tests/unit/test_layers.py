@@ -27,6 +27,7 @@ LAYER_RANKS: Final[dict[str, int]] = {
     "gocd": 2,
     "rules": 3,
     "builders": 4,
+    "guard": 4,
     "controller": 5,
     "local": 6,
     # The kubectl plugin: a client of the API only; it may not reach the emulator or kubelet.

@@ -116,4 +116,17 @@ calls (tests/emulator/test_least_privilege.py derives them from a logged run and
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "create", "patch"]
+# The primary Lease <name>-primary: created once, taken over by a failover, handed over by a
+# switchover (a merge patch carrying resourceVersion: a compare-and-swap).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "patch"]
+# The instance guards' identity: a ServiceAccount and a Role limited to that one Lease and the
+# role ConfigMap (the operator holds every right it grants there, so no escalate/bind is needed).
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "patch"]
 {{- end }}

@@ -185,3 +185,24 @@ def operator_namespace_from(environ: Mapping[str, str]) -> str:
             "(a DNS-1123 label of at most 63 characters)"
         )
     return value
+
+
+# --- Leases (docs/operator.md, "What fences a primary") -----------------------------------------
+#: ``metadata.annotations`` key of the primary Lease: the timeline of the holder's Postgres.
+ANNOTATION_LEASE_TIMELINE: Final = f"{GROUP}/timeline"
+#: Identity of the operator's leader-election Lease (in the operator's namespace).
+OPERATOR_LEASE_NAME: Final = OPERATOR_NAME
+#: File in ``GOCDHA_SOCKET_DIR`` where the instance guard writes the wall-clock time (Unix
+#: seconds) until which its side may run as a primary; the entrypoint starts a primary only
+#: while it is in the future.
+LEASE_GRANT_FILE: Final = "gocdha-lease-grant"
+#: The entrypoint waits for a lease grant only when this names the grant file (set in pods that
+#: run the guard; a bare entrypoint run, e.g. the local kubelet before sidecars, does not wait).
+ENV_LEASE_GRANT_FILE: Final = "GOCDHA_LEASE_GRANT_FILE"
+ENV_WAIT_LEASE_SECONDS: Final = "GOCDHA_WAIT_LEASE_SECONDS"
+#: Seconds before its renew deadline at which the guard stops Postgres, so that the fast
+#: shutdown has ended every session *before* the deadline.
+FENCE_LEAD_SECONDS: Final = 1.0
+#: Extra seconds the operator waits after a Lease's expiry before promoting (clock-rate drift
+#: between the guard's and the operator's clocks, observation latency).
+LEASE_EXPIRY_MARGIN_SECONDS: Final = 2.0

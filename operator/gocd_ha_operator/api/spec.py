@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -407,6 +408,25 @@ class PostgresSpec(ApiModel):
 class FailoverSpec(ApiModel):
     """When the standby is promoted without a person."""
 
+    # The API server refuses explicit values out of order; defaults and mixes of explicit and
+    # derived values are checked by the operator (``validation.lease_timings_are_ordered``).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.renewDeadlineSeconds) || !has(self.leaseDurationSeconds) "
+                    "|| self.renewDeadlineSeconds < self.leaseDurationSeconds",
+                    "message": "renewDeadlineSeconds must be below leaseDurationSeconds",
+                },
+                {
+                    "rule": "!has(self.retryPeriodSeconds) || !has(self.renewDeadlineSeconds) "
+                    "|| self.retryPeriodSeconds * 2 <= self.renewDeadlineSeconds",
+                    "message": "retryPeriodSeconds must be at most half of renewDeadlineSeconds",
+                },
+            ]
+        }
+    )
+
     mode: FailoverMode = Field(
         default="Manual",
         description="Manual: promote only on the gocdha.io/promote annotation. Automatic: also "
@@ -436,6 +456,62 @@ class FailoverSpec(ApiModel):
         le=86400,
         description="No automatic failover within this many seconds after a promotion.",
     )
+    lease_duration_seconds: int | None = Field(
+        default=None,
+        ge=3,
+        le=3600,
+        description="How long the primary's Lease <name>-primary stays valid after its last "
+        "renewal: no failover (automatic or annotated) before it has expired plus a margin. "
+        "Default: primaryUnavailableSeconds / 2. Must exceed renewDeadlineSeconds and be at most "
+        "primaryUnavailableSeconds.",
+    )
+    renew_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description="The primary's instance guard stops its Postgres when it could not renew the "
+        "Lease for this long. Default: two thirds of leaseDurationSeconds. Must be below "
+        "leaseDurationSeconds and at least twice retryPeriodSeconds.",
+    )
+    retry_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=600,
+        description="How often the instance guard renews the Lease. Default: a fifth of "
+        "renewDeadlineSeconds, at least 1.",
+    )
+
+    @property
+    def lease_timings(self) -> LeaseTimings:
+        """The Lease timings in force: explicit values, or derived from
+        ``primaryUnavailableSeconds`` (see :func:`lease_timings_of`)."""
+        return lease_timings_of(self)
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    """The primary Lease's timings in seconds. Safety needs ``renew_deadline < lease_duration``:
+    the guard stops its Postgres at its renew deadline, the operator promotes only after the
+    Lease duration (plus a margin) counted from when it last saw the Lease change."""
+
+    lease_duration: int
+    renew_deadline: int
+    retry_period: int
+
+
+def lease_timings_of(failover: FailoverSpec) -> LeaseTimings:
+    """Explicit values win; each missing one is derived from the next larger one, so a user who
+    only sets ``primaryUnavailableSeconds`` always gets an ordering that holds."""
+    lease = failover.lease_duration_seconds
+    if lease is None:
+        lease = max(2, failover.primary_unavailable_seconds // 2)
+    deadline = failover.renew_deadline_seconds
+    if deadline is None:
+        deadline = max(1, lease * 2 // 3)
+    retry = failover.retry_period_seconds
+    if retry is None:
+        retry = max(1, deadline // 5)
+    return LeaseTimings(lease_duration=lease, renew_deadline=deadline, retry_period=retry)
 
 
 #: RFC 3339 with a zone, e.g. 2026-12-02T01:30:00Z (what recovery_target_time is given).

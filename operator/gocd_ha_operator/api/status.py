@@ -155,6 +155,24 @@ class PromotionStatus(StatusModel):
     )
 
 
+class LeaseStatus(StatusModel):
+    """The primary Lease ``<name>-primary`` as the operator last read and judged it."""
+
+    holder: str | None = Field(default=None, description="holderIdentity, e.g. <name>-pg-a.")
+    holder_side: Side | None = Field(default=None, description="The side the holder names.")
+    renew_time: str | None = Field(default=None, description="Last renewal (the holder's clock).")
+    timeline: int | None = Field(
+        default=None, description="The holder's Postgres timeline, as its guard last wrote it."
+    )
+    expires_at: str | None = Field(
+        default=None,
+        description="When the operator considers it expired: the later of renewTime and when it "
+        "first saw this renewal, plus leaseDurationSeconds and a margin.",
+    )
+    valid: bool | None = Field(default=None, description="Held and not expired now.")
+    message: str | None = Field(default=None, description="Why it could not be read.")
+
+
 class HandledTokens(StatusModel):
     """The last value of each promotion annotation the operator acted on: a value is handled
     exactly once, also across operator restarts."""
@@ -210,6 +228,9 @@ class GoCDHAClusterStatus(StatusModel):
     promotion: PromotionStatus = Field(default_factory=PromotionStatus)
     handled_tokens: HandledTokens = Field(default_factory=HandledTokens)
     backup: BackupStatus = Field(default_factory=BackupStatus)
+    lease: LeaseStatus = Field(
+        default_factory=LeaseStatus, description="The primary Lease (what fences a primary)."
+    )
     history: list[PromotionStatus] = Field(
         default_factory=list, max_length=20, description="Recent promotions, newest first."
     )

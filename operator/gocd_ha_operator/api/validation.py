@@ -250,6 +250,53 @@ def shared_volume_problems(volume: SharedVolumeSpec, path: str) -> list[Problem]
     return problems
 
 
+def lease_timings_are_ordered(spec: GoCDHAClusterSpec) -> list[Problem]:
+    """retryPeriod * 2 <= renewDeadline < leaseDuration <= primaryUnavailableSeconds, checked on
+    the timings in force (explicit or derived); each problem names the field the user set (or
+    should set). Why: docs/operator.md, "What fences a primary"."""
+    failover = spec.failover
+    base = "spec.failover"
+    timings = failover.lease_timings
+    problems: list[Problem] = []
+    if timings.lease_duration > failover.primary_unavailable_seconds:
+        problems.append(
+            Problem(
+                f"{base}.leaseDurationSeconds",
+                f"{timings.lease_duration} must be at most primaryUnavailableSeconds "
+                f"({failover.primary_unavailable_seconds}): a failover waits for both",
+            )
+        )
+    if timings.renew_deadline >= timings.lease_duration:
+        field = (
+            "renewDeadlineSeconds"
+            if failover.renew_deadline_seconds is not None
+            else "leaseDurationSeconds"
+        )
+        problems.append(
+            Problem(
+                f"{base}.{field}",
+                f"renewDeadlineSeconds ({timings.renew_deadline}) must be below "
+                f"leaseDurationSeconds ({timings.lease_duration}): a primary that cannot renew "
+                "must stop before the operator may promote its standby",
+            )
+        )
+    if timings.retry_period * 2 > timings.renew_deadline:
+        field = (
+            "retryPeriodSeconds"
+            if failover.retry_period_seconds is not None
+            else "renewDeadlineSeconds"
+        )
+        problems.append(
+            Problem(
+                f"{base}.{field}",
+                f"retryPeriodSeconds ({timings.retry_period}) must be at most half of "
+                f"renewDeadlineSeconds ({timings.renew_deadline}): the guard needs two attempts "
+                "before it stops its Postgres",
+            )
+        )
+    return problems
+
+
 #: Every cross-field rule, in the order their problems are reported.
 CROSS_FIELD_RULES: Final[tuple[Rule, ...]] = (
     standby_mode_needs_version_or_setting,
@@ -263,6 +310,7 @@ CROSS_FIELD_RULES: Final[tuple[Rule, ...]] = (
     synchronous_commit_fits_synchronous,
     shared_storage_is_claim_or_class,
     artifacts_volume_is_claim_or_class,
+    lease_timings_are_ordered,
 )
 
 

@@ -23,6 +23,11 @@ from gocd_ha_operator.builders.gocd import (
     build_gocd_service,
     build_gocd_side_service,
 )
+from gocd_ha_operator.builders.guard import (
+    build_guard_role,
+    build_guard_role_binding,
+    build_guard_service_account,
+)
 from gocd_ha_operator.builders.postgres import (
     build_postgres_configmap,
     build_postgres_instance_service,
@@ -52,6 +57,9 @@ def build_children(inputs: BuildInputs) -> list[dict[str, Any]]:
         build_gocd_service(inputs),
         build_postgres_network_policy(inputs),
         build_postgres_pdb(inputs),
+        build_guard_service_account(inputs),
+        build_guard_role(inputs),
+        build_guard_role_binding(inputs),
         *(build_postgres_statefulset(inputs, side) for side in SIDES),
         *(build_gocd_deployment(inputs, side) for side in SIDES),
     ]

@@ -29,6 +29,7 @@ from gocd_ha_operator.api.constants import (
     ENV_CONFIG_DIR,
     ENV_DATABASE,
     ENV_GOCD_PASSWORD_FILE,
+    ENV_LEASE_GRANT_FILE,
     ENV_OPERATOR_PASSWORD_FILE,
     ENV_PEER_HOST,
     ENV_PEER_PORT,
@@ -74,6 +75,7 @@ from gocd_ha_operator.builders.common import (
     resources,
     service_host,
 )
+from gocd_ha_operator.builders.guard import GRANT_PATH, guard_container, guard_volumes
 from gocd_ha_operator.kube.labels import selector_labels
 from gocd_ha_operator.postgres import config as pgconfig
 
@@ -155,6 +157,8 @@ def _env(inputs: BuildInputs, side: Side) -> list[dict[str, Any]]:
         ENV_REPLICATION_PASSWORD_FILE: f"{PG_SECRETS_DIR}/replication/password",
         ENV_OPERATOR_PASSWORD_FILE: f"{PG_SECRETS_DIR}/operator/password",
         ENV_GOCD_PASSWORD_FILE: f"{PG_SECRETS_DIR}/gocd/password",
+        # A primary starts only with the instance guard's grant (docs/operator.md).
+        ENV_LEASE_GRANT_FILE: GRANT_PATH,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
     env.append(
@@ -332,12 +336,16 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
             "template": {
                 "metadata": {"labels": pod_meta["labels"]},
                 "spec": {
+                    # The token is projected into the guard container only.
                     "automountServiceAccountToken": False,
+                    "serviceAccountName": names.guard_account,
+                    # The guard stops the postmaster with a signal (it runs as the same uid).
+                    "shareProcessNamespace": True,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 60,
                     "securityContext": pod_security,
-                    "containers": [container],
-                    "volumes": volumes,
+                    "containers": [container, guard_container(inputs, side)],
+                    "volumes": [*volumes, *guard_volumes(inputs, SECRET_FILE_MODE)],
                 },
             },
             "volumeClaimTemplates": [

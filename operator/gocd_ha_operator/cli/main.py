@@ -41,6 +41,10 @@ SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
         "gocd_ha_operator.gocd.restore",
         "Cold mode: restore the mirrored GoCD files before a server starts as primary",
     ),
+    "instance-guard": (
+        "gocd_ha_operator.guard.instance",
+        "the Postgres pod's sidecar: renew the primary Lease, stop Postgres when it cannot",
+    ),
     "install-addon": (
         "gocd_ha_operator.gocd.addon",
         "Warm mode, GoCD <= 20.5: install the business-continuity add-on jar, checksum verified",

@@ -1,8 +1,10 @@
 """``gocd-ha-operator run``: the operator process.
 
-kopf in standalone mode (one replica with ``strategy: Recreate``; two operators for the same
-resources would collide), with the project's settings chosen once in
-``handlers.configure_settings``.
+kopf in standalone mode, with the project's settings chosen once in
+``handlers.configure_settings``. With ``--leader-election`` (the default) the process first takes
+the Lease ``gocd-ha-operator`` in ``--leader-election-namespace`` and runs kopf only while it holds
+it (``controller/leader.py``): several replicas may run, exactly one acts. While it waits it serves
+the liveness endpoint itself, so a waiting replica is not restarted for being idle.
 Configuration errors (no namespace given, a malformed ``GOCDHA_ENDPOINTS``) exit with status 2
 before anything connects.
 """
@@ -10,15 +12,22 @@ before anything connects.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.server
 import os
+import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from gocd_ha_operator.api.constants import (
     DEFAULT_OPERATOR_IMAGE,
     ENV_ENDPOINTS,
     ENV_OPERATOR_IMAGE,
+    OPERATOR_LEASE_NAME,
     operator_namespace_from,
 )
 from gocd_ha_operator.controller.metrics import BindAddressError, parse_bind_address
@@ -29,6 +38,7 @@ LOG_FORMATS: Final = ("plain", "full", "json")
 #: Where /metrics is served unless told otherwise (controller-runtime operators use :8080, which
 #: is this operator's liveness port).
 DEFAULT_METRICS_BIND_ADDRESS: Final = ":8081"
+SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +99,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics at /metrics here; 0 turns them off "
         f"(default: {DEFAULT_METRICS_BIND_ADDRESS})",
     )
+    election = parser.add_argument_group("leader election (several replicas, one acts)")
+    election.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run handlers only while holding the Lease gocd-ha-operator (default: on)",
+    )
+    election.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        default=None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the pod's own namespace)",
+    )
+    election.add_argument(
+        "--leader-election-lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long a waiting replica waits for an unchanged Lease before taking it (15)",
+    )
+    election.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the leader exits when it could not renew for this long (10)",
+    )
+    election.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the Lease is renewed or tried (2)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log handler details")
     parser.add_argument("--debug", action="store_true", help="log everything, kopf included")
 
@@ -136,6 +180,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"run: {problem}", file=sys.stderr)
             return EXIT_USAGE
 
+    election_namespace = _election_namespace(args)
+    if args.leader_election:
+        problem = _election_problem(args, election_namespace)
+        if problem is not None:
+            print(f"run: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+
     import kopf  # noqa: PLC0415 - the other subcommands need not pay for kopf's import
 
     from gocd_ha_operator.controller.handlers import OperatorConfig, build_registry  # noqa: PLC0415
@@ -165,6 +216,24 @@ def run(args: argparse.Namespace) -> int:
         ),
         metrics_address=metrics_address,
     )
+    elector = None
+    if args.leader_election:
+        from gocd_ha_operator.controller.leader import LeaderElector  # noqa: PLC0415
+        from gocd_ha_operator.kube.apply import default_client  # noqa: PLC0415
+
+        elector = LeaderElector(
+            default_client(request_timeout=args.leader_election_retry_period),
+            namespace=str(election_namespace),
+            name=OPERATOR_LEASE_NAME,
+            identity=_identity(),
+            lease_duration=args.leader_election_lease_duration,
+            renew_deadline=args.leader_election_renew_deadline,
+            retry_period=args.leader_election_retry_period,
+        )
+        with _liveness_while_waiting(args.liveness):
+            if not elector.acquire():
+                return 0
+        elector.keep()
     kopf.run(
         registry=build_registry(config),
         clusterwide=args.all_namespaces,
@@ -172,4 +241,70 @@ def run(args: argparse.Namespace) -> int:
         standalone=True,
         liveness_endpoint=args.liveness,
     )
+    if elector is not None:
+        elector.release()
     return 0
+
+
+def _election_namespace(args: argparse.Namespace) -> str | None:
+    if args.leader_election_namespace:
+        return str(args.leader_election_namespace)
+    for variable in ("POD_NAMESPACE", "GOCDHA_OPERATOR_NAMESPACE"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _election_problem(args: argparse.Namespace, namespace: str | None) -> str | None:
+    if namespace is None:
+        return (
+            "--leader-election needs --leader-election-namespace (or POD_NAMESPACE); "
+            "--no-leader-election runs a single replica without it"
+        )
+    retry = args.leader_election_retry_period
+    deadline = args.leader_election_renew_deadline
+    duration = args.leader_election_lease_duration
+    if not 0 < retry < deadline < duration:
+        return (
+            "need 0 < --leader-election-retry-period < --leader-election-renew-deadline < "
+            f"--leader-election-lease-duration (got {retry:g} < {deadline:g} < {duration:g})"
+        )
+    return None
+
+
+def _identity() -> str:
+    """The pod name in a cluster (unique per replica); host and pid elsewhere."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Healthz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"leader": false}')
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+@contextlib.contextmanager
+def _liveness_while_waiting(url: str | None) -> Iterator[None]:
+    """A waiting replica is alive: answer the liveness probe until kopf serves it itself."""
+    if url is None:
+        yield
+        return
+    parts = urlsplit(url)
+    server = http.server.ThreadingHTTPServer(
+        (parts.hostname or "127.0.0.1", parts.port or 80), _Healthz
+    )
+    thread = threading.Thread(target=server.serve_forever, name="standby-liveness", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

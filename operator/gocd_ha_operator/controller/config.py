@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 
@@ -62,6 +63,8 @@ class ClusterState:
     #: Around "read status, change it, patch it": the observation loop and the promotion runner
     #: of this process never overwrite each other's status changes.
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The primary Lease records this process saw and when (expiry is judged from first sight).
+    lease_memo: dict[str, Any] = field(default_factory=dict)
     #: The last spec that parsed: observation and a running promotion go on with it while the
     #: resource's spec is invalid (children are never rebuilt from an invalid spec anyway).
     last_valid: GoCDHACluster | None = None

@@ -11,14 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gocd_ha_operator.api.constants import BC_TOKEN_KEY, operator_namespace_from
 from gocd_ha_operator.api.credentials import ClusterCredentials, decode_secret_value
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.builders import BuildInputs, build_children
+from gocd_ha_operator.builders.guard import build_primary_lease
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube.apply import ApplyResult, KubeClient, apply_child, delete_owned
+from gocd_ha_operator.kube.labels import with_owner
+from gocd_ha_operator.kube.lease import LeaseConflictError, create_lease, get_lease
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.rules.promotion import topology_of
 from gocd_ha_operator.rules.topology import Topology
@@ -138,6 +142,7 @@ def reconcile_children(
     for child in build_children(inputs):
         is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
         apply_child(kube, child, owner, result, immutable_data=is_credential)
+    ensure_primary_lease(kube, owner, inputs, result)
     owner_uid = str(owner["metadata"]["uid"])
     for claim in _unwanted_claims(cluster):
         delete_owned(
@@ -150,3 +155,21 @@ def reconcile_children(
             result=result,
         )
     return ReconcileOutcome(applied=result, credentials=credentials, topology=topology)
+
+
+def ensure_primary_lease(
+    kube: KubeClient, owner: Mapping[str, Any], inputs: BuildInputs, result: ApplyResult
+) -> None:
+    """Create ``<name>-primary`` for the topology's primary when it does not exist; never patch
+    it: the guard renews it and only a promotion hands it over (a reconcile that rewrote the
+    holder would undo a failover's takeover)."""
+    names = inputs.names
+    if get_lease(kube, inputs.cluster.namespace, names.primary_lease) is not None:
+        result.unchanged.append(f"Lease/{names.primary_lease}")
+        return
+    try:
+        create_lease(kube, with_owner(build_primary_lease(inputs, datetime.now(UTC)), owner))
+    except LeaseConflictError:
+        result.unchanged.append(f"Lease/{names.primary_lease}")
+        return
+    result.created.append(f"Lease/{names.primary_lease}")

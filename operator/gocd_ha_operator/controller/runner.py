@@ -33,6 +33,11 @@ from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.status import ConditionStatus, GoCDHAClusterStatus
 from gocd_ha_operator.controller.config import ClusterRef, ClusterState, OperatorConfig
+from gocd_ha_operator.controller.lease_watch import (
+    LeaseHandoverError,
+    hand_over_primary_lease,
+    return_primary_lease,
+)
 from gocd_ha_operator.controller.reconcile import reconcile_children
 from gocd_ha_operator.controller.status import (
     StatusWriter,
@@ -399,6 +404,26 @@ class PromotionRunner:
                 raise AbortPromotionError(
                     Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
                 ) from None
+        await self.take_primary_lease(cluster)
+
+    async def take_primary_lease(self, cluster: GoCDHACluster) -> None:
+        """Issue #12, the last act before the point of no return: the new side holds the Lease
+        before it is promoted. A failover waits until the old primary's Lease has expired and
+        aborts if it sees it renewed (the old primary is alive and its guard holds it)."""
+        _old, new = self.sides(cluster)
+        failover = cluster.status.promotion.type == "Failover"
+        try:
+            await hand_over_primary_lease(
+                self.config.kube,
+                cluster,
+                new,
+                failover=failover,
+                memo=self.state.lease_memo,
+                clock=self.config.clock,
+            )
+        except LeaseHandoverError as exc:
+            reason = Reason.FAILOVER_FAILED if failover else Reason.SWITCHOVER_FAILED
+            raise AbortPromotionError(reason, str(exc)) from None
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Point of no return: ``pg_promote`` (idempotent), then confirm — not in recovery, on a
@@ -535,6 +560,10 @@ class PromotionRunner:
                 cluster = parse_fresh(body, self.state).cluster
                 if cluster is None or cluster.status.promotion.result == "InProgress":
                     return
+                old = cluster.status.promotion.from_side
+                if old is not None and cluster.status.primary in (None, old):
+                    # Issue #12: the old primary serves again, so it holds the Lease again.
+                    await return_primary_lease(self.config.kube, cluster, old, self.config.clock)
                 await self.apply(body, cluster)
                 return
             except asyncio.CancelledError:

@@ -34,6 +34,7 @@ from gocd_ha_operator.controller.config import (
     OperatorConfig,
     ReconcileProblem,
 )
+from gocd_ha_operator.controller.lease_watch import apply_primary_lease, read_primary_lease
 from gocd_ha_operator.controller.observe import ClusterObservation, compute_status, observe_cluster
 from gocd_ha_operator.controller.reconcile import MissingSecretError
 from gocd_ha_operator.controller.runner import PromotionRunner
@@ -122,6 +123,12 @@ class Supervisor:
                 overrides=self.config.endpoints,
             )
         now = self.config.clock()
+        # Issue #12: the primary Lease, read before the status change (which cannot wait).
+        lease = (
+            await read_primary_lease(self.config.kube, cluster, self.state.lease_memo, now)
+            if cluster is not None
+            else None
+        )
         transitions: list[cond.Transition] = []
         events: list[tuple[str, str, str]] = []
         start = False
@@ -148,6 +155,11 @@ class Supervisor:
                     transitions=transitions,
                     observe_interval=self.config.observe_interval,
                 )
+                if lease is not None:
+                    # LeaseHeld blocks failover while the unavailable primary's Lease is valid.
+                    status = apply_primary_lease(
+                        current, before, status, transitions, lease=lease, now=now
+                    )
                 observed = True
             status = self._ready(
                 before,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,7 +27,7 @@ from urllib.parse import quote
 
 from kubernetes import client as k8s_client
 
-from gocd_ha_operator.api.constants import OPERATOR_NAME
+from gocd_ha_operator.api.constants import ENV_SERVICE_ACCOUNT_DIR, OPERATOR_NAME
 from gocd_ha_operator.kube.labels import with_owner
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ PLURALS: Final[dict[tuple[str, str], str]] = {
     ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"): (
         "validatingwebhookconfigurations"
     ),
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("rbac.authorization.k8s.io/v1", "Role"): "roles",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
 }
 #: Kinds without a namespace: addressed with ``namespace=""``.
 CLUSTER_SCOPED: Final = frozenset(
@@ -88,11 +93,16 @@ def resource_path(api_version: str, kind: str, namespace: str, name: str | None 
 class KubeClient:
     """Generic get/create/patch/delete of namespaced objects through ``ApiClient``."""
 
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+    def __init__(
+        self, api_client: k8s_client.ApiClient, *, request_timeout: float = REQUEST_TIMEOUT_SECONDS
+    ) -> None:
         self._api = api_client
         #: Called with (method, HTTP status; 0 when no answer came) for every failed request:
         #: the controller counts them in a metric (this layer knows nothing of metrics).
         self.on_error: Callable[[str, int], None] | None = None
+        #: Lease holders use a timeout below their renew deadline: a hung request must not
+        #: outlive the time the holder may still act on.
+        self.request_timeout = request_timeout
 
     def _call(
         self, method: str, path: str, body: Any = None, content_type: str | None = None
@@ -118,7 +128,7 @@ class KubeClient:
                 header_params=header_params,
                 body=serialized_body,
                 post_params=post_params,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+                _request_timeout=self.request_timeout,
             )
             response.read()  # type: ignore[no-untyped-call]
         except Exception:
@@ -341,15 +351,27 @@ def delete_owned(
         result.deleted.append(f"{kind}/{name}")
 
 
-def default_client() -> KubeClient:
+def default_client(*, request_timeout: float = REQUEST_TIMEOUT_SECONDS) -> KubeClient:
     """A client configured from the pod's service account, or the local kubeconfig."""
     from kubernetes import config as k8s_config  # noqa: PLC0415 - only when really connecting
 
+    account_dir = os.environ.get(ENV_SERVICE_ACCOUNT_DIR)
     try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        if account_dir:
+            # Outside a cluster (the local kubelet): the token directory stands elsewhere.
+            from kubernetes.config.incluster_config import (  # noqa: PLC0415
+                InClusterConfigLoader,
+            )
+
+            InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=os.path.join(account_dir, "token"),
+                cert_filename=os.path.join(account_dir, "ca.crt"),
+            ).load_and_set()
+        else:
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return KubeClient(k8s_client.ApiClient())
+    return KubeClient(k8s_client.ApiClient(), request_timeout=request_timeout)
 
 
 def client_for(host: str) -> KubeClient:

@@ -56,6 +56,16 @@ class ChildNames:
         return f"data-{self.cluster}-pg-{side}-0"
 
     @property
+    def primary_lease(self) -> str:
+        """The Lease naming the side that may be primary (held by that side's instance guard)."""
+        return f"{self.cluster}-primary"
+
+    @property
+    def guard_account(self) -> str:
+        """ServiceAccount, Role and RoleBinding of the instance guards (both sides)."""
+        return f"{self.cluster}-pg-guard"
+
+    @property
     def postgres_network_policy(self) -> str:
         return f"{self.cluster}-postgres"
 

@@ -33,9 +33,26 @@ CHILD_RESOURCES: Final[dict[str, str]] = {
     "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
     "networking.k8s.io/v1/networkpolicies": "NetworkPolicy",
     "batch/v1/jobs": "Job",
+    "coordination.k8s.io/v1/leases": "Lease",
+    "v1/serviceaccounts": "ServiceAccount",
+    "rbac.authorization.k8s.io/v1/roles": "Role",
+    "rbac.authorization.k8s.io/v1/rolebindings": "RoleBinding",
 }
+#: Resources whose merge patches carrying ``metadata.resourceVersion`` are preconditions, as on a
+#: real API server (409 Conflict when the version moved): the Leases' compare-and-swap.
+PRECONDITIONED_RESOURCES: Final = frozenset({"leases"})
 CLUSTER_RESOURCE: Final = "gocdha.io/v1alpha1/gocdhaclusters"
 ALL_VERBS: Final = ["get", "list", "watch", "create", "patch", "update", "delete"]
+
+
+def resource_version_conflict() -> Exception:
+    """What a real API server answers to a write whose ``resourceVersion`` precondition failed."""
+    error: Exception = kmock.KubernetesError(
+        status=409,
+        reason="Conflict",
+        message="the object has been modified; please apply your changes to the latest version",
+    )
+    return error
 
 
 class OperatorEmulator(kmock.KubernetesEmulator):
@@ -83,6 +100,17 @@ class OperatorEmulator(kmock.KubernetesEmulator):
         log: list[tuple[str, str, bool, str]] = self.__dict__.setdefault("_access_log", [])
         return log
 
+    @staticmethod
+    def _check_precondition(request: Any, data: Any, stored: dict[str, Any] | None) -> None:
+        if getattr(request.resource, "plural", None) not in PRECONDITIONED_RESOURCES:
+            return
+        if not isinstance(data, dict) or stored is None:
+            return
+        wanted = (data.get("metadata") or {}).get("resourceVersion")
+        current = stored.get("metadata", {}).get("resourceVersion")
+        if wanted is not None and str(wanted) != str(current):
+            raise resource_version_conflict()
+
     async def _handle(self, request: Any) -> Any:
         data = getattr(request, "data", None)
         method = str(getattr(request, "method", "")).upper()
@@ -106,6 +134,7 @@ class OperatorEmulator(kmock.KubernetesEmulator):
             )
         elif method.endswith(("PATCH", "PUT")) and request.resource is not None and request.name:
             stored = self._stored(request)
+            self._check_precondition(request, data, stored)
             if isinstance(data, dict):
                 metadata = (
                     data.setdefault("metadata", {})

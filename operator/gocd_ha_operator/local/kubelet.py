@@ -305,6 +305,15 @@ def _rewrite_port(value: str, ports: Mapping[int, int]) -> str:
     return value
 
 
+def _projects_token(spec: Mapping[str, Any]) -> bool:
+    """Whether a projected volume asks for the pod's token (the instance guard's, issue #12)."""
+    return any(
+        "serviceAccountToken" in source
+        for volume in spec.get("volumes") or []
+        for source in (volume.get("projected") or {}).get("sources") or []
+    )
+
+
 def _automount(spec: Mapping[str, Any]) -> bool:
     """``automountServiceAccountToken`` of the pod (default true). The ServiceAccount's own field
     is not read: a pod that should not get a token says so itself, as this project's pods do."""
@@ -758,7 +767,11 @@ class LocalKubelet:
             # Pods still run, without the API (nothing in this project's pods needs it yet).
             self._log(pod, f"no in-cluster API access: {exc}")
             api = None
-        token = secrets.token_urlsafe(32) if api is not None and _automount(spec) else None
+        token = (
+            secrets.token_urlsafe(32)
+            if api is not None and (_automount(spec) or _projects_token(spec))
+            else None
+        )
         if api is not None:
             api.token = token
         pod.volumes = await self._materialize_volumes(pod, spec, pod_dir, token=token)
@@ -845,6 +858,9 @@ class LocalKubelet:
             )
         if pod.volumes.service_account is not None:
             env[ENV_SERVICE_ACCOUNT_DIR] = str(pod.volumes.service_account)
+        for mount in mounts:  # a token projected into this container only (issue #12)
+            if mount.container_path.rstrip("/") == SERVICE_ACCOUNT_DIR:
+                env[ENV_SERVICE_ACCOUNT_DIR] = str(mount.local_path)
         container.pgdata = Path(env["PGDATA"]) if env.get("PGDATA") else None
         # The container's termination message file (a file the node provides): in the pod dir.
         message_path = str(spec.get("terminationMessagePath") or TERMINATION_MESSAGE_PATH)
@@ -1030,6 +1046,30 @@ class LocalKubelet:
                         src = item["secret"]
                         data = await self._secret_data(src["name"], src.get("optional"))
                         self._write_files(target, data, src.get("items"), secret=True, reset=False)
+                    elif "serviceAccountToken" in item and token is not None:
+                        # A token projected into the containers that mount it (issue #12).
+                        data = {"token": token.encode()}
+                        items = [{"key": "token", "path": item["serviceAccountToken"]["path"]}]
+                        self._write_files(target, data, items, secret=True, reset=False)
+                    elif "downwardAPI" in item:
+                        fields = {
+                            "metadata.namespace": self.namespace,
+                            "metadata.name": pod.pod_name,
+                        }
+                        data = {}
+                        items = []
+                        for entry in item["downwardAPI"].get("items") or []:
+                            field_path = entry.get("fieldRef", {}).get("fieldPath")
+                            if field_path not in fields:
+                                raise PodSpecError(f"volume {name!r}: fieldRef {field_path!r}")
+                            data[entry["path"]] = fields[field_path].encode()
+                            items.append({"key": entry["path"], "path": entry["path"]})
+                        self._write_files(target, data, items, secret=True, reset=False)
+                    elif "configMap" in item and item["configMap"]["name"] == "kube-root-ca.crt":
+                        # The API server's CA, as Kubernetes publishes it in every namespace.
+                        crt = self._certificate[0].read_bytes() if self._certificate else b""
+                        items = item["configMap"].get("items")
+                        self._write_files(target, {"ca.crt": crt}, items, secret=True, reset=False)
                     elif "configMap" in item:
                         src = item["configMap"]
                         data = await self._configmap_data(src["name"], src.get("optional"))
@@ -1047,7 +1087,7 @@ class LocalKubelet:
                 # The claim a StatefulSet controller creates for ordinal 0.
                 result.dirs[template_name] = self.claim_dir(f"{template_name}-{pod.pod_name}")
                 result.writable.add(template_name)
-        if token is not None:
+        if token is not None and _automount(spec):
             # The projected kube-api-access volume of a pod that automounts its token.
             target = volumes_dir / SERVICE_ACCOUNT_VOLUME
             data = {

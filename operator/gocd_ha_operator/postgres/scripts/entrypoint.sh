@@ -533,7 +533,40 @@ recover_primary() {
   rm -rf -- "$socket"
 }
 
+# --- lease grant (docs/operator.md, "What fences a primary") ---------------------------------------
+# With GOCDHA_LEASE_GRANT_FILE set (pods that run the instance guard), a primary starts only while
+# the guard has written a grant in the future into that file: the Unix time until which this side
+# holds the Lease <name>-primary. The guard stops Postgres itself when it cannot renew; this wait
+# keeps a restarted container from coming back as a primary without the Lease.
+lease_grant_valid() {
+  local grant now
+  grant=$(cat -- "$GOCDHA_LEASE_GRANT_FILE" 2>/dev/null) || return 1
+  grant=${grant%%.*}
+  [[ $grant =~ ^[0-9]+$ ]] || return 1
+  now=$(date +%s)
+  ((grant > now))
+}
+
+wait_for_lease_grant() {
+  [ -n "${GOCDHA_LEASE_GRANT_FILE:-}" ] || return 0
+  local waited=0 limit=${GOCDHA_WAIT_LEASE_SECONDS:-600}
+  # The request file tells the guard that a primary is waiting to start (it renews for a Postgres
+  # that is down only while asked to, and for one Lease duration after).
+  until touch -- "$GOCDHA_LEASE_GRANT_FILE.request" && lease_grant_valid; do
+    if ((waited >= limit)); then
+      die "no lease grant in $GOCDHA_LEASE_GRANT_FILE after ${limit}s: this side does not hold the Lease, so it must not start as a primary"
+    fi
+    if ((waited % 10 == 0)); then
+      log "waiting for the instance guard's lease grant ($GOCDHA_LEASE_GRANT_FILE) before starting as primary"
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  log "lease grant valid until $(cat -- "$GOCDHA_LEASE_GRANT_FILE")"
+}
+
 start_postgres() { # start_postgres MODE
+  if [ "$1" = primary ]; then wait_for_lease_grant; fi
   if [ ! -e "$PGDATA/recovery.signal" ] && [ -e "$PGDATA/gocdha-bootstrap.conf" ]; then
     # Recovery from a backup has finished: its settings (the source's archive) must not apply to
     # this data dir ever again, not even as a standby.

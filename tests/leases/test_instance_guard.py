@@ -1,0 +1,294 @@
+"""The instance guard on a real Postgres, its API path cut the way a partitioned node loses it.
+
+What a user checks: after the guard's deadline, **no write is acknowledged** — the timestamp of
+the last write a client got an answer for is compared with the deadline (printed with ``-s``); a
+fenced primary does not come back as a primary without the Lease; a Lease handed to the other
+side stops it at once.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from gocd_ha_operator.api.constants import ENV_LEASE_GRANT_FILE, LEASE_GRANT_FILE
+from gocd_ha_operator.guard.instance import GuardSettings, InstanceGuard
+from gocd_ha_operator.kube.apply import client_for
+from gocd_ha_operator.kube.lease import get_lease, lease_object, write_lease
+from tests.leases.conftest import NAMESPACE, ApiThread, TcpProxy, write_kubeconfig
+from tests.support.pg import PgCluster, PgInstance, pg_cluster, unavailable_reason, wait_until
+
+pytestmark = pytest.mark.postgres
+
+LEASE_SECONDS = 6
+RENEW_DEADLINE_SECONDS = 4
+RETRY_SECONDS = 1
+
+
+class Writer:
+    """GoCD's side of the story: one connection inserting rows in a loop, reconnecting on error,
+    recording the wall-clock time at which each commit was acknowledged."""
+
+    def __init__(self, instance: PgInstance) -> None:
+        self.instance = instance
+        self.acks: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.instance.gocd_connect(connect_timeout=1)
+                conn.execute("INSERT INTO writes (at) VALUES (clock_timestamp())")
+                self.acks.append(time.time())
+            except psycopg.Error:
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+    def start(self) -> None:
+        with self.instance.gocd_connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS writes (id bigserial, at timestamptz)")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    @property
+    def last_ack(self) -> float:
+        return self.acks[-1]
+
+
+@pytest.fixture
+def cluster() -> Iterator[PgCluster]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with pg_cluster() as created:
+        yield created
+
+
+def start_guard(cluster: PgCluster, instance: PgInstance, kubeconfig: Path, log: Path) -> Any:
+    command = [
+        sys.executable,
+        "-m",
+        "gocd_ha_operator.cli.main",
+        "instance-guard",
+        "--cluster=ci",
+        f"--namespace={NAMESPACE}",
+        f"--side={instance.side}",
+        f"--lease-duration={LEASE_SECONDS}",
+        f"--renew-deadline={RENEW_DEADLINE_SECONDS}",
+        f"--retry-period={RETRY_SECONDS}",
+        f"--socket-dir={instance.socket_dir}",
+        f"--port={instance.port}",
+        "--postgres-host=127.0.0.1",
+        f"--password-file={cluster.password_file('operator')}",
+        f"--grant-file={instance.socket_dir / LEASE_GRANT_FILE}",
+    ]
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(kubeconfig), "HOME": str(log.parent)}
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wall(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%H:%M:%S.%f")
+
+
+def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
+    api: ApiThread, proxy: TcpProxy, cluster: PgCluster, tmp_path: Path
+) -> None:
+    kube = api.client()
+    now = datetime.now(UTC)
+    kube.create(
+        lease_object(
+            "ci-primary", NAMESPACE, holder="ci-pg-a", duration_seconds=LEASE_SECONDS, now=now
+        )
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ci-postgres", "namespace": NAMESPACE},
+            "data": {"role-a": "primary", "role-b": "standby"},
+        }
+    )
+    a = cluster.a
+    grant_env = {ENV_LEASE_GRANT_FILE: str(a.socket_dir / LEASE_GRANT_FILE)}
+    log = tmp_path / "guard.log"
+    guard = start_guard(cluster, a, write_kubeconfig(tmp_path / "kubeconfig", proxy.url), log)
+    try:
+        # 1. The guard grants the start, and renews while its Postgres is the primary.
+        a.start("primary", env=grant_env, timeout=120)
+        first = get_lease(kube, NAMESPACE, "ci-primary")
+        assert first is not None and first.holder == "ci-pg-a"
+        renewed = wait_until(
+            lambda: (
+                (lease := get_lease(kube, NAMESPACE, "ci-primary"))
+                and lease.renew_time != first.renew_time
+                and lease
+            ),
+            timeout=3 * RETRY_SECONDS,
+            what="a renewal",
+        )
+        assert renewed.holder == "ci-pg-a"
+        # The holder's timeline, from its own Postgres (a fresh cluster is on timeline 1).
+        wait_until(
+            lambda: (lease := get_lease(kube, NAMESPACE, "ci-primary")) and lease.timeline == 1,
+            timeout=3 * RETRY_SECONDS,
+            what="the timeline annotation",
+        )
+
+        # 2. Cut its API path while a client writes in a loop.
+        writer = Writer(a)
+        writer.start()
+        wait_until(lambda: len(writer.acks) > 50, timeout=10, what="writes")
+        cut = time.time()
+        proxy.cut()
+        assert a.process is not None
+        a.process.wait(timeout=RENEW_DEADLINE_SECONDS + 10)
+        stopped = time.time()
+        time.sleep(0.5)
+        writer.stop()
+        a.process = None
+        fencing = re.search(r"FENCING: .* deadline (\S+)Z,", log.read_text())
+        assert fencing, log.read_text()
+        deadline = datetime.strptime(fencing.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+        deadline_ts = deadline.replace(tzinfo=UTC).timestamp()
+        print(
+            f"\ncut {wall(cut)}  last acknowledged write {wall(writer.last_ack)}  "
+            f"guard deadline {wall(deadline_ts)}  (cut + renewDeadline {wall(cut + 4)})  "
+            f"postgres gone {wall(stopped)}  writes {len(writer.acks)}, errors {writer.errors}"
+        )
+        assert writer.last_ack < deadline_ts <= cut + RENEW_DEADLINE_SECONDS
+        # What a user reads in the database afterwards agrees: nothing committed after the deadline.
+        # 3. Without the Lease (API still cut) it does not start again as a primary.
+        a.start("primary", wait=False, env=grant_env)
+        time.sleep(LEASE_SECONDS)
+        assert a.running, a.log_tail()
+        with pytest.raises(psycopg.OperationalError):
+            a.gocd_connect(connect_timeout=1).close()
+        assert "waiting for the instance guard's lease grant" in a.log_text()
+        # ... and the rows: the last one committed before the deadline.
+        proxy.restore()
+        a.wait_ready(timeout=30)
+        with a.gocd_connect() as conn:
+            row = conn.execute("SELECT extract(epoch FROM max(at)) FROM writes").fetchone()
+        assert row is not None and float(row[0]) < deadline_ts
+
+        # 4. The operator hands the Lease to side b: side a stops within a renewal period.
+        current = get_lease(kube, NAMESPACE, "ci-primary")
+        assert current is not None and current.holder == "ci-pg-a"
+        handed = time.time()
+        write_lease(
+            kube, current, holder="ci-pg-b", duration_seconds=LEASE_SECONDS, now=datetime.now(UTC)
+        )
+        a.process.wait(timeout=2 * RETRY_SECONDS + 5)
+        print(f"handed over {wall(handed)}, side a stopped after {time.time() - handed:.2f}s")
+        a.process = None
+        a.start("primary", wait=False, env=grant_env)
+        time.sleep(LEASE_SECONDS + 2)
+        assert a.running, a.log_tail()
+        with pytest.raises(psycopg.OperationalError):
+            a.gocd_connect(connect_timeout=1).close()
+        final = get_lease(kube, NAMESPACE, "ci-primary")
+        assert final is not None and final.holder == "ci-pg-b"
+    finally:
+        guard.terminate()
+        guard.wait(10)
+        print(log.read_text()[-3000:])
+
+
+def test_a_restarted_guard_continues_its_predecessors_deadline_and_no_further(
+    tmp_path: Path,
+) -> None:
+    """The grant file is the only memory a guard leaves: a successor (container restart) takes the
+    deadline from it, and without it starts with a deadline that has already passed."""
+    grant = tmp_path / LEASE_GRANT_FILE
+    settings = GuardSettings(
+        cluster="ci",
+        namespace=NAMESPACE,
+        side="a",
+        lease_duration=LEASE_SECONDS,
+        renew_deadline=RENEW_DEADLINE_SECONDS,
+        retry_period=RETRY_SECONDS,
+        socket_dir=tmp_path,
+        port=5432,
+        password_file=tmp_path / "password",
+        grant_file=grant,
+    )
+    kube = client_for("http://127.0.0.1:9")
+    assert InstanceGuard(settings, kube).deadline <= time.monotonic()
+    grant.write_text(f"{time.time() + 3:.3f}\n")
+    deadline = InstanceGuard(settings, kube).deadline
+    assert 2.5 < deadline - time.monotonic() <= 3.0
+
+
+def test_a_standby_promoted_under_a_handed_over_lease_keeps_serving(
+    api: ApiThread, proxy: TcpProxy, cluster: PgCluster, tmp_path: Path
+) -> None:
+    """The promotion race: the operator hands the Lease over and calls pg_promote at once, before
+    the new side's guard had a chance to renew; the new primary must not be fenced for it."""
+    kube = api.client()
+    now = datetime.now(UTC)
+    kube.create(
+        lease_object(
+            "ci-primary", NAMESPACE, holder="ci-pg-a", duration_seconds=LEASE_SECONDS, now=now
+        )
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ci-postgres", "namespace": NAMESPACE},
+            "data": {"role-a": "primary", "role-b": "standby"},
+        }
+    )
+    a, b = cluster.start_pair("a")
+    log = tmp_path / "guard-b.log"
+    guard = start_guard(cluster, b, write_kubeconfig(tmp_path / "kubeconfig", proxy.url), log)
+    try:
+        time.sleep(2 * RETRY_SECONDS)  # the guard of a standby whose side does not hold the Lease
+        assert b.running and b.in_recovery()
+        a.stop()
+        current = get_lease(kube, NAMESPACE, "ci-primary")
+        assert current is not None
+        write_lease(
+            kube, current, holder="ci-pg-b", duration_seconds=LEASE_SECONDS, now=datetime.now(UTC)
+        )
+        b.query("SELECT pg_promote(true, 30)")
+        promoted = time.monotonic()
+        assert not b.in_recovery()
+        # Well past a renew deadline and a Lease duration: still serving, the Lease renewed by b.
+        while time.monotonic() - promoted < LEASE_SECONDS + RENEW_DEADLINE_SECONDS:
+            assert b.running, f"the promoted primary was stopped:\n{log.read_text()[-2000:]}"
+            with b.gocd_connect(connect_timeout=2) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS after_promotion (at timestamptz)")
+                conn.execute("INSERT INTO after_promotion VALUES (now())")
+            time.sleep(0.2)
+        lease = get_lease(kube, NAMESPACE, "ci-primary")
+        assert lease is not None and lease.holder == "ci-pg-b" and lease.timeline == 2
+        assert "FENCING" not in log.read_text()
+    finally:
+        guard.terminate()
+        guard.wait(10)
+        print(log.read_text()[-3000:])
+        print(b.log_tail(30))

@@ -1,0 +1,163 @@
+"""Two ``gocd-ha-operator run`` processes, one Lease: only the holder runs handlers; killing it lets
+the other take over within the Lease duration; a leader cut from the API exits before its Lease
+can be taken. Real processes, logged in through an ordinary kubeconfig."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gocd_ha_operator.controller.leader import EXIT_LOST_LEADERSHIP
+from gocd_ha_operator.kube.lease import get_lease
+from tests.leases.conftest import NAMESPACE, ApiThread, TcpProxy, write_kubeconfig
+from tests.support.pg import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+LEASE = 4.0
+RENEW = 3.0
+RETRY = 1.0
+HANDLED = "reconcile' succeeded"
+CLUSTER: dict[str, Any] = {
+    "apiVersion": "gocdha.io/v1alpha1",
+    "kind": "GoCDHACluster",
+    "metadata": {"name": "ci", "namespace": NAMESPACE},
+    "spec": {
+        "gocd": {"image": "gocd/gocd-server:v26.1.0"},
+        "sharedStorage": {"size": "10Gi", "storageClassName": "nfs"},
+    },
+}
+
+
+class Operator:
+    def __init__(self, name: str, server: str, tmp: Path) -> None:
+        self.name = name
+        self.log = tmp / f"{name}.log"
+        closed = {
+            f"{NAMESPACE}/ci-{svc}:{port}": "127.0.0.1:9"
+            for svc, port in (("pg-a", 5432), ("pg-b", 5432), ("gocd-a", 8153), ("gocd-b", 8153))
+        }
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(write_kubeconfig(tmp / f"{name}.kubeconfig", server)),
+            "POD_NAME": name,
+            "GOCDHA_ENDPOINTS": json.dumps(closed),
+        }
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gocd_ha_operator.cli.main",
+                    "run",
+                    "--all-namespaces",
+                    f"--leader-election-namespace={NAMESPACE}",
+                    f"--leader-election-lease-duration={LEASE}",
+                    f"--leader-election-renew-deadline={RENEW}",
+                    f"--leader-election-retry-period={RETRY}",
+                    "--log-format=plain",
+                    "--observe-interval=1",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@pytest.fixture
+def operators(tmp_path: Path) -> Iterator[list[Operator]]:
+    started: list[Operator] = []
+    yield started
+    for operator in started:
+        operator.stop()
+
+
+def holder(api: ApiThread) -> str | None:
+    lease = get_lease(api.client(), NAMESPACE, "gocd-ha-operator")
+    return lease.holder if lease is not None else None
+
+
+def test_only_the_holder_acts_and_the_other_takes_over_after_a_kill(
+    api: ApiThread, operators: list[Operator], tmp_path: Path
+) -> None:
+    first = Operator("op-1", api.url, tmp_path)
+    operators.append(first)
+    wait_until(lambda: holder(api) == "op-1", timeout=30, what="op-1 leading")
+    second = Operator("op-2", api.url, tmp_path)
+    operators.append(second)
+    wait_until(lambda: "waiting for the operator Lease" in second.text(), timeout=30, what="op-2")
+
+    api.client().create(copy.deepcopy(CLUSTER))
+    wait_until(lambda: HANDLED in first.text(), timeout=30, what="op-1 reconciling")
+    time.sleep(2 * LEASE)
+    assert holder(api) == "op-1"
+    assert HANDLED not in second.text(), second.text()[-2000:]
+    assert "holding the operator Lease" not in second.text()
+
+    killed = time.monotonic()
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(10)
+    wait_until(lambda: holder(api) == "op-2", timeout=LEASE + 3 * RETRY + 5, what="takeover")
+    took = time.monotonic() - killed
+    print(f"\nop-2 took the Lease {took:.2f}s after op-1 was killed (lease {LEASE:g}s)")
+    assert took <= LEASE + 2 * RETRY + 1
+    wait_until(lambda: HANDLED in second.text(), timeout=30, what="op-2 resuming the cluster")
+
+
+def test_a_leader_cut_from_the_api_exits_before_its_lease_can_be_taken(
+    api: ApiThread, proxy: TcpProxy, operators: list[Operator], tmp_path: Path
+) -> None:
+    leader = Operator("op-cut", proxy.url, tmp_path)
+    operators.append(leader)
+    wait_until(lambda: holder(api) == "op-cut", timeout=30, what="op-cut leading")
+    lease = get_lease(api.client(), NAMESPACE, "gocd-ha-operator")
+    assert lease is not None
+    cut = time.monotonic()
+    proxy.cut()
+    leader.process.wait(timeout=RENEW + 5)
+    gone = time.monotonic() - cut
+    print(f"\nthe leader exited {gone:.2f}s after its API was cut (renew deadline {RENEW:g}s)")
+    assert leader.process.returncode == EXIT_LOST_LEADERSHIP, leader.text()[-2000:]
+    assert gone < LEASE
+    assert "lost the operator Lease" in leader.text()
+
+
+def test_leader_election_needs_a_namespace_and_ordered_timings() -> None:
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "POD_NAMESPACE"}
+        return subprocess.run(
+            [sys.executable, "-m", "gocd_ha_operator.cli.main", "run", "-A", *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+            env=env,
+        )
+
+    missing = run()
+    assert missing.returncode == 2 and "--leader-election-namespace" in missing.stderr
+    disordered = run("--leader-election-namespace=x", "--leader-election-renew-deadline=20")
+    assert disordered.returncode == 2
+    assert "--leader-election-renew-deadline" in disordered.stderr

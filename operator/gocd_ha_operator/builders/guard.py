@@ -118,9 +118,14 @@ def guard_container(inputs: BuildInputs, side: Side) -> dict[str, Any]:
             f"--lease-duration={timings.lease_duration}",
             f"--renew-deadline={timings.renew_deadline}",
             f"--retry-period={timings.retry_period}",
-            f"--socket-dir={PG_SOCKET_DIR}",
-            f"--password-file={GUARD_CREDENTIALS_MOUNT}/password",
-            f"--grant-file={GRANT_PATH}",
+            # Paths as separate arguments: a path is a whole argument (what tools that map
+            # container paths, such as the local kubelet, rewrite).
+            "--socket-dir",
+            PG_SOCKET_DIR,
+            "--password-file",
+            f"{GUARD_CREDENTIALS_MOUNT}/password",
+            "--grant-file",
+            GRANT_PATH,
         ],
         "env": [
             {

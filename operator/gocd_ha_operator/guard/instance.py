@@ -102,6 +102,7 @@ class InstanceGuard:
         self.postgres = rules.LocalPostgres.DOWN
         self.lease_holder: str | None = None
         self.timeline: int | None = None
+        self.last_decision: tuple[object, ...] | None = None
         #: Set while a newly seen primary waits for its first renewal (at most PRIMARY_PENDING).
         self.primary_pending_since: float | None = None
         #: A grant left by a predecessor means this side was allowed to run as a primary.
@@ -226,13 +227,27 @@ class InstanceGuard:
         holder = current.holder if current is not None else None
         with self._lock:
             self.lease_holder = holder
-        if current is None or not rules.may_renew(
+        role = self.configured_role() if state == rules.LocalPostgres.DOWN else None
+        renew = current is not None and rules.may_renew(
             identity=s.identity,
             lease_holder=holder,
             postgres=state,
-            configured_role=self.configured_role() if state == rules.LocalPostgres.DOWN else None,
+            configured_role=role,
             startup_grace_open=grace_open,
-        ):
+        )
+        decision = (renew, holder, state, role, grace_open)
+        if decision != self.last_decision:
+            # Logged when it changes: why this side holds the Lease or not.
+            logger.info(
+                "%s: Lease holder %s, local Postgres %s, configured role %s, start asked for %s",
+                "renewing" if renew else "not renewing",
+                holder,
+                state,
+                role,
+                grace_open,
+            )
+            self.last_decision = decision
+        if not renew or current is None:
             return
         try:
             write_lease(

@@ -208,9 +208,15 @@ class ApiProxy:
             await self._partitioned(request)
             return web.Response(status=503)  # never sent: the connection is gone
         self.requests += 1
-        expected = f"Bearer {self.token}" if self.token else None
-        given = request.headers.get("Authorization", "")
-        if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        expected = self.token
+        # The scheme is case-insensitive, as on the API server (the Kubernetes Python client
+        # sends "bearer <token>").
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if (
+            expected is None
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.encode(), expected.encode())
+        ):
             return self._status(401, "Unauthorized", "Unauthorized")
         headers = {
             key: value

@@ -7,6 +7,7 @@ import asyncio
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ import aiohttp
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.builders import BuildInputs, build_children
+from gocd_ha_operator.builders.guard import build_primary_lease
 from gocd_ha_operator.kube.apply import resource_path
 from gocd_ha_operator.rules.topology import Topology
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
@@ -68,6 +70,11 @@ class Api:
         for child in build_children(inputs):
             if keep(child):
                 await self.create(child)
+        # What the reconcile adds once: the primary Lease, without which the instance guard
+        # grants no start as a primary (docs/operator.md, "What fences a primary").
+        lease = build_primary_lease(inputs, datetime.now(UTC))
+        if keep(lease):
+            await self.create(lease)
 
 
 async def eventually(check: Callable[[], Any], *, timeout: float, what: str) -> Any:

@@ -13,8 +13,11 @@ import pytest
 import yaml
 
 from gocd_ha_operator.api.constants import FENCE_LEAD_SECONDS, LEASE_EXPIRY_MARGIN_SECONDS
+from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import SpecError, parse_cluster
+from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.rules import lease as rules
+from gocd_ha_operator.rules.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY: dict[str, Any] = {
@@ -266,3 +269,22 @@ def test_only_the_guard_container_gets_the_token() -> None:
         assert token not in mounts["postgres"]
         guard = next(c for c in pod["containers"] if c["name"] == "instance-guard")
         assert guard["command"][:2] == ["gocd-ha-operator", "instance-guard"]
+
+
+def test_a_timing_edit_changes_the_configmap_not_the_database_pods() -> None:
+    """The guards read their timings from <name>-postgres: editing them rolls no Postgres pod."""
+    credentials = ClusterCredentials.generate()
+
+    def children(**failover: int) -> dict[tuple[str, str], Any]:
+        inputs = BuildInputs(cluster_with(**failover), Topology(primary="a"), credentials, "op:1")
+        return {(c["kind"], c["metadata"]["name"]): c for c in build_children(inputs)}
+
+    before, after = children(), children(primaryUnavailableSeconds=30)
+    assert before[("StatefulSet", "ci-pg-a")] == after[("StatefulSet", "ci-pg-a")]
+    data = after[("ConfigMap", "ci-postgres")]["data"]
+    assert (
+        data["lease-duration-seconds"],
+        data["renew-deadline-seconds"],
+        data["retry-period-seconds"],
+    ) == ("15", "10", "2")
+    assert before[("ConfigMap", "ci-postgres")]["data"]["lease-duration-seconds"] == "30"

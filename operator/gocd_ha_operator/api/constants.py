@@ -200,6 +200,13 @@ LEASE_GRANT_FILE: Final = "gocdha-lease-grant"
 #: run the guard; a bare entrypoint run, e.g. the local kubelet before sidecars, does not wait).
 ENV_LEASE_GRANT_FILE: Final = "GOCDHA_LEASE_GRANT_FILE"
 ENV_WAIT_LEASE_SECONDS: Final = "GOCDHA_WAIT_LEASE_SECONDS"
+#: Keys of the ``<name>-postgres`` ConfigMap holding the Lease timings the guards read (lease
+#: duration, renew deadline, retry period): a timing edit restarts no Postgres pod.
+CM_LEASE_TIMING_KEYS: Final = (
+    "lease-duration-seconds",
+    "renew-deadline-seconds",
+    "retry-period-seconds",
+)
 #: Seconds before its renew deadline at which the guard stops Postgres, so that the fast
 #: shutdown has ended every session *before* the deadline.
 FENCE_LEAD_SECONDS: Final = 1.0

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from gocd_ha_operator.api.constants import (
+    CM_LEASE_TIMING_KEYS,
     COMPONENT_POSTGRES,
     LEASE_GRANT_FILE,
     PG_SOCKET_DIR,
@@ -105,7 +106,6 @@ def build_primary_lease(inputs: BuildInputs, now: datetime) -> dict[str, Any]:
 
 
 def guard_container(inputs: BuildInputs, side: Side) -> dict[str, Any]:
-    timings = inputs.cluster.spec.failover.lease_timings
     return {
         "name": GUARD_CONTAINER,
         "image": inputs.operator_image,
@@ -115,9 +115,6 @@ def guard_container(inputs: BuildInputs, side: Side) -> dict[str, Any]:
             "instance-guard",
             f"--cluster={inputs.cluster.name}",
             f"--side={side}",
-            f"--lease-duration={timings.lease_duration}",
-            f"--renew-deadline={timings.renew_deadline}",
-            f"--retry-period={timings.retry_period}",
             # Paths as separate arguments: a path is a whole argument (what tools that map
             # container paths, such as the local kubelet, rewrite).
             "--socket-dir",
@@ -196,3 +193,11 @@ def guard_volumes(inputs: BuildInputs, file_mode: int) -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+def lease_timing_data(inputs: BuildInputs) -> dict[str, str]:
+    """The ConfigMap keys the guards read their timings from (not their arguments: a spec edit
+    must not roll the database pods)."""
+    timings = inputs.cluster.spec.failover.lease_timings
+    values = (timings.lease_duration, timings.renew_deadline, timings.retry_period)
+    return {key: str(value) for key, value in zip(CM_LEASE_TIMING_KEYS, values, strict=True)}

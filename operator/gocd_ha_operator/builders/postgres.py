@@ -75,7 +75,12 @@ from gocd_ha_operator.builders.common import (
     resources,
     service_host,
 )
-from gocd_ha_operator.builders.guard import GRANT_PATH, guard_container, guard_volumes
+from gocd_ha_operator.builders.guard import (
+    GRANT_PATH,
+    guard_container,
+    guard_volumes,
+    lease_timing_data,
+)
 from gocd_ha_operator.kube.labels import selector_labels
 from gocd_ha_operator.postgres import config as pgconfig
 
@@ -118,6 +123,7 @@ def build_postgres_configmap(inputs: BuildInputs) -> dict[str, Any]:
     }
     for side in SIDES:
         data[cm_role_key(side)] = inputs.topology.role(side)
+    data.update(lease_timing_data(inputs))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

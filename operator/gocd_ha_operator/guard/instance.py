@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -36,6 +36,7 @@ from typing import Final
 import psycopg
 
 from gocd_ha_operator.api.constants import (
+    CM_LEASE_TIMING_KEYS,
     ENV_PORT,
     OPERATOR_DB_USER,
     POSTGRES_PORT,
@@ -167,7 +168,9 @@ class InstanceGuard:
         self.timeline = int(row[1]) if row and row[1] is not None else None
         return rules.LocalPostgres.STANDBY if in_recovery else rules.LocalPostgres.PRIMARY
 
-    def configured_role(self) -> str | None:
+    def read_configmap(self) -> str | None:
+        """The role of this side from ``<name>-postgres``, and the Lease timings in force (a spec
+        edit changes them there, not in the pod template, so it restarts no database)."""
         s = self.settings
         try:
             cm = self.kube.get(
@@ -177,7 +180,29 @@ class InstanceGuard:
             return None
         if cm is None:
             return None
-        role = (cm.get("data") or {}).get(cm_role_key(s.side))
+        data = cm.get("data") or {}
+        try:
+            timings = tuple(float(data[key]) for key in CM_LEASE_TIMING_KEYS)
+        except (KeyError, ValueError):
+            timings = ()
+        if len(timings) == 3:
+            lease, deadline, retry = timings
+            changed = (lease, deadline, retry) != (
+                s.lease_duration,
+                s.renew_deadline,
+                s.retry_period,
+            )
+            if changed and 0 < retry * 2 <= deadline < lease:
+                logger.info(
+                    "Lease timings from the ConfigMap: lease %ss, renew deadline %ss, retry %ss",
+                    lease,
+                    deadline,
+                    retry,
+                )
+                self.settings = replace(
+                    s, lease_duration=lease, renew_deadline=deadline, retry_period=retry
+                )
+        role = data.get(cm_role_key(s.side))
         return str(role) if role is not None else None
 
     # --- the worker: probe, read, renew --------------------------------------------------------
@@ -227,7 +252,8 @@ class InstanceGuard:
         holder = current.holder if current is not None else None
         with self._lock:
             self.lease_holder = holder
-        role = self.configured_role() if state == rules.LocalPostgres.DOWN else None
+        configured = self.read_configmap()
+        role = configured if state == rules.LocalPostgres.DOWN else None
         renew = current is not None and rules.may_renew(
             identity=s.identity,
             lease_holder=holder,
@@ -372,9 +398,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="namespace of the Lease (default: $POD_NAMESPACE)",
     )
     parser.add_argument("--side", required=True, choices=SIDES, help="this pod's side")
-    parser.add_argument("--lease-duration", type=float, required=True, metavar="SECONDS")
-    parser.add_argument("--renew-deadline", type=float, required=True, metavar="SECONDS")
-    parser.add_argument("--retry-period", type=float, required=True, metavar="SECONDS")
+    # Until the ConfigMap is read (it carries the spec's timings); the Lease records the duration
+    # the guard wrote, which is what the operator waits for, so any ordered triple is safe.
+    parser.add_argument("--lease-duration", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument("--renew-deadline", type=float, default=20.0, metavar="SECONDS")
+    parser.add_argument("--retry-period", type=float, default=4.0, metavar="SECONDS")
     parser.add_argument(
         "--socket-dir", type=Path, required=True, help="Postgres's unix socket directory"
     )

@@ -355,6 +355,11 @@ class PromotionRunner:
         await self.record(cluster, rpo_bytes=0)
 
     async def stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        """The old primary is stopped, then (issue #12) the new side takes the Lease."""
+        await self._stop_old_primary(body, cluster)
+        await self.take_primary_lease(cluster)
+
+    async def _stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """The old primary's StatefulSet goes to 0.
 
         Switchover: wait until it is down (it refuses connections and the standby no longer
@@ -404,7 +409,6 @@ class PromotionRunner:
                 raise AbortPromotionError(
                     Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
                 ) from None
-        await self.take_primary_lease(cluster)
 
     async def take_primary_lease(self, cluster: GoCDHACluster) -> None:
         """Issue #12, the last act before the point of no return: the new side holds the Lease

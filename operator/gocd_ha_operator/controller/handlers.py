@@ -234,8 +234,11 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             config.metrics.forget(ref.namespace, ref.name)
 
     @kopf.timer(*resource, interval=config.observe_interval, registry=registry)
-    async def backups(meta: kopf.Meta, **_: Any) -> None:
-        """Start scheduled and requested backups, record finished ones (controller/backup.py)."""
+    async def backups(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> None:
+        """Start scheduled and requested backups, record finished ones (controller/backup.py).
+        A cluster without backups or a recovery to follow costs no API request here."""
+        if not spec.get("backup") and not (spec.get("bootstrap") or {}).get("recovery"):
+            return
         await backup_tick(
             config.kube,
             config.operator_image,

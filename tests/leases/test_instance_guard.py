@@ -113,10 +113,9 @@ def wall(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%H:%M:%S.%f")
 
 
-def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
-    api: ApiThread, proxy: TcpProxy, cluster: PgCluster, tmp_path: Path
-) -> None:
-    kube = api.client()
+def side_a_holds_the_lease(kube: Any) -> None:
+    """What the reconcile leaves behind for a primary on side a: its Lease and the role
+    ConfigMap."""
     now = datetime.now(UTC)
     kube.create(
         lease_object(
@@ -131,6 +130,13 @@ def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
             "data": {"role-a": "primary", "role-b": "standby"},
         }
     )
+
+
+def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
+    api: ApiThread, proxy: TcpProxy, cluster: PgCluster, tmp_path: Path
+) -> None:
+    kube = api.client()
+    side_a_holds_the_lease(kube)
     a = cluster.a
     grant_env = {ENV_LEASE_GRANT_FILE: str(a.socket_dir / LEASE_GRANT_FILE)}
     log = tmp_path / "guard.log"
@@ -248,20 +254,7 @@ def test_a_standby_promoted_under_a_handed_over_lease_keeps_serving(
     """The promotion race: the operator hands the Lease over and calls pg_promote at once, before
     the new side's guard had a chance to renew; the new primary must not be fenced for it."""
     kube = api.client()
-    now = datetime.now(UTC)
-    kube.create(
-        lease_object(
-            "ci-primary", NAMESPACE, holder="ci-pg-a", duration_seconds=LEASE_SECONDS, now=now
-        )
-    )
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "ci-postgres", "namespace": NAMESPACE},
-            "data": {"role-a": "primary", "role-b": "standby"},
-        }
-    )
+    side_a_holds_the_lease(kube)
     a, b = cluster.start_pair("a")
     log = tmp_path / "guard-b.log"
     guard = start_guard(cluster, b, write_kubeconfig(tmp_path / "kubeconfig", proxy.url), log)

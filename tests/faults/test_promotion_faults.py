@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE
 from gocd_ha_operator.local.stack import LocalStack
@@ -78,18 +79,27 @@ async def test_slot_creation_failing_after_pg_promote_never_reopens_the_old_prim
     assert history_tokens(await stack.status(NAME)) == ["slots-full"]
 
 
+def refuse_once_at_catch_up(
+    faults: FaultyEndpoints, *, seconds: float
+) -> Callable[[str], Awaitable[None]]:
+    """A step hook: when CatchingUp starts (the first time only), the old primary refuses
+    connections for ``seconds``; the step's retries then connect through that window."""
+    armed = [True]
+
+    async def hook(step: str) -> None:
+        if step == "CatchingUp" and armed:
+            armed.clear()
+            faults.refuse(f"{NAME}-pg-a", seconds=seconds)
+
+    return hook
+
+
 async def test_refused_connection_during_catch_up_keeps_the_switchover(stack: LocalStack) -> None:
     """Defect 2: one refused connection to the old primary while its sessions are ended must not
     turn the switchover into a failover (no catch-up, acknowledged rows lost)."""
     faults = FaultyEndpoints(stack.kubelet.endpoint_map, stack.namespace)
 
-    armed = [True]
-
-    async def hook(step: str) -> None:
-        if step == "CatchingUp" and armed:
-            armed.clear()  # once: the step's retries connect through the same fault window
-            faults.refuse(f"{NAME}-pg-a", seconds=3.0)
-
+    hook = refuse_once_at_catch_up(faults, seconds=3.0)
     await start_operator(stack, endpoints=faults, hook=hook)
     await create_replicating(stack)
     probe = WriteProbe(stack)
@@ -120,13 +130,7 @@ async def test_old_primary_unreachable_through_catch_up_fails_the_switchover_cle
     old primary serves again with every acknowledged row, and nothing was promoted."""
     faults = FaultyEndpoints(stack.kubelet.endpoint_map, stack.namespace)
 
-    armed = [True]
-
-    async def hook(step: str) -> None:
-        if step == "CatchingUp" and armed:
-            armed.clear()  # once: the step's retries connect through the same fault window
-            faults.refuse(f"{NAME}-pg-a", seconds=45.0)
-
+    hook = refuse_once_at_catch_up(faults, seconds=45.0)
     await start_operator(stack, endpoints=faults, hook=hook)
     await create_replicating(stack)
     writer = Writer(stack)

@@ -35,6 +35,18 @@ BODY: dict[str, Any] = cluster_body(
 )
 
 
+async def kubectl_request(url: str, method: str, path: str, body: Any = None) -> Any:
+    """One API request as ``kubectl`` makes it (merge patches), asserting success."""
+    headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, json=body, headers=headers) as response,
+    ):
+        payload = await response.json(content_type=None)
+        assert response.status < 300, (response.status, payload)
+        return payload
+
+
 @dataclass
 class Harness:
     """An emulator with the operator running against it, plus helpers to act like kubectl."""
@@ -44,14 +56,7 @@ class Harness:
     config: OperatorConfig
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, self.url + path, json=body, headers=headers) as response,
-        ):
-            payload = await response.json(content_type=None)
-            assert response.status < 300, (response.status, payload)
-            return payload
+        return await kubectl_request(self.url, method, path, body)
 
     async def create_cluster(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
         body = copy.deepcopy(body or BODY)

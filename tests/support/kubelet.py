@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.builders import BuildInputs, build_children
@@ -19,6 +17,7 @@ from gocd_ha_operator.builders.guard import build_primary_lease
 from gocd_ha_operator.kube.apply import resource_path
 from gocd_ha_operator.rules.topology import Topology
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
+from tests.support.emulator import kubectl_request
 
 NAMESPACE = "build"
 CLUSTER = "ci"
@@ -38,14 +37,7 @@ class Api:
     credentials: ClusterCredentials
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, self.url + path, json=body, headers=headers) as response,
-        ):
-            payload = await response.json(content_type=None)
-            assert response.status < 300, (response.status, payload)
-            return payload
+        return await kubectl_request(self.url, method, path, body)
 
     async def create(self, obj: dict[str, Any]) -> None:
         path = resource_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])

@@ -8,6 +8,7 @@ side stops it at once.
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -243,7 +244,8 @@ def test_a_restarted_guard_continues_its_predecessors_deadline_and_no_further(
     )
     kube = client_for("http://127.0.0.1:9")
     assert InstanceGuard(settings, kube).deadline <= time.monotonic()
-    grant.write_text(f"{time.time() + 3:.3f}\n")
+    # Written to the millisecond, rounded down: "%.3f" could round the grant up past now + 3 s.
+    grant.write_text(f"{math.floor((time.time() + 3) * 1000) / 1000:.3f}\n")
     deadline = InstanceGuard(settings, kube).deadline
     assert 1.0 < deadline - time.monotonic() <= 3.0  # loose: a loaded machine is slow here
 

@@ -9,12 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.delivery import (
-    helm_template,
-    kustomize,
-    pod_templates,
-    pss_restricted_violations,
-)
+from tests.support.delivery import helm_template, kustomize, pod_templates
+from tests.support.pss import restricted_violations
 
 RENDERINGS = {
     "helm-cluster-wide": helm_template,
@@ -32,7 +28,7 @@ def test_pod_templates_are_restricted(helm: Path, rendering: str) -> None:
     if rendering.startswith("helm"):
         assert any(n.startswith("Job/") for n in names), "the helm test Job is checked too"
     for name, template in templates:
-        assert pss_restricted_violations(template) == [], name
+        assert restricted_violations(template.get("spec", {})) == [], name
         for c in template["spec"]["containers"]:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
             assert c["resources"]["requests"] and c["resources"]["limits"], name
@@ -89,8 +85,8 @@ def _good_pod() -> dict[str, Any]:
     ],
 )
 def test_checker_flags_each_violation(mutate: Any, expected: str) -> None:
-    assert pss_restricted_violations(_good_pod()) == []
+    assert restricted_violations(_good_pod()["spec"]) == []
     pod = copy.deepcopy(_good_pod())
     mutate(pod)
-    violations = pss_restricted_violations(pod)
+    violations = restricted_violations(pod["spec"])
     assert any(expected in v for v in violations), violations

@@ -1,5 +1,5 @@
-"""Shared helpers of the delivery tests: paths, rendering with the real Helm and kustomize, and a
-port of the Pod Security Standard "restricted" checks.
+"""Shared helpers of the delivery tests: paths and rendering with the real Helm and kustomize (the
+Pod Security Standard checker they run over the rendered pods is ``tests/support/pss.py``).
 
 Rendering goes through real binaries on purpose: the chart is only as good as what ``helm
 template`` makes of it, and ``kubectl kustomize`` is what ``kubectl apply -k`` runs.
@@ -118,79 +118,3 @@ def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, A
             yield name, doc["spec"]["template"]
         elif doc["kind"] == "CronJob":
             yield name, doc["spec"]["jobTemplate"]["spec"]["template"]
-
-
-# --- Pod Security Standard "restricted" -----------------------------------------------------------
-# Ported from the rules of kubernetes/pod-security-admission (policy/check_*.go): baseline plus the
-# restricted controls. Returns human-readable violations; an empty list means the pod is admitted.
-RESTRICTED_VOLUME_TYPES: Final = frozenset(
-    {
-        "configMap",
-        "csi",
-        "downwardAPI",
-        "emptyDir",
-        "ephemeral",
-        "image",
-        "persistentVolumeClaim",
-        "projected",
-        "secret",
-    }
-)
-GOOD_SECCOMP: Final = frozenset({"RuntimeDefault", "Localhost"})
-
-
-def pss_restricted_violations(template: dict[str, Any]) -> list[str]:
-    spec = template.get("spec", {})
-    pod_sc = spec.get("securityContext") or {}
-    bad: list[str] = []
-    for host in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(host):
-            bad.append(f"{host} is true")
-    for volume in spec.get("volumes") or []:
-        kinds = set(volume) - {"name"}
-        if not kinds <= RESTRICTED_VOLUME_TYPES:
-            bad.append(f"volume {volume.get('name')}: type {sorted(kinds)} not allowed")
-    if pod_sc.get("runAsUser") == 0:
-        bad.append("pod runAsUser is 0")
-    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
-    if pod_seccomp is not None and pod_seccomp not in GOOD_SECCOMP:
-        bad.append(f"pod seccompProfile {pod_seccomp}")
-    if pod_sc.get("sysctls"):
-        bad.append("pod sets sysctls")
-    containers = [
-        *spec.get("initContainers", []),
-        *spec.get("containers", []),
-        *spec.get("ephemeralContainers", []),
-    ]
-    if not spec.get("containers"):
-        bad.append("no containers")
-    for c in containers:
-        name = c.get("name")
-        sc = c.get("securityContext") or {}
-        if sc.get("privileged"):
-            bad.append(f"{name}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            bad.append(f"{name}: allowPrivilegeEscalation must be set to false")
-        non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
-        if non_root is not True:
-            bad.append(f"{name}: runAsNonRoot must be true (container or pod)")
-        if sc.get("runAsUser") == 0:
-            bad.append(f"{name}: runAsUser is 0")
-        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
-        if seccomp not in GOOD_SECCOMP:
-            bad.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost, is {seccomp}")
-        caps = sc.get("capabilities") or {}
-        if "ALL" not in (caps.get("drop") or []):
-            bad.append(f"{name}: capabilities.drop must include ALL")
-        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
-            bad.append(f"{name}: adds capabilities {caps.get('add')}")
-        if sc.get("procMount", "Default") != "Default":
-            bad.append(f"{name}: procMount {sc.get('procMount')}")
-        for se in ("seLinuxOptions",):
-            opts = sc.get(se) or {}
-            if opts.get("type") not in (None, "", "container_t", "container_init_t"):
-                bad.append(f"{name}: seLinuxOptions.type {opts.get('type')}")
-        for port in c.get("ports") or []:
-            if port.get("hostPort"):
-                bad.append(f"{name}: hostPort {port['hostPort']}")
-    return bad

@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.controller.leader import EXIT_LOST_LEADERSHIP
+from gocd_ha_operator.controller.leader import (
+    EXIT_LOST_LEADERSHIP,
+    LeaderElector,
+    LeadershipLostError,
+)
 from gocd_ha_operator.kube.lease import get_lease
 from tests.leases.conftest import NAMESPACE, ApiThread, TcpProxy, write_kubeconfig
 from tests.support.pg import wait_until
@@ -161,3 +165,44 @@ def test_leader_election_needs_a_namespace_and_ordered_timings() -> None:
     disordered = run("--leader-election-namespace=x", "--leader-election-renew-deadline=20")
     assert disordered.returncode == 2
     assert "--leader-election-renew-deadline" in disordered.stderr
+
+
+def test_a_leader_past_its_renew_deadline_writes_nothing_even_before_its_watchdog_runs(
+    api: ApiThread,
+) -> None:
+    """As after a SIGSTOP longer than the renew deadline: on SIGCONT every thread resumes at once
+    and the watchdog that exits the process races the threads that write. The operator's own
+    client checks the deadline before every write: past it, the write is not sent and the
+    replica gives up its leadership (``on_lost``: exit) at once."""
+    lost: list[bool] = []
+    elector = LeaderElector(
+        api.client(),
+        namespace=NAMESPACE,
+        name="gocd-ha-operator",
+        identity="op-paused",
+        lease_duration=LEASE,
+        renew_deadline=RENEW,
+        retry_period=RETRY,
+        on_lost=lambda: lost.append(True),
+    )
+    assert elector.try_acquire_or_renew()
+    kube = elector.guard(api.client())  # what `run` hands to the handlers
+    kube.create(_config_map("written-while-leading"))
+    assert kube.get("v1", "ConfigMap", NAMESPACE, "written-while-leading") is not None
+
+    time.sleep(RENEW + 0.2)  # frozen past the deadline; no renewal, the watchdog never ran
+    with pytest.raises(LeadershipLostError, match="renew deadline"):
+        kube.create(_config_map("written-after-the-deadline"))
+    assert lost == [True]
+    assert api.client().get("v1", "ConfigMap", NAMESPACE, "written-after-the-deadline") is None
+    # Reads are not actions: a replica may still look (it exits anyway).
+    assert kube.get("v1", "ConfigMap", NAMESPACE, "written-while-leading") is not None
+
+
+def _config_map(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {},
+    }

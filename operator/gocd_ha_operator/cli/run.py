@@ -190,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the other subcommands need not pay for kopf's import
 
     from gocd_ha_operator.controller.handlers import OperatorConfig, build_registry  # noqa: PLC0415
+    from gocd_ha_operator.controller.leader import LeaderElector  # noqa: PLC0415
+    from gocd_ha_operator.kube.apply import KubeClient, default_client  # noqa: PLC0415
 
     log_format = {
         "plain": kopf.LogFormat.PLAIN,
@@ -199,7 +201,25 @@ def run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=log_format)
     from gocd_ha_operator.controller.webhook import WebhookConfig  # noqa: PLC0415
 
+    elector: LeaderElector | None = None
+    if args.leader_election:
+        elector = LeaderElector(
+            default_client(request_timeout=args.leader_election_retry_period),
+            namespace=str(election_namespace),
+            name=OPERATOR_LEASE_NAME,
+            identity=_identity(),
+            lease_duration=args.leader_election_lease_duration,
+            renew_deadline=args.leader_election_renew_deadline,
+            retry_period=args.leader_election_retry_period,
+        )
+
+    def kube_factory() -> KubeClient:
+        # The handlers' client: with leader election, it sends no write past the renew deadline.
+        kube = default_client()
+        return kube if elector is None else elector.guard(kube)
+
     config = OperatorConfig(
+        kube_factory=kube_factory,
         operator_image=os.environ.get(ENV_OPERATOR_IMAGE, DEFAULT_OPERATOR_IMAGE),
         observe_interval=args.observe_interval,
         endpoints=endpoints or None,
@@ -216,20 +236,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         metrics_address=metrics_address,
     )
-    elector = None
-    if args.leader_election:
-        from gocd_ha_operator.controller.leader import LeaderElector  # noqa: PLC0415
-        from gocd_ha_operator.kube.apply import default_client  # noqa: PLC0415
-
-        elector = LeaderElector(
-            default_client(request_timeout=args.leader_election_retry_period),
-            namespace=str(election_namespace),
-            name=OPERATOR_LEASE_NAME,
-            identity=_identity(),
-            lease_duration=args.leader_election_lease_duration,
-            renew_deadline=args.leader_election_renew_deadline,
-            retry_period=args.leader_election_retry_period,
-        )
+    if elector is not None:
         with _liveness_while_waiting(args.liveness):
             if not elector.acquire():
                 return 0

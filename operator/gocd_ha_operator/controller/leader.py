@@ -10,7 +10,11 @@ Only the holder runs kopf (every handler and daemon); the others wait. The rules
 * a holder that reaches its deadline **exits the process at once** (``on_lost``), without waiting
   for handlers to finish: with ``renewDeadline < leaseDuration`` it is gone before any other
   replica may take over. The Deployment restarts it as a candidate. Every promotion step is safe
-  to repeat, so the new leader resumes whatever was in flight.
+  to repeat, so the new leader resumes whatever was in flight;
+* the watchdog is a thread, so a process frozen past its deadline (SIGSTOP, a paused VM) resumes
+  with the watchdog racing the threads that act. The operator's client therefore checks the
+  deadline itself before every write (:meth:`LeaderElector.guard`), and the promotion runner before
+  every step and step Event: past it, nothing more is sent and the process exits.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ logger = logging.getLogger(__name__)
 #: Exit status of a replica that lost its Lease (the Deployment restarts it).
 EXIT_LOST_LEADERSHIP: Final = 3
 WATCHDOG_TICK_SECONDS: Final = 0.05
+
+
+class LeadershipLostError(RuntimeError):
+    """This replica is past its renew deadline: it may not act (it is exiting)."""
 
 
 def _exit_now() -> None:
@@ -112,6 +120,33 @@ class LeaderElector:
             return False
         self.deadline = max(self.deadline, started + self.renew_deadline)
         return True
+
+    def holding(self) -> bool:
+        """Whether this replica may act now: it holds the Lease and its deadline is ahead."""
+        return not self.stop.is_set() and time.monotonic() < self.deadline
+
+    def ensure_leading(self) -> None:
+        """Before an action: past the renew deadline, give up at once (``on_lost``, i.e. exit)
+        instead of acting on a leadership another replica may already have taken."""
+        if self.holding():
+            return
+        if not self.stop.is_set():
+            logger.critical(
+                "past the renew deadline of the operator Lease %s/%s: not acting, exiting",
+                self.namespace,
+                self.name,
+            )
+            self.stop.set()
+            self.on_lost()
+        raise LeadershipLostError(
+            f"not leading: past the renew deadline of the operator Lease {self.name}"
+        )
+
+    def guard(self, kube: KubeClient) -> KubeClient:
+        """``kube`` (the client the handlers use) refusing every write unless this replica is
+        leading; the elector's own client, which renews, is never guarded."""
+        kube.before_write = self.ensure_leading
+        return kube
 
     def _may_take(self, current: LeaseRecord, now: float) -> bool:
         key = (current.holder, current.resource_version)

@@ -165,6 +165,10 @@ class PromotionRunner:
     async def perform(self, step: Step, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Act on the recorded ``step``, then record the next one."""
         await self.hook(step)
+        # Not only API writes: a step acts on Postgres too. A replica past its renew deadline
+        # (frozen, then continued) does not start one (docs/operator.md, "Several operator
+        # replicas").
+        self.config.kube.check_may_write()
         actions = {
             Step.FENCING: self.fence,
             Step.CATCHING_UP: self.catch_up,
@@ -203,6 +207,7 @@ class PromotionRunner:
         promotion = cluster.status.promotion
         following = self._next_step(cluster, step)
         body, _ = await self.record(cluster, step=following)
+        self.config.kube.check_may_write()  # the record may have written nothing (not ours)
         post_event(
             body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
         )

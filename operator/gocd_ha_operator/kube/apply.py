@@ -103,10 +103,21 @@ class KubeClient:
         #: Lease holders use a timeout below their renew deadline: a hung request must not
         #: outlive the time the holder may still act on.
         self.request_timeout = request_timeout
+        #: Called before every write (any method but GET); raises to stop it. The operator's
+        #: leader election uses it: a replica past its renew deadline sends nothing more.
+        self.before_write: Callable[[], None] | None = None
+
+    def check_may_write(self) -> None:
+        """Raise when this client may not write now (see :attr:`before_write`); for actions that
+        are not API writes (a Postgres promotion, an Event) but must follow the same rule."""
+        if self.before_write is not None:
+            self.before_write()
 
     def _call(
         self, method: str, path: str, body: Any = None, content_type: str | None = None
     ) -> Any:
+        if method != "GET":
+            self.check_may_write()
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type

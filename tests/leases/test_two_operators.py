@@ -226,9 +226,10 @@ async def roles(stack: LocalStack, operators: Operators) -> tuple[OperatorProces
     """(leader, follower) now: the Lease holder and the other running process. A process that
     exited (a leader that could not renew in time on a busy machine exits, status 3) is started
     again first, as its Deployment would."""
+    exits = {p.name: p.process.returncode for p in operators.running.values()}
     again = await operators.restart_exited()
     if again:
-        print(f"restarted {again} (exited: {[p.process.returncode for p in operators.started]})")
+        print(f"started {again} again (exit statuses: {exits})")
     for process in operators.running.values():
         await eventually(_started(process), timeout=60, what=f"{process.name} running")
     holder = await eventually(lambda: lease_holder(stack), timeout=30, what="a Lease holder")

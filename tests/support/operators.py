@@ -77,6 +77,12 @@ class Request:
         return self.method in WRITE_METHODS
 
     @property
+    def lease_write(self) -> bool:
+        """A write of the operator Lease: its creation (POST to the collection) or an update."""
+        collection = self.path.endswith("/leases") and self.method == "POST"
+        return collection or (self.write and self.path.endswith(f"/leases/{OPERATOR_LEASE_NAME}"))
+
+    @property
     def lease_read(self) -> bool:
         return self.method == "GET" and self.path.endswith(f"/leases/{OPERATOR_LEASE_NAME}")
 
@@ -259,10 +265,19 @@ class LoopThread:
         """Run ``coroutine`` in this thread's loop; await its result from the caller's loop."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Cancel what still runs there (handlers of aborted watches), then stop the loop."""
+        await self.run(_cancel_others())
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+        await asyncio.to_thread(self._thread.join, 10)
         self.loop.close()
+
+
+async def _cancel_others() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Operators:
@@ -305,7 +320,7 @@ class Operators:
                 await process.stop()
         for proxy in self._proxies:
             await self._thread.run(proxy.close())
-        self._thread.close()
+        await self._thread.close()
         for process in self.started:  # shown by pytest when the test failed
             lines = process.text().splitlines()
             print(f"--- {process.log.name} (exit {process.process.returncode}), last lines:")
@@ -315,10 +330,7 @@ class Operators:
 def acted_before_leading(process: OperatorProcess) -> list[Request]:
     """What ``process`` asked of the API before it first wrote the operator Lease (took it), other
     than reading that Lease: a replica that waits runs no handler and no daemon."""
-    lease = f"/leases/{OPERATOR_LEASE_NAME}"
-    acquired = next(
-        (r.at for r in process.proxy.requests if r.write and r.path.endswith(lease)), float("inf")
-    )
+    acquired = next((r.at for r in process.proxy.requests if r.lease_write), float("inf"))
     return process.proxy.other_than_lease_reads(until=acquired)
 
 

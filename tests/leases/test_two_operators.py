@@ -88,18 +88,9 @@ async def operators(stack: LocalStack, tmp_path: Path) -> AsyncIterator[Operator
         yield started
 
 
-async def leader_and_follower(stack: LocalStack, operators: Operators) -> None:
-    """op-1 holds the Lease, op-2 waits for it."""
-    await operators.start("op-1")
-    await eventually(
-        lambda: _holder_is(stack, "op-1"), timeout=60, what="op-1 holding the operator Lease"
-    )
-    follower = await operators.start("op-2")
-    await eventually(
-        lambda: _logged(follower.text(), "waiting for the operator Lease"),
-        timeout=60,
-        what="op-2 waiting for the Lease",
-    )
+async def two_started(operators: Operators) -> None:
+    """op-1 and op-2 start together (both may try to create the Lease: one gets a conflict)."""
+    await asyncio.gather(operators.start("op-1"), operators.start("op-2"))
 
 
 async def took_over(stack: LocalStack, name: str, *, since: float, after: str) -> None:
@@ -121,16 +112,12 @@ async def _holder_is(stack: LocalStack, name: str) -> bool:
     return await lease_holder(stack) == name
 
 
-async def _logged(text: str, needle: str) -> bool:
-    return needle in text
-
-
 async def settled_event_counts(stack: LocalStack) -> dict[str, int]:
-    """Promotion Event counts once no new Event appeared for two seconds (kopf posts Events from
-    a queue, after the status write that they announce)."""
+    """Promotion Event counts once no new Event appeared for a second (kopf posts Events from a
+    queue, after the status write that they announce)."""
     counts = promotion_event_counts(await events(stack, NAME))
     while True:
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.0)
         again = promotion_event_counts(await events(stack, NAME))
         if again == counts:
             return dict(counts)
@@ -254,8 +241,9 @@ async def test_two_operators_promote_once_across_a_pause_and_a_kill_of_the_leade
     API write. (3) It is started again (as a Deployment would) and waits; the leader is SIGKILLed
     at CatchingUp: the other takes over and finishes once."""
     phases = Phases()
-    await leader_and_follower(stack, operators)
-    phases.mark("op-1 leads, op-2 waits")
+    await two_started(operators)
+    first_leader, first_follower = await roles(stack, operators)
+    phases.mark(f"{first_leader.name} leads, {first_follower.name} waits")
     await create_replicating(stack)
     writer = Writer(stack)
     await writer.prepare()
@@ -275,8 +263,11 @@ async def test_two_operators_promote_once_across_a_pause_and_a_kill_of_the_leade
         print(f"switch-1 Events: {counts}")
         assert_each_once(counts)
         assert_no_follower_acted(operators)
-        follower = operators["op-2"]
-        print(f"op-2: {len(follower.proxy.requests)} requests, holder {await lease_holder(stack)}")
+        waiting = first_follower
+        print(
+            f"{waiting.name}: {len(waiting.proxy.requests)} requests, all Lease reads; "
+            f"holder {await lease_holder(stack)}"
+        )
         phases.mark("(1) switch-1 done")
 
         # (2) The leader paused (SIGSTOP) in the middle of a switchover.
@@ -296,7 +287,10 @@ async def test_two_operators_promote_once_across_a_pause_and_a_kill_of_the_leade
         assert code == EXIT_LOST_LEADERSHIP, leader.text()[-3000:]
         stale = leader.proxy.writes(since=stopped)
         assert stale == [], f"{leader.name} wrote after it was stopped: {stale}"
-        assert "lost the operator Lease" in leader.text()
+        # Its watchdog, or the write guard if a write came first (docs/operator.md).
+        exits = ("lost the operator Lease", "past the renew deadline of the operator Lease")
+        assert any(line in leader.text() for line in exits), leader.text()[-3000:]
+        await operators.restart_exited()  # as its Deployment would; it waits for the Lease
         assert await settled_event_counts(stack) == counts
         assert_no_follower_acted(operators)
         phases.mark(f"(2) switch-2 finished by {follower.name}; {leader.name} exited")

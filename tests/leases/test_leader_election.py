@@ -4,6 +4,7 @@ can be taken. Real processes, logged in through an ordinary kubeconfig."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
@@ -13,16 +14,21 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.controller.config import ClusterRef, ClusterState, OperatorConfig
 from gocd_ha_operator.controller.leader import (
     EXIT_LOST_LEADERSHIP,
     LeaderElector,
     LeadershipLostError,
 )
+from gocd_ha_operator.controller.runner import PromotionRunner
+from gocd_ha_operator.controller.status import StatusWriter
 from gocd_ha_operator.kube.lease import get_lease
+from gocd_ha_operator.rules.promotion import Step
 from tests.leases.conftest import NAMESPACE, ApiThread, TcpProxy, write_kubeconfig
 from tests.support.pg import wait_until
 
@@ -206,3 +212,43 @@ def _config_map(name: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NAMESPACE},
         "data": {},
     }
+
+
+async def test_a_replica_past_its_renew_deadline_starts_no_promotion_step(api: ApiThread) -> None:
+    """A step may act on Postgres (``pg_promote``), not only on the API: the runner checks the
+    deadline before it starts one."""
+    lost: list[bool] = []
+    elector = LeaderElector(
+        api.client(),
+        namespace=NAMESPACE,
+        name="gocd-ha-operator",
+        identity="op-paused",
+        lease_duration=LEASE,
+        renew_deadline=RENEW,
+        retry_period=RETRY,
+        on_lost=lambda: lost.append(True),
+    )
+    assert elector.try_acquire_or_renew()
+    config = OperatorConfig(operator_image="x", kube_factory=lambda: elector.guard(api.client()))
+    runner = PromotionRunner(
+        config, ClusterRef(NAMESPACE, "ci"), ClusterState(), cast(StatusWriter, None)
+    )
+    acted: list[str] = []
+
+    async def promote(body: dict[str, Any], cluster: GoCDHACluster) -> None:
+        acted.append("pg_promote")
+
+    async def record_next(cluster: GoCDHACluster, step: Step) -> None:
+        acted.append(f"recorded after {step}")
+
+    runner.promote = promote  # type: ignore[method-assign]
+    runner.record_next = record_next  # type: ignore[method-assign]
+    cluster = cast(GoCDHACluster, None)
+    await runner.perform(Step.PROMOTING, {}, cluster)  # leading: the step acts
+    assert acted == ["pg_promote", "recorded after Promoting"]
+
+    await asyncio.sleep(RENEW + 0.2)  # frozen past the deadline; the watchdog never ran
+    with pytest.raises(LeadershipLostError):
+        await runner.perform(Step.PROMOTING, {}, cluster)
+    assert acted == ["pg_promote", "recorded after Promoting"]
+    assert lost == [True]

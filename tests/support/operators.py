@@ -71,6 +71,8 @@ class Request:
     at: float  # time.monotonic() when the proxy received it
     method: str
     path: str
+    #: ``metadata.name`` of the object a POST creates (the path does not name it).
+    created: str | None = None
 
     @property
     def write(self) -> bool:
@@ -79,8 +81,9 @@ class Request:
     @property
     def lease_write(self) -> bool:
         """A write of the operator Lease: its creation (POST to the collection) or an update."""
-        collection = self.path.endswith("/leases") and self.method == "POST"
-        return collection or (self.write and self.path.endswith(f"/leases/{OPERATOR_LEASE_NAME}"))
+        if self.method == "POST" and self.path.endswith("/leases"):
+            return self.created == OPERATOR_LEASE_NAME
+        return self.write and self.path.endswith(f"/leases/{OPERATOR_LEASE_NAME}")
 
     @property
     def lease_read(self) -> bool:
@@ -131,10 +134,13 @@ class RecordingProxy:
         return [r for r in self.requests if r.at < until and not r.lease_read]
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        self.requests.append(Request(time.monotonic(), request.method, request.rel_url.path))
+        received = time.monotonic()
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         body = await request.read()
+        self.requests.append(
+            Request(received, request.method, request.rel_url.path, _created_name(request, body))
+        )
         response: web.StreamResponse | None = None
         try:
             async with self._session.request(
@@ -162,6 +168,16 @@ class RecordingProxy:
                     request.transport.abort()
                 return response
             return web.Response(status=503)
+
+
+def _created_name(request: web.BaseRequest, body: bytes) -> str | None:
+    if request.method != "POST" or not body:
+        return None
+    try:
+        name = json.loads(body).get("metadata", {}).get("name")
+    except (ValueError, AttributeError):
+        return None
+    return str(name) if name else None
 
 
 def write_kubeconfig(path: Path, server: str, namespace: str) -> Path:

@@ -156,6 +156,9 @@ printf '*:*:*:gocdha_replication:%s\n' "$(pgpass_escape "$replication_password")
 chmod 0600 "$runtime_passfile" "$script_passfile"
 unset superuser_password replication_password operator_password gocd_password
 export PGPASSFILE="$script_passfile"
+# The private servers below (bootstrap, passwords, recovery) accept no standby: with
+# spec.postgres.synchronous their own commits would wait for one forever.
+private_server_sync="-c synchronous_standby_names=''"
 bootstrap_dir=""
 cleanup() {
   rm -f -- "$script_passfile"
@@ -318,7 +321,7 @@ init_primary() {
   mkdir -p -m 0700 -- "$bootstrap_socket_dir"
   bootstrap_dir=$staging
   pg_ctl start -D "$staging" -w -t 120 -s \
-    -o "-c listen_addresses='' -c unix_socket_directories='$bootstrap_socket_dir'"
+    -o "-c listen_addresses='' -c unix_socket_directories='$bootstrap_socket_dir' $private_server_sync"
   psql -X -q -v ON_ERROR_STOP=1 -h "$bootstrap_socket_dir" -p "$GOCDHA_PORT" -U postgres -d postgres \
     -v dbname="$GOCDHA_DATABASE" -v peer_slot="$peer_slot_name" -f - <<'SQL'
 -- A failing statement must not be written to the server log: it may carry a password.
@@ -449,7 +452,7 @@ apply_passwords() {
   write_instance_conf "$PGDATA" "" # this instance's port: the dir may be a copy of the peer's
   bootstrap_dir=$PGDATA
   pg_ctl start -D "$PGDATA" -w -t 3600 -s -l "$socket/bootstrap.log" \
-    -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c hba_file='$hba'" ||
+    -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c hba_file='$hba' $private_server_sync" ||
     die "could not start postgres privately to apply the passwords: $(tail -n 5 "$socket/bootstrap.log" 2>/dev/null | tr '\n' ' ')"
   for role in postgres gocdha_replication gocdha_operator gocd; do
     if psql -X -q -w -h "$socket" -p "$GOCDHA_PORT" -U "$role" -d postgres -c "SELECT 1" \
@@ -514,7 +517,7 @@ recover_primary() {
   write_instance_conf "$PGDATA" ""
   bootstrap_dir=$PGDATA
   pg_ctl start -D "$PGDATA" -w -t 3600 -s -l "$socket/recovery.log" \
-    -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c hba_file='$hba'" ||
+    -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c hba_file='$hba' $private_server_sync" ||
     die "postgres did not start to replay the backup: $(tail -n 5 "$socket/recovery.log" 2>/dev/null | tr '\n' ' ')"
   deadline=$((SECONDS + ${GOCDHA_RECOVERY_TIMEOUT_SECONDS:-86400}))
   while :; do

@@ -13,7 +13,7 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import pytest
 
 from gocd_ha_operator.kube.apply import KubeClient, client_for
 from gocd_ha_operator.local.emulator import running_emulator
+from gocd_ha_operator.local.stack import LocalStack, local_stack
+from tests.support.promotion import NAME
 
 NAMESPACE = "build"
 
@@ -175,3 +177,13 @@ def proxy(api: ApiThread) -> Iterator[TcpProxy]:
         yield path
     finally:
         path.cut()
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[LocalStack]:
+    """The local stack (emulator, local kubelet running whole pods) for the ``ci`` cluster, without
+    an operator: each partition test starts its own, with its network view (fault injection)."""
+    async with local_stack(
+        [NAME], namespace="build", observe_interval=0.5, start_operator=False
+    ) as running:
+        yield running

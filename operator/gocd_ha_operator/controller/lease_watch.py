@@ -29,7 +29,7 @@ from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import LEASE_EXPIRY_MARGIN_SECONDS, Side
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, LeaseStatus
-from gocd_ha_operator.kube.apply import KubeClient
+from gocd_ha_operator.kube.apply import KubeApiError, KubeClient
 from gocd_ha_operator.kube.lease import (
     LeaseConflictError,
     LeaseRecord,
@@ -185,17 +185,26 @@ async def hand_over_primary_lease(
     give_up = time.monotonic() + timings.lease_duration + LEASE_EXPIRY_MARGIN_SECONDS
     give_up += TAKEOVER_SLACK_SECONDS
     first_key: tuple[str | None, str | None] | None = None
+    unreadable: str | None = None
     while True:
         if time.monotonic() > give_up:
+            if unreadable is not None:
+                raise LeaseHandoverError(f"the Lease {name} could not be read ({unreadable})")
             raise LeaseHandoverError(
                 f"the Lease {name} did not expire within {timings.lease_duration}s: its holder "
                 "keeps it, so the old primary may still accept writes"
             )
         try:
             record = await asyncio.to_thread(get_lease, kube, cluster.namespace, name)
-        except Exception:  # the API may come back within the bound
+        except Exception as exc:  # the API may come back within the bound
+            unreadable = (
+                f"HTTP {exc.status} {exc.reason}"
+                if isinstance(exc, KubeApiError)
+                else type(exc).__name__
+            )
             await asyncio.sleep(POLL_SECONDS)
             continue
+        unreadable = None
         if record is None:
             raise LeaseHandoverError(f"the Lease {name} does not exist: run the reconcile first")
         if record.holder == target:
@@ -220,6 +229,16 @@ async def hand_over_primary_lease(
                     f"the Lease {name} changed while taking it: the old primary renewed it"
                 ) from None
             continue  # a switchover: the stopped side's guard wrote last; read again
+        except KubeApiError as exc:
+            # Named by its status only: the caller reports this message in status and Events.
+            raise LeaseHandoverError(
+                f"the API server refused the write of the Lease {name} "
+                f"(HTTP {exc.status} {exc.reason})"
+            ) from None
+        except Exception as exc:
+            raise LeaseHandoverError(
+                f"the Lease {name} could not be written ({type(exc).__name__})"
+            ) from None
         return
 
 

@@ -81,6 +81,12 @@ class NotConfirmedError(Exception):
     """The promoted side does not (yet) show that it is the new primary."""
 
 
+class LeaseNotMovedError(Exception):
+    """The primary Lease could not be handed to the new side (an API error, a conflict, a renewal
+    by the old primary, no expiry in time). Reported as ``LeaseHeld`` and retried like a transient
+    error: repeating ``StoppingOldPrimary`` is safe, and nothing is promoted without the Lease."""
+
+
 class PromotionRunner:
     """Runs the promotion of one cluster that status records as ``InProgress``."""
 
@@ -129,11 +135,15 @@ class PromotionRunner:
                     continue
                 since = first_failure.setdefault(step, time.monotonic())
                 elapsed = time.monotonic() - since
+                if isinstance(exc, LeaseNotMovedError):
+                    await self.lease_held(step, message)
                 if (
                     isinstance(exc, AbortPromotionError)
                     or elapsed >= self.config.step_retry_seconds
                 ):
                     reason = exc.reason if isinstance(exc, AbortPromotionError) else None
+                    if isinstance(exc, LeaseNotMovedError):
+                        reason = Reason.LEASE_HELD
                     if await self.give_up(step, reason, message):
                         return
                     await asyncio.sleep(STUCK_RECHECK_SECONDS)
@@ -154,7 +164,9 @@ class PromotionRunner:
     def _safe(self, exc: BaseException) -> str:
         """A message for status and Events: our errors carry no secret; anything else is named by
         its type only (an arbitrary library message could quote a connection string)."""
-        if isinstance(exc, PostgresError | AbortPromotionError | NotConfirmedError):
+        if isinstance(
+            exc, PostgresError | AbortPromotionError | NotConfirmedError | LeaseNotMovedError
+        ):
             return str(exc)
         return f"{type(exc).__name__} (details in the operator log)"
 
@@ -297,6 +309,22 @@ class PromotionRunner:
         if changed:
             post_event(body, "Warning", "PromotionRetrying", text)
 
+    async def lease_held(self, step: Step, message: str) -> None:
+        """Before the point of no return, the Lease did not move: ``Promoting=True`` reason
+        ``LeaseHeld`` and a Warning Event of that reason (once per distinct message)."""
+        body = await self.writer.fetch()
+        cluster = parse_fresh(body, self.state).cluster if body is not None else None
+        if cluster is None:
+            return
+        text = f"retrying {step}: {message}"
+        try:
+            body, _, changed = await self.set_promoting(cluster, "True", Reason.LEASE_HELD, text)
+        except Exception:  # the API may be what fails; the retry goes on regardless
+            logger.exception("%s: could not record that the Lease is held", self.ref)
+            return
+        if changed:
+            post_event(body, "Warning", Reason.LEASE_HELD, text)
+
     # --- I/O helpers -----------------------------------------------------------------------------
 
     async def credentials(self, cluster: GoCDHACluster) -> ClusterCredentials:
@@ -417,8 +445,10 @@ class PromotionRunner:
 
     async def take_primary_lease(self, cluster: GoCDHACluster) -> None:
         """Issue #12, the last act before the point of no return: the new side holds the Lease
-        before it is promoted. A failover waits until the old primary's Lease has expired and
-        aborts if it sees it renewed (the old primary is alive and its guard holds it)."""
+        before it is promoted. A failover waits until the old primary's Lease has expired; a
+        renewal it sees (the old primary is alive and its guard holds it), a conflict or an API
+        error fails this attempt with :class:`LeaseNotMovedError`: reported as ``LeaseHeld``, the
+        step is retried (``step_retry_seconds``), then the promotion fails with that reason."""
         _old, new = self.sides(cluster)
         failover = cluster.status.promotion.type == "Failover"
         try:
@@ -431,8 +461,16 @@ class PromotionRunner:
                 clock=self.config.clock,
             )
         except LeaseHandoverError as exc:
-            reason = Reason.FAILOVER_FAILED if failover else Reason.SWITCHOVER_FAILED
-            raise AbortPromotionError(reason, str(exc)) from None
+            raise LeaseNotMovedError(
+                f"the primary Lease could not be handed to side {new}: {exc}"
+            ) from None
+        promoting = cond.get_condition(cluster.status.conditions, cond.PROMOTING)
+        if promoting is not None and promoting.reason == Reason.LEASE_HELD:
+            # Moved after all: the condition no longer says it is held.
+            promotion = cluster.status.promotion
+            await self.set_promoting(
+                cluster, "True", "Promoting", f"{promotion.type} to side {new}"
+            )
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Point of no return: ``pg_promote`` (idempotent), then confirm — not in recovery, on a

@@ -77,6 +77,9 @@ class Reason(StrEnum):
     SWITCHOVER_FAILED = "SwitchoverFailed"
     FAILOVER_FAILED = "FailoverFailed"
     PROMOTION_STUCK = "PromotionStuck"
+    #: The primary Lease could not be handed to the new side (issue #12): the old primary may
+    #: still hold it, so nothing is promoted.
+    LEASE_HELD = "LeaseHeld"
 
 
 HISTORY_LENGTH: Final = 10

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import FENCE_LEAD_SECONDS, LEASE_EXPIRY_MARGIN_SECONDS
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import SpecError, parse_cluster
+from gocd_ha_operator.api.status import LeaseStatus
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.rules import lease as rules
 from gocd_ha_operator.rules.topology import Topology
@@ -288,3 +290,45 @@ def test_a_timing_edit_changes_the_configmap_not_the_database_pods() -> None:
         data["retry-period-seconds"],
     ) == ("15", "10", "2")
     assert before[("ConfigMap", "ci-postgres")]["data"]["lease-duration-seconds"] == "30"
+
+
+def _lease_status(renew: datetime, *, holder: str = "ci-pg-a", valid: bool = True) -> LeaseStatus:
+    return LeaseStatus(
+        holder=holder,
+        holder_side=rules.side_of_holder("ci", holder),
+        renew_time=renew.isoformat(),
+        timeline=1,
+        expires_at=cond.rfc3339(renew + timedelta(seconds=10)),
+        valid=valid,
+    )
+
+
+def test_a_renewal_alone_changes_the_recorded_lease_once_per_expiry() -> None:
+    """An idle cluster: renewals every second, one status change per recorded expiry."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    recorded = _lease_status(start)
+    writes = 0
+    for second in range(1, 31):
+        now = start + timedelta(seconds=second)
+        kept = rules.lease_status_to_record(recorded, _lease_status(now), now=now, precise=False)
+        if kept != recorded:
+            writes += 1
+            recorded = kept
+        # Never an expiry in the past while the Lease is valid.
+        assert recorded.expires_at is not None and recorded.expires_at > now.strftime("%FT%TZ")
+    assert writes == 3  # at 10 s, 20 s, 30 s
+
+
+def test_the_recorded_lease_follows_at_once_what_matters() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    recorded = _lease_status(start)
+    now = start + timedelta(seconds=1)
+    for observed in (
+        _lease_status(now, holder="ci-pg-b"),  # a hand-over
+        _lease_status(now, valid=False),  # expired
+        _lease_status(now).model_copy(update={"timeline": 2}),
+    ):
+        assert rules.lease_status_to_record(recorded, observed, now=now, precise=False) == observed
+    # While the primary is unavailable or a promotion runs: every observation as read.
+    observed = _lease_status(now)
+    assert rules.lease_status_to_record(recorded, observed, now=now, precise=True) == observed

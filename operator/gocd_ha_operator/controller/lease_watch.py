@@ -122,8 +122,12 @@ def apply_primary_lease(
     """``status`` with the Lease and, while the primary is unavailable but its Lease valid,
     ``FailoverPossible=False``/``LeaseHeld``. ``transitions`` is updated in place, relative to
     ``before`` (so a LeaseHeld that persists is not reported on every round)."""
-    status = status.model_copy(update={"lease": lease.status})
     available = cond.get_condition(status.conditions, cond.PRIMARY_AVAILABLE)
+    precise = (
+        available is None or available.status != "True" or status.promotion.result == "InProgress"
+    )
+    recorded = rules.lease_status_to_record(before.lease, lease.status, now=now, precise=precise)
+    status = status.model_copy(update={"lease": recorded})
     if available is None or available.status != "False" or lease.missing:
         return status
     primary: Side = status.primary or before.primary or "a"

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import (
     FENCE_LEAD_SECONDS,
     LEASE_EXPIRY_MARGIN_SECONDS,
@@ -28,6 +29,7 @@ from gocd_ha_operator.api.constants import (
     SIDES,
     Side,
 )
+from gocd_ha_operator.api.status import LeaseStatus
 
 #: Reason of ``FailoverPossible=False`` while the old primary's Lease is valid.
 LEASE_HELD: Final = "LeaseHeld"
@@ -168,6 +170,38 @@ def lease_view(
         duration_seconds=duration_seconds,
         first_seen=first_seen,
         expires_at=start + timedelta(seconds=duration_seconds + margin_seconds),
+    )
+
+
+def _what_it_says(lease: LeaseStatus) -> tuple[object, ...]:
+    return (lease.holder, lease.holder_side, lease.timeline, lease.valid, lease.message)
+
+
+def lease_status_to_record(
+    previous: LeaseStatus, observed: LeaseStatus, *, now: datetime, precise: bool
+) -> LeaseStatus:
+    """What ``status.lease`` records from this observation.
+
+    A guard renews every ``retryPeriodSeconds``, so ``renewTime`` and ``expiresAt`` move all the
+    time; writing them each observation would patch an idle cluster's status every few seconds.
+    They are therefore carried over from ``previous`` while nothing else about the Lease changed
+    (holder, side, timeline, validity, message) and the recorded expiry is still ahead: the
+    recorded ``expiresAt`` stays a time until which the Lease is valid at least (renewals only
+    push the real expiry later), refreshed about once per Lease duration. ``precise`` (the primary
+    is not available, or a promotion runs: the moments the expiry decides something) records
+    every observation as read.
+    """
+    if precise or previous.expires_at is None or previous.renew_time is None:
+        return observed
+    same = _what_it_says(previous) == _what_it_says(observed)
+    try:
+        ahead = cond.parse_rfc3339(previous.expires_at) > now
+    except ValueError:
+        ahead = False
+    if not (same and ahead):
+        return observed
+    return observed.model_copy(
+        update={"renew_time": previous.renew_time, "expires_at": previous.expires_at}
     )
 
 

@@ -160,14 +160,20 @@ class LeaseStatus(StatusModel):
 
     holder: str | None = Field(default=None, description="holderIdentity, e.g. <name>-pg-a.")
     holder_side: Side | None = Field(default=None, description="The side the holder names.")
-    renew_time: str | None = Field(default=None, description="Last renewal (the holder's clock).")
+    renew_time: str | None = Field(
+        default=None,
+        description="A renewal by the holder (its clock): the latest one while the primary is "
+        "unavailable or a promotion runs; otherwise refreshed only once the recorded expiresAt "
+        "has passed, so an idle cluster's status does not change with every renewal.",
+    )
     timeline: int | None = Field(
         default=None, description="The holder's Postgres timeline, as its guard last wrote it."
     )
     expires_at: str | None = Field(
         default=None,
-        description="When the operator considers it expired: the later of renewTime and when it "
-        "first saw this renewal, plus leaseDurationSeconds and a margin.",
+        description="Valid at least until then: the later of renewTime and when the operator "
+        "first saw that renewal, plus leaseDurationSeconds and a margin (later renewals only move "
+        "the real expiry further).",
     )
     valid: bool | None = Field(default=None, description="Held and not expired now.")
     message: str | None = Field(default=None, description="Why it could not be read.")

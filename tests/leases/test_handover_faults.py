@@ -15,9 +15,9 @@ from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.local.stack import LocalStack
 from tests.support.faults import FaultyKube, start_operator
-from tests.support.partition import Recorder, events
+from tests.support.partition import Recorder, events, replicating_or_logs
 from tests.support.pg import unavailable_reason
-from tests.support.promotion import NAME, Writer, create_replicating, finished, replicating_from
+from tests.support.promotion import NAME, Writer, finished, promotion_cluster, replicating_from
 
 pytestmark = [
     pytest.mark.postgres,
@@ -33,7 +33,8 @@ async def test_a_failed_lease_hand_over_is_reported_as_lease_held_and_retried(
 ) -> None:
     kube = FaultyKube(client_for(stack.url))
     await start_operator(stack, kube=lambda: kube)
-    await create_replicating(stack)
+    await stack.apply(promotion_cluster())
+    await replicating_or_logs(stack, "a", timeout=150)
     writer = Writer(stack)
     await writer.prepare()
     writer.start()

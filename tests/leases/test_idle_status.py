@@ -13,9 +13,9 @@ import pytest
 
 from gocd_ha_operator.local.stack import LocalStack
 from tests.support.faults import start_operator
-from tests.support.partition import Recorder
+from tests.support.partition import Recorder, replicating_or_logs
 from tests.support.pg import unavailable_reason
-from tests.support.promotion import NAME, create_replicating, replicating_from
+from tests.support.promotion import NAME, promotion_cluster, replicating_from
 
 pytestmark = [
     pytest.mark.postgres,
@@ -44,13 +44,15 @@ async def test_an_idle_cluster_does_not_write_status_for_each_lease_renewal(
     stack: LocalStack,
 ) -> None:
     await start_operator(stack)
-    await create_replicating(
-        stack,
-        primaryUnavailableSeconds=10,
-        leaseDurationSeconds=L,
-        renewDeadlineSeconds=D,
-        retryPeriodSeconds=R,
+    await stack.apply(
+        promotion_cluster(
+            primaryUnavailableSeconds=10,
+            leaseDurationSeconds=L,
+            renewDeadlineSeconds=D,
+            retryPeriodSeconds=R,
+        )
     )
+    await replicating_or_logs(stack, "a", timeout=150)
     await asyncio.sleep(5)  # settle: the first sync, the first lag measurements
     await stack.wait_for(replicating_from("a"), NAME, timeout=30, what="still replicating")
     recorder = Recorder(stack, interval=0.05)

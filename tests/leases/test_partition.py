@@ -13,8 +13,9 @@ What a user checks, and what these tests assert:
   (truncated to the second, so a lower bound of the decision) is at least that ``renewTime`` plus
   ``leaseDurationSeconds``, and nothing starts while the old primary still renews;
 * **never two writable sides**: at every probe sample (an INSERT over each instance's own address)
-  at most one side accepts it; exactly one before the cut and after the promotion. In between,
-  between the fence and ``pg_promote``, no side does: that gap is what a failover costs;
+  at most one side accepts it — side a before the cut, never side a after the guard's deadline,
+  side b after the promotion. In between, from the fence to ``pg_promote``, no side does: that
+  gap is what a failover costs (so "exactly one writable at every sample" cannot hold);
 * **the old primary rejoins** as a standby streaming from the new one once the partition heals;
 * with ``synchronous: true``, **no acknowledged row is lost**; with the operator killed in the
   middle of the failover and started again, **one promotion** (one ``PromotionStarted`` Event, one
@@ -43,6 +44,7 @@ from tests.support.partition import (
     events,
     events_of,
     parse_time,
+    replicating_or_logs,
     wall,
 )
 from tests.support.pg import unavailable_reason
@@ -98,7 +100,7 @@ class Partition:
         endpoints = FaultyEndpoints(stack.kubelet.endpoint_map, stack.namespace)
         await start_operator(stack, endpoints=endpoints)
         await stack.apply(partition_cluster(synchronous=synchronous))
-        await stack.wait_for(replicating_from("a"), NAME, timeout=150, what="a primary, b streams")
+        await replicating_or_logs(stack, "a", timeout=150)
         scenario = cls(
             stack, endpoints, DirectWriter(stack, "a"), TimedProbe(stack), Recorder(stack)
         )
@@ -200,12 +202,15 @@ class Partition:
         # 2. Promoted only after the Lease expired (and the point of no return after that too).
         assert started >= lease_expiry, (promotion["startedAt"], wall(lease_expiry))
         assert point_of_no_return >= lease_expiry
-        # 3. Never two writable sides; one before the cut (samples begun before it: side a fences
-        # itself only D - 1 s later), one at the end.
+        # 3. Never two writable sides. A sample is one INSERT per side with a 3 s budget, so on a
+        # loaded machine a side that accepts writes may time out (a 0); a 2 cannot be a timing
+        # artefact. The probe saw a writable before the cut, never a after the guard's deadline
+        # (a second client, same verdict), and b writable after the promotion.
         assert counts.count(2) == 0, probe.both_writable()
-        before = [c for t, c in zip(probe.times, counts, strict=True) if t < self.cut_at]
-        assert before and set(before) == {1}, before
-        assert counts[-1] == 1 and probe.samples[-1]["b"], probe.samples[-5:]
+        samples = list(zip(probe.times, probe.samples, strict=True))
+        assert any(s["a"] and not s["b"] for t, s in samples if t < self.cut_at), counts
+        assert not any(s["a"] for t, s in samples if t >= guard_deadline), counts
+        assert any(s["b"] and not s["a"] for t, s in samples if t >= started), counts
         # 4. The old primary rejoined as a standby of the new one (after the heal).
         assert status["sides"]["a"]["postgres"]["inRecovery"] is True
         assert status["replication"]["state"] == "Streaming"
@@ -247,10 +252,12 @@ async def test_partitioned_primary_stops_itself_before_the_lease_expires(
         await asyncio.sleep(1)  # a few probe samples with b as the one primary
     finally:
         await scenario.finish()
-    figures = await scenario.check(promotion)
-    # Here the Lease, not primaryUnavailableSeconds, is what held the failover back.
-    assert "LeaseHeld" in scenario.recorder.reasons_seen()
-    assert figures["started_after_expiry"] < 5, figures
+    await scenario.check(promotion)
+    # Here the Lease, not primaryUnavailableSeconds, is what held the failover back: the last
+    # reason FailoverPossible gave before the promotion (other than True, StandbyReady) LeaseHeld.
+    reasons = [reason for _, reason in scenario.recorder.failover_possible]
+    before_start = reasons[: reasons.index("PromotionInProgress")]
+    assert [r for r in before_start if r != "StandbyReady"][-1] == "LeaseHeld", reasons
     lost = scenario.writer.acknowledged - await scenario.writer.rows_on("b")
     print(f"asynchronous replication: {len(lost)} acknowledged rows not on the new primary")
 

@@ -29,7 +29,7 @@ import psycopg
 from gocd_ha_operator.api.constants import GOCD_DB_USER
 from gocd_ha_operator.local.stack import LocalStack
 from tests.support.faults import WriteProbe
-from tests.support.promotion import NAME
+from tests.support.promotion import NAME, replicating_from
 
 LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
 EVENTS_PATH = "/api/v1/namespaces/{ns}/events"
@@ -238,3 +238,20 @@ async def events(stack: LocalStack, reason: str, cluster: str = NAME) -> list[di
 def wall(stamp: float) -> str:
     """``HH:MM:SS.ffffff`` (UTC) for the printed timelines."""
     return datetime.fromtimestamp(stamp).astimezone().strftime("%H:%M:%S.%f")
+
+
+async def replicating_or_logs(
+    stack: LocalStack, primary: str, *, timeout: float, cluster: str = NAME
+) -> None:
+    """Wait until ``primary`` serves and the other side streams; otherwise fail with the tails
+    of both Postgres pods' logs (what went wrong is there, not in status)."""
+    try:
+        await stack.wait_for(
+            replicating_from(primary), cluster, timeout=timeout, what=f"{primary} primary"
+        )
+    except TimeoutError as exc:
+        logs = "\n".join(
+            f"--- {cluster}-pg-{side}:\n{stack.kubelet.pod_log(f'{cluster}-pg-{side}')[-3000:]}"
+            for side in ("a", "b")
+        )
+        raise AssertionError(f"{exc}\n{logs}") from None

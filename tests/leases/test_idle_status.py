@@ -74,8 +74,9 @@ async def test_an_idle_cluster_does_not_write_status_for_each_lease_renewal(
     assert len(renewals) >= elapsed / R / 2, "the guard should renew about every second"
     status = await stack.status(NAME)
     assert status["lease"]["valid"] is True and status["lease"]["holder"] == f"{NAME}-pg-a"
-    # The Lease's stamps: refreshed once the recorded expiry (renewal + L + 2 s) has passed, so at
-    # most once per L + 2 s (one more for the window's edges) — not at every renewal.
-    assert fields.get("lease.renewTime", 0) <= elapsed / (L + 2) + 1, fields
-    # And writes for anything else are rare too (WAL positions, the Cold sync's stamp).
-    assert writes <= elapsed / (L + 2) + 1 + 4, fields
+    # The Lease's stamps: refreshed once the recorded expiry (renewal + L + 2 s, whole seconds)
+    # has passed, so at most once per L + 1 s (one more for the window's edges) — not at every
+    # renewal. (The other writes printed are WAL positions and the Cold sync's stamp, which move
+    # on their own cadence.)
+    assert fields.get("lease.renewTime", 0) <= elapsed / (L + 1) + 1, fields
+    assert fields.get("lease.expiresAt", 0) <= elapsed / (L + 1) + 1, fields

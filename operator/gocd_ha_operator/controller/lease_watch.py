@@ -29,6 +29,7 @@ from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import LEASE_EXPIRY_MARGIN_SECONDS, Side
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, LeaseStatus
+from gocd_ha_operator.controller.leader import LeadershipLostError
 from gocd_ha_operator.kube.apply import KubeApiError, KubeClient
 from gocd_ha_operator.kube.lease import (
     LeaseConflictError,
@@ -233,6 +234,8 @@ async def hand_over_primary_lease(
                     f"the Lease {name} changed while taking it: the old primary renewed it"
                 ) from None
             continue  # a switchover: the stopped side's guard wrote last; read again
+        except LeadershipLostError:
+            raise  # this replica may not write at all: not a fact about the Lease
         except KubeApiError as exc:
             # Named by its status only: the caller reports this message in status and Events.
             raise LeaseHandoverError(

@@ -27,6 +27,7 @@ from gocd_ha_operator.kube.lease import (
     write_lease,
 )
 from tests.leases.conftest import NAMESPACE, ApiThread
+from tests.support.faults import FaultyKube
 
 LEASE = 3
 
@@ -188,3 +189,33 @@ def test_a_stale_compare_and_swap_is_refused(api: ApiThread) -> None:
     write_lease(kube, read, holder="ci-pg-a", duration_seconds=LEASE, now=datetime.now(UTC))
     with pytest.raises(LeaseConflictError):
         write_lease(kube, read, holder="ci-pg-b", duration_seconds=LEASE, now=datetime.now(UTC))
+
+
+async def test_a_refused_lease_write_is_a_hand_over_error_naming_the_status(api: ApiThread) -> None:
+    """What the runner reports as ``LeaseHeld``: the API's status, never a raw exception text."""
+    make_lease(api)
+    kube = FaultyKube(api.client())
+    kube.fail_writes("Lease", 1)
+    refused = r"refused the write .* \(HTTP 500 InternalError\)"
+    with pytest.raises(LeaseHandoverError, match=refused):
+        await hand_over_primary_lease(
+            kube,
+            cluster(),
+            "b",
+            failover=False,
+            memo={},
+            clock=lambda: datetime.now(UTC),
+        )
+    lease = get_lease(api.client(), NAMESPACE, "ci-primary")
+    assert lease is not None and lease.holder == "ci-pg-a"
+    # The next attempt (the runner repeats the step) moves it.
+    await hand_over_primary_lease(
+        kube,  # type: ignore[arg-type]
+        cluster(),
+        "b",
+        failover=False,
+        memo={},
+        clock=lambda: datetime.now(UTC),
+    )
+    lease = get_lease(api.client(), NAMESPACE, "ci-primary")
+    assert lease is not None and lease.holder == "ci-pg-b"

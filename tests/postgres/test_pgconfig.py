@@ -50,7 +50,7 @@ def test_replication_settings_are_the_modern_ones() -> None:
 
 def test_synchronous_covers_both_sides() -> None:
     conf = settings(pgconfig.render_postgresql_conf(parameters={}, synchronous=True))
-    assert conf["synchronous_standby_names"] == "'ANY 1 (gocdha_a, gocdha_b)'"
+    assert conf["synchronous_standby_names"] == "'FIRST 1 (gocdha_a, gocdha_b)'"
 
 
 def test_user_parameters_are_appended_quoted_and_sorted() -> None:
@@ -134,7 +134,7 @@ def test_rendered_conf_is_accepted_by_postgres() -> None:
 def check_settings(bindir: Path | None, directory: Path) -> None:
     runuser = ["runuser", "-u", "postgres", "--"]
     for name, expected in [
-        ("synchronous_standby_names", "ANY 1 (gocdha_a, gocdha_b)"),
+        ("synchronous_standby_names", "FIRST 1 (gocdha_a, gocdha_b)"),
         ("search_path", "'$user', public"),
         ("archive_cleanup_command", 'bash "${GOCDHA_SCRIPTS_DIR}/cleanup-wal.sh" "%r"'),
     ]:

@@ -164,3 +164,36 @@ async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -
         f"image roll: {len(seen)} samples; b changed at sample {first_b}, a at {first_a}; "
         f"{len(probe.samples)} write samples, at most {probe.most_writable} writable"
     )
+
+
+async def test_a_major_version_change_is_refused_and_nothing_rolls(stack: LocalStack) -> None:
+    """Without the admission webhook (the local stack has none), the reconcile and the rollout
+    refuse it: status says why and how to upgrade; no StatefulSet and no instance changes."""
+    await create_replicating(stack)
+    started = [await started_at(stack, side) for side in "ab"]
+    await patch_spec(stack, {"postgres": {"image": "postgres:16.1"}})
+
+    def refused(status: dict[str, Any]) -> dict[str, Any] | None:
+        if (
+            condition_reason(status, "Ready") == "InvalidSpec"
+            and condition_reason(status, "ConfigurationApplied") == "ImageChangeRefused"
+        ):
+            return status
+        return None
+
+    status = await stack.wait_for(refused, NAME, timeout=30, what="the image change refused")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["message"].startswith(
+        "spec.postgres.image changes the PostgreSQL major version from 15 to 16"
+    ), ready["message"]
+    assert "Upgrading PostgreSQL to a new major version" in ready["message"]
+    await asyncio.sleep(3.0)  # several observations: still nothing moves
+    for side in "ab":
+        sts = await stack.request(
+            "GET", f"/apis/apps/v1/namespaces/{stack.namespace}/statefulsets/{NAME}-pg-{side}"
+        )
+        assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:15"
+    assert [await started_at(stack, side) for side in "ab"] == started
+    status = await stack.status(NAME)
+    assert status["configuration"]["rollout"].get("step") is None
+    assert status["history"] == []

@@ -59,12 +59,16 @@ def test_user_parameters_are_appended_quoted_and_sorted() -> None:
         synchronous=False,
     )
     lines = text.splitlines()
-    user = lines[lines.index("# spec.postgres.parameters") + 1 :]
+    user = lines[lines.index("# spec.postgres.parameters") + 1 : -1]
     assert user == [
         "max_connections = '200'",
         "search_path = '''$user'', x\\\\y'",
         "work_mem = '64MB'",
     ]
+    # Last: the revision of everything above it (docs/architecture.md §16).
+    above = "".join(f"{line}\n" for line in lines[:-1])
+    assert lines[-1] == f"gocdha.config_revision = '{pgconfig.config_revision(above)}'"
+    assert pgconfig.loaded_revision(text) == pgconfig.config_revision(above)
 
 
 @pytest.mark.parametrize(

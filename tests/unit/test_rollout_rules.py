@@ -353,3 +353,23 @@ def test_the_statefulset_is_built_from_its_pin(inputs: Callable[..., BuildInputs
     assert a["spec"]["containers"][0]["image"] == OLD and "annotations" not in a["metadata"]
     assert b["spec"]["containers"][0]["image"] == NEW
     assert b["metadata"]["annotations"] == {ANNOTATION_RESTART_REVISION: "rollout-1"}
+
+
+def test_an_image_that_does_not_start_can_be_corrected_while_the_standby_is_down() -> None:
+    first = state(a=serving(), b=streaming("t0"), image="postgres:15.99")
+    started = decide(first)
+    assert started.configuration.b is not None
+    assert started.configuration.b.image == "postgres:15.99"
+    # The new image never starts: the standby stays down, the roll waits, the primary is kept.
+    down = then(started, first, instances={"a": serving(), "b": InstanceView(reachable=False)})
+    stuck = decide(down)
+    assert stuck.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+    assert stuck.configuration.a is not None and stuck.configuration.a.image == OLD
+    # The user corrects the image: the down standby is pinned to it at once.
+    fixed = decide(then(stuck, down, want_image=NEW))
+    assert fixed.pins_changed
+    assert fixed.configuration.b is not None and fixed.configuration.b.image == NEW
+    assert fixed.configuration.rollout.restarted_from == {"b": "t0"}
+    # It starts and streams: a postmaster other than the first proves the restart.
+    back = then(fixed, down, want_image=NEW, instances={"a": serving(), "b": streaming("t5")})
+    assert decide(back).configuration.rollout.step == RolloutStep.SWITCHOVER

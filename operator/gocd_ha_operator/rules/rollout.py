@@ -273,10 +273,17 @@ class _Roll:
         wanted = Pin(inp.want_image, token)
         view = inp.instances.get(side)
         if self.pins.get(side) != wanted and restart_needs(replace(inp, pins=self.pins), side):
-            if view is None or not view.reachable or view.started_at is None:
+            if view is not None and view.reachable and view.started_at is not None:
+                start = view.started_at
+            elif side in self.rollout.restarted_from:
+                # Pinned earlier in this roll and down since (e.g. an image that does not
+                # start, then corrected in the spec): the start recorded then still predates
+                # both pins, so it still proves the next restart.
+                start = self.rollout.restarted_from[side]
+            else:
                 return False
             self.pins[side] = wanted
-            starts = {**self.rollout.restarted_from, side: view.started_at}
+            starts = {**self.rollout.restarted_from, side: start}
             self.rollout = self.rollout.model_copy(update={"restarted_from": starts})
             self.events.append(
                 ("Normal", "RollingRestartInstance", f"restarting side {side} ({token})")

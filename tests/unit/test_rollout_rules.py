@@ -373,3 +373,26 @@ def test_an_image_that_does_not_start_can_be_corrected_while_the_standby_is_down
     # It starts and streams: a postmaster other than the first proves the restart.
     back = then(fixed, down, want_image=NEW, instances={"a": serving(), "b": streaming("t5")})
     assert decide(back).configuration.rollout.step == RolloutStep.SWITCHOVER
+
+
+def test_no_pin_moves_while_another_promotion_runs() -> None:
+    first = state(a=serving(), b=InstanceView(reachable=False), image=NEW)
+    previous = ConfigurationStatus.model_validate(
+        {
+            "rollout": {
+                "step": "RestartingStandby",
+                "result": "InProgress",
+                "token": "rollout-1",
+                "revision": REV,
+                "image": NEW,
+                "restartedFrom": {"b": "t0"},
+            }
+        }
+    )
+    user = PromotionStatus(token="by-hand", result="InProgress", step="Fencing", from_side="a")
+    decision = decide(dataclasses.replace(first, previous=previous, promotion=user))
+    assert not decision.pins_changed and decision.switchover is None
+    assert "waiting for promotion 'by-hand'" in decision.message
+    # Once it is over, the roll goes on (here: the down standby is re-pinned).
+    decision = decide(dataclasses.replace(first, previous=previous))
+    assert decision.pins_changed

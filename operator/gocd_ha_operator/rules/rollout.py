@@ -388,6 +388,11 @@ def decide(inp: RolloutInput) -> RolloutDecision:
             update={"revision": inp.want_revision, "image": inp.want_image}
         )
     token = str(roll.rollout.token)
+    promotion = inp.promotion
+    if promotion.result == "InProgress" and promotion.token != token:
+        # Someone else's promotion (an annotation, an automatic failover): no pin moves under
+        # it; the roll goes on from its step once it is over, with the roles it left.
+        return roll.rolling(f"waiting for promotion {promotion.token!r} to finish")
 
     if roll.rollout.step == RolloutStep.RESTARTING_STANDBY:
         if not roll.restart(standby):

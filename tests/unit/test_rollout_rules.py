@@ -396,3 +396,12 @@ def test_no_pin_moves_while_another_promotion_runs() -> None:
     # Once it is over, the roll goes on (here: the down standby is re-pinned).
     decision = decide(dataclasses.replace(first, previous=previous))
     assert decision.pins_changed
+
+
+def test_an_instance_that_does_not_answer_is_not_claimed_applied() -> None:
+    decision = decide(state(a=serving(), b=InstanceView(reachable=False)))
+    assert (decision.condition_status, decision.reason) == ("Unknown", ConfigReason.NOT_OBSERVED)
+    assert "side b does not answer" in decision.message
+    # A side meant to be stopped (rejoin: Manual) is not waited for.
+    stopped = decide(state(a=serving(), b=InstanceView(reachable=False), stopped=frozenset("b")))
+    assert stopped.condition_status == "True"

@@ -73,6 +73,7 @@ class ConfigReason(StrEnum):
     ROLLING_RESTART = "RollingRestart"
     ROLLOUT_BLOCKED = "RolloutBlocked"
     IMAGE_CHANGE_REFUSED = "ImageChangeRefused"
+    NOT_OBSERVED = "NotObserved"
 
 
 @dataclass(frozen=True)
@@ -340,6 +341,20 @@ def decide(inp: RolloutInput) -> RolloutDecision:
                 and view.reachable
                 and view.revision != inp.want_revision
             ]
+            silent = [
+                side
+                for side in SIDES
+                if side not in inp.stopped
+                and ((view := inp.instances.get(side)) is None or not view.reachable)
+            ]
+            if silent and not stale:
+                # Never claim what nobody confirmed: an instance that does not answer may run
+                # anything.
+                return roll.decision(
+                    "Unknown",
+                    ConfigReason.NOT_OBSERVED,
+                    f"side {' and '.join(silent)} does not answer: what it has loaded is unknown",
+                )
             if stale:
                 return roll.decision(
                     "False",

@@ -34,6 +34,7 @@ from tests.emulator.test_least_privilege import OPERATOR_AGENTS
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 from tests.support.delivery import by_kind, helm_template
 from tests.support.emulator import BODY, Harness, closed_endpoints
+from tests.support.rollout import IMAGE_CHANGES
 from tests.unit.test_models import INVALID, _apply
 
 #: The unit tests' minimal cluster, which the model's invalid-resource table patches.
@@ -250,6 +251,23 @@ async def test_immutable_fields_are_refused_on_update(webhook: Webhook) -> None:
     to_claim = copy.deepcopy(BODY)
     to_claim["spec"]["sharedStorage"] = {"existingClaim": "team-rwx"}
     assert (await webhook.review(to_claim, operation="UPDATE", old=old))["allowed"] is True
+
+
+async def test_image_changes_are_refused_across_major_versions(webhook: Webhook) -> None:
+    """Issue #13: a minor version is rolled, anything else is refused at ``kubectl apply``."""
+    for old_image, new_image, fragment in IMAGE_CHANGES:
+        old, new = copy.deepcopy(BODY), copy.deepcopy(BODY)
+        old["spec"].setdefault("postgres", {})["image"] = old_image
+        new["spec"].setdefault("postgres", {})["image"] = new_image
+        response = await webhook.review(new, operation="UPDATE", old=old)
+        case = f"{old_image} -> {new_image}"
+        if fragment is None:
+            assert response["allowed"] is True, (case, response.get("status"))
+            continue
+        assert response["allowed"] is False, case
+        message = response["status"]["message"]
+        assert message.startswith("spec.postgres.image: "), (case, message)
+        assert fragment in message, (case, message)
 
 
 async def test_a_status_the_model_does_not_know_blocks_nothing(webhook: Webhook) -> None:

@@ -50,7 +50,7 @@ def test_replication_settings_are_the_modern_ones() -> None:
 
 def test_synchronous_covers_both_sides() -> None:
     conf = settings(pgconfig.render_postgresql_conf(parameters={}, synchronous=True))
-    assert conf["synchronous_standby_names"] == "'ANY 1 (gocdha_a, gocdha_b)'"
+    assert conf["synchronous_standby_names"] == "'FIRST 1 (gocdha_a, gocdha_b)'"
 
 
 def test_user_parameters_are_appended_quoted_and_sorted() -> None:
@@ -59,12 +59,16 @@ def test_user_parameters_are_appended_quoted_and_sorted() -> None:
         synchronous=False,
     )
     lines = text.splitlines()
-    user = lines[lines.index("# spec.postgres.parameters") + 1 :]
+    user = lines[lines.index("# spec.postgres.parameters") + 1 : -1]
     assert user == [
         "max_connections = '200'",
         "search_path = '''$user'', x\\\\y'",
         "work_mem = '64MB'",
     ]
+    # Last: the revision of everything above it (docs/architecture.md §16).
+    above = "".join(f"{line}\n" for line in lines[:-1])
+    assert lines[-1] == f"gocdha.config_revision = '{pgconfig.config_revision(above)}'"
+    assert pgconfig.loaded_revision(text) == pgconfig.config_revision(above)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +138,7 @@ def test_rendered_conf_is_accepted_by_postgres() -> None:
 def check_settings(bindir: Path | None, directory: Path) -> None:
     runuser = ["runuser", "-u", "postgres", "--"]
     for name, expected in [
-        ("synchronous_standby_names", "ANY 1 (gocdha_a, gocdha_b)"),
+        ("synchronous_standby_names", "FIRST 1 (gocdha_a, gocdha_b)"),
         ("search_path", "'$user', public"),
         ("archive_cleanup_command", 'bash "${GOCDHA_SCRIPTS_DIR}/cleanup-wal.sh" "%r"'),
     ]:

@@ -213,3 +213,17 @@ FENCE_LEAD_SECONDS: Final = 1.0
 #: Extra seconds the operator waits after a Lease's expiry before promoting (clock-rate drift
 #: between the guard's and the operator's clocks, observation latency).
 LEASE_EXPIRY_MARGIN_SECONDS: Final = 2.0
+
+
+# --- Configuration changes (docs/architecture.md §16) --------------------------------------------
+#: File in ``GOCDHA_SOCKET_DIR`` holding the ConfigMap's ``postgresql.conf`` as the instance last
+#: loaded it: the entrypoint writes it at every start, the instance guard rewrites it (and sends
+#: the postmaster SIGHUP) when the ConfigMap changes, so a reloadable change never waits for the
+#: kubelet to refresh a ConfigMap volume. The data dir's ``gocdha.conf`` includes it.
+PG_SETTINGS_FILE: Final = "gocdha-settings.conf"
+#: A custom setting at the end of the rendered ``postgresql.conf``: a hash of everything above it.
+#: ``current_setting()`` on an instance says which configuration it has loaded.
+PG_CONFIG_REVISION_SETTING: Final = "gocdha.config_revision"
+#: Pod-template annotation of a Postgres StatefulSet: the configuration revision the pod was
+#: (re)started for. Set by a controlled rolling restart, one side at a time.
+ANNOTATION_RESTART_REVISION: Final = f"{GROUP}/restart-revision"

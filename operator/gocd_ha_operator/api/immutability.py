@@ -12,6 +12,7 @@ from typing import Any
 
 from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
 from gocd_ha_operator.api.validation import Problem, SpecError
+from gocd_ha_operator.api.versions import image_change_problem
 
 
 def _get(body: Mapping[str, Any], *path: str) -> Any:
@@ -34,6 +35,7 @@ def _views(body: Mapping[str, Any]) -> dict[str, Any]:
         artifacts = spec.gocd.artifacts
         return {
             "database": spec.postgres.database,
+            "postgres.image": spec.postgres.image,
             "postgres.storage": spec.postgres.storage.to_api(),
             "gocd.storage.class": spec.gocd.storage.storage_class_name,
             "shared.class": spec.shared_storage.storage_class_name,
@@ -43,6 +45,7 @@ def _views(body: Mapping[str, Any]) -> dict[str, Any]:
         }
     return {
         "database": _get(body, "spec", "postgres", "database"),
+        "postgres.image": _get(body, "spec", "postgres", "image"),
         "postgres.storage": _get(body, "spec", "postgres", "storage"),
         "gocd.storage.class": _get(body, "spec", "gocd", "storage", "storageClassName"),
         "shared.class": _get(body, "spec", "sharedStorage", "storageClassName"),
@@ -73,6 +76,12 @@ def immutable_problems(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[P
                 f"is immutable: was {before['database']!r} (GoCD's data lives in it)",
             )
         )
+    old_image, new_image = before["postgres.image"], after["postgres.image"]
+    if isinstance(old_image, str) and isinstance(new_image, str):
+        # Not immutable: a minor version is rolled one instance at a time (architecture.md §16).
+        image_problem = image_change_problem(old_image, new_image)
+        if image_problem is not None:
+            problems.append(Problem("spec.postgres.image", image_problem))
     if (
         before["postgres.storage"] is not None
         and after["postgres.storage"] != before["postgres.storage"]

@@ -80,6 +80,8 @@ OWNED_PARAMETERS: Final[frozenset[str]] = frozenset(
         # Logs go to the container's stderr.
         "logging_collector",
         "log_destination",
+        # Which configuration an instance has loaded (docs/architecture.md §16).
+        "gocdha.config_revision",
     }
 )
 

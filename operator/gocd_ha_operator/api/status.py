@@ -116,7 +116,11 @@ class ConfigSyncStatus(StatusModel):
 class PromotionStatus(StatusModel):
     token: str | None = Field(default=None, description="The gocdha.io/promote value handled.")
     force: bool = Field(default=False, description="gocdha.io/promote-force was given.")
-    trigger: Literal["Annotation", "Automatic"] | None = Field(default=None)
+    trigger: Literal["Annotation", "Automatic", "Rollout"] | None = Field(
+        default=None,
+        description="Annotation, Automatic (failover) or Rollout (the switchover of a rolling "
+        "restart).",
+    )
     type: PromotionType | None = Field(default=None, description="Switchover or Failover.")
     step: str | None = Field(default=None, description="Current or last step.")
     from_side: Side | None = Field(default=None, description="Old primary.")
@@ -222,6 +226,73 @@ class BackupStatus(StatusModel):
     )
 
 
+class InstanceConfigurationStatus(StatusModel):
+    """One side's Postgres configuration: what its StatefulSet runs and what it has loaded."""
+
+    image: str | None = Field(
+        default=None, description="The Postgres image this side's StatefulSet runs."
+    )
+    restart_revision: str | None = Field(
+        default=None,
+        description="The configuration revision this side was last restarted for by a rolling "
+        "restart (its pod template's gocdha.io/restart-revision).",
+    )
+    loaded_revision: str | None = Field(
+        default=None,
+        description="The configuration revision the instance has loaded (gocdha.config_revision).",
+    )
+    pending_restart: list[str] = Field(
+        default_factory=list,
+        description="Parameters changed in the configuration that need a restart of this instance "
+        "(pg_settings.pending_restart).",
+    )
+    server_version: str | None = Field(default=None, description="The running server's version.")
+
+
+class RolloutStatus(StatusModel):
+    """The controlled rolling restart in progress or last run (docs/architecture.md §16)."""
+
+    step: str | None = Field(
+        default=None,
+        description="RestartingStandby, Switchover, RestartingOldPrimary or Done.",
+    )
+    result: Literal["InProgress", "Succeeded", "Blocked"] | None = None
+    revision: str | None = Field(default=None, description="The configuration revision rolled.")
+    image: str | None = Field(default=None, description="The Postgres image rolled.")
+    reason: str | None = Field(
+        default=None, description="What needs the restart: Image, Parameters or both."
+    )
+    token: str | None = Field(
+        default=None,
+        description="Names this roll: its switchover's promotion token and the restart revision "
+        "of the pods it restarts.",
+    )
+    restarted_from: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per side this roll restarted: the postmaster start time seen when it was "
+        "restarted; a different one proves the restart.",
+    )
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = None
+
+
+class ConfigurationStatus(StatusModel):
+    """Whether spec.postgres has reached the running instances. Written by the supervisor."""
+
+    revision: str | None = Field(
+        default=None, description="The configuration revision spec.postgres renders."
+    )
+    image: str | None = Field(default=None, description="spec.postgres.image.")
+    pending_restart: list[str] = Field(
+        default_factory=list,
+        description="What waits for a restart on either side: parameter names, and 'image'.",
+    )
+    a: InstanceConfigurationStatus | None = Field(default=None, description="Side a.")
+    b: InstanceConfigurationStatus | None = Field(default=None, description="Side b.")
+    rollout: RolloutStatus = Field(default_factory=RolloutStatus)
+
+
 class GoCDHAClusterStatus(StatusModel):
     observed_generation: int | None = Field(default=None, description="Last generation handled.")
     primary: Side | None = Field(default=None, description="The side that is primary now.")
@@ -236,6 +307,10 @@ class GoCDHAClusterStatus(StatusModel):
     backup: BackupStatus = Field(default_factory=BackupStatus)
     lease: LeaseStatus = Field(
         default_factory=LeaseStatus, description="The primary Lease (what fences a primary)."
+    )
+    configuration: ConfigurationStatus = Field(
+        default_factory=ConfigurationStatus,
+        description="Configuration changes reaching the instances: reloads and rolling restarts.",
     )
     history: list[PromotionStatus] = Field(
         default_factory=list, max_length=20, description="Recent promotions, newest first."

@@ -80,3 +80,39 @@ def is_alpine_image(image: str) -> bool:
     """Alpine-based postgres images run as uid 70 instead of the Debian images' 999."""
     tag = image_tag(image) or ""
     return "alpine" in tag
+
+
+#: Where a major-version upgrade of PostgreSQL is described (cited in refusals).
+MAJOR_UPGRADE_DOC: Final = 'docs/operator.md, "Upgrading PostgreSQL to a new major version"'
+
+
+def image_change_problem(old: str, new: str) -> str | None:
+    """Why the Postgres image of a running cluster may not change from ``old`` to ``new``, or
+    ``None`` when the change can be rolled one instance at a time (same major version, same
+    user id). Unknown tags are refused: the operator cannot tell whether new binaries would meet
+    old data, and a roll must never find out by starting them."""
+    if old == new:
+        return None
+    before, after = parse_postgres_major(old), parse_postgres_major(new)
+    if before is None or after is None:
+        unknown = old if before is None else new
+        return (
+            f"cannot tell the PostgreSQL major version of {unknown!r} from its tag, so the change "
+            f"from {old!r} to {new!r} is not rolled (new binaries must never start on another "
+            "major version's data); use tags that start with the version, such as postgres:15.6"
+        )
+    if before != after:
+        return (
+            f"changes the PostgreSQL major version from {before} to {after}: PostgreSQL {after} "
+            f"cannot start on the data directory of PostgreSQL {before}, so the operator does not "
+            f"roll it. Keep a PostgreSQL {before} image here; to upgrade, create a new "
+            f"GoCDHACluster with the {after} image and move the database to it "
+            f"({MAJOR_UPGRADE_DOC})"
+        )
+    if is_alpine_image(old) != is_alpine_image(new):
+        return (
+            f"changes between an Alpine and a Debian image ({old!r} to {new!r}): they run "
+            "Postgres as different user ids (70 and 999), which could not read the existing data "
+            "directory; keep the same image variant"
+        )
+    return None

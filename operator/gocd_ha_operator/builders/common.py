@@ -5,7 +5,8 @@ Everything here is pure: model in, plain dicts out. No I/O, no clock, no randomn
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gocd_ha_operator.api.constants import DEFAULT_OPERATOR_NAMESPACE, Role, Side
@@ -13,6 +14,7 @@ from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster, ResourceRequirements
 from gocd_ha_operator.kube.labels import object_labels
 from gocd_ha_operator.kube.names import ChildNames
+from gocd_ha_operator.rules.rollout import Pin
 from gocd_ha_operator.rules.topology import Topology
 
 
@@ -26,6 +28,10 @@ class BuildInputs:
     operator_image: str
     #: Where the operator runs: the only namespace the Postgres NetworkPolicy admits it from.
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    #: What each Postgres StatefulSet runs (image, restart revision), when it is pinned: only a
+    #: rolling restart moves a side to the spec's image (docs/architecture.md §16). A side not
+    #: here gets the spec's image and no restart annotation.
+    pins: Mapping[Side, Pin] = field(default_factory=dict)
 
     @property
     def names(self) -> ChildNames:

@@ -12,6 +12,7 @@ from importlib import resources as importlib_resources
 from typing import Any, Final
 
 from gocd_ha_operator.api.constants import (
+    ANNOTATION_RESTART_REVISION,
     BACKUP_MOUNT,
     CM_ARCHIVE_WAL,
     CM_BACKUP,
@@ -277,13 +278,19 @@ def recovery_additions(inputs: BuildInputs) -> tuple[list[dict[str, str]], list[
 def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any]:
     names = inputs.names
     spec = inputs.cluster.spec.postgres
-    uid = postgres_uid(spec.image)
+    pin = inputs.pins.get(side)
+    image = pin.image if pin is not None else spec.image
+    uid = postgres_uid(image)
     name = names.postgres_statefulset(side)
     labels = selector_labels(inputs.cluster.name, COMPONENT_POSTGRES, side)
     pod_meta = metadata(inputs, name, COMPONENT_POSTGRES, side=side)
+    template_meta: dict[str, Any] = {"labels": pod_meta["labels"]}
+    if pin is not None and pin.restart_revision is not None:
+        # A rolling restart replaces this side's pod (docs/architecture.md §16).
+        template_meta["annotations"] = {ANNOTATION_RESTART_REVISION: pin.restart_revision}
     container: dict[str, Any] = {
         "name": "postgres",
-        "image": spec.image,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["bash", f"{PG_CONFIG_DIR}/{CM_ENTRYPOINT}"],
         "env": _env(inputs, side),
@@ -340,7 +347,7 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
                 "whenScaled": "Retain",
             },
             "template": {
-                "metadata": {"labels": pod_meta["labels"]},
+                "metadata": template_meta,
                 "spec": {
                     # The token is projected into the guard container only.
                     "automountServiceAccountToken": False,

@@ -126,6 +126,10 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
     except KubeApiError as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from None
 
+    if outcome.image_refusal is not None:
+        # The children were applied with the StatefulSets' images kept; nothing rolls.
+        _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)
+        return
     applied = outcome.applied
     if applied.created:
         kopf.event(

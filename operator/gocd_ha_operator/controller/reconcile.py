@@ -14,9 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gocd_ha_operator.api.constants import BC_TOKEN_KEY, operator_namespace_from
+from gocd_ha_operator.api.constants import (
+    ANNOTATION_RESTART_REVISION,
+    BC_TOKEN_KEY,
+    SIDES,
+    Side,
+    operator_namespace_from,
+)
 from gocd_ha_operator.api.credentials import ClusterCredentials, decode_secret_value
 from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
@@ -25,6 +32,7 @@ from gocd_ha_operator.kube.labels import with_owner
 from gocd_ha_operator.kube.lease import LeaseConflictError, create_lease, get_lease
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.rules.promotion import topology_of
+from gocd_ha_operator.rules.rollout import Pin, effective_pins
 from gocd_ha_operator.rules.topology import Topology
 
 
@@ -98,6 +106,28 @@ class ReconcileOutcome:
     applied: ApplyResult
     credentials: ClusterCredentials
     topology: Topology
+    #: Why spec.postgres.image was not rolled (a major-version change, an unknown tag): the
+    #: StatefulSets keep their images (docs/architecture.md §16).
+    image_refusal: str | None = None
+
+
+def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
+    """What each existing Postgres StatefulSet runs: its image and restart revision."""
+    names = ChildNames(cluster.name)
+    pins: dict[Side, Pin] = {}
+    for side in SIDES:
+        live = kube.get(
+            "apps/v1", "StatefulSet", cluster.namespace, names.postgres_statefulset(side)
+        )
+        template = ((live or {}).get("spec") or {}).get("template") or {}
+        containers = (template.get("spec") or {}).get("containers") or []
+        image = next((c.get("image") for c in containers if c.get("name") == "postgres"), None)
+        if isinstance(image, str) and image:
+            revision = ((template.get("metadata") or {}).get("annotations") or {}).get(
+                ANNOTATION_RESTART_REVISION
+            )
+            pins[side] = Pin(image, revision if isinstance(revision, str) else None)
+    return pins
 
 
 def _unwanted_claims(cluster: GoCDHACluster) -> list[str]:
@@ -130,12 +160,23 @@ def reconcile_children(
     credentials = load_credentials(kube, cluster)
     if topology is None:
         topology = topology_of(cluster)
+    image = cluster.spec.postgres.image
+    pins = effective_pins(cluster.status.configuration, live_pins(kube, cluster), image)
+    image_refusal = next(
+        (
+            f"spec.postgres.image {problem}"
+            for pin in pins.values()
+            if (problem := image_change_problem(pin.image, image)) is not None
+        ),
+        None,
+    )
     inputs = BuildInputs(
         cluster=cluster,
         topology=topology,
         credentials=credentials,
         operator_image=operator_image,
         operator_namespace=operator_namespace or operator_namespace_from(os.environ),
+        pins=pins,
     )
     immutable = credential_secret_names(cluster)
     result = ApplyResult()
@@ -154,7 +195,9 @@ def reconcile_children(
             owner_uid=owner_uid,
             result=result,
         )
-    return ReconcileOutcome(applied=result, credentials=credentials, topology=topology)
+    return ReconcileOutcome(
+        applied=result, credentials=credentials, topology=topology, image_refusal=image_refusal
+    )
 
 
 def ensure_primary_lease(

@@ -37,6 +37,12 @@ from gocd_ha_operator.controller.config import (
 from gocd_ha_operator.controller.lease_watch import apply_primary_lease, read_primary_lease
 from gocd_ha_operator.controller.observe import ClusterObservation, compute_status, observe_cluster
 from gocd_ha_operator.controller.reconcile import MissingSecretError
+from gocd_ha_operator.controller.rollout import (
+    RolloutOutcome,
+    apply_pins,
+    apply_rollout,
+    read_live_pins,
+)
 from gocd_ha_operator.controller.runner import PromotionRunner
 from gocd_ha_operator.controller.status import (
     StatusWriter,
@@ -129,12 +135,15 @@ class Supervisor:
             if cluster is not None
             else None
         )
+        # Issue #13: what the Postgres StatefulSets run, while status does not record it yet.
+        live = await read_live_pins(self.config, cluster) if cluster is not None else {}
         transitions: list[cond.Transition] = []
         events: list[tuple[str, str, str]] = []
         start = False
+        rollout = RolloutOutcome()
 
         def change(fresh_body: dict[str, Any], fresh: GoCDHAClusterStatus) -> GoCDHAClusterStatus:
-            nonlocal start
+            nonlocal start, rollout
             current = parse_fresh(fresh_body, self.state).cluster
             generation = fresh_body.get("metadata", {}).get("generation")
             status = ensure_conditions(fresh, generation=generation, now=now)
@@ -172,7 +181,20 @@ class Supervisor:
             if current is None:
                 return status
             current = current.model_copy(update={"status": status})
-            request = promo.pending_request(current)
+            if observed and observation is not None and topology is not None:
+                status, rollout = apply_rollout(
+                    current,
+                    status,
+                    observation=observation,
+                    topology=topology,
+                    live=live,
+                    generation=generation,
+                    now=now,
+                    transitions=transitions,
+                )
+                events.extend(rollout.events)
+                current = current.model_copy(update={"status": status})
+            request = promo.pending_request(current) or rollout.switchover
             if request is None and observed:
                 due = promo.automatic_failover_due(current, status, now)
                 if due is not None:
@@ -232,6 +254,10 @@ class Supervisor:
             post_event(written, kind, reason, message)
         if start:
             self.ensure_runner()
+        if rollout.pins_changed:
+            pinned = parse_fresh(written, self.state).cluster
+            if pinned is not None:
+                await apply_pins(self.config, self.state, written, pinned)
 
     @staticmethod
     def _observed(

@@ -44,6 +44,7 @@ from gocd_ha_operator.api.constants import (
     Side,
     cm_role_key,
 )
+from gocd_ha_operator.guard.settings import refresh_settings
 from gocd_ha_operator.kube.apply import KubeClient, default_client
 from gocd_ha_operator.kube.lease import LeaseConflictError, get_lease, write_lease
 from gocd_ha_operator.kube.names import ChildNames
@@ -181,6 +182,7 @@ class InstanceGuard:
         if cm is None:
             return None
         data = cm.get("data") or {}
+        refresh_settings(s.socket_dir, data, self.postmaster_pid)
         try:
             timings = tuple(float(data[key]) for key in CM_LEASE_TIMING_KEYS)
         except (KeyError, ValueError):

@@ -24,7 +24,12 @@ from typing import Any, Final, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from gocd_ha_operator.api.constants import OPERATOR_DB_USER, POSTGRES_PORT, SLOT_PREFIX
+from gocd_ha_operator.api.constants import (
+    OPERATOR_DB_USER,
+    PG_CONFIG_REVISION_SETTING,
+    POSTGRES_PORT,
+    SLOT_PREFIX,
+)
 from gocd_ha_operator.kube.endpoints import Endpoint, resolve
 
 T = TypeVar("T")
@@ -142,6 +147,27 @@ class ArchiverStats:
 
 
 @dataclass(frozen=True)
+class ConfigReading:
+    """Which configuration an instance runs (docs/architecture.md §16)."""
+
+    #: ``gocdha.config_revision`` as loaded (``None``: a configuration older than revisions).
+    revision: str | None
+    #: Settings changed in the files that wait for a restart (``pg_settings.pending_restart``).
+    pending_restart: tuple[str, ...]
+    server_version: str
+    #: ``pg_postmaster_start_time()`` as text: a different value means the server restarted.
+    started_at: str
+
+
+_CONFIG_SQL: Final = """
+SELECT current_setting(%s, true) AS revision,
+       ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name) AS pending,
+       current_setting('server_version') AS version,
+       pg_postmaster_start_time()::text AS started
+"""
+
+
+@dataclass(frozen=True)
 class InstanceObservation:
     """Everything the operator learns about one instance in one round trip.
 
@@ -168,6 +194,7 @@ class InstanceObservation:
     replication: tuple[ReplicationConnection, ...] = ()
     slots: tuple[ReplicationSlot, ...] = ()
     archiver: ArchiverStats | None = None
+    config: ConfigReading | None = None
 
     @property
     def role(self) -> str | None:
@@ -328,6 +355,15 @@ class PostgresClient:
             row = await cur.fetchone()
             assert row is not None
             in_recovery = bool(row["in_recovery"])
+            await cur.execute(_CONFIG_SQL, (PG_CONFIG_REVISION_SETTING,))
+            c = await cur.fetchone()
+            assert c is not None
+            config = ConfigReading(
+                revision=c["revision"] or None,
+                pending_restart=tuple(c["pending"] or ()),
+                server_version=str(c["version"]),
+                started_at=str(c["started"]),
+            )
             await cur.execute(_ARCHIVER_SQL)
             arch = await cur.fetchone()
             assert arch is not None
@@ -370,6 +406,7 @@ class PostgresClient:
                     wal_receiver_status=s["receiver_status"],
                     slots=slots,
                     archiver=archiver,
+                    config=config,
                 )
             await cur.execute(_PRIMARY_SQL)
             p = await cur.fetchone()
@@ -403,6 +440,7 @@ class PostgresClient:
                 replication=replication,
                 slots=slots,
                 archiver=archiver,
+                config=config,
             )
 
     # --- actions ----------------------------------------------------------------------------------

@@ -17,12 +17,14 @@ they differ between the two sides while this file is shared by both.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Final
 
 from gocd_ha_operator.api.constants import (
     GOCD_DB_USER,
     OPERATOR_DB_USER,
+    PG_CONFIG_REVISION_SETTING,
     REPLICATION_USER,
     SIDES,
     SLOT_PREFIX,
@@ -61,10 +63,12 @@ def synchronous_standby_names() -> str:
     """Names that make a commit wait for the standby, whichever side it is.
 
     Listing both sides' ``application_name`` lets the setting survive a role flip unchanged; the
-    primary never connects to itself, so only the current standby can satisfy it.
+    primary never connects to itself, so only the current standby can satisfy it. ``FIRST 1``
+    (priority) rather than ``ANY 1`` (quorum): with one standby they wait for the same thing, and
+    ``pg_stat_replication.sync_state`` then says ``sync``, which is what users check.
     """
     names = ", ".join(application_name(side) for side in SIDES)
-    return f"ANY 1 ({names})"
+    return f"FIRST 1 ({names})"
 
 
 def render_postgresql_conf(*, parameters: Mapping[str, str], synchronous: bool) -> str:
@@ -114,7 +118,22 @@ def render_postgresql_conf(*, parameters: Mapping[str, str], synchronous: bool) 
     if user_settings:
         lines.append("# spec.postgres.parameters")
         lines += [f"{key} = {quote_value(value)}" for key, value in user_settings]
-    return "\n".join(lines) + "\n"
+    body = "\n".join(lines) + "\n"
+    return f"{body}{PG_CONFIG_REVISION_SETTING} = {quote_value(config_revision(body))}\n"
+
+
+def config_revision(text: str) -> str:
+    """A short hash naming one rendered configuration (docs/architecture.md §16)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def loaded_revision(conf: str) -> str | None:
+    """The revision written at the end of a rendered ``postgresql.conf`` (``None``: none)."""
+    prefix = f"{PG_CONFIG_REVISION_SETTING} = '"
+    for line in reversed(conf.splitlines()):
+        if line.startswith(prefix) and line.endswith("'"):
+            return line[len(prefix) : -1]
+    return None
 
 
 def render_pg_hba(*, database: str) -> str:

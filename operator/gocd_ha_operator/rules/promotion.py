@@ -84,7 +84,7 @@ class Reason(StrEnum):
 
 HISTORY_LENGTH: Final = 10
 
-Trigger = Literal["Annotation", "Automatic"]
+Trigger = Literal["Annotation", "Automatic", "Rollout"]
 
 
 @dataclass(frozen=True)

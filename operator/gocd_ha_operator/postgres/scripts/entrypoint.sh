@@ -195,12 +195,20 @@ peer_sql() {
 
 has_data() { [ -s "$1/PG_VERSION" ]; }
 
-# write_instance_conf DIR [LISTEN]: gocdha.conf = the shared ConfigMap include + this instance's
-# settings, rewritten at every start so a restart always picks up the current ConfigMap and role.
+# write_instance_conf DIR [LISTEN]: gocdha.conf = an include of the shared settings + this
+# instance's settings, rewritten at every start so a restart always picks up the current ConfigMap
+# and role. The shared settings (the ConfigMap's postgresql.conf) are copied to $settings_file in
+# the socket directory, which the instance guard rewrites when the ConfigMap changes and then
+# reloads Postgres (docs/architecture.md §16): a reloadable change does not wait for a restart.
+settings_file="$GOCDHA_SOCKET_DIR/gocdha-settings.conf"
 write_instance_conf() {
   local dir=$1 listen=${2-$GOCDHA_LISTEN_ADDRESSES}
+  cp -- "$GOCDHA_CONFIG_DIR/postgresql.conf" "$settings_file.new"
+  chmod 0644 "$settings_file.new"
+  mv -f -- "$settings_file.new" "$settings_file"
   {
-    cat -- "$GOCDHA_CONFIG_DIR/postgresql.conf"
+    echo "# Shared settings: the ConfigMap's postgresql.conf as last loaded (see entrypoint.sh)."
+    echo "include $(conf_quote "$settings_file")"
     echo
     echo "# Per instance: written by entrypoint.sh at every start (side $GOCDHA_SIDE)."
     echo "listen_addresses = $(conf_quote "$listen")"

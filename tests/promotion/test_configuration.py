@@ -1,0 +1,228 @@
+"""Issue #13, "changes reach the running instances": a configuration change on a running pair
+reaches both Postgres instances (docs/architecture.md §16), checked the way a user would — with
+``SHOW`` on each side and ``pg_stat_replication`` on the primary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from gocd_ha_operator.local.stack import LocalStack
+from tests.support.faults import WriteProbe
+from tests.support.promotion import NAME, Writer, create_replicating, pytestmark
+from tests.support.rollout import (
+    condition_reason,
+    patch_spec,
+    show,
+    started_at,
+    sync_states,
+    wait_until,
+)
+
+__all__ = ["pytestmark"]
+
+
+async def test_a_reloadable_parameter_and_synchronous_reach_both_instances(
+    stack: LocalStack,
+) -> None:
+    await create_replicating(stack)
+    assert await show(stack, "a", "work_mem") == "4MB"
+    assert await sync_states(stack, "a") == ["async"]
+    started = [await started_at(stack, side) for side in "ab"]
+    await patch_spec(stack, {"postgres": {"parameters": {"work_mem": "8MB"}, "synchronous": True}})
+
+    async def both_reloaded() -> bool:
+        return [await show(stack, side, "work_mem") for side in "ab"] == ["8MB", "8MB"]
+
+    async def synchronous() -> bool:
+        return await sync_states(stack, "a") == ["sync"]
+
+    took = await wait_until(both_reloaded, timeout=30, what="work_mem = 8MB on both sides")
+    took_sync = await wait_until(synchronous, timeout=30, what="sync_state = sync")
+    print(f"work_mem on both sides after {took:.1f}s; sync_state=sync after {took_sync:.1f}s")
+    # A reload, not a restart: both postmasters are the ones that ran before the change.
+    assert [await started_at(stack, side) for side in "ab"] == started
+
+
+async def rolled(stack: LocalStack, timeout: float) -> dict[str, Any]:
+    """Wait until a rolling restart has finished; its ``status.configuration.rollout``."""
+
+    def done(status: dict[str, Any]) -> dict[str, Any] | None:
+        rollout = status.get("configuration", {}).get("rollout", {})
+        return rollout if rollout.get("result") in ("Succeeded", "Blocked") else None
+
+    result: dict[str, Any] = await stack.wait_for(done, NAME, timeout=timeout, what="rollout")
+    return result
+
+
+async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_row(
+    stack: LocalStack,
+) -> None:
+    await create_replicating(stack)
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["100", "100"]
+    writer, probe = Writer(stack), WriteProbe(stack)
+    await writer.prepare()
+    await probe.prepare()
+    writer.start()
+    probe.start()
+    await asyncio.sleep(1.0)
+    began = time.monotonic()
+    await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "150"}}})
+    # Reloaded first: Postgres then says the setting waits for a restart.
+    pending = await stack.wait_for(
+        lambda s: (
+            s.get("configuration", {}).get("pendingRestart") == ["max_connections"]
+            or s.get("configuration", {}).get("rollout", {}).get("result") == "InProgress"
+        ),
+        NAME,
+        timeout=30,
+        what="max_connections pending a restart",
+    )
+    assert pending
+    rollout = await rolled(stack, timeout=240)
+    took = time.monotonic() - began
+    await asyncio.sleep(1.0)  # the writer finds the new primary through the moved Service
+    await writer.stop()
+    await probe.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert rollout["reason"] == "Parameters"
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["150", "150"]
+    status = await stack.status(NAME)
+    assert status["primary"] == "b", "the standby was restarted first, then switched over to"
+    assert condition_reason(status, "ConfigurationApplied") == "Applied"
+    assert status["configuration"]["pendingRestart"] == []
+    promotion = status["history"][0]
+    assert (promotion["trigger"], promotion["type"], promotion["result"]) == (
+        "Rollout",
+        "Switchover",
+        "Succeeded",
+    )
+    assert promotion["rpoBytes"] == 0 and promotion["token"] == rollout["token"]
+    rows = await writer.rows_on(f"{NAME}-pg-primary")
+    lost = writer.acknowledged - rows
+    print(
+        f"rolling restart in {took:.1f}s: {len(writer.acknowledged)} rows acknowledged, "
+        f"{len(lost)} lost; {len(probe.samples)} samples, at most {probe.most_writable} "
+        f"writable, {sum(1 for s in probe.samples if not any(s.values()))} with none"
+    )
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"
+    assert len(writer.acknowledged) > 10
+    assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
+    assert sum(1 for s in probe.samples if any(s.values())) > len(probe.samples) // 2
+
+
+async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -> None:
+    await create_replicating(stack)
+    probe = WriteProbe(stack)
+    await probe.prepare()
+    probe.start()
+    seen: list[tuple[str, str, bool, bool]] = []
+
+    async def images() -> tuple[str, str]:
+        found = []
+        for side in "ab":
+            sts = await stack.request(
+                "GET", f"/apis/apps/v1/namespaces/{stack.namespace}/statefulsets/{NAME}-pg-{side}"
+            )
+            found.append(str(sts["spec"]["template"]["spec"]["containers"][0]["image"]))
+        return found[0], found[1]
+
+    async def sample() -> None:
+        while True:
+            a, b = await images()
+            serving = [await show(stack, side, "transaction_read_only") for side in "ab"]
+            seen.append((a, b, serving[0] == "off", serving[1] == "off"))
+            await asyncio.sleep(0.3)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await patch_spec(stack, {"postgres": {"image": "postgres:15.4"}})
+        rollout = await rolled(stack, timeout=240)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        await probe.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert rollout["reason"] == "Image"
+    new = "postgres:15.4"
+    assert seen[0][:2] == ("postgres:15", "postgres:15")
+    assert seen[-1][:2] == (new, new) or await images() == (new, new)
+    first_b = next(i for i, s in enumerate(seen) if s[1] == new)
+    first_a = next((i for i, s in enumerate(seen) if s[0] == new), len(seen))
+    assert first_b < first_a, "the standby's StatefulSet changes first"
+    # While only the standby had the new image, the primary kept serving (read-write).
+    only_b = [s for s in seen[first_b:first_a] if s[0] != new]
+    assert only_b and all(s[2] for s in only_b[:3]), only_b[:3]
+    assert probe.both_writable() == [], "two sides accepted writes"
+    status = await stack.status(NAME)
+    assert status["configuration"]["a"]["image"] == new
+    assert status["configuration"]["b"]["image"] == new
+    print(
+        f"image roll: {len(seen)} samples; b changed at sample {first_b}, a at {first_a}; "
+        f"{len(probe.samples)} write samples, at most {probe.most_writable} writable"
+    )
+
+
+async def test_a_major_version_change_is_refused_and_nothing_rolls(stack: LocalStack) -> None:
+    """Without the admission webhook (the local stack has none), the reconcile and the rollout
+    refuse it: status says why and how to upgrade; no StatefulSet and no instance changes."""
+    await create_replicating(stack)
+    started = [await started_at(stack, side) for side in "ab"]
+    await patch_spec(stack, {"postgres": {"image": "postgres:16.1"}})
+
+    def refused(status: dict[str, Any]) -> dict[str, Any] | None:
+        if (
+            condition_reason(status, "Ready") == "InvalidSpec"
+            and condition_reason(status, "ConfigurationApplied") == "ImageChangeRefused"
+        ):
+            return status
+        return None
+
+    status = await stack.wait_for(refused, NAME, timeout=30, what="the image change refused")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["message"].startswith(
+        "spec.postgres.image changes the PostgreSQL major version from 15 to 16"
+    ), ready["message"]
+    assert "Upgrading PostgreSQL to a new major version" in ready["message"]
+    await asyncio.sleep(3.0)  # several observations: still nothing moves
+    for side in "ab":
+        sts = await stack.request(
+            "GET", f"/apis/apps/v1/namespaces/{stack.namespace}/statefulsets/{NAME}-pg-{side}"
+        )
+        assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:15"
+    assert [await started_at(stack, side) for side in "ab"] == started
+    status = await stack.status(NAME)
+    assert status["configuration"]["rollout"].get("step") is None
+    assert status["history"] == []
+
+
+async def test_a_rolling_restart_resumes_after_the_operator_restarts(stack: LocalStack) -> None:
+    """The roll is recorded in status: an operator stopped in the middle and started again
+    finishes it, with exactly one switchover."""
+    await create_replicating(stack)
+    writer = Writer(stack)
+    await writer.prepare()
+    writer.start()
+    await patch_spec(stack, {"postgres": {"parameters": {"shared_buffers": "256MB"}}})
+    await stack.wait_for(
+        lambda s: s.get("configuration", {}).get("rollout", {}).get("step") == "RestartingStandby",
+        NAME,
+        timeout=60,
+        what="the roll restarting the standby",
+    )
+    await stack.stop_operator()
+    await asyncio.sleep(3.0)  # the standby restarts meanwhile; nobody decides anything
+    await stack.start_operator()
+    rollout = await rolled(stack, timeout=240)
+    await asyncio.sleep(1.0)
+    await writer.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert [await show(stack, side, "shared_buffers") for side in "ab"] == ["256MB", "256MB"]
+    status = await stack.status(NAME)
+    rollouts = [h for h in status["history"] if h.get("trigger") == "Rollout"]
+    assert [h["token"] for h in rollouts] == [rollout["token"]], status["history"]
+    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"

@@ -1,0 +1,407 @@
+"""Configuration changes (docs/architecture.md §16): which image changes are rolled, what is
+pending, which step of a rolling restart comes next, and what the builders render from pins."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gocd_ha_operator.api.constants import ANNOTATION_RESTART_REVISION, Side
+from gocd_ha_operator.api.immutability import immutable_problems
+from gocd_ha_operator.api.status import ConfigurationStatus, PromotionStatus
+from gocd_ha_operator.api.versions import image_change_problem
+from gocd_ha_operator.builders import BuildInputs
+from gocd_ha_operator.builders.postgres import build_postgres_statefulset
+from gocd_ha_operator.postgres.config import loaded_revision, render_postgresql_conf
+from gocd_ha_operator.rules.rollout import (
+    ConfigReason,
+    InstanceView,
+    Pin,
+    RolloutDecision,
+    RolloutInput,
+    RolloutStep,
+    decide,
+    effective_pins,
+)
+from tests.support.rollout import IMAGE_CHANGES
+
+NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
+OLD, NEW = "postgres:15.4", "postgres:15.6"
+REV = "r2"
+
+
+@pytest.mark.parametrize(("old", "new", "fragment"), IMAGE_CHANGES)
+def test_image_changes_rolled_or_refused(old: str, new: str, fragment: str | None) -> None:
+    problem = image_change_problem(old, new)
+    if fragment is None:
+        assert problem is None
+    else:
+        assert problem is not None and fragment in problem
+        assert "docs/operator.md" in problem or "tag" in problem or "variant" in problem
+
+
+def test_a_major_version_change_says_how_to_upgrade() -> None:
+    problem = image_change_problem("postgres:15", "postgres:16")
+    assert problem is not None
+    assert "create a new GoCDHACluster" in problem
+    assert "Upgrading PostgreSQL to a new major version" in problem
+
+
+def test_the_webhook_rules_refuse_a_major_change_naming_the_field(
+    body: Callable[..., dict[str, Any]],
+) -> None:
+    old = body({"postgres": {"image": "postgres:15.4"}})
+    assert immutable_problems(old, body({"postgres": {"image": "postgres:15.6"}})) == []
+    problems = immutable_problems(old, body({"postgres": {"image": "postgres:16.1"}}))
+    assert [p.path for p in problems] == ["spec.postgres.image"]
+    assert "from 15 to 16" in str(problems[0])
+
+
+def test_the_rendered_configuration_names_its_revision() -> None:
+    one = render_postgresql_conf(parameters={"work_mem": "8MB"}, synchronous=False)
+    two = render_postgresql_conf(parameters={"work_mem": "16MB"}, synchronous=False)
+    sync = render_postgresql_conf(parameters={"work_mem": "8MB"}, synchronous=True)
+    revisions = {loaded_revision(text) for text in (one, two, sync)}
+    assert None not in revisions and len(revisions) == 3
+    assert loaded_revision(one) == loaded_revision(
+        render_postgresql_conf(parameters={"work_mem": "8MB"}, synchronous=False)
+    )
+
+
+# --- the rolling restart, step by step -------------------------------------------------------
+
+
+def streaming(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV) -> InstanceView:
+    return InstanceView(
+        reachable=True,
+        in_recovery=True,
+        streaming=True,
+        revision=rev,
+        pending_restart=pending,
+        started_at=started,
+    )
+
+
+def serving(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV) -> InstanceView:
+    return InstanceView(
+        reachable=True, in_recovery=False, revision=rev, pending_restart=pending, started_at=started
+    )
+
+
+def state(
+    *,
+    a: InstanceView,
+    b: InstanceView,
+    pins: dict[Side, Pin] | None = None,
+    image: str = OLD,
+    primary: Side = "a",
+    promotion: PromotionStatus | None = None,
+    previous: ConfigurationStatus | None = None,
+    stopped: frozenset[Side] = frozenset(),
+) -> RolloutInput:
+    return RolloutInput(
+        want_image=image,
+        want_revision=REV,
+        pins=pins if pins is not None else {"a": Pin(OLD), "b": Pin(OLD)},
+        instances={"a": a, "b": b},
+        primary=primary,
+        stopped=stopped,
+        promotion=promotion or PromotionStatus(),
+        previous=previous or ConfigurationStatus(),
+        now=NOW,
+    )
+
+
+def then(decision: RolloutDecision, inp: RolloutInput, **changes: Any) -> RolloutInput:
+    """The next observation's input after ``decision`` was written."""
+    pins = {
+        s: Pin(
+            str(getattr(decision.configuration, s).image),
+            getattr(decision.configuration, s).restart_revision,
+        )
+        for s in "ab"
+    }  # type: ignore[misc]
+    changes.setdefault("now", inp.now + timedelta(seconds=10))
+    return dataclasses.replace(inp, pins=pins, previous=decision.configuration, **changes)
+
+
+def test_nothing_pending_is_applied() -> None:
+    decision = decide(state(a=serving(), b=streaming()))
+    assert (decision.condition_status, decision.reason) == ("True", ConfigReason.APPLIED)
+    assert decision.configuration.pending_restart == []
+    assert not decision.pins_changed and decision.switchover is None
+
+
+def test_an_instance_that_has_not_reloaded_yet_is_reloading() -> None:
+    decision = decide(state(a=serving(), b=streaming(rev="r1")))
+    assert (decision.condition_status, decision.reason) == ("False", ConfigReason.RELOADING)
+    assert "side b" in decision.message
+
+
+def test_a_restart_waits_for_a_streaming_standby() -> None:
+    waiting = InstanceView(reachable=True, in_recovery=True, streaming=False, revision=REV)
+    decision = decide(state(a=serving(pending=("max_connections",)), b=waiting))
+    assert decision.reason == ConfigReason.RESTART_PENDING
+    assert "the standby (side b) streams" in decision.message
+    assert decision.configuration.pending_restart == ["max_connections"]
+    assert not decision.pins_changed
+
+
+def test_a_restart_only_parameter_rolls_standby_switchover_old_primary() -> None:
+    pending = ("max_connections",)
+    first = state(a=serving(pending=pending), b=streaming(pending=pending))
+    started = decide(first)
+    rollout = started.configuration.rollout
+    assert rollout.step == RolloutStep.RESTARTING_STANDBY and rollout.result == "InProgress"
+    token = str(rollout.token)
+    # Only the standby is pinned to the roll; the primary's StatefulSet is untouched.
+    assert started.pins_changed
+    assert started.configuration.b is not None and started.configuration.b.restart_revision == token
+    assert started.configuration.a is not None and started.configuration.a.restart_revision is None
+    assert rollout.restarted_from == {"b": "t0"}
+    assert [e[1] for e in started.events] == ["RollingRestartStarted", "RollingRestartInstance"]
+    assert started.reason == ConfigReason.ROLLING_RESTART
+
+    # The old standby pod still streams (not replaced yet): not done.
+    same = decide(then(started, first))
+    assert same.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+    assert same.switchover is None and not same.pins_changed
+
+    # Restarted: another postmaster, nothing pending -> the switchover is asked for.
+    restarted = then(
+        started, first, instances={"a": serving(pending=pending), "b": streaming("t1")}
+    )
+    switching = decide(restarted)
+    assert switching.configuration.rollout.step == RolloutStep.SWITCHOVER
+    assert switching.switchover is not None
+    assert (switching.switchover.token, switching.switchover.trigger) == (token, "Rollout")
+    assert "RollingRestartSwitchover" in [e[1] for e in switching.events]
+
+    # The promotion runs: wait; it succeeded: the old primary (now standby) restarts.
+    running = PromotionStatus(
+        token=token, result="InProgress", step="CatchingUp", from_side="a", to_side="b"
+    )
+    waiting = decide(then(switching, restarted, promotion=running))
+    assert (
+        waiting.switchover is None and waiting.configuration.rollout.step == RolloutStep.SWITCHOVER
+    )
+    done = running.model_copy(update={"result": "Succeeded", "step": "Done"})
+    after = then(
+        waiting,
+        restarted,
+        promotion=done,
+        primary="b",
+        instances={"a": streaming("t2", pending=pending), "b": serving("t1")},
+    )
+    old = decide(after)
+    assert old.configuration.rollout.step == RolloutStep.RESTARTING_OLD_PRIMARY
+    assert old.configuration.a is not None and old.configuration.a.restart_revision == token
+    assert old.configuration.rollout.restarted_from == {"b": "t0", "a": "t2"}
+    # Restarted and streaming: done.
+    final = decide(then(old, after, instances={"a": streaming("t3"), "b": serving("t1")}))
+    assert final.configuration.rollout.step == RolloutStep.DONE
+    assert final.configuration.rollout.result == "Succeeded"
+    assert (final.condition_status, final.reason) == ("True", ConfigReason.APPLIED)
+    assert final.configuration.pending_restart == []
+
+
+def test_a_rejoin_that_restarted_the_old_primary_needs_no_second_restart() -> None:
+    token_roll = decide(
+        state(a=serving(pending=("shared_buffers",)), b=streaming(pending=("shared_buffers",)))
+    )
+    token = str(token_roll.configuration.rollout.token)
+    previous = token_roll.configuration.model_copy(
+        update={
+            "rollout": token_roll.configuration.rollout.model_copy(
+                update={"step": RolloutStep.SWITCHOVER}
+            )
+        }
+    )
+    done = PromotionStatus(token=token, result="Succeeded", step="Done", from_side="a", to_side="b")
+    decision = decide(
+        state(
+            a=streaming("t9"),
+            b=serving("t1"),
+            pins={"a": Pin(OLD), "b": Pin(OLD, token)},
+            primary="b",
+            promotion=done,
+            previous=previous,
+        )
+    )
+    assert decision.configuration.rollout.result == "Succeeded"
+    assert (
+        decision.configuration.a is not None and decision.configuration.a.restart_revision is None
+    )
+
+
+def test_a_minor_image_change_pins_one_side_at_a_time() -> None:
+    first = state(a=serving(), b=streaming(), image=NEW)
+    started = decide(first)
+    assert started.configuration.pending_restart == ["image"]
+    assert started.configuration.rollout.reason == "Image"
+    a, b = started.configuration.a, started.configuration.b
+    assert a is not None and b is not None
+    assert (a.image, b.image) == (OLD, NEW), "never both StatefulSets at once"
+
+
+def test_a_major_image_change_is_refused_and_nothing_moves() -> None:
+    decision = decide(state(a=serving(), b=streaming(), image="postgres:16.1"))
+    assert (decision.condition_status, decision.reason) == (
+        "False",
+        ConfigReason.IMAGE_CHANGE_REFUSED,
+    )
+    assert (
+        "spec.postgres.image changes the PostgreSQL major version from 15 to 16" in decision.message
+    )
+    assert not decision.pins_changed and decision.switchover is None
+    assert decision.configuration.rollout.step is None
+
+
+def test_a_failed_switchover_blocks_the_roll_until_the_spec_changes() -> None:
+    pending = ("max_connections",)
+    started = decide(state(a=serving(pending=pending), b=streaming(pending=pending)))
+    token = str(started.configuration.rollout.token)
+    at_switchover = started.configuration.model_copy(
+        update={
+            "rollout": started.configuration.rollout.model_copy(
+                update={"step": RolloutStep.SWITCHOVER}
+            )
+        }
+    )
+    failed = PromotionStatus(
+        token=token,
+        result="Failed",
+        reason="SwitchoverFailed",
+        message="no catch-up",
+        from_side="a",
+        to_side="b",
+    )
+    inp = state(
+        a=serving(pending=pending),
+        b=streaming("t1"),
+        pins={"a": Pin(OLD), "b": Pin(OLD, token)},
+        promotion=failed,
+        previous=at_switchover,
+    )
+    blocked = decide(inp)
+    assert blocked.reason == ConfigReason.ROLLOUT_BLOCKED
+    assert blocked.configuration.rollout.result == "Blocked"
+    assert blocked.events[0][:2] == ("Warning", "RollingRestartBlocked")
+    again = decide(then(blocked, inp, now=NOW + timedelta(minutes=5)))
+    assert again.reason == ConfigReason.ROLLOUT_BLOCKED and again.switchover is None
+    assert not again.pins_changed
+    # A new target (another parameter change) rolls again.
+    moved = dataclasses.replace(
+        then(blocked, inp),
+        want_revision="r3",
+        instances={
+            "a": serving(pending=pending, rev="r3"),
+            "b": streaming("t1", pending=pending, rev="r3"),
+        },
+    )
+    rolled = decide(moved)
+    assert rolled.configuration.rollout.result == "InProgress"
+    assert rolled.configuration.rollout.token != token
+
+
+def test_a_manually_rejoined_old_primary_ends_the_roll() -> None:
+    pending = ("max_connections",)
+    started = decide(state(a=serving(pending=pending), b=streaming(pending=pending)))
+    token = str(started.configuration.rollout.token)
+    previous = started.configuration.model_copy(
+        update={
+            "rollout": started.configuration.rollout.model_copy(
+                update={"step": RolloutStep.SWITCHOVER}
+            )
+        }
+    )
+    done = PromotionStatus(token=token, result="Succeeded", step="Done", from_side="a", to_side="b")
+    decision = decide(
+        state(
+            a=InstanceView(reachable=False),
+            b=serving("t1"),
+            pins={"a": Pin(OLD), "b": Pin(OLD, token)},
+            primary="b",
+            promotion=done,
+            previous=previous,
+            stopped=frozenset({"a"}),
+        )
+    )
+    assert decision.configuration.rollout.result == "Succeeded"
+    assert "rejoin: Manual" in decision.message
+
+
+def test_effective_pins_prefer_status_then_live_then_spec() -> None:
+    recorded = ConfigurationStatus.model_validate({"a": {"image": OLD, "restartRevision": "x"}})
+    pins = effective_pins(recorded, {"a": Pin("live:1"), "b": Pin("live:2")}, NEW)
+    assert pins == {"a": Pin(OLD, "x"), "b": Pin("live:2")}
+    assert effective_pins(ConfigurationStatus(), {}, NEW) == {"a": Pin(NEW), "b": Pin(NEW)}
+
+
+def test_the_statefulset_is_built_from_its_pin(inputs: Callable[..., BuildInputs]) -> None:
+    built = inputs({"postgres": {"image": NEW}})
+    default = build_postgres_statefulset(built, "a")["spec"]["template"]
+    assert default["spec"]["containers"][0]["image"] == NEW
+    assert "annotations" not in default["metadata"], "unpinned: exactly what was built before"
+    pinned = dataclasses.replace(built, pins={"a": Pin(OLD), "b": Pin(NEW, "rollout-1")})
+    a = build_postgres_statefulset(pinned, "a")["spec"]["template"]
+    b = build_postgres_statefulset(pinned, "b")["spec"]["template"]
+    assert a["spec"]["containers"][0]["image"] == OLD and "annotations" not in a["metadata"]
+    assert b["spec"]["containers"][0]["image"] == NEW
+    assert b["metadata"]["annotations"] == {ANNOTATION_RESTART_REVISION: "rollout-1"}
+
+
+def test_an_image_that_does_not_start_can_be_corrected_while_the_standby_is_down() -> None:
+    first = state(a=serving(), b=streaming("t0"), image="postgres:15.99")
+    started = decide(first)
+    assert started.configuration.b is not None
+    assert started.configuration.b.image == "postgres:15.99"
+    # The new image never starts: the standby stays down, the roll waits, the primary is kept.
+    down = then(started, first, instances={"a": serving(), "b": InstanceView(reachable=False)})
+    stuck = decide(down)
+    assert stuck.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+    assert stuck.configuration.a is not None and stuck.configuration.a.image == OLD
+    # The user corrects the image: the down standby is pinned to it at once.
+    fixed = decide(then(stuck, down, want_image=NEW))
+    assert fixed.pins_changed
+    assert fixed.configuration.b is not None and fixed.configuration.b.image == NEW
+    assert fixed.configuration.rollout.restarted_from == {"b": "t0"}
+    # It starts and streams: a postmaster other than the first proves the restart.
+    back = then(fixed, down, want_image=NEW, instances={"a": serving(), "b": streaming("t5")})
+    assert decide(back).configuration.rollout.step == RolloutStep.SWITCHOVER
+
+
+def test_no_pin_moves_while_another_promotion_runs() -> None:
+    first = state(a=serving(), b=InstanceView(reachable=False), image=NEW)
+    previous = ConfigurationStatus.model_validate(
+        {
+            "rollout": {
+                "step": "RestartingStandby",
+                "result": "InProgress",
+                "token": "rollout-1",
+                "revision": REV,
+                "image": NEW,
+                "restartedFrom": {"b": "t0"},
+            }
+        }
+    )
+    user = PromotionStatus(token="by-hand", result="InProgress", step="Fencing", from_side="a")
+    decision = decide(dataclasses.replace(first, previous=previous, promotion=user))
+    assert not decision.pins_changed and decision.switchover is None
+    assert "waiting for promotion 'by-hand'" in decision.message
+    # Once it is over, the roll goes on (here: the down standby is re-pinned).
+    decision = decide(dataclasses.replace(first, previous=previous))
+    assert decision.pins_changed
+
+
+def test_an_instance_that_does_not_answer_is_not_claimed_applied() -> None:
+    decision = decide(state(a=serving(), b=InstanceView(reachable=False)))
+    assert (decision.condition_status, decision.reason) == ("Unknown", ConfigReason.NOT_OBSERVED)
+    assert "side b does not answer" in decision.message
+    # A side meant to be stopped (rejoin: Manual) is not waited for.
+    stopped = decide(state(a=serving(), b=InstanceView(reachable=False), stopped=frozenset("b")))
+    assert stopped.condition_status == "True"

@@ -39,7 +39,7 @@ def test_a_synchronous_pair_starts_and_its_commits_wait_for_the_standby(
     primary.start("primary", timeout=60)
     standby = cluster.b
     standby.start("standby", timeout=90)
-    assert primary.query("SHOW synchronous_standby_names") == "ANY 1 (gocdha_a, gocdha_b)"
+    assert primary.query("SHOW synchronous_standby_names") == "FIRST 1 (gocdha_a, gocdha_b)"
     wait_until(
         lambda: primary.query("SELECT sync_state FROM pg_stat_replication") in ("sync", "quorum"),
         timeout=30,

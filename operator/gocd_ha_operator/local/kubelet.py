@@ -109,7 +109,9 @@ TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 #: Kubernetes keeps at most this much of a termination message.
 TERMINATION_MESSAGE_LIMIT: Final = 4096
 #: Environment variables naming a Service's host and port that a node's DNS would resolve: the
-#: instance's peer, and the instance a backup Job copies from.
+#: instance's peer, and the instance a backup Job copies from. The host keeps the Service name
+#: (clients verify TLS certificates against it); its address goes into ``<host variable>ADDR``,
+#: which the scripts hand to libpq as ``hostaddr``.
 SERVICE_ADDRESS_VARIABLES: Final = (
     (ENV_PEER_HOST, ENV_PEER_PORT),
     ("GOCDHA_BACKUP_HOST", "GOCDHA_BACKUP_PORT"),
@@ -964,7 +966,7 @@ class LocalKubelet:
         if endpoint is None:
             self._log(pod, f"cannot resolve {host}:{port} to a local address; left unchanged")
             return
-        env[host_variable] = endpoint.host
+        env[f"{host_variable}ADDR"] = endpoint.host
         env[port_variable] = str(endpoint.port)
 
     async def _stop(self, pod: _Pod, grace: float | None = None) -> None:

@@ -22,7 +22,9 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import stat
+import struct
 import subprocess
 import tempfile
 import time
@@ -554,3 +556,18 @@ def pg_cluster(**options: Any) -> Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def served_certificate(port: int, server_name: str, ca_file: Path, host: str = LOOPBACK) -> bytes:
+    """The certificate (DER) a Postgres on ``host:port`` serves, verified against ``server_name``
+    and ``ca_file``: the protocol's SSLRequest, then a TLS handshake (what a client sees)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with socket.create_connection((host, port), timeout=5) as raw:
+        raw.sendall(struct.pack("!ii", 8, 80877103))
+        answer = raw.recv(1)
+        if answer != b"S":
+            raise AssertionError(f"the server at {host}:{port} refused TLS ({answer!r})")
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der

@@ -70,6 +70,7 @@ from typing import Any, Final, Literal, Self
 import aiohttp
 
 from gocd_ha_operator.api.constants import (
+    ENV_ENDPOINTS,
     ENV_PEER_HOST,
     ENV_PEER_PORT,
     ENV_PG_BINDIR,
@@ -880,6 +881,11 @@ class LocalKubelet:
             data = _rewrite_path(GOCD_DATA_DIR, mounts)
             if data != GOCD_DATA_DIR:
                 argv += ["--data-dir", data]
+            # What a node gives a real GoCD server: its mounts (db.properties names the CA by
+            # its container path) and Service name resolution (the endpoint map).
+            for mount in mounts:
+                argv += ["--mount", f"{mount.container_path}={mount.local_path}"]
+            env[ENV_ENDPOINTS] = self.endpoints_json()
         else:
             command = [*(spec.get("command") or []), *(spec.get("args") or [])]
             argv = [_rewrite_port(_rewrite_path(arg, mounts), ports) for arg in command]

@@ -169,6 +169,19 @@ def test_the_operator_creates_the_ca_and_server_secrets_once_and_renews_at_two_t
     assert base64.b64decode(renewed["ca.crt"]) == ca_pem
 
 
+def test_the_periodic_check_renews_but_never_creates(
+    body: Callable[..., dict[str, Any]],
+) -> None:
+    kube = MemoryKube()
+    client, cluster = cast(KubeClient, kube), _cluster(body)
+    assert ensure_certificates(client, OWNER, cluster, now=NOW, create=False) is None
+    assert kube.writes == []  # an invalid or not yet reconciled resource gets nothing
+    ca_pem = ensure_certificates(client, OWNER, cluster, now=NOW)
+    later = NOW + dt.timedelta(days=61)
+    assert ensure_certificates(client, OWNER, cluster, now=later, create=False) == ca_pem
+    assert kube.writes[-1] == ("patch", "Secret", "ci-server-tls")
+
+
 def test_a_secret_controlled_by_another_object_is_not_taken_over(
     body: Callable[..., dict[str, Any]],
 ) -> None:

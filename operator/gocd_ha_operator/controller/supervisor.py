@@ -97,11 +97,16 @@ class Supervisor:
     async def _certificates(self, body: dict[str, Any], cluster: GoCDHACluster) -> bytes | None:
         """The CA certificate, after renewing the server certificate when it is due (at two
         thirds of its lifetime, docs/architecture.md §16). The reconcile creates both Secrets;
-        this periodic check is what renews them. ``None`` (observed as unreachable) while the
-        Secrets cannot be read or written."""
+        this periodic check only renews them. ``None`` (Postgres then observed as unreachable)
+        while they do not exist or cannot be read or written."""
         try:
             return await asyncio.to_thread(
-                ensure_certificates, self.config.kube, body, cluster, now=self.config.clock()
+                ensure_certificates,
+                self.config.kube,
+                body,
+                cluster,
+                now=self.config.clock(),
+                create=False,
             )
         except (KubeApiError, NotOwnedError, OSError) as exc:
             logger.warning("%s: cannot check the Postgres certificates: %s", cluster.name, exc)

@@ -78,6 +78,23 @@ def _write(
     result.created.append(f"Secret/{meta['name']}")
 
 
+def _keep_labels(
+    kube: KubeClient,
+    cluster: GoCDHACluster,
+    live: Mapping[str, Any],
+    result: ApplyResult,
+) -> None:
+    """Put the child labels back on a kept Secret someone edited (its data stays)."""
+    meta = live.get("metadata") or {}
+    wanted = object_labels(cluster.name, COMPONENT_POSTGRES, None, None)
+    labels = meta.get("labels") or {}
+    if all(labels.get(key) == value for key, value in wanted.items()):
+        result.unchanged.append(f"Secret/{meta.get('name')}")
+        return
+    kube.patch("v1", "Secret", cluster.namespace, meta["name"], {"metadata": {"labels": wanted}})
+    result.patched.append(f"Secret/{meta.get('name')}")
+
+
 def ensure_certificates(
     kube: KubeClient,
     owner: Mapping[str, Any],
@@ -85,16 +102,25 @@ def ensure_certificates(
     *,
     now: datetime,
     result: ApplyResult | None = None,
-) -> bytes:
+    create: bool = True,
+) -> bytes | None:
     """Make sure the CA and a current server certificate exist; return the CA certificate PEM.
 
-    Writes only when something is missing or due: an unchanged cluster causes no write. Raises
-    :class:`NotOwnedError` when a Secret of the same name is controlled by another object.
+    Writes only when something is missing or due: an unchanged cluster causes no write. With
+    ``create=False`` (the supervisor's periodic check) only an existing pair is renewed: making
+    them is the reconcile's job, which does not run for an invalid resource; ``None`` is returned
+    while they do not exist. Raises :class:`NotOwnedError` when a Secret of the same name is
+    controlled by another object.
     """
     result = result if result is not None else ApplyResult()
     names = ChildNames(cluster.name)
     owner_uid = str(owner["metadata"]["uid"])
     live_ca = kube.get("v1", "Secret", cluster.namespace, names.ca_secret)
+    if not create and (
+        live_ca is None
+        or kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret) is None
+    ):
+        return None
     if live_ca is not None and _controlled_by_other(live_ca, owner_uid):
         raise NotOwnedError(f"Secret/{names.ca_secret} exists and is controlled by another object")
     ca = certificates.CertificateAuthority.from_secret_data(
@@ -123,7 +149,8 @@ def ensure_certificates(
             )
             ca = kept or ca
     else:
-        result.unchanged.append(f"Secret/{names.ca_secret}")
+        assert live_ca is not None
+        _keep_labels(kube, cluster, live_ca, result)
     dns_names = certificates.postgres_dns_names(cluster.name, cluster.namespace)
     live_server = kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret)
     if live_server is not None and _controlled_by_other(live_server, owner_uid):
@@ -139,7 +166,8 @@ def ensure_certificates(
         else certificates.server_certificate_problem(kept_server, ca, dns_names, now=now)
     )
     if why is None:
-        result.unchanged.append(f"Secret/{names.server_tls_secret}")
+        assert live_server is not None
+        _keep_labels(kube, cluster, live_server, result)
         return ca.cert_pem
     logger.info(
         "Issuing a new Postgres server certificate in Secret %s/%s: %s.",

@@ -19,6 +19,7 @@ from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.backup import build_backup_job
 from gocd_ha_operator.builders.postgres import build_postgres_statefulset
 from gocd_ha_operator.builders.secrets import escape_properties_value, render_db_properties
+from gocd_ha_operator.cli.render import render_cluster
 from gocd_ha_operator.controller.tls import ca_file, ensure_certificates, read_ca_certificate
 from gocd_ha_operator.guard.tls import refresh
 from gocd_ha_operator.kube import certificates
@@ -353,3 +354,20 @@ def test_properties_escapes_round_trip() -> None:
     for value in (" lead", "a=b:c#d!e\\f", "naïve\u2603", "tab\tend"):
         text = f"k={escape_properties_value(value)}\n"
         assert parse_properties(text) == {"k": value}
+
+
+def test_render_prints_every_secret_the_pods_mount(body: Callable[..., dict[str, Any]]) -> None:
+    children = render_cluster(_cluster(body), primary=None, operator_image="img:test")
+    secrets = {c["metadata"]["name"] for c in children if c["kind"] == "Secret"}
+    assert {"ci-ca", "ci-server-tls"} <= secrets
+    mounted = set()
+    for child in children:
+        template = child.get("spec", {}).get("template", {}).get("spec", {})
+        for volume in template.get("volumes", []):
+            if "secret" in volume:
+                mounted.add(volume["secret"]["secretName"])
+            for source in volume.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    mounted.add(source["secret"]["name"])
+    assert "ci-server-tls" in mounted
+    assert mounted <= secrets, mounted - secrets

@@ -186,6 +186,20 @@ def ensure_certificates(
     return ca.cert_pem
 
 
+def fresh_certificate_secrets(cluster: GoCDHACluster, *, now: datetime) -> list[dict[str, Any]]:
+    """A new CA and server certificate as the two Secrets (no owner): what ``render`` prints,
+    like the credentials it generates afresh on every run."""
+    names = ChildNames(cluster.name)
+    ca = certificates.generate_ca(f"{cluster.name}.{cluster.namespace} gocd-ha CA", now=now)
+    server = certificates.issue_server_certificate(
+        ca, certificates.postgres_dns_names(cluster.name, cluster.namespace), now=now
+    )
+    return [
+        _secret(cluster, names.ca_secret, ca.secret_data(), "Opaque"),
+        _secret(cluster, names.server_tls_secret, server.secret_data(), "kubernetes.io/tls"),
+    ]
+
+
 def read_ca_certificate(kube: KubeClient, cluster: GoCDHACluster) -> bytes | None:
     """The CA certificate clients verify with (``ca.crt`` of the server Secret), or ``None``."""
     names = ChildNames(cluster.name)

@@ -177,8 +177,8 @@ class PgInstance:
     @property
     def server_name(self) -> str:
         """The instance Service's DNS name: what its certificate names and clients verify."""
-        service = ChildNames(TLS_CLUSTER).postgres_instance_service(self.side)
-        return f"{service}.{TLS_NAMESPACE}.svc"
+        service = ChildNames(self.cluster.tls_cluster).postgres_instance_service(self.side)
+        return f"{service}.{self.cluster.tls_namespace}.svc"
 
     def tls_params(self, server_name: str | None = None) -> dict[str, Any]:
         """libpq parameters of a fully verified TLS connection to this instance over TCP."""
@@ -413,6 +413,8 @@ class PgCluster:
         synchronous: bool = False,
         database: str = "gocd",
         archive_dir: Path | None = None,
+        tls_cluster: str = TLS_CLUSTER,
+        tls_namespace: str = TLS_NAMESPACE,
     ) -> None:
         reason = unavailable_reason()
         if reason:
@@ -429,6 +431,8 @@ class PgCluster:
         self.archive_dir = archive_dir or self.root / "shared" / "wal"
         self._render_config(parameters or {}, synchronous)
         self._write_secrets()
+        # The cluster and namespace the server certificate names (as the operator issues it).
+        self.tls_cluster, self.tls_namespace = tls_cluster, tls_namespace
         self.tls_secret_dir = self.root / "tls-secret"
         self.ca_file = self.root / "ca.crt"
         self.ca = certificates.generate_ca("gocdha test CA", now=_utcnow())
@@ -482,7 +486,9 @@ class PgCluster:
         atomic replaces like the kubelet's; the CA file clients use is rewritten too."""
         ca = ca or self.ca
         issued = certificates.issue_server_certificate(
-            ca, certificates.postgres_dns_names(TLS_CLUSTER, TLS_NAMESPACE), now=_utcnow()
+            ca,
+            certificates.postgres_dns_names(self.tls_cluster, self.tls_namespace),
+            now=_utcnow(),
         )
         self.tls_secret_dir.mkdir(exist_ok=True)
         self.give_to_postgres(self.tls_secret_dir)

@@ -76,7 +76,10 @@ def take_backup(
 ) -> subprocess.CompletedProcess[str]:
     env = {
         "GOCDHA_BACKUP_DIR": str(backup_dir),
-        "GOCDHA_BACKUP_HOST": LOOPBACK,
+        # As the Job does: TLS verified against the instance Service's name (§17).
+        "GOCDHA_BACKUP_HOST": source.server_name,
+        "GOCDHA_BACKUP_HOSTADDR": LOOPBACK,
+        "GOCDHA_TLS_CA_FILE": str(cluster.ca_file),
         "GOCDHA_BACKUP_PORT": str(source.port),
         "GOCDHA_REPLICATION_PASSWORD_FILE": str(cluster.password_file("replication")),
         "GOCDHA_BACKUP_NAME": name,

@@ -15,8 +15,9 @@ from tests.support.emulator import BODY, Harness
 pytestmark = pytest.mark.emulator
 
 Start = Callable[[], Any]
-# 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12).
-EXPECTED_CHILDREN = 28
+# 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12)
+# + the CA and server certificate Secrets (issue #13, docs/architecture.md §17).
+EXPECTED_CHILDREN = 30
 
 
 def ready(harness: Harness) -> dict[str, Any] | None:
@@ -164,6 +165,9 @@ async def test_credentials_never_change(harness: Harness, run_operator: Start) -
         "ci-bc-token",
         "ci-gocd-db-a",
         "ci-gocd-db-b",
+        # Not credentials, but generated once too: re-issued only when due (§17).
+        "ci-ca",
+        "ci-server-tls",
     }
     for generation in range(2, 6):
         await harness.patch_cluster(

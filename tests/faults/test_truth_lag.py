@@ -146,7 +146,7 @@ async def test_without_a_recent_primary_side_measurement_the_lag_is_unknown() ->
     """The operator's own observation on real Postgres, with its clock moved on: once the dead
     primary's last measurement is too old to stand for the lag, status says the lag is unknown
     and no failover is possible (on main: the standby's own 0, ``StandbyReady``)."""
-    with pg_cluster() as pg:
+    with pg_cluster(tls_namespace="faults") as pg:
         pg.start_pair("a")
         credentials = ClusterCredentials(
             superuser_password=pg.passwords.superuser,
@@ -163,7 +163,13 @@ async def test_without_a_recent_primary_side_measurement_the_lag_is_unknown() ->
         async def observe(cluster: GoCDHACluster, now: datetime) -> GoCDHACluster:
             topology = topology_of(cluster)
             observation = await observe_cluster(
-                cluster, credentials, topology, now=now, operator_image="x", overrides=overrides
+                cluster,
+                credentials,
+                topology,
+                now=now,
+                operator_image="x",
+                overrides=overrides,
+                ca_pem=pg.ca_file.read_bytes(),
             )
             status, _ = compute_status(cluster, observation, topology, now=now)
             return cluster.model_copy(update={"status": status})

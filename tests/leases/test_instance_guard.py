@@ -101,7 +101,9 @@ def start_guard(cluster: PgCluster, instance: PgInstance, kubeconfig: Path, log:
         f"--retry-period={RETRY_SECONDS}",
         f"--socket-dir={instance.socket_dir}",
         f"--port={instance.port}",
-        "--postgres-host=127.0.0.1",
+        # Over TCP, verified as every client (§17): the Service name, connecting to loopback.
+        f"--postgres-host={instance.server_name}",
+        "--postgres-hostaddr=127.0.0.1",
         f"--password-file={cluster.password_file('operator')}",
         f"--grant-file={instance.socket_dir / LEASE_GRANT_FILE}",
     ]

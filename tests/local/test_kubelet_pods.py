@@ -176,8 +176,10 @@ async def test_env_and_volumes_are_what_a_container_would_see(
     pod_dir = kubelet.work_dir / "pods" / "probe-0"
     assert env["SECRET_FILE"] == f"{pod_dir}/volumes/creds/dir/password"
     assert env["TMPDIR"] == f"{pod_dir}/volumes/tmp"
-    # The peer Service's DNS name becomes the peer's local address; the pod gets its own port.
-    assert (env["GOCDHA_PEER_HOST"], env["GOCDHA_PEER_PORT"]) == (
+    # The peer Service's DNS name stays (TLS verifies it); its local address comes in
+    # GOCDHA_PEER_HOSTADDR, the port is the peer's local one; the pod gets its own port.
+    assert (env["GOCDHA_PEER_HOST"], env["GOCDHA_PEER_HOSTADDR"], env["GOCDHA_PEER_PORT"]) == (
+        f"{CLUSTER}-pg-b.build.svc",
         "127.0.0.1",
         str(kubelet.port(f"{CLUSTER}-pg-b")),
     )

@@ -38,8 +38,7 @@ async def connect(
     address = endpoint(kubelet, service)
     creds = api.credentials
     return await psycopg.AsyncConnection.connect(
-        host=address.host,
-        port=address.port,
+        **api.tls_params(service, address.host, address.port),
         user=GOCD_DB_USER if gocd else OPERATOR_DB_USER,
         password=creds.gocd_password if gocd else creds.operator_password,
         dbname="gocd" if gocd else "postgres",

@@ -31,7 +31,7 @@ NAMESPACE = "build"
 
 @pytest.fixture
 def pg() -> Iterator[PgCluster]:
-    with pg_cluster() as cluster:
+    with pg_cluster(tls_namespace=NAMESPACE) as cluster:
         cluster.start_pair("a")
         yield cluster
 
@@ -80,6 +80,7 @@ async def observe(pg: PgCluster, gocd: StandinGoCD, cluster: GoCDHACluster) -> C
         now=datetime.now(UTC),
         operator_image="unused",
         overrides=endpoints(pg, gocd),
+        ca_pem=pg.ca_file.read_bytes(),
     )
 
 

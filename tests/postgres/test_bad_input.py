@@ -115,7 +115,9 @@ async def test_pgclient_failures_are_typed_bounded_and_secret_free(cluster: PgCl
 
     # Nobody listening: observe() reports it, quickly.
     secret = "s3cret-never-shown"
-    nowhere = PostgresClient(Endpoint("127.0.0.1", free_port()), password=secret)
+    nowhere = PostgresClient(
+        Endpoint("127.0.0.1", free_port()), password=secret, tls=a.client().tls
+    )
     started = time.monotonic()
     observation = await nowhere.observe()
     assert not observation.reachable and observation.error
@@ -124,7 +126,7 @@ async def test_pgclient_failures_are_typed_bounded_and_secret_free(cluster: PgCl
 
     # Wrong password: a typed error without the password.
     with pytest.raises(PostgresAuthFailed) as auth:
-        await PostgresClient(a.endpoint, password=secret).observe()
+        await PostgresClient(a.endpoint, password=secret, tls=a.client().tls).observe()
     assert secret not in str(auth.value) and "gocdha_operator" in str(auth.value)
 
     # Replay that cannot happen in time.
@@ -142,7 +144,7 @@ async def test_pgclient_failures_are_typed_bounded_and_secret_free(cluster: PgCl
     await b.client().wait_for_replay(target, timeout=30)
 
     # A statement that outlives the statement timeout is cut off, not waited for.
-    slow = PostgresClient(a.endpoint, password=cluster.passwords.operator, statement_timeout=0.5)
+    slow = a.client(statement_timeout=0.5)
     with pytest.raises(PostgresQueryFailed) as cut:
         await slow._scalar("SELECT pg_sleep(10)", (), "sleep")
     assert "statement timeout" in str(cut.value)

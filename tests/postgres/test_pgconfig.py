@@ -106,11 +106,13 @@ def test_pg_hba_is_scram_only_and_limits_replication() -> None:
     assert rows
     assert all(row[-1] == "scram-sha-256" for row in rows)
     replication = [row for row in rows if row[1] == "replication"]
-    assert replication == [["host", "replication", "gocdha_replication", "all", "scram-sha-256"]]
+    # Every TCP line is hostssl: a connection without TLS matches none (§17).
+    assert replication == [["hostssl", "replication", "gocdha_replication", "all", "scram-sha-256"]]
+    assert {row[0] for row in rows} == {"local", "hostssl"}
     # The superuser is not reachable over the network.
     assert all(row[0] == "local" for row in rows if row[2] == "postgres")
-    assert ["host", "gocd", "gocd", "all", "scram-sha-256"] in rows
-    assert ["host", "postgres", "gocdha_operator", "all", "scram-sha-256"] in rows
+    assert ["hostssl", "gocd", "gocd", "all", "scram-sha-256"] in rows
+    assert ["hostssl", "postgres", "gocdha_operator", "all", "scram-sha-256"] in rows
     with pytest.raises(ValueError):
         pgconfig.render_pg_hba(database="bad name")
 

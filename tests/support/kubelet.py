@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
+from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.kube.apply import resource_path
+from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.rules.topology import Topology
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 from tests.support.emulator import kubectl_request
@@ -35,6 +39,8 @@ class Api:
 
     url: str
     credentials: ClusterCredentials
+    #: The cluster CA certificate once :meth:`create_children` made the TLS Secrets.
+    ca_pem: bytes = field(default=b"", repr=False)
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         return await kubectl_request(self.url, method, path, body)
@@ -67,6 +73,45 @@ class Api:
         lease = build_primary_lease(inputs, datetime.now(UTC))
         if keep(lease):
             await self.create(lease)
+        # And the TLS Secrets (controller/tls.py): the CA and the server certificate.
+        for secret in self.tls_secrets():
+            if keep(secret):
+                await self.create(secret)
+
+    def tls_secrets(self) -> list[dict[str, Any]]:
+        """``<name>-ca`` and ``<name>-server-tls`` as the operator makes them."""
+        now = datetime.now(UTC)
+        names = ChildNames(CLUSTER)
+        ca = certificates.generate_ca("test CA", now=now)
+        server = certificates.issue_server_certificate(
+            ca, certificates.postgres_dns_names(CLUSTER, NAMESPACE), now=now
+        )
+        self.ca_pem = ca.cert_pem
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "type": kind,
+                "data": data,
+            }
+            for name, kind, data in (
+                (names.ca_secret, "Opaque", ca.secret_data()),
+                (names.server_tls_secret, "kubernetes.io/tls", server.secret_data()),
+            )
+        ]
+
+    def tls_params(self, service: str, host: str, port: int) -> dict[str, Any]:
+        """libpq parameters of a fully verified TLS connection to ``service`` at ``host:port``."""
+        ca_file = Path(tempfile.gettempdir()) / f"gocdha-kubelet-test-{id(self)}.crt"
+        ca_file.write_bytes(self.ca_pem)
+        return {
+            "host": f"{service}.{NAMESPACE}.svc",
+            "hostaddr": host,
+            "port": port,
+            "sslmode": "verify-full",
+            "sslrootcert": str(ca_file),
+        }
 
 
 async def eventually(check: Callable[[], Any], *, timeout: float, what: str) -> Any:

@@ -22,12 +22,15 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import stat
+import struct
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ from gocd_ha_operator.api.constants import (
     ENV_GOCD_PASSWORD_FILE,
     ENV_OPERATOR_PASSWORD_FILE,
     ENV_PEER_HOST,
+    ENV_PEER_HOSTADDR,
     ENV_PEER_PORT,
     ENV_PG_BINDIR,
     ENV_PORT,
@@ -56,18 +60,25 @@ from gocd_ha_operator.api.constants import (
     ENV_SIDE,
     ENV_SOCKET_DIR,
     ENV_SUPERUSER_PASSWORD_FILE,
+    ENV_TLS_SECRET_DIR,
     SUPERUSER_NAME,
     Side,
     other_side,
 )
+from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.local.process import find_pg_bindir
 from gocd_ha_operator.postgres import config as pgconfig
-from gocd_ha_operator.postgres.client import PostgresClient
+from gocd_ha_operator.postgres.client import ClientTLS, PostgresClient
 
 SCRIPTS_DIR = Path(pgconfig.__file__).parent / "scripts"
 OS_USER = "postgres"
 LOOPBACK = "127.0.0.1"
+#: The cluster and namespace the test certificates name: clients verify ``ci-pg-a.pgtest.svc``
+#: (connecting to 127.0.0.1 through libpq's ``hostaddr``), as in a cluster.
+TLS_CLUSTER = "ci"
+TLS_NAMESPACE = "pgtest"
 
 
 def unavailable_reason() -> str | None:
@@ -104,6 +115,10 @@ def tree_digest(path: Path) -> str:
             if stat.S_ISREG(info.st_mode):
                 digest.update(full.read_bytes())
     return digest.hexdigest()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _password() -> str:
@@ -159,6 +174,22 @@ class PgInstance:
     def endpoint(self) -> Endpoint:
         return Endpoint(LOOPBACK, self.port)
 
+    @property
+    def server_name(self) -> str:
+        """The instance Service's DNS name: what its certificate names and clients verify."""
+        service = ChildNames(self.cluster.tls_cluster).postgres_instance_service(self.side)
+        return f"{service}.{self.cluster.tls_namespace}.svc"
+
+    def tls_params(self, server_name: str | None = None) -> dict[str, Any]:
+        """libpq parameters of a fully verified TLS connection to this instance over TCP."""
+        return {
+            "host": server_name or self.server_name,
+            "hostaddr": LOOPBACK,
+            "port": self.port,
+            "sslmode": "verify-full",
+            "sslrootcert": str(self.cluster.ca_file),
+        }
+
     def env(self, role: str, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
         """The entrypoint's environment, as the StatefulSet of this side would set it."""
         cluster = self.cluster
@@ -168,8 +199,10 @@ class PgInstance:
             ENV_PG_BINDIR: str(cluster.bindir),
             ENV_SIDE: self.side,
             ENV_ROLE: role,
-            ENV_PEER_HOST: LOOPBACK,
+            ENV_PEER_HOST: self.peer.server_name,
+            ENV_PEER_HOSTADDR: LOOPBACK,
             ENV_PEER_PORT: str(self.peer.port),
+            ENV_TLS_SECRET_DIR: str(cluster.tls_secret_dir),
             ENV_PORT: str(self.port),
             "GOCDHA_LISTEN_ADDRESSES": LOOPBACK,
             "GOCDHA_WAIT_PRIMARY_SECONDS": "60",
@@ -328,10 +361,10 @@ class PgInstance:
         )
 
     def gocd_connect(self, *, connect_timeout: int = 5) -> psycopg.Connection[Any]:
-        """GoCD's own connection: the gocd user over TCP, as db.properties configures it."""
+        """GoCD's own connection: the gocd user over TCP with TLS verified against the Service
+        name and the cluster CA, as db.properties configures it."""
         return psycopg.connect(
-            host=LOOPBACK,
-            port=self.port,
+            **self.tls_params(),
             user="gocd",
             password=self.cluster.passwords.gocd,
             dbname=self.cluster.database,
@@ -350,7 +383,12 @@ class PgInstance:
 
     def client(self, **options: Any) -> PostgresClient:
         """The operator's client for this instance, as the operator role over TCP."""
-        return PostgresClient(self.endpoint, password=self.cluster.passwords.operator, **options)
+        return PostgresClient(
+            self.endpoint,
+            password=self.cluster.passwords.operator,
+            tls=ClientTLS(self.server_name, str(self.cluster.ca_file)),
+            **options,
+        )
 
     def in_recovery(self) -> bool:
         return bool(self.query("SELECT pg_is_in_recovery()"))
@@ -375,6 +413,8 @@ class PgCluster:
         synchronous: bool = False,
         database: str = "gocd",
         archive_dir: Path | None = None,
+        tls_cluster: str = TLS_CLUSTER,
+        tls_namespace: str = TLS_NAMESPACE,
     ) -> None:
         reason = unavailable_reason()
         if reason:
@@ -391,6 +431,12 @@ class PgCluster:
         self.archive_dir = archive_dir or self.root / "shared" / "wal"
         self._render_config(parameters or {}, synchronous)
         self._write_secrets()
+        # The cluster and namespace the server certificate names (as the operator issues it).
+        self.tls_cluster, self.tls_namespace = tls_cluster, tls_namespace
+        self.tls_secret_dir = self.root / "tls-secret"
+        self.ca_file = self.root / "ca.crt"
+        self.ca = certificates.generate_ca("gocdha test CA", now=_utcnow())
+        self.write_server_certificate()
         self.archive_dir.mkdir(parents=True, exist_ok=True)
         self.give_to_postgres(self.archive_dir)
         self.a = PgInstance(self, "a")
@@ -431,6 +477,31 @@ class PgCluster:
             path.write_text(getattr(self.passwords, role))
             path.chmod(0o400)
             self.give_to_postgres(path)
+
+    def write_server_certificate(
+        self, ca: certificates.CertificateAuthority | None = None
+    ) -> certificates.ServingCertificate:
+        """A new server certificate for every Service name, in the directory both instances
+        mount as their certificate Secret (as the operator writes ``<name>-server-tls``), with
+        atomic replaces like the kubelet's; the CA file clients use is rewritten too."""
+        ca = ca or self.ca
+        issued = certificates.issue_server_certificate(
+            ca,
+            certificates.postgres_dns_names(self.tls_cluster, self.tls_namespace),
+            now=_utcnow(),
+        )
+        self.tls_secret_dir.mkdir(exist_ok=True)
+        self.give_to_postgres(self.tls_secret_dir)
+        files = {"tls.crt": issued.cert_pem, "tls.key": issued.key_pem, "ca.crt": ca.cert_pem}
+        for name, content in files.items():
+            temporary = self.tls_secret_dir / f".{name}.new"
+            temporary.write_bytes(content)
+            temporary.chmod(0o400)
+            self.give_to_postgres(temporary)
+            temporary.replace(self.tls_secret_dir / name)
+        self.ca_file.write_bytes(ca.cert_pem)
+        self.ca_file.chmod(0o644)
+        return issued
 
     def write_file(self, path: Path, text: str, mode: int = 0o600) -> Path:
         """A file the postgres user owns (for credential variants in tests)."""
@@ -491,3 +562,18 @@ def pg_cluster(**options: Any) -> Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def served_certificate(port: int, server_name: str, ca_file: Path, host: str = LOOPBACK) -> bytes:
+    """The certificate (DER) a Postgres on ``host:port`` serves, verified against ``server_name``
+    and ``ca_file``: the protocol's SSLRequest, then a TLS handshake (what a client sees)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with socket.create_connection((host, port), timeout=5) as raw:
+        raw.sendall(struct.pack("!ii", 8, 80877103))
+        answer = raw.recv(1)
+        if answer != b"S":
+            raise AssertionError(f"the server at {host}:{port} refused TLS ({answer!r})")
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der

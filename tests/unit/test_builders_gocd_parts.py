@@ -41,9 +41,16 @@ def test_common_part_mounts_the_side_data_and_its_db_properties(inputs: Inputs) 
         "/godata",
         "/home/go",
         "/godata/config/db.properties",
+        "/opt/gocdha/ca",  # the cluster CA db.properties verifies Postgres with
     ]
     volumes = {volume["name"]: volume for volume in parts.volumes}
-    assert list(volumes) == ["godata", "db-properties", "bc-token"]
+    assert list(volumes) == ["godata", "postgres-ca", "db-properties", "bc-token"]
+    # Only the CA certificate of the server Secret: never the server's key.
+    assert volumes["postgres-ca"]["secret"] == {
+        "secretName": "ci-server-tls",
+        "defaultMode": 0o444,
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
     assert volumes["godata"]["persistentVolumeClaim"]["claimName"].endswith("-b")
     assert volumes["db-properties"]["secret"]["secretName"].endswith("-b")
     assert parts.init_containers == () and parts.sidecars == ()

@@ -84,6 +84,17 @@ PG_CONFIG_DIR: Final = "/opt/gocdha/config"
 PG_SECRETS_DIR: Final = "/opt/gocdha/secrets"
 PG_SOCKET_DIR: Final = "/var/run/postgresql"
 SHARED_MOUNT: Final = "/shared"
+#: Where the Postgres and guard containers mount the cluster's server certificate Secret
+#: (``tls.crt``, ``tls.key``, ``ca.crt``); the entrypoint and the guard copy it into
+#: ``<socket dir>/tls`` with the modes Postgres demands (docs/architecture.md §17).
+PG_TLS_SECRET_DIR: Final = "/opt/gocdha/tls"
+#: Where a GoCD pod (and a backup Job) mounts the cluster CA certificate, to verify Postgres.
+TLS_CA_DIR: Final = "/opt/gocdha/ca"
+#: Keys of the server certificate Secret (the names cert-manager uses) and of the CA Secret.
+TLS_CERT_KEY: Final = "tls.crt"
+TLS_PRIVATE_KEY: Final = "tls.key"
+TLS_CA_CERT_KEY: Final = "ca.crt"
+TLS_CA_PRIVATE_KEY: Final = "ca.key"
 WAL_ARCHIVE_SUBDIR: Final = "wal"
 GOCD_MIRROR_SUBDIR: Final = "gocd"
 
@@ -133,6 +144,11 @@ ENV_SUPERUSER_PASSWORD_FILE: Final = "GOCDHA_SUPERUSER_PASSWORD_FILE"
 ENV_REPLICATION_PASSWORD_FILE: Final = "GOCDHA_REPLICATION_PASSWORD_FILE"
 ENV_OPERATOR_PASSWORD_FILE: Final = "GOCDHA_OPERATOR_PASSWORD_FILE"
 ENV_GOCD_PASSWORD_FILE: Final = "GOCDHA_GOCD_PASSWORD_FILE"
+#: The mounted server certificate Secret (tls.crt, tls.key, ca.crt) the instance serves TLS from.
+ENV_TLS_SECRET_DIR: Final = "GOCDHA_TLS_SECRET_DIR"
+#: Optional numeric address of the peer: libpq connects there (``hostaddr``) and still verifies
+#: the certificate against ``GOCDHA_PEER_HOST`` (the Service name).
+ENV_PEER_HOSTADDR: Final = "GOCDHA_PEER_HOSTADDR"
 
 # --- GoCD server (facts of the official image, see docs/gocd-standby-modes.md) ------------------
 GOCD_HTTP_PORT: Final = 8153

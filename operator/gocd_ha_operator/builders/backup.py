@@ -44,6 +44,7 @@ from gocd_ha_operator.builders.postgres import (
     postgres_uid,
     shared_claim_name,
 )
+from gocd_ha_operator.builders.tls import CA_FILE, ca_mount, ca_volume
 
 #: A backup that has not finished after this long is stopped and reported failed.
 BACKUP_DEADLINE_SECONDS: Final = 6 * 3600
@@ -88,6 +89,7 @@ def _backup_env(inputs: BuildInputs, backup: str, source: Side) -> list[dict[str
         ENV_REPLICATION_PASSWORD_FILE: f"{PG_SECRETS_DIR}/replication/password",
         ENV_ARCHIVE_DIR: f"{SHARED_MOUNT}/{WAL_ARCHIVE_SUBDIR}",
         "GOCDHA_TERMINATION_LOG": TERMINATION_LOG,
+        "GOCDHA_TLS_CA_FILE": CA_FILE,
     }
     if spec.gocd.effective_standby_mode == "Cold":
         env["GOCDHA_GOCD_FILES_DIR"] = f"{SHARED_MOUNT}/{GOCD_MIRROR_SUBDIR}"
@@ -126,6 +128,7 @@ def build_backup_job(
             {"name": "shared", "mountPath": SHARED_MOUNT},
             {"name": "config", "mountPath": PG_CONFIG_DIR, "readOnly": True},
             {"name": "credentials", "mountPath": PG_SECRETS_DIR, "readOnly": True},
+            ca_mount(),
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
         ],
     }
@@ -181,6 +184,7 @@ def build_backup_job(
                                 ],
                             },
                         },
+                        ca_volume(inputs),
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                     ],
                 },

@@ -55,6 +55,7 @@ from gocd_ha_operator.builders.postgres import (
     recovering,
     shared_claim_name,
 )
+from gocd_ha_operator.builders.tls import ca_mount, ca_volume
 from gocd_ha_operator.kube.labels import selector_labels
 
 #: How often the Cold-mode sync agent mirrors the primary's files.
@@ -175,9 +176,12 @@ def common_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
                 "subPath": DB_PROPERTIES_KEY,
                 "readOnly": True,
             },
+            # db.properties verifies Postgres with the cluster CA (docs/architecture.md §17).
+            ca_mount(),
         ),
         volumes=(
             {"name": "godata", "persistentVolumeClaim": {"claimName": names.gocd_pvc(side)}},
+            ca_volume(inputs),
             {
                 "name": "db-properties",
                 "secret": {

@@ -82,6 +82,12 @@ from gocd_ha_operator.builders.guard import (
     guard_volumes,
     lease_timing_data,
 )
+from gocd_ha_operator.builders.tls import (
+    guard_tls_arguments,
+    server_tls_env,
+    server_tls_mount,
+    server_tls_volume,
+)
 from gocd_ha_operator.kube.labels import selector_labels
 from gocd_ha_operator.postgres import config as pgconfig
 
@@ -324,6 +330,13 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
     if side == BOOTSTRAP_SIDE and recovering(inputs):
         # The backup's GoCD files are handed to GoCD's group (0) on the shared volume.
         pod_security["supplementalGroups"] = [GOCD_GID]
+    guard = guard_container(inputs, side)
+    # TLS (docs/architecture.md §17): the server certificate Secret in both containers.
+    container["env"].append(server_tls_env())
+    container["volumeMounts"].append(server_tls_mount())
+    guard["command"] = [*guard["command"], *guard_tls_arguments()]
+    guard["volumeMounts"] = [*guard["volumeMounts"], server_tls_mount()]
+    volumes.append(server_tls_volume(inputs, SECRET_FILE_MODE))
     if side == BOOTSTRAP_SIDE:
         env, mounts, extra_volumes = recovery_additions(inputs)
         container["env"] = [*container["env"], *env]
@@ -357,7 +370,7 @@ def build_postgres_statefulset(inputs: BuildInputs, side: Side) -> dict[str, Any
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 60,
                     "securityContext": pod_security,
-                    "containers": [container, guard_container(inputs, side)],
+                    "containers": [container, guard],
                     "volumes": [*volumes, *guard_volumes(inputs, SECRET_FILE_MODE)],
                 },
             },

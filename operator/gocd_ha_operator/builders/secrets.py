@@ -18,6 +18,7 @@ from gocd_ha_operator.api.constants import (
 )
 from gocd_ha_operator.api.credentials import encode_secret_data
 from gocd_ha_operator.builders.common import BuildInputs, metadata, service_host
+from gocd_ha_operator.builders.tls import CA_FILE
 
 
 def _secret(
@@ -84,7 +85,9 @@ def render_db_properties(inputs: BuildInputs, side: Side) -> str:
     database = inputs.cluster.spec.postgres.database
     lines = {
         "db.driver": "org.postgresql.Driver",
-        "db.url": f"jdbc:postgresql://{host}:{POSTGRES_PORT}/{database}",
+        # pgjdbc: TLS, the certificate signed by the cluster CA and naming the host (§17).
+        "db.url": f"jdbc:postgresql://{host}:{POSTGRES_PORT}/{database}"
+        f"?ssl=true&sslmode=verify-full&sslrootcert={CA_FILE}",
         "db.user": GOCD_DB_USER,
         "db.password": inputs.credentials.gocd_password,
     }

@@ -1,8 +1,9 @@
 """``gocd-ha-operator render -f FILE``: every child of a GoCDHACluster as YAML, no cluster needed.
 
 Useful to review what the operator will create, to diff two versions of a resource, and for GitOps
-pipelines that want to see manifests. Credentials are generated afresh on every run (like
-``helm template``): the operator itself generates them once and keeps them in Secrets.
+pipelines that want to see manifests. Credentials and the TLS CA and server certificate are
+generated afresh on every run (like ``helm template``): the operator itself generates them once
+and keeps them in Secrets.
 Invalid input exits with status 2 and one line per problem naming the field; never a traceback.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import yaml
@@ -28,6 +30,7 @@ from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
 from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.api.yamlio import YamlShapeError, dump_all_yaml, load_all_yaml
 from gocd_ha_operator.builders import BuildInputs, build_children
+from gocd_ha_operator.controller.tls import fresh_certificate_secrets
 from gocd_ha_operator.rules.topology import Topology
 
 EXIT_INVALID: Final = 2
@@ -89,7 +92,9 @@ def render_cluster(
         operator_image=operator_image,
         operator_namespace=operator_namespace,
     )
-    return build_children(inputs)
+    # The TLS Secrets the reconcile would create (docs/architecture.md §17), fresh like the
+    # credentials: the pods mount them.
+    return [*build_children(inputs), *fresh_certificate_secrets(cluster, now=datetime.now(UTC))]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

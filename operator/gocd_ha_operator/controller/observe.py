@@ -40,6 +40,7 @@ from gocd_ha_operator.api.status import (
 from gocd_ha_operator.builders.common import BuildInputs
 from gocd_ha_operator.builders.gocd import gocd_replicas
 from gocd_ha_operator.controller.reconcile import existing_operator_password
+from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.gocd.client import (
     ConfigSyncReading,
     check_health,
@@ -102,13 +103,23 @@ async def _observe_postgres(
     side: Side,
     password: str,
     overrides: Mapping[str, Endpoint] | None,
+    *,
+    ca_pem: bytes | None,
     timeout: float = ENDPOINT_TIMEOUT_SECONDS,
 ) -> InstanceObservation:
+    names = ChildNames(cluster.name)
+    if ca_pem is None:
+        return InstanceObservation(
+            endpoint=side,
+            reachable=False,
+            error=f"no CA certificate to verify Postgres with (Secret {names.server_tls_secret})",
+        )
     try:
         client = PostgresClient.for_service(
             cluster.namespace,
-            ChildNames(cluster.name).postgres_instance_service(side),
+            names.postgres_instance_service(side),
             password=password,
+            ca_file=str(ca_file(ca_pem)),
             overrides=overrides,
             connect_timeout=timeout,
             statement_timeout=timeout,
@@ -181,13 +192,15 @@ async def observe_cluster(
     now: datetime,
     operator_image: str,
     overrides: Mapping[str, Endpoint] | None = None,
+    ca_pem: bytes | None = None,
 ) -> ClusterObservation:
-    """Look at everything at once; the slowest endpoint bounds the time taken."""
+    """Look at everything at once; the slowest endpoint bounds the time taken. ``ca_pem`` is the
+    cluster CA the Postgres connections verify with (without it Postgres is not connected to)."""
     inputs = BuildInputs(cluster, topology, credentials, operator_image)
     replicas = {side: gocd_replicas(inputs, side) for side in SIDES}
     pg_a, pg_b, gocd_a, gocd_b, config_sync = await asyncio.gather(
-        _observe_postgres(cluster, "a", credentials.operator_password, overrides),
-        _observe_postgres(cluster, "b", credentials.operator_password, overrides),
+        _observe_postgres(cluster, "a", credentials.operator_password, overrides, ca_pem=ca_pem),
+        _observe_postgres(cluster, "b", credentials.operator_password, overrides, ca_pem=ca_pem),
         _observe_gocd(cluster, "a", replicas["a"], overrides),
         _observe_gocd(cluster, "b", replicas["b"], overrides),
         _observe_config_sync(cluster, topology, credentials, overrides, now),
@@ -284,9 +297,11 @@ async def instance_checked_topology(
     password = await asyncio.to_thread(existing_operator_password, kube, cluster)
     if password is None:
         return promo.topology_of(cluster)
+    ca_pem = await asyncio.to_thread(read_ca_certificate, kube, cluster)
+    timeout = RECONCILE_PROBE_TIMEOUT_SECONDS
     pg_a, pg_b = await asyncio.gather(
-        _observe_postgres(cluster, "a", password, overrides, RECONCILE_PROBE_TIMEOUT_SECONDS),
-        _observe_postgres(cluster, "b", password, overrides, RECONCILE_PROBE_TIMEOUT_SECONDS),
+        _observe_postgres(cluster, "a", password, overrides, ca_pem=ca_pem, timeout=timeout),
+        _observe_postgres(cluster, "b", password, overrides, ca_pem=ca_pem, timeout=timeout),
     )
     topology, _ = verified_topology(cluster, {"a": pg_a, "b": pg_b})
     return topology

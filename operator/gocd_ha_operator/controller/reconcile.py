@@ -26,6 +26,7 @@ from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
+from gocd_ha_operator.controller.tls import ensure_certificates
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube.apply import ApplyResult, KubeClient, apply_child, delete_owned
 from gocd_ha_operator.kube.labels import with_owner
@@ -180,6 +181,8 @@ def reconcile_children(
     )
     immutable = credential_secret_names(cluster)
     result = ApplyResult()
+    # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
+    ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
     for child in build_children(inputs):
         is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
         apply_child(kube, child, owner, result, immutable_data=is_credential)

@@ -46,6 +46,7 @@ from gocd_ha_operator.controller.status import (
     post_transitions,
     read_credentials,
 )
+from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
     PostgresClient,
@@ -335,10 +336,14 @@ class PromotionRunner:
 
     async def client(self, cluster: GoCDHACluster, side: Side) -> PostgresClient:
         credentials = await self.credentials(cluster)
+        ca_pem = await asyncio.to_thread(read_ca_certificate, self.config.kube, cluster)
+        if ca_pem is None:
+            raise RuntimeError("the cluster's CA certificate Secret is missing")
         return PostgresClient.for_service(
             cluster.namespace,
             ChildNames(cluster.name).postgres_instance_service(side),
             password=credentials.operator_password,
+            ca_file=str(ca_file(ca_pem)),
             overrides=self.config.endpoints,
         )
 

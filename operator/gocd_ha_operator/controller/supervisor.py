@@ -52,6 +52,8 @@ from gocd_ha_operator.controller.status import (
     post_transitions,
     read_credentials,
 )
+from gocd_ha_operator.controller.tls import ensure_certificates
+from gocd_ha_operator.kube.apply import KubeApiError, NotOwnedError
 from gocd_ha_operator.rules import promotion as promo
 from gocd_ha_operator.rules.promotion import Reason
 from gocd_ha_operator.rules.topology import Topology
@@ -98,6 +100,24 @@ class Supervisor:
 
     # --- one iteration --------------------------------------------------------------------------
 
+    async def _certificates(self, body: dict[str, Any], cluster: GoCDHACluster) -> bytes | None:
+        """The CA certificate, after renewing the server certificate when it is due (at two
+        thirds of its lifetime, docs/architecture.md §17). The reconcile creates both Secrets;
+        this periodic check only renews them. ``None`` (Postgres then observed as unreachable)
+        while they do not exist or cannot be read or written."""
+        try:
+            return await asyncio.to_thread(
+                ensure_certificates,
+                self.config.kube,
+                body,
+                cluster,
+                now=self.config.clock(),
+                create=False,
+            )
+        except (KubeApiError, NotOwnedError, OSError) as exc:
+            logger.warning("%s: cannot check the Postgres certificates: %s", cluster.name, exc)
+            return None
+
     async def run_once(self) -> None:
         body = await self.writer.fetch()
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -110,11 +130,13 @@ class Supervisor:
         if parsed.spec_error is not None:
             problem = ReconcileProblem("InvalidSpec", str(parsed.spec_error))
         credentials: ClusterCredentials | None = None
+        ca_pem: bytes | None = None
         if cluster is not None:
             try:
                 credentials = await asyncio.to_thread(read_credentials, self.config, cluster)
             except MissingSecretError as exc:
                 problem = problem or ReconcileProblem("SecretNotFound", str(exc))
+            ca_pem = await self._certificates(body, cluster)
         problem = problem or self.state.reconcile_problem
         observation: ClusterObservation | None = None
         topology: Topology | None = None
@@ -127,6 +149,7 @@ class Supervisor:
                 now=self.config.clock(),
                 operator_image=self.config.operator_image,
                 overrides=self.config.endpoints,
+                ca_pem=ca_pem,
             )
         now = self.config.clock()
         # Issue #12: the primary Lease, read before the status change (which cannot wait).

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 
@@ -45,6 +45,7 @@ from gocd_ha_operator.api.constants import (
     cm_role_key,
 )
 from gocd_ha_operator.guard.settings import refresh_settings
+from gocd_ha_operator.guard.tls import refresh, tls_dir
 from gocd_ha_operator.kube.apply import KubeClient, default_client
 from gocd_ha_operator.kube.lease import LeaseConflictError, get_lease, write_lease
 from gocd_ha_operator.kube.names import ChildNames
@@ -83,6 +84,9 @@ class GuardSettings:
     password_file: Path
     grant_file: Path
     postgres_host: str | None = None
+    postgres_hostaddr: str | None = None
+    #: The mounted server certificate Secret; changes are copied into place and reloaded (§17).
+    tls_secret_dir: Path | None = None
 
     @property
     def identity(self) -> str:
@@ -152,8 +156,18 @@ class InstanceGuard:
         s = self.settings
         try:
             password = s.password_file.read_text().rstrip("\n")
+            # Over TCP (tests on loopback) with full verification, as every client (§17).
+            tcp: dict[str, Any] = {}
+            if s.postgres_host:
+                tcp = {
+                    "sslmode": "verify-full",
+                    "sslrootcert": str(tls_dir(s.socket_dir) / "ca.crt"),
+                }
+                if s.postgres_hostaddr:
+                    tcp["hostaddr"] = s.postgres_hostaddr
             with psycopg.connect(
                 host=s.postgres_host or str(s.socket_dir),
+                **tcp,
                 port=s.port,
                 user=OPERATOR_DB_USER,
                 dbname="postgres",
@@ -300,9 +314,29 @@ class InstanceGuard:
                     self._write_grant(deadline)
                     self.may_be_primary = True
 
+    def reload_certificate(self) -> None:
+        """A changed server certificate Secret: copy it into place and reload Postgres (§17)."""
+        secret_dir = self.settings.tls_secret_dir
+        if secret_dir is None:
+            return
+        serial = refresh(secret_dir, tls_dir(self.settings.socket_dir))
+        if serial is None:
+            return
+        pid = self.postmaster_pid()
+        if pid is None:  # not running: it reads the new files when it starts
+            logger.info("server certificate updated (serial %x); Postgres is not running", serial)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGHUP)
+        logger.info("server certificate updated (serial %x): Postgres reloaded", serial)
+
     def _worker(self) -> None:
         while not self.stop.is_set():
             began = time.monotonic()
+            try:
+                self.reload_certificate()
+            except Exception:  # the worker must survive anything
+                logger.exception("certificate reload failed")
             try:
                 self.attempt()
             except Exception:  # the worker must survive anything
@@ -420,6 +454,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="connect here instead of the socket directory (tests on loopback)",
     )
     parser.add_argument(
+        "--postgres-hostaddr",
+        default=None,
+        help="numeric address for --postgres-host (TLS is still verified against the host name)",
+    )
+    parser.add_argument(
+        "--tls-secret-dir",
+        type=Path,
+        default=None,
+        help="the mounted server certificate Secret: changes are copied and Postgres reloaded",
+    )
+    parser.add_argument(
         "--password-file", type=Path, required=True, help="the gocdha_operator role's password"
     )
     parser.add_argument(
@@ -456,6 +501,8 @@ def run(args: argparse.Namespace) -> int:
         password_file=args.password_file,
         grant_file=args.grant_file,
         postgres_host=args.postgres_host,
+        postgres_hostaddr=args.postgres_hostaddr,
+        tls_secret_dir=args.tls_secret_dir,
     )
     # A request may not outlive the retry period: a hung API must not hold the worker past the
     # next attempt (the fence does not depend on it either way).

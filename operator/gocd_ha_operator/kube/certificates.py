@@ -1,4 +1,9 @@
-"""The admission webhook's TLS: a self-signed CA and a serving certificate signed by it.
+"""TLS material: the admission webhook's, and each cluster's Postgres CA and server certificate.
+
+The webhook: a self-signed CA and a serving certificate signed by it. Each GoCDHACluster: a CA
+kept with its key in ``<name>-ca`` (only the operator reads it, to re-sign) and a server
+certificate for every name a client uses in ``<name>-server-tls`` (docs/architecture.md §17),
+renewed at two thirds of its lifetime (:func:`renewal_due`).
 
 Pure functions over PEM bytes (the clock is passed in). The operator keeps the result in a Secret
 (``ca.crt``, ``tls.crt``, ``tls.key``) so a restart serves the same certificate and the API
@@ -19,6 +24,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gocd_ha_operator.api.constants import (
+    TLS_CA_CERT_KEY,
+    TLS_CA_PRIVATE_KEY,
+)
+from gocd_ha_operator.kube.names import ChildNames
 
 #: Validity of a generated certificate, and how long before its end it is replaced.
 VALIDITY: Final = dt.timedelta(days=365)
@@ -66,21 +77,23 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def generate(dns_names: Sequence[str], *, now: dt.datetime) -> ServingCertificate:
-    """A new CA and a serving certificate for ``dns_names`` (the first is the common name)."""
-    if not dns_names:
-        raise ValueError("a serving certificate needs at least one DNS name")
+def _ca_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    *,
+    now: dt.datetime,
+    validity: dt.timedelta,
+) -> x509.Certificate:
+    ca_name = _name(common_name)
     start = now - dt.timedelta(minutes=5)  # tolerate clocks slightly behind ours
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("gocd-ha-operator webhook CA")
-    ca_cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(ca_name)
         .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -98,15 +111,37 @@ def generate(dns_names: Sequence[str], *, now: dt.datetime) -> ServingCertificat
         )
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    dns_names: Sequence[str],
+    *,
+    now: dt.datetime,
+    validity: dt.timedelta,
+) -> tuple[bytes, bytes]:
+    """``(certificate PEM, key PEM)`` of a new server certificate for ``dns_names``."""
+    if not dns_names:
+        raise ValueError("a serving certificate needs at least one DNS name")
+    start = now - dt.timedelta(minutes=5)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(dns_names[0]))
-        .issuer_name(ca_name)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names]),
@@ -115,19 +150,29 @@ def generate(dns_names: Sequence[str], *, now: dt.datetime) -> ServingCertificat
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def generate(dns_names: Sequence[str], *, now: dt.datetime) -> ServingCertificate:
+    """A new CA and a serving certificate for ``dns_names`` (the first is the common name)."""
+    if not dns_names:
+        raise ValueError("a serving certificate needs at least one DNS name")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _ca_certificate(ca_key, "gocd-ha-operator webhook CA", now=now, validity=VALIDITY)
+    cert_pem, key_pem = _server_certificate(ca_key, ca_cert, dns_names, now=now, validity=VALIDITY)
     return ServingCertificate(
         ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+        cert_pem=cert_pem,
+        key_pem=key_pem,
     )
 
 
 def unusable_because(
-    certificate: ServingCertificate, dns_names: Sequence[str], *, now: dt.datetime
+    certificate: ServingCertificate,
+    dns_names: Sequence[str],
+    *,
+    now: dt.datetime,
+    renew_before: dt.timedelta = RENEW_BEFORE,
 ) -> str | None:
     """Why ``certificate`` cannot be served for ``dns_names`` now; ``None`` when it can."""
     try:
@@ -136,7 +181,7 @@ def unusable_because(
         key = serialization.load_pem_private_key(certificate.key_pem, password=None)
     except ValueError:
         return "it cannot be read"
-    if cert.not_valid_after_utc - RENEW_BEFORE < now:
+    if cert.not_valid_after_utc - renew_before < now:
         return "it expires soon"
     if cert.not_valid_before_utc > now:
         return "it is not valid yet"
@@ -158,3 +203,137 @@ def unusable_because(
     ):
         return "its key does not match"
     return None
+
+
+# --- a cluster's Postgres CA and server certificate (docs/architecture.md §17) -----------------
+
+#: Lifetime of a cluster CA. It is not renewed automatically: clients trust it by its
+#: ``ca.crt``, and a new CA would break every client that still holds the old one (see §17).
+CLUSTER_CA_VALIDITY: Final = dt.timedelta(days=3650)
+#: Lifetime of a Postgres server certificate; it is renewed at :data:`RENEW_FRACTION` of it.
+SERVER_CERT_VALIDITY: Final = dt.timedelta(days=90)
+#: A certificate is renewed once this fraction of its lifetime has passed.
+RENEW_FRACTION: Final = 2 / 3
+#: The cluster DNS domain the fully qualified Service names end in.
+CLUSTER_DOMAIN: Final = "cluster.local"
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A cluster CA: its certificate and private key (PEM)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    def __repr__(self) -> str:  # the key never reaches a log line or an exception
+        return f"CertificateAuthority(cert={len(self.cert_pem)}B, key=***)"
+
+    def secret_data(self) -> dict[str, str]:
+        return {
+            TLS_CA_CERT_KEY: base64.b64encode(self.cert_pem).decode("ascii"),
+            TLS_CA_PRIVATE_KEY: base64.b64encode(self.key_pem).decode("ascii"),
+        }
+
+    @classmethod
+    def from_secret_data(cls, data: Mapping[str, str] | None) -> CertificateAuthority | None:
+        """The CA a Secret keeps, or ``None`` when a key is missing or unreadable."""
+        if not data or any(key not in data for key in (TLS_CA_CERT_KEY, TLS_CA_PRIVATE_KEY)):
+            return None
+        try:
+            ca = cls(
+                cert_pem=base64.b64decode(data[TLS_CA_CERT_KEY], validate=True),
+                key_pem=base64.b64decode(data[TLS_CA_PRIVATE_KEY], validate=True),
+            )
+            ca.load()
+        except ValueError:
+            return None
+        return ca
+
+    def load(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """The parsed certificate and key; ``ValueError`` when they cannot be used to sign."""
+        cert = x509.load_pem_x509_certificate(self.cert_pem)
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an EC key")
+        return cert, key
+
+
+def postgres_dns_names(cluster: str, namespace: str) -> list[str]:
+    """Every name a client may use for a Postgres of ``cluster``: the instance Services of both
+    sides and the role Services, short, ``.<ns>``, ``.<ns>.svc`` and fully qualified."""
+    names = ChildNames(cluster)
+    services = [
+        names.postgres_instance_service("a"),
+        names.postgres_instance_service("b"),
+        names.postgres_role_service("primary"),
+        names.postgres_role_service("standby"),
+    ]
+    out: list[str] = []
+    for service in services:
+        base = f"{service}.{namespace}.svc"
+        out += [base, service, f"{service}.{namespace}", f"{base}.{CLUSTER_DOMAIN}"]
+    return out
+
+
+def generate_ca(
+    common_name: str, *, now: dt.datetime, validity: dt.timedelta = CLUSTER_CA_VALIDITY
+) -> CertificateAuthority:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _ca_certificate(key, common_name, now=now, validity=validity)
+    return CertificateAuthority(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+
+def issue_server_certificate(
+    ca: CertificateAuthority,
+    dns_names: Sequence[str],
+    *,
+    now: dt.datetime,
+    validity: dt.timedelta = SERVER_CERT_VALIDITY,
+) -> ServingCertificate:
+    """A new key and server certificate for ``dns_names``, signed by ``ca`` (``ca_pem`` = the
+    CA certificate, what clients verify with)."""
+    ca_cert, ca_key = ca.load()
+    cert_pem, key_pem = _server_certificate(ca_key, ca_cert, dns_names, now=now, validity=validity)
+    return ServingCertificate(ca_pem=ca.cert_pem, cert_pem=cert_pem, key_pem=key_pem)
+
+
+def renew_at(cert_pem: bytes) -> dt.datetime:
+    """When a certificate is due for renewal: at two thirds of its lifetime."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    return start + (end - start) * RENEW_FRACTION
+
+
+def renewal_due(cert_pem: bytes, *, now: dt.datetime) -> bool:
+    """True from two thirds of the certificate's lifetime on (and for an unreadable one)."""
+    try:
+        return now >= renew_at(cert_pem)
+    except ValueError:
+        return True
+
+
+def serial_number(cert_pem: bytes) -> int:
+    return int(x509.load_pem_x509_certificate(cert_pem).serial_number)
+
+
+def server_certificate_problem(
+    certificate: ServingCertificate,
+    ca: CertificateAuthority,
+    dns_names: Sequence[str],
+    *,
+    now: dt.datetime,
+) -> str | None:
+    """Why the kept server certificate must be replaced now; ``None`` when it may stay.
+
+    Replaced when: unreadable, due for renewal (:func:`renewal_due`), not yet valid, not signed
+    by ``ca`` (or its ``ca.crt`` is not ``ca``'s), missing one of ``dns_names``, or its key
+    does not match. The message never contains key material.
+    """
+    if certificate.ca_pem != ca.cert_pem:
+        return "its ca.crt is not the cluster CA's"
+    if renewal_due(certificate.cert_pem, now=now):
+        return "two thirds of its lifetime have passed"
+    problem = unusable_because(certificate, dns_names, now=now, renew_before=dt.timedelta(0))
+    if problem == "it does not name the webhook Service":
+        return "it does not name every Postgres Service"
+    return problem

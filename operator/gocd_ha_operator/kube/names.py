@@ -37,6 +37,16 @@ class ChildNames:
     def gocd_db_properties_secret(self, side: Side) -> str:
         return f"{self.cluster}-gocd-db-{side}"
 
+    @property
+    def ca_secret(self) -> str:
+        """The cluster CA: ``ca.crt`` and ``ca.key``, read by the operator only (it re-signs)."""
+        return f"{self.cluster}-ca"
+
+    @property
+    def server_tls_secret(self) -> str:
+        """The Postgres server certificate: ``tls.crt``, ``tls.key`` and the CA's ``ca.crt``."""
+        return f"{self.cluster}-server-tls"
+
     # Postgres
     @property
     def postgres_configmap(self) -> str:

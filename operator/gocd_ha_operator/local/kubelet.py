@@ -70,6 +70,7 @@ from typing import Any, Final, Literal, Self
 import aiohttp
 
 from gocd_ha_operator.api.constants import (
+    ENV_ENDPOINTS,
     ENV_PEER_HOST,
     ENV_PEER_PORT,
     ENV_PG_BINDIR,
@@ -109,7 +110,9 @@ TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 #: Kubernetes keeps at most this much of a termination message.
 TERMINATION_MESSAGE_LIMIT: Final = 4096
 #: Environment variables naming a Service's host and port that a node's DNS would resolve: the
-#: instance's peer, and the instance a backup Job copies from.
+#: instance's peer, and the instance a backup Job copies from. The host keeps the Service name
+#: (clients verify TLS certificates against it); its address goes into ``<host variable>ADDR``,
+#: which the scripts hand to libpq as ``hostaddr``.
 SERVICE_ADDRESS_VARIABLES: Final = (
     (ENV_PEER_HOST, ENV_PEER_PORT),
     ("GOCDHA_BACKUP_HOST", "GOCDHA_BACKUP_PORT"),
@@ -878,6 +881,11 @@ class LocalKubelet:
             data = _rewrite_path(GOCD_DATA_DIR, mounts)
             if data != GOCD_DATA_DIR:
                 argv += ["--data-dir", data]
+            # What a node gives a real GoCD server: its mounts (db.properties names the CA by
+            # its container path) and Service name resolution (the endpoint map).
+            for mount in mounts:
+                argv += ["--mount", f"{mount.container_path}={mount.local_path}"]
+            env[ENV_ENDPOINTS] = self.endpoints_json()
         else:
             command = [*(spec.get("command") or []), *(spec.get("args") or [])]
             argv = [_rewrite_port(_rewrite_path(arg, mounts), ports) for arg in command]
@@ -964,7 +972,7 @@ class LocalKubelet:
         if endpoint is None:
             self._log(pod, f"cannot resolve {host}:{port} to a local address; left unchanged")
             return
-        env[host_variable] = endpoint.host
+        env[f"{host_variable}ADDR"] = endpoint.host
         env[port_variable] = str(endpoint.port)
 
     async def _stop(self, pod: _Pod, grace: float | None = None) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Final
 import aiohttp
 import kopf
 
-from gocd_ha_operator.api.constants import GOCD_DB_USER, POSTGRES_PORT
+from gocd_ha_operator.api.constants import GOCD_DB_USER, POSTGRES_PORT, TLS_CA_CERT_KEY
 from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.kube.names import ChildNames
@@ -141,9 +141,19 @@ class LocalStack:
         endpoint = self.kubelet.endpoint_map.get(f"{self.namespace}/{service}:{POSTGRES_PORT}")
         if endpoint is None:
             return None
-        password = await self.secret_value(ChildNames(cluster).gocd_db_user_secret, "password")
+        names = ChildNames(cluster)
+        password = await self.secret_value(names.gocd_db_user_secret, "password")
+        # As GoCD's db.properties: TLS verified against the Service name (§17), connected to
+        # the Service's local address.
+        ca_pem = await self.secret_value(names.server_tls_secret, TLS_CA_CERT_KEY)
+        ca_path = self.kubelet.work_dir / f"{cluster}-ca.crt"
+        if not ca_path.exists() or ca_path.read_text() != ca_pem:
+            ca_path.write_text(ca_pem)
         return {
-            "host": endpoint.host,
+            "host": f"{service}.{self.namespace}.svc",
+            "hostaddr": endpoint.host,
+            "sslmode": "verify-full",
+            "sslrootcert": str(ca_path),
             "port": endpoint.port,
             "user": GOCD_DB_USER,
             "password": password,

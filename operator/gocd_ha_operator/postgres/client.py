@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
+import socket
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -256,11 +258,42 @@ FROM pg_stat_archiver
 
 
 @dataclass(frozen=True)
+class ClientTLS:
+    """How a connection verifies the server (``sslmode=verify-full``, docs/architecture.md §17).
+
+    ``server_name`` is the name the certificate must carry (the Service's DNS name); the
+    connection goes to the endpoint's address (libpq ``hostaddr``) when that differs, so an
+    endpoint override (``GOCDHA_ENDPOINTS``) never weakens the check.
+    """
+
+    server_name: str
+    ca_file: str
+
+
+def service_server_name(namespace: str, service: str) -> str:
+    """The name a client verifies a Postgres Service's certificate against."""
+    return f"{service}.{namespace}.svc"
+
+
+async def _address_of(host: str, port: int) -> str:
+    """``host`` as a numeric address (libpq's ``hostaddr`` takes no names)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    return str(infos[0][4][0])
+
+
+@dataclass(frozen=True)
 class PostgresClient:
     """Talks to one instance as the operator role. Cheap to build; holds no connection."""
 
     endpoint: Endpoint
     password: str = field(repr=False)
+    tls: ClientTLS
     user: str = OPERATOR_DB_USER
     dbname: str = "postgres"
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
@@ -273,12 +306,19 @@ class PostgresClient:
         service: str,
         *,
         password: str,
+        ca_file: str,
         port: int = POSTGRES_PORT,
         overrides: Mapping[str, Endpoint] | None = None,
         **options: Any,
     ) -> PostgresClient:
-        """A client for ``<service>.<namespace>.svc`` (or its ``GOCDHA_ENDPOINTS`` override)."""
-        return cls(resolve(namespace, service, port, overrides), password=password, **options)
+        """A client for ``<service>.<namespace>.svc`` (or its ``GOCDHA_ENDPOINTS`` override),
+        verifying the server certificate against that name and the CA in ``ca_file``."""
+        return cls(
+            resolve(namespace, service, port, overrides),
+            password=password,
+            tls=ClientTLS(service_server_name(namespace, service), ca_file),
+            **options,
+        )
 
     # --- connections ------------------------------------------------------------------------------
 
@@ -303,9 +343,15 @@ class PostgresClient:
         statement_ms = max(1, int(self.statement_timeout * 1000))
         try:
             async with asyncio.timeout(self.connect_timeout + 1):
+                address: dict[str, Any] = {}
+                if self.endpoint.host != self.tls.server_name:
+                    address["hostaddr"] = await _address_of(self.endpoint.host, self.endpoint.port)
                 conn = await psycopg.AsyncConnection.connect(
-                    host=self.endpoint.host,
+                    host=self.tls.server_name,
+                    **address,
                     port=self.endpoint.port,
+                    sslmode="verify-full",
+                    sslrootcert=self.tls.ca_file,
                     user=self.user,
                     password=self.password,
                     dbname=self.dbname,
@@ -544,6 +590,7 @@ class PostgresClient:
         client = PostgresClient(
             self.endpoint,
             password=self.password,
+            tls=self.tls,
             user=self.user,
             dbname=self.dbname,
             connect_timeout=self.connect_timeout,

@@ -39,6 +39,10 @@ WAL_KEEP_SIZE: Final = "512MB"
 MAX_SLOT_WAL_KEEP_SIZE: Final = "8GB"
 #: Archive-only RPO bound when streaming is down: a partly filled segment is archived after this.
 ARCHIVE_TIMEOUT: Final = "60s"
+#: Oldest TLS version a client may use (docs/architecture.md §17). The certificate files are
+#: per instance (under its socket directory), so the entrypoint writes ``ssl_cert_file``,
+#: ``ssl_key_file`` and ``ssl_ca_file``.
+SSL_MIN_PROTOCOL_VERSION: Final = "TLSv1.2"
 #: Seconds an archive or restore command may take before it is killed and retried by Postgres
 #: (a hung NFS mount must not wedge the archiver forever).
 ARCHIVE_COMMAND_TIMEOUT_SECONDS: Final = 120
@@ -108,6 +112,9 @@ def render_postgresql_conf(*, parameters: Mapping[str, str], synchronous: bool) 
         ("logging_collector", "off"),
         ("log_destination", "stderr"),
         ("synchronous_standby_names", synchronous_standby_names() if synchronous else ""),
+        # TLS by default (§17): pg_hba.conf admits TCP connections over TLS only.
+        ("ssl", "on"),
+        ("ssl_min_protocol_version", SSL_MIN_PROTOCOL_VERSION),
     ]
     lines = [
         "# Rendered by gocd-ha-operator; edit spec.postgres of the GoCDHACluster, not this file.",
@@ -137,7 +144,8 @@ def loaded_revision(conf: str) -> str | None:
 
 
 def render_pg_hba(*, database: str) -> str:
-    """pg_hba.conf for both sides: scram-sha-256 for every connection, nothing else allowed.
+    """pg_hba.conf for both sides: scram-sha-256 for every connection, nothing else allowed;
+    every TCP connection over TLS (``hostssl``: a plain one matches no line and is refused).
 
     - the superuser only over the local socket (the entrypoint's bootstrap);
     - ``gocdha_replication`` for streaming and ``pg_basebackup`` (replication connections);
@@ -152,9 +160,9 @@ def render_pg_hba(*, database: str) -> str:
         ("local", "all", SUPERUSER_NAME, "", "scram-sha-256"),
         ("local", "postgres", OPERATOR_DB_USER, "", "scram-sha-256"),
         ("local", database, GOCD_DB_USER, "", "scram-sha-256"),
-        ("host", "replication", REPLICATION_USER, "all", "scram-sha-256"),
-        ("host", "postgres", OPERATOR_DB_USER, "all", "scram-sha-256"),
-        ("host", database, GOCD_DB_USER, "all", "scram-sha-256"),
+        ("hostssl", "replication", REPLICATION_USER, "all", "scram-sha-256"),
+        ("hostssl", "postgres", OPERATOR_DB_USER, "all", "scram-sha-256"),
+        ("hostssl", database, GOCD_DB_USER, "all", "scram-sha-256"),
     ]
     lines = [
         "# Rendered by gocd-ha-operator. TYPE DATABASE USER ADDRESS METHOD",

@@ -5,6 +5,8 @@
 # Runs in the Postgres image (the backup Job), configured only by environment variables:
 #   GOCDHA_BACKUP_DIR                 the backup volume (never the shared volume)       required
 #   GOCDHA_BACKUP_HOST, _PORT         the instance to copy from (the standby when it streams)
+#   GOCDHA_BACKUP_HOSTADDR            its numeric address, when the name does not resolve here
+#   GOCDHA_TLS_CA_FILE                the cluster CA: the connection is TLS, verify-full   required
 #   GOCDHA_REPLICATION_PASSWORD_FILE  the replication role's password                   required
 #   GOCDHA_BACKUP_NAME                the backup's name (default: UTC time, 20261202T013000Z)
 #   GOCDHA_GOCD_FILES_DIR             GoCD's files to include (the Cold mirror), optional
@@ -43,6 +45,9 @@ host=${GOCDHA_BACKUP_HOST:-}
 [ -n "$host" ] || die "GOCDHA_BACKUP_HOST is not set: no instance to copy from"
 port=${GOCDHA_BACKUP_PORT:-5432}
 [[ "$port" =~ ^[0-9]+$ ]] || die "GOCDHA_BACKUP_PORT '$port' is not a port number"
+ca_file=${GOCDHA_TLS_CA_FILE:-}
+[ -n "$ca_file" ] && [ -r "$ca_file" ] ||
+  die "GOCDHA_TLS_CA_FILE '$ca_file' is not a readable file: the cluster CA is needed to verify the instance"
 name=${GOCDHA_BACKUP_NAME:-$(date -u +%Y%m%dT%H%M%SZ)}
 [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$ ]] ||
   die "GOCDHA_BACKUP_NAME '$name' must be 1-63 letters, digits, '.', '_' or '-' (not starting with '.' or '-')"
@@ -88,7 +93,16 @@ mkdir -p -- "$partial"
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 started_epoch=$(date -u +%s)
 log "taking base backup '$name' from $host:$port"
-if ! pg_basebackup --host="$host" --port="$port" --username=gocdha_replication --no-password \
+# TLS with full verification against the Service name (docs/architecture.md §17).
+quote() {
+  local value=${1//\\/\\\\}
+  printf "'%s'" "${value//\'/\\\'}"
+}
+conninfo="host=$(quote "$host") port=$port user=gocdha_replication sslmode=verify-full sslrootcert=$(quote "$ca_file")"
+if [ -n "${GOCDHA_BACKUP_HOSTADDR:-}" ]; then
+  conninfo="$conninfo hostaddr=$(quote "$GOCDHA_BACKUP_HOSTADDR")"
+fi
+if ! pg_basebackup --dbname="$conninfo" --no-password \
   --pgdata="$partial/pgdata" --format=plain --wal-method=stream --checkpoint=fast \
   --manifest-checksums=SHA256 --label="gocdha $name" >"$private/basebackup.log" 2>&1; then
   sed 's/^/  pg_basebackup: /' "$private/basebackup.log" >&2

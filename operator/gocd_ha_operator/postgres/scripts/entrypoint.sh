@@ -41,7 +41,8 @@ require_env() {
 
 for name in PGDATA GOCDHA_SIDE GOCDHA_ROLE GOCDHA_ARCHIVE_DIR GOCDHA_CONFIG_DIR \
   GOCDHA_SCRIPTS_DIR GOCDHA_SOCKET_DIR GOCDHA_SUPERUSER_PASSWORD_FILE \
-  GOCDHA_REPLICATION_PASSWORD_FILE GOCDHA_OPERATOR_PASSWORD_FILE GOCDHA_GOCD_PASSWORD_FILE; do
+  GOCDHA_REPLICATION_PASSWORD_FILE GOCDHA_OPERATOR_PASSWORD_FILE GOCDHA_GOCD_PASSWORD_FILE \
+  GOCDHA_TLS_SECRET_DIR; do
   require_env "$name"
 done
 
@@ -137,6 +138,26 @@ pgpass_escape() {
   printf '%s' "${value//:/\\:}"
 }
 
+# --- TLS (docs/architecture.md §17) --------------------------------------------------------------
+# The mounted Secret's files are copied into $GOCDHA_SOCKET_DIR/tls: Postgres refuses a key file
+# that others may read, and a Secret volume's modes and owner are the kubelet's. The instance guard
+# copies them again (in place) when the Secret changes and reloads Postgres (SIGHUP).
+tls_dir="$GOCDHA_SOCKET_DIR/tls"
+install_tls() {
+  local file
+  for file in tls.crt tls.key ca.crt; do
+    [ -s "$GOCDHA_TLS_SECRET_DIR/$file" ] ||
+      die "cannot read $file in GOCDHA_TLS_SECRET_DIR '$GOCDHA_TLS_SECRET_DIR' (the cluster's server certificate Secret)"
+  done
+  mkdir -p -m 0700 -- "$tls_dir"
+  for file in tls.crt tls.key ca.crt; do
+    cat -- "$GOCDHA_TLS_SECRET_DIR/$file" >"$tls_dir/$file.new"
+    chmod 0600 -- "$tls_dir/$file.new"
+    mv -f -- "$tls_dir/$file.new" "$tls_dir/$file"
+  done
+}
+install_tls
+
 superuser_password=$(read_password GOCDHA_SUPERUSER_PASSWORD_FILE)
 replication_password=$(read_password GOCDHA_REPLICATION_PASSWORD_FILE)
 operator_password=$(read_password GOCDHA_OPERATOR_PASSWORD_FILE)
@@ -182,10 +203,17 @@ conninfo_quote() {
 }
 
 peer_conninfo() { # peer_conninfo USER [extra keyword=value ...]
-  local user=$1
+  local user=$1 address=""
   shift
-  printf 'host=%s port=%s user=%s connect_timeout=5 %s' "$(conninfo_quote "$GOCDHA_PEER_HOST")" \
-    "$GOCDHA_PEER_PORT" "$user" "$*"
+  # TLS with full verification: the peer's certificate must be signed by the cluster CA and name
+  # GOCDHA_PEER_HOST. GOCDHA_PEER_HOSTADDR (optional) is where to connect when the name is not
+  # resolvable here; the certificate is still checked against the name.
+  if [ -n "${GOCDHA_PEER_HOSTADDR:-}" ]; then
+    address="hostaddr=$(conninfo_quote "$GOCDHA_PEER_HOSTADDR") "
+  fi
+  printf 'host=%s %sport=%s user=%s connect_timeout=5 sslmode=verify-full sslrootcert=%s %s' \
+    "$(conninfo_quote "$GOCDHA_PEER_HOST")" "$address" "$GOCDHA_PEER_PORT" "$user" \
+    "$(conninfo_quote "$tls_dir/ca.crt")" "$*"
 }
 
 # Runs one SQL statement on the peer as the operator role; stdout is the result, stderr the error.
@@ -215,6 +243,9 @@ write_instance_conf() {
     echo "port = $GOCDHA_PORT"
     echo "unix_socket_directories = $(conf_quote "$GOCDHA_SOCKET_DIR")"
     echo "hba_file = $(conf_quote "$GOCDHA_CONFIG_DIR/pg_hba.conf")"
+    echo "ssl_cert_file = $(conf_quote "$tls_dir/tls.crt")"
+    echo "ssl_key_file = $(conf_quote "$tls_dir/tls.key")"
+    echo "ssl_ca_file = $(conf_quote "$tls_dir/ca.crt")"
     if [ -n "$GOCDHA_PEER_HOST" ]; then
       # Only read while standby.signal exists; harmless on a primary, ready for a demotion.
       echo "primary_conninfo = $(conf_quote "$(peer_conninfo gocdha_replication \
@@ -241,7 +272,7 @@ fence() { # fence REASON: make sure this data dir can only start in recovery.
 wait_for_primary() {
   local started=$SECONDS deadline=$((SECONDS + GOCDHA_WAIT_PRIMARY_SECONDS)) next_log=0 out state
   while :; do
-    if pg_isready -q -h "$GOCDHA_PEER_HOST" -p "$GOCDHA_PEER_PORT" -U gocdha_operator -d postgres -t 3; then
+    if pg_isready -q -d "$(peer_conninfo gocdha_operator dbname=postgres)" -t 3; then
       if out=$(peer_sql "SELECT pg_is_in_recovery()" 2>&1); then
         [ "$out" = f ] && break
         state="is in recovery (not a primary yet)"

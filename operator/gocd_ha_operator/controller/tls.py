@@ -1,0 +1,228 @@
+"""A cluster's Postgres TLS Secrets: created, renewed and read back by the operator.
+
+docs/architecture.md §17. ``<name>-ca`` keeps the cluster CA and its key (only the operator reads
+it); ``<name>-server-tls`` keeps the server certificate, its key and the CA certificate, and is
+what the Postgres pods mount (GoCD pods mount its ``ca.crt`` only). The decision (renew or keep)
+is :func:`kube.certificates.server_certificate_problem` with the clock passed in; this module does
+the I/O. A CA that exists is never replaced here: a new CA would break every client that still
+trusts the old one (the docs say how to rotate it by hand).
+
+The operator's own connections verify the server with the CA certificate written to a file
+(:func:`ca_file`): libpq takes ``sslrootcert`` as a path. The file holds a public certificate
+only; no key is ever written to disk by the operator, logged or put into an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gocd_ha_operator.api.constants import COMPONENT_POSTGRES, TLS_CA_CERT_KEY
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.kube import certificates
+from gocd_ha_operator.kube.apply import ApplyResult, KubeApiError, KubeClient, NotOwnedError
+from gocd_ha_operator.kube.labels import object_labels, with_owner
+from gocd_ha_operator.kube.names import ChildNames
+
+logger = logging.getLogger(__name__)
+
+
+def _controlled_by_other(live: Mapping[str, Any], owner_uid: str) -> bool:
+    for ref in (live.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("uid") != owner_uid:
+            return True
+    return False
+
+
+def _secret(cluster: GoCDHACluster, name: str, data: dict[str, str], kind: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": cluster.namespace,
+            "labels": object_labels(cluster.name, COMPONENT_POSTGRES, None, None),
+        },
+        "type": kind,
+        "data": data,
+    }
+
+
+def _write(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    secret: dict[str, Any],
+    exists: bool,
+    result: ApplyResult,
+) -> None:
+    meta = secret["metadata"]
+    if exists:
+        kube.patch("v1", "Secret", meta["namespace"], meta["name"], {"data": secret["data"]})
+        result.patched.append(f"Secret/{meta['name']}")
+        return
+    try:
+        kube.create(with_owner(secret, owner))
+    except KubeApiError as exc:
+        if exc.status != 409:
+            raise
+        # Created concurrently: the other writer's certificate is as good; keep it.
+        result.unchanged.append(f"Secret/{meta['name']}")
+        return
+    result.created.append(f"Secret/{meta['name']}")
+
+
+def _keep_labels(
+    kube: KubeClient,
+    cluster: GoCDHACluster,
+    live: Mapping[str, Any],
+    result: ApplyResult,
+) -> None:
+    """Put the child labels back on a kept Secret someone edited (its data stays)."""
+    meta = live.get("metadata") or {}
+    wanted = object_labels(cluster.name, COMPONENT_POSTGRES, None, None)
+    labels = meta.get("labels") or {}
+    if all(labels.get(key) == value for key, value in wanted.items()):
+        result.unchanged.append(f"Secret/{meta.get('name')}")
+        return
+    kube.patch("v1", "Secret", cluster.namespace, meta["name"], {"metadata": {"labels": wanted}})
+    result.patched.append(f"Secret/{meta.get('name')}")
+
+
+def ensure_certificates(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    now: datetime,
+    result: ApplyResult | None = None,
+    create: bool = True,
+) -> bytes | None:
+    """Make sure the CA and a current server certificate exist; return the CA certificate PEM.
+
+    Writes only when something is missing or due: an unchanged cluster causes no write. With
+    ``create=False`` (the supervisor's periodic check) only an existing pair is renewed: making
+    them is the reconcile's job, which does not run for an invalid resource; ``None`` is returned
+    while they do not exist. Raises :class:`NotOwnedError` when a Secret of the same name is
+    controlled by another object.
+    """
+    result = result if result is not None else ApplyResult()
+    names = ChildNames(cluster.name)
+    owner_uid = str(owner["metadata"]["uid"])
+    live_ca = kube.get("v1", "Secret", cluster.namespace, names.ca_secret)
+    if not create and (
+        live_ca is None
+        or kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret) is None
+    ):
+        return None
+    if live_ca is not None and _controlled_by_other(live_ca, owner_uid):
+        raise NotOwnedError(f"Secret/{names.ca_secret} exists and is controlled by another object")
+    ca = certificates.CertificateAuthority.from_secret_data(
+        live_ca.get("data") if live_ca else None
+    )
+    if ca is None:
+        if live_ca is not None:
+            logger.warning(
+                "Secret %s/%s does not hold a usable CA (ca.crt, ca.key); generating a new CA",
+                cluster.namespace,
+                names.ca_secret,
+            )
+        ca = certificates.generate_ca(f"{cluster.name}.{cluster.namespace} gocd-ha CA", now=now)
+        _write(
+            kube,
+            owner,
+            _secret(cluster, names.ca_secret, ca.secret_data(), "Opaque"),
+            live_ca is not None,
+            result,
+        )
+        if live_ca is None:
+            # Whoever created it first wins; sign with what is stored.
+            stored = kube.get("v1", "Secret", cluster.namespace, names.ca_secret)
+            kept = certificates.CertificateAuthority.from_secret_data(
+                stored.get("data") if stored else None
+            )
+            ca = kept or ca
+    else:
+        assert live_ca is not None
+        _keep_labels(kube, cluster, live_ca, result)
+    dns_names = certificates.postgres_dns_names(cluster.name, cluster.namespace)
+    live_server = kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret)
+    if live_server is not None and _controlled_by_other(live_server, owner_uid):
+        raise NotOwnedError(
+            f"Secret/{names.server_tls_secret} exists and is controlled by another object"
+        )
+    kept_server = certificates.ServingCertificate.from_secret_data(
+        live_server.get("data") if live_server else None
+    )
+    why = (
+        "it does not exist"
+        if kept_server is None
+        else certificates.server_certificate_problem(kept_server, ca, dns_names, now=now)
+    )
+    if why is None:
+        assert live_server is not None
+        _keep_labels(kube, cluster, live_server, result)
+        return ca.cert_pem
+    logger.info(
+        "Issuing a new Postgres server certificate in Secret %s/%s: %s.",
+        cluster.namespace,
+        names.server_tls_secret,
+        why,
+    )
+    fresh = certificates.issue_server_certificate(ca, dns_names, now=now)
+    _write(
+        kube,
+        owner,
+        _secret(cluster, names.server_tls_secret, fresh.secret_data(), "kubernetes.io/tls"),
+        live_server is not None,
+        result,
+    )
+    return ca.cert_pem
+
+
+def fresh_certificate_secrets(cluster: GoCDHACluster, *, now: datetime) -> list[dict[str, Any]]:
+    """A new CA and server certificate as the two Secrets (no owner): what ``render`` prints,
+    like the credentials it generates afresh on every run."""
+    names = ChildNames(cluster.name)
+    ca = certificates.generate_ca(f"{cluster.name}.{cluster.namespace} gocd-ha CA", now=now)
+    server = certificates.issue_server_certificate(
+        ca, certificates.postgres_dns_names(cluster.name, cluster.namespace), now=now
+    )
+    return [
+        _secret(cluster, names.ca_secret, ca.secret_data(), "Opaque"),
+        _secret(cluster, names.server_tls_secret, server.secret_data(), "kubernetes.io/tls"),
+    ]
+
+
+def read_ca_certificate(kube: KubeClient, cluster: GoCDHACluster) -> bytes | None:
+    """The CA certificate clients verify with (``ca.crt`` of the server Secret), or ``None``."""
+    names = ChildNames(cluster.name)
+    secret = kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret)
+    raw = ((secret or {}).get("data") or {}).get(TLS_CA_CERT_KEY)
+    if not raw:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except ValueError:
+        return None
+
+
+def ca_file(ca_pem: bytes, directory: Path | None = None) -> Path:
+    """A file holding ``ca_pem`` (named by its digest, written once, atomically) for libpq's
+    ``sslrootcert``. Below the temporary directory: the operator's root filesystem is
+    read-only and only ``/tmp`` is writable (docs/architecture.md §13)."""
+    directory = directory or Path(tempfile.gettempdir()) / "gocdha-ca"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"{hashlib.sha256(ca_pem).hexdigest()[:24]}.crt"
+    if not path.exists() or path.read_bytes() != ca_pem:
+        fd, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(ca_pem)
+        os.replace(temporary, path)
+    return path

@@ -1,0 +1,44 @@
+"""An in-memory stand-in for ``kube.apply.KubeClient``'s get/create/patch of namespaced objects:
+enough for the unit tests of controller code that reads and writes a few Secrets. It counts the
+writes, so a test can show that an unchanged object causes none."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from gocd_ha_operator.kube.apply import KubeApiError
+
+
+class MemoryKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str]] = []
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if key in self.objects:
+            raise KubeApiError(409, "AlreadyExists", f"{key} exists")
+        self.objects[key] = copy.deepcopy(dict(obj))
+        self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
+        return copy.deepcopy(self.objects[key])
+
+    def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        key = (kind, namespace, name)
+        if key not in self.objects:
+            raise KubeApiError(404, "NotFound", f"{key} not found")
+        live = self.objects[key]
+        for field, value in patch.items():
+            if isinstance(value, Mapping) and isinstance(live.get(field), dict):
+                live[field] = {**live[field], **value}
+            else:
+                live[field] = copy.deepcopy(value)
+        self.writes.append(("patch", kind, name))
+        return copy.deepcopy(live)

@@ -225,7 +225,6 @@ class InstanceGuard:
 
     def attempt(self) -> None:
         """One renewal attempt. Its start time is what a success extends the deadline from."""
-        s = self.settings
         started = time.monotonic()
         state = self.probe()
         now = time.monotonic()
@@ -240,15 +239,8 @@ class InstanceGuard:
                 self.primary_pending_since = now
             else:
                 self.postgres = state
-            if self._start_requested():
-                self.last_request = now
-            # A Postgres that is down is renewed for while its entrypoint asks for a grant and one
-            # Lease duration after (its start); one that cannot start stops holding the Lease.
-            grace_open = (
-                self.last_request is not None and now - self.last_request < s.lease_duration
-            )
         try:
-            self._renew(state, started, grace_open)
+            self._renew(state, started)
         finally:
             with self._lock:
                 self.postgres = state
@@ -258,7 +250,20 @@ class InstanceGuard:
                 elif state == rules.LocalPostgres.STANDBY:
                     self.may_be_primary = False
 
-    def _renew(self, state: rules.LocalPostgres, started: float, grace_open: bool) -> None:
+    def _grace_open(self) -> bool:
+        """Whether a Postgres that is down may keep this side's Lease: while its entrypoint asks
+        for a grant and one Lease duration after (its start); one that cannot start stops holding
+        the Lease."""
+        now = time.monotonic()
+        with self._lock:
+            if self._start_requested():
+                self.last_request = now
+            return (
+                self.last_request is not None
+                and now - self.last_request < self.settings.lease_duration
+            )
+
+    def _renew(self, state: rules.LocalPostgres, started: float) -> None:
         s = self.settings
         try:
             current = get_lease(self.kube, s.namespace, s.lease_name)
@@ -269,6 +274,10 @@ class InstanceGuard:
         with self._lock:
             self.lease_holder = holder
         configured = self.read_configmap()
+        # Read after the API requests, not before: under load they take seconds, and a request
+        # the entrypoint made meanwhile would otherwise wait for the next attempt (a primary's
+        # first start waited a whole retry period and more for its grant).
+        grace_open = self._grace_open()
         role = configured if state == rules.LocalPostgres.DOWN else None
         renew = current is not None and rules.may_renew(
             identity=s.identity,

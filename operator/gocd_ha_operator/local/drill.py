@@ -40,6 +40,10 @@ ROW_BYTES: Final = 1000
 CHUNK_ROWS: Final = 20_000
 #: The default WAL segment size (initdb --wal-segsize), which the instances keep.
 WAL_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+#: From ``kubectl apply`` to the standby streaming. Unloaded it takes 30-50 s; on a machine shared
+#: by several test runs (2 cores, load 10) the operator's first reconcile alone took 150 s and the
+#: whole start 197 s, so 180 s failed a healthy cluster.
+REPLICATION_TIMEOUT_SECONDS: Final = 300
 
 
 def resource(name: str, **extra: Any) -> dict[str, Any]:
@@ -65,9 +69,20 @@ async def drill(timeline: Timeline, size_mb: int) -> int:
     async with local_stack([SOURCE, SCRATCH], namespace=NAMESPACE, observe_interval=0.5) as stack:
         backup_spec = {"volume": {"size": "10Gi"}, "retention": {"count": 2}}
         await stack.apply(resource(SOURCE, backup=backup_spec))
-        await stack.wait_for(
-            lambda s: streaming_from("a", s), SOURCE, timeout=180, what="replication"
-        )
+        try:
+            await stack.wait_for(
+                lambda s: streaming_from("a", s),
+                SOURCE,
+                timeout=REPLICATION_TIMEOUT_SECONDS,
+                what="replication",
+            )
+        except TimeoutError as exc:
+            # What a user would look at next: the status (in the message) and both instances'
+            # logs (entrypoint, guard, Postgres; no secret is ever written there).
+            timeline.say(f"the source cluster did not replicate: {exc}")
+            for side in ("a", "b"):
+                timeline.say(f"last lines of pod {SOURCE}-pg-{side}-0:\n{_log_tail(stack, side)}")
+            return 1
         timeline.say(f"source cluster {SOURCE}: side a primary, side b streaming")
         info = await stack.gocd_conninfo(SOURCE, f"{SOURCE}-pg-primary")
         assert info is not None
@@ -170,6 +185,10 @@ async def drill(timeline: Timeline, size_mb: int) -> int:
         timeline.say(f"removed the scratch cluster {SCRATCH}")
     timeline.say("stopped every process and removed the local clusters")
     return 0
+
+
+def _log_tail(stack: Any, side: str, lines: int = 60) -> str:
+    return "\n".join(stack.kubelet.pod_log(f"{SOURCE}-pg-{side}").splitlines()[-lines:])
 
 
 def _segment_end(wal_file: str) -> int:

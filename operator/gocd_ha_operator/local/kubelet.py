@@ -60,6 +60,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -387,6 +388,9 @@ class LocalKubelet:
         self._certificate: tuple[Path, Path] | None = None
         self._certificate_lock = asyncio.Lock()
         self._python_user: str | None = None
+        #: Held while the OS user is probed: pods start concurrently, and a second container must
+        #: wait for the answer instead of running as a user that cannot run this Python.
+        self._python_user_lock = threading.Lock()
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -928,20 +932,25 @@ class LocalKubelet:
         python_bin = Path(sys.executable).parent
         if executable is None or Path(executable).parent != python_bin:
             return self.os_user
-        if self._python_user is None:
-            self._python_user = self.os_user
-            wrapped = user_command(self.os_user, [sys.executable, "-c", "import gocd_ha_operator"])
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                probe = subprocess.run(wrapped, capture_output=True, timeout=60, check=False)
-                if probe.returncode != 0:
-                    self._python_user = pwd.getpwuid(os.geteuid()).pw_name
-                    logger.warning(
-                        "local kubelet: %s cannot run %s; operator-image containers run as %s",
-                        self.os_user,
-                        sys.executable,
-                        self._python_user,
-                    )
-        return self._python_user
+        with self._python_user_lock:
+            if self._python_user is None:
+                self._python_user = self._probe_python_user()
+            return self._python_user
+
+    def _probe_python_user(self) -> str:
+        wrapped = user_command(self.os_user, [sys.executable, "-c", "import gocd_ha_operator"])
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            probe = subprocess.run(wrapped, capture_output=True, timeout=60, check=False)
+            if probe.returncode != 0:
+                user = pwd.getpwuid(os.geteuid()).pw_name
+                logger.warning(
+                    "local kubelet: %s cannot run %s; operator-image containers run as %s",
+                    self.os_user,
+                    sys.executable,
+                    user,
+                )
+                return user
+        return self.os_user
 
     async def _api_proxy(self, pod: _Pod) -> ApiProxy:
         """The workload's API proxy (one port for the kubelet's life), started on first use."""

@@ -19,9 +19,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gocd-ha-operator demo
 
+## Test processes (pytest-xdist) for `make test`; 0 runs the suite serially in one process.
+PYTEST_WORKERS ?= 2
+
 ## The whole test suite plus the static checks; exits non-zero on any failure or when no test ran.
+## Tests marked `xdist_group` share a worker (tests/README.md, "Parallel runs").
 test: $(STAMP) lint typecheck
-	bash .ci/pytest-strict $(BIN)/pytest $(PYTEST_ARGS)
+	bash .ci/pytest-strict $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks tools

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import socket
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +33,7 @@ from tests.emulator.test_least_privilege import OPERATOR_AGENTS
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 from tests.support.delivery import by_kind, helm_template
 from tests.support.emulator import BODY, Harness, closed_endpoints
+from tests.support.ports import free_port
 from tests.support.rollout import IMAGE_CHANGES
 from tests.unit.test_models import INVALID, _apply
 
@@ -52,12 +52,6 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 OPERATOR_NS = "gocd-ha-operator"
 VWC = "gocd-ha-operator"
 VWC_RESOURCE = "admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Webhook:

@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from gocd_ha_operator.gocd.client import read_sync_agent_status
 from gocd_ha_operator.gocd.mirror import read_manifest, sha256_of
 from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
+from tests.support.ports import free_port
 
 TOKEN = BCToken("gocdha", "sync-agent-secret")
 INTERVAL = 0.3
@@ -234,12 +234,6 @@ async def test_missing_source_config_is_an_error_not_a_crash(running: RunningAge
     config.write_bytes(content)
     await running.next_cycles(2)
     assert running.agent.state.errors == type(running.agent.state.errors)()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 #: Runs the real console entry point, leaving out subcommands not present on this branch.

@@ -6,7 +6,6 @@ The stand-in (tests/support/standin_gocd.py) is not GoCD; it serves GoCD's docum
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -22,6 +21,7 @@ from gocd_ha_operator.gocd.client import (
     read_bc_dashboard,
 )
 from gocd_ha_operator.gocd.token import BCToken
+from tests.support.ports import free_port
 from tests.support.standin_gocd import (
     StandinGoCD,
     out_of_sync_dashboard,
@@ -38,12 +38,6 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 async def gocd() -> AsyncIterator[StandinGoCD]:
     async with StandinGoCD(token=TOKEN, dashboard=synced_dashboard(NOW)) as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_health(gocd: StandinGoCD) -> None:

@@ -22,6 +22,7 @@ import pytest
 from gocd_ha_operator.kube.apply import KubeClient, client_for
 from gocd_ha_operator.local.emulator import running_emulator
 from gocd_ha_operator.local.stack import LocalStack, local_stack
+from tests.support.ports import free_port
 from tests.support.promotion import NAME
 
 NAMESPACE = "build"
@@ -73,7 +74,7 @@ class TcpProxy:
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.port = _free_port()
+        self.port = free_port()
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -134,13 +135,6 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
         for sock in (source, target):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:

@@ -20,11 +20,11 @@ from typing import Final
 
 import pytest
 
-from gocd_ha_operator.local.process import free_port
 from gocd_ha_operator.local.stack import LocalStack, local_stack
 from gocd_ha_operator.local.workload import streaming_from
 from tests.support.pg import unavailable_reason
 from tests.support.plugin import Result, invoke, write_kubeconfig
+from tests.support.ports import free_port
 from tests.support.prometheus import Prometheus
 from tests.support.promotion import promotion_cluster
 

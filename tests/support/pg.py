@@ -71,6 +71,7 @@ from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.local.process import find_pg_bindir
 from gocd_ha_operator.postgres import config as pgconfig
 from gocd_ha_operator.postgres.client import ClientTLS, PostgresClient
+from tests.support.ports import free_port
 
 SCRIPTS_DIR = Path(pgconfig.__file__).parent / "scripts"
 OS_USER = "postgres"
@@ -93,14 +94,6 @@ def unavailable_reason() -> str | None:
     if shutil.which("runuser") is None and os.geteuid() == 0:
         return "runuser is missing"
     return None
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tree_digest(path: Path) -> str:

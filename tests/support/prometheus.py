@@ -15,7 +15,7 @@ from typing import Any, Final
 import aiohttp
 import yaml
 
-from gocd_ha_operator.local.process import free_port
+from tests.support.ports import free_port
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 RULES: Final = ROOT / "manifests" / "prometheus" / "gocdha-rules.yaml"

@@ -78,6 +78,9 @@ class Operator:
                     f"--leader-election-retry-period={RETRY}",
                     "--log-format=plain",
                     "--observe-interval=1",
+                    # Not the default :8081: another worker's (or another checkout's) operator
+                    # may hold it, and this one would stop at start-up ("Address already in use").
+                    "--metrics-bind-address=0",
                 ],
                 cwd=ROOT,
                 env=env,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from gocd_ha_operator.gocd.addon import (
     install_addon,
     jar_name_from_url,
 )
+from tests.support.ports import free_port
 
 JAR = b"PK\x03\x04" + bytes(range(256)) * 64
 JAR_SHA = hashlib.sha256(JAR).hexdigest()
@@ -137,9 +137,7 @@ def test_cli_success_and_http_error(
 
 
 def test_unreachable_server_fails_within_timeout(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # claimed: no other worker is handed it and starts a server there
     with pytest.raises(AddonInstallError, match="download failed"):
         install_addon(f"http://127.0.0.1:{port}/{NAME}", JAR_SHA, tmp_path, timeout=2)
 

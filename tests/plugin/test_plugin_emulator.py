@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 from tests.support.plugin import NAMESPACE, Emulated, Plugin, write_kubeconfig
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.emulator]
 
@@ -366,9 +366,7 @@ async def test_no_permission(tmp_path: Path) -> None:
 
 
 async def test_unreachable_api_server(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # claimed: no other worker is handed it and starts a server there
     plugin = Plugin(write_kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{port}"))
     result = await plugin("status")
     assert result.code == 2

@@ -16,7 +16,7 @@ TESTS: Final = Path(__file__).resolve().parent
 #: Tiers whose real-Postgres tests run local stacks: the operator, the local kubelet, the API
 #: emulator and instance guards with Lease timings of a few seconds, all fed by one Python process.
 #: Two of them at once on a loaded 2-core machine starve each other's API until a guard cannot
-#: renew and fences its healthy primary (a full run with 2 workers at load 12: 8 of them failed,
+#: renew and fences its healthy primary (a full run with 2 workers at load 12: 9 of them failed,
 #: waiting for a primary that was being fenced). They share one xdist group: one worker runs them
 #: one after another while the others run the rest of the suite.
 LOCAL_STACK_TIERS: Final = frozenset(

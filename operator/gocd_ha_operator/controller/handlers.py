@@ -42,6 +42,7 @@ from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_
 from gocd_ha_operator.controller.status import (
     ANNOTATION_RECONCILED_SPEC,
     RECONCILE_STATUS_KEYS,
+    credentials_key,
     spec_json,
     status_of,
 )
@@ -126,6 +127,9 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
     except KubeApiError as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from None
 
+    # What the Secrets hold now (read back, or just created): the supervisor and the runner use
+    # these until something suggests they changed.
+    state.credentials, state.credentials_key = outcome.credentials, credentials_key(cluster)
     if outcome.image_refusal is not None:
         # The children were applied with the StatefulSets' images kept; nothing rolls.
         _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)

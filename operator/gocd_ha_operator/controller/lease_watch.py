@@ -5,10 +5,10 @@ Kept apart from the supervisor so that the promotion loop only calls three funct
 * :func:`observe_primary_lease` after each observation: ``status.lease`` and, while the primary is
   unavailable but its Lease is still valid, ``FailoverPossible=False`` with reason ``LeaseHeld``
   (automatic failover waits for ``FailoverPossible``, so it waits for the expiry);
-* :func:`hand_over_primary_lease` in the ``Promoting`` step, *before* ``pg_promote``: a switchover
-  (old primary stopped) writes the new holder at once; a failover first waits until the Lease has
-  expired on this operator's clock and aborts if it sees it renewed (the old primary is alive);
-  both write with a compare-and-swap;
+* :func:`hand_over_primary_lease` at the end of ``StoppingOldPrimary``, *before* ``pg_promote``: a
+  switchover (old primary stopped) writes the new holder at once, in one request; a failover
+  first waits until the Lease has expired on this operator's clock and aborts if it sees it
+  renewed (the old primary is alive), and writes with a compare-and-swap;
 * :func:`return_primary_lease` when a promotion fails before the roles switched: the old primary
   serves again, so it must hold the Lease again (its guard would stop it otherwise).
 
@@ -36,6 +36,7 @@ from gocd_ha_operator.kube.lease import (
     LeaseRecord,
     format_microtime,
     get_lease,
+    hand_lease_to,
     write_lease,
 )
 from gocd_ha_operator.kube.names import ChildNames
@@ -183,10 +184,27 @@ async def hand_over_primary_lease(
     memo: MutableMapping[str, Any],
     clock: Callable[[], datetime],
 ) -> None:
-    """Make ``to_side`` the holder (idempotent: a resumed promotion finds it done)."""
+    """Make ``to_side`` the holder (idempotent: a resumed promotion finds it done).
+
+    A switchover (its old primary confirmed stopped) writes it in one request: a compare-and-swap
+    that lost to the stopped side's last renewal would only be read and written again, so the
+    read buys nothing. A failover reads, waits for expiry and compare-and-swaps."""
     name = ChildNames(cluster.name).primary_lease
     target = rules.holder_identity(cluster.name, to_side)
     timings = cluster.spec.failover.lease_timings
+    if not failover:
+        written = await asyncio.to_thread(
+            hand_lease_to,
+            kube,
+            cluster.namespace,
+            name,
+            holder=target,
+            duration_seconds=timings.lease_duration,
+            now=clock(),
+        )
+        if written is None:
+            raise LeaseHandoverError(f"the Lease {name} does not exist: run the reconcile first")
+        return
     give_up = time.monotonic() + timings.lease_duration + LEASE_EXPIRY_MARGIN_SECONDS
     give_up += TAKEOVER_SLACK_SECONDS
     first_key: tuple[str | None, str | None] | None = None

@@ -64,14 +64,24 @@ def existing_operator_password(kube: KubeClient, cluster: GoCDHACluster) -> str 
     return decode_secret_value(secret, "password") if secret is not None else None
 
 
-def load_credentials(kube: KubeClient, cluster: GoCDHACluster) -> ClusterCredentials:
-    """Existing credentials from their Secrets; fresh ones only where a Secret is missing."""
+def load_credentials(
+    kube: KubeClient,
+    cluster: GoCDHACluster,
+    *,
+    known: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> ClusterCredentials:
+    """Existing credentials from their Secrets; fresh ones only where a Secret is missing.
+    ``known``: Secrets the caller has just read (by name; ``None``: missing), not read again."""
     names = ChildNames(cluster.name)
     namespace = cluster.namespace
     fresh = ClusterCredentials.generate()
+    already = known or {}
 
     def existing(secret_name: str, key: str) -> str | None:
-        secret = kube.get("v1", "Secret", namespace, secret_name)
+        if secret_name in already:
+            secret = already[secret_name]
+        else:
+            secret = kube.get("v1", "Secret", namespace, secret_name)
         return decode_secret_value(secret, key) if secret is not None else None
 
     ref = cluster.spec.gocd.business_continuity.token_secret_ref
@@ -198,6 +208,54 @@ def reconcile_children(
     return ReconcileOutcome(
         applied=result, credentials=credentials, topology=topology, image_refusal=image_refusal
     )
+
+
+def changed_children(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The objects of ``after`` that ``before`` does not contain exactly as built (by kind and
+    name), in ``after``'s order: what a change of topology has to write."""
+    built = {(child["kind"], child["metadata"]["name"]): child for child in before}
+    return [
+        child for child in after if built.get((child["kind"], child["metadata"]["name"])) != child
+    ]
+
+
+def apply_topology_change(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    before: Topology,
+    after: Topology,
+    credentials: ClusterCredentials,
+    operator_image: str,
+    operator_namespace: str | None = None,
+) -> ApplyResult:
+    """A promotion step's apply: only the children whose built form differs between the
+    topology the previous step applied (``before``) and this step's (``after``) — a role
+    Service's selector, a workload's replicas, the ConfigMap's roles. Everything else is the
+    reconcile's; no Secret is read (the caller has the credentials) and the Lease is not
+    touched."""
+    namespace = operator_namespace or operator_namespace_from(os.environ)
+
+    def built(topology: Topology) -> list[dict[str, Any]]:
+        return build_children(
+            BuildInputs(
+                cluster=cluster,
+                topology=topology,
+                credentials=credentials,
+                operator_image=operator_image,
+                operator_namespace=namespace,
+            )
+        )
+
+    immutable = credential_secret_names(cluster)
+    result = ApplyResult()
+    for child in changed_children(built(before), built(after)):
+        is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
+        apply_child(kube, child, owner, result, immutable_data=is_credential)
+    return result
 
 
 def ensure_primary_lease(

@@ -38,16 +38,17 @@ from gocd_ha_operator.controller.lease_watch import (
     hand_over_primary_lease,
     return_primary_lease,
 )
-from gocd_ha_operator.controller.reconcile import reconcile_children
+from gocd_ha_operator.controller.reconcile import apply_topology_change, reconcile_children
 from gocd_ha_operator.controller.status import (
     StatusWriter,
+    cluster_credentials,
     parse_fresh,
     post_event,
     post_transitions,
-    read_credentials,
 )
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
+    PostgresAuthFailed,
     PostgresClient,
     PostgresError,
     ReplayTimeout,
@@ -61,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 CATCH_UP_TIMEOUT_SECONDS: Final = 120.0
 STOP_TIMEOUT_SECONDS: Final = 90.0
+#: How often a switchover checks whether the old primary has stopped (a refused connection on
+#: loopback or in-cluster costs about a millisecond).
+STOP_POLL_SECONDS: Final = 0.05
 PROMOTE_WAIT_SECONDS: Final = 60
 #: Back-off between attempts of a failing step: first, factor, ceiling.
 RETRY_FIRST_SECONDS: Final = 0.5
@@ -109,8 +113,12 @@ class PromotionRunner:
         """Until the promotion in status is no longer ``InProgress``."""
         first_failure: dict[str, float] = {}
         delay = RETRY_FIRST_SECONDS
+        body: dict[str, Any] | None = None
         while True:
-            body = await self.writer.fetch()
+            # After a step, the body its record returned is current (only this process writes
+            # the promotion); after a failure, or at the start, read it.
+            if body is None:
+                body = await self.writer.fetch()
             if body is None:
                 return
             cluster = parse_fresh(body, self.state).cluster
@@ -123,10 +131,13 @@ class PromotionRunner:
                 return
             step = Step(promotion.step) if promotion.step in promo.STEPS else Step.FENCING
             try:
-                await self.perform(step, body, cluster)
+                body = await self.perform(step, body, cluster)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is handled by one of the two rules
+                body = None
+                if isinstance(exc, PostgresAuthFailed):
+                    self.state.forget_credentials()  # read the Secrets again for the retry
                 message = self._safe(exc)
                 if promo.past_point_of_no_return(step):
                     await self.retrying(step, message)
@@ -174,8 +185,11 @@ class PromotionRunner:
         if self.config.promotion_hook is not None:
             await self.config.promotion_hook(point)
 
-    async def perform(self, step: Step, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        """Act on the recorded ``step``, then record the next one."""
+    async def perform(
+        self, step: Step, body: dict[str, Any], cluster: GoCDHACluster
+    ) -> dict[str, Any] | None:
+        """Act on the recorded ``step``, then record the next one; returns the resource as that
+        record left it (``None`` when the promotion ended)."""
         await self.hook(step)
         # Not only API writes: a step acts on Postgres too. A replica past its renew deadline
         # (frozen, then continued) does not start one (docs/operator.md, "Several operator
@@ -192,9 +206,9 @@ class PromotionRunner:
         }
         await actions[step](body, cluster)
         if step == Step.DONE:
-            return
+            return None
         await self.hook(f"{step}:done")
-        await self.record_next(cluster, step)
+        return await self.record_next(cluster, step)
 
     # --- status plumbing -----------------------------------------------------------------------
 
@@ -215,7 +229,7 @@ class PromotionRunner:
 
         return await self.writer.update(change)
 
-    async def record_next(self, cluster: GoCDHACluster, step: Step) -> None:
+    async def record_next(self, cluster: GoCDHACluster, step: Step) -> dict[str, Any]:
         promotion = cluster.status.promotion
         following = self._next_step(cluster, step)
         body, _ = await self.record(cluster, step=following)
@@ -223,6 +237,7 @@ class PromotionRunner:
         post_event(
             body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
         )
+        return body
 
     def _next_step(self, cluster: GoCDHACluster, step: Step) -> Step:
         index = promo.STEPS.index(step) + 1
@@ -328,7 +343,8 @@ class PromotionRunner:
     # --- I/O helpers -----------------------------------------------------------------------------
 
     async def credentials(self, cluster: GoCDHACluster) -> ClusterCredentials:
-        credentials = await asyncio.to_thread(read_credentials, self.config, cluster)
+        """Remembered per cluster (``ClusterState.credentials``): a step reads no Secret."""
+        credentials = await cluster_credentials(self.config, self.state, cluster)
         if credentials is None:
             raise RuntimeError("the cluster's credential Secrets are missing")
         return credentials
@@ -341,6 +357,23 @@ class PromotionRunner:
             password=credentials.operator_password,
             overrides=self.config.endpoints,
         )
+
+    async def apply_step(self, body: dict[str, Any], cluster: GoCDHACluster, step: Step) -> None:
+        """Apply what ``step`` changes: the children whose built form differs between the
+        topology of the step before and ``cluster``'s (``topology_of``)."""
+        credentials = await self.credentials(cluster)
+        async with self.state.apply_lock:
+            await asyncio.to_thread(
+                apply_topology_change,
+                self.config.kube,
+                body,
+                cluster,
+                before=promo.topology_before(cluster, step),
+                after=promo.topology_of(cluster),
+                credentials=credentials,
+                operator_image=self.config.operator_image,
+                operator_namespace=self.config.operator_namespace,
+            )
 
     async def apply(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Apply every child as ``cluster``'s status implies (``topology_of``)."""
@@ -364,7 +397,7 @@ class PromotionRunner:
 
     async def fence(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """The old primary's GoCD server stops; no role Service selects its side."""
-        await self.apply(body, cluster)
+        await self.apply_step(body, cluster, Step.FENCING)
 
     async def catch_up(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Switchover: end the old primary's client sessions, checkpoint, record its LSN and wait
@@ -401,7 +434,7 @@ class PromotionRunner:
         ended (a superuser's) included. Failover: re-check the lag gate with what the standby
         reports now."""
         old, new = self.sides(cluster)
-        await self.apply(body, cluster)
+        await self.apply_step(body, cluster, Step.STOPPING_OLD_PRIMARY)
         promotion = cluster.status.promotion
         if promotion.type == "Failover":
             lag = cluster.status.replication.lag_bytes
@@ -430,7 +463,7 @@ class PromotionRunner:
                     Reason.SWITCHOVER_FAILED,
                     f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
                 )
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(STOP_POLL_SECONDS)
         standby = await target.observe()
         if not standby.reachable or not standby.in_recovery:
             raise RuntimeError(f"side {new} is not a reachable standby: {standby.error}")
@@ -504,10 +537,12 @@ class PromotionRunner:
             return status.model_copy(update={"primary": new, "standby": old})
 
         body, status = await self.writer.update(change)
-        await self.apply(body, cluster.model_copy(update={"status": status}))
+        await self.apply_step(
+            body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
+        )
 
     async def rejoin(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        await self.apply(body, cluster)
+        await self.apply_step(body, cluster, Step.REJOINING)
 
     async def finish(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         promotion = cluster.status.promotion

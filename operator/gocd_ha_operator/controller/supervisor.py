@@ -46,11 +46,12 @@ from gocd_ha_operator.controller.rollout import (
 from gocd_ha_operator.controller.runner import PromotionRunner
 from gocd_ha_operator.controller.status import (
     StatusWriter,
+    check_user_token,
+    cluster_credentials,
     ensure_conditions,
     parse_fresh,
     post_event,
     post_transitions,
-    read_credentials,
 )
 from gocd_ha_operator.rules import promotion as promo
 from gocd_ha_operator.rules.promotion import Reason
@@ -99,6 +100,7 @@ class Supervisor:
     # --- one iteration --------------------------------------------------------------------------
 
     async def run_once(self) -> None:
+        writes = self.writer.writes
         body = await self.writer.fetch()
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return
@@ -112,7 +114,8 @@ class Supervisor:
         credentials: ClusterCredentials | None = None
         if cluster is not None:
             try:
-                credentials = await asyncio.to_thread(read_credentials, self.config, cluster)
+                await check_user_token(self.config, self.state, cluster)
+                credentials = await cluster_credentials(self.config, self.state, cluster)
             except MissingSecretError as exc:
                 problem = problem or ReconcileProblem("SecretNotFound", str(exc))
         problem = problem or self.state.reconcile_problem
@@ -128,6 +131,8 @@ class Supervisor:
                 operator_image=self.config.operator_image,
                 overrides=self.config.endpoints,
             )
+            if observation.credentials_rejected:
+                self.state.forget_credentials()  # read again next time: they may have changed
         now = self.config.clock()
         # Issue #12: the primary Lease, read before the status change (which cannot wait).
         lease = (
@@ -248,7 +253,9 @@ class Supervisor:
             start = True
             return status
 
-        written, _ = await self.writer.update(change)
+        # The body read at the start is still what this process last wrote unless the runner
+        # wrote since; changes by others (an annotation, a spec edit) wake the next iteration.
+        written, _ = await self.writer.update(change, read=(body, writes))
         post_transitions(written, transitions)
         for kind, reason, message in events:
             post_event(written, kind, reason, message)
@@ -356,13 +363,15 @@ async def supervise(config: OperatorConfig, ref: ClusterRef, stopped: Any) -> No
     wake = supervisor.state.wake
     try:
         while not stopped:
+            # Cleared before the iteration, not after: a wake-up (a promotion annotation) that
+            # arrives while it runs starts the next iteration at once instead of being lost.
+            wake.clear()
             try:
                 await supervisor.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must survive anything; it is logged
                 logger.exception("supervising %s failed; retrying", ref)
-            wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=config.observe_interval)
     finally:

@@ -286,3 +286,74 @@ async def test_secrets_never_appear_in_events_or_status(
         if "\n" in secret:
             continue
         assert secret not in public
+
+
+def named_reads(harness: Harness) -> list[str]:
+    """The resource (plural) of every GET of one named object so far (watches and lists name
+    none)."""
+    kinds = []
+    for method, path in harness.emulator.request_log:
+        parts = path.strip("/").split("/")
+        if method != "GET" or "namespaces" not in parts:
+            continue
+        at = parts.index("namespaces")
+        if len(parts) >= at + 4:  # namespaces/<ns>/<plural>/<name>[/status]
+            kinds.append(parts[at + 2])
+    return kinds
+
+
+async def test_an_idle_cluster_reads_each_kind_at_most_once_per_interval(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Issue #16: no write, and at most one GET per object kind per observation interval (the
+    credential Secrets are remembered, not read at every observation)."""
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    writes, reads = len(harness.writes()), len(named_reads(harness))
+    intervals = 10
+    await asyncio.sleep(intervals * harness.config.observe_interval)
+    assert harness.writes()[writes:] == []
+    window = named_reads(harness)[reads:]
+    counts = {kind: window.count(kind) for kind in set(window)}
+    # The window may cut one interval in two: one extra read per kind.
+    assert all(count <= intervals + 1 for count in counts.values()), counts
+    assert counts.get("gocdhaclusters", 0) >= 3, "the observation loop ran"
+
+
+async def test_an_instance_service_with_a_virtual_ip_is_left_as_it_is(
+    harness: Harness, run_operator: Start
+) -> None:
+    """``clusterIP`` is immutable: an instance Service created before they became headless keeps
+    its virtual IP (no patch that a real API server would refuse); new ones are headless."""
+    owner = {
+        "apiVersion": "gocdha.io/v1alpha1",
+        "kind": "GoCDHACluster",
+        "name": "ci",
+        "uid": "uid-ci",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    await harness.create(
+        "v1/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "ci-pg-a", "ownerReferences": [owner]},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": "10.96.0.17",
+                "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres"}],
+            },
+        },
+    )
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    services = harness.objects("v1/services")
+    assert services["ci-pg-a"]["spec"]["clusterIP"] == "10.96.0.17"
+    assert services["ci-pg-a"]["spec"]["selector"]["gocdha.io/side"] == "a", "the rest applied"
+    assert services["ci-pg-b"]["spec"]["clusterIP"] == "None"
+    before = harness.child_writes()
+    await asyncio.sleep(1.0)
+    assert harness.child_writes() == before, "no patch of the kept virtual IP, ever"

@@ -1,7 +1,8 @@
 """Reconcile benchmark: N GoCDHAClusters on the in-process API emulator.
 
 Prints, for each N: seconds until every child of every cluster exists, API requests per resource
-during creation, writes per resource per idle observation tick, child writes per resource after an
+during creation (all of them: the operator's own start, kopf's patches, status, Events; and those
+about children alone, with a breakdown by verb and kind), writes per resource per idle observation tick, child writes per resource after an
 operator restart (resume), and the resident memory of the process (operator + emulator; the
 emulator keeps every request in memory, so this is an upper bound for the operator alone).
 
@@ -34,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 
 NAMESPACE = "bench"
-CHILDREN_PER_CLUSTER = 24
+# 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12).
+CHILDREN_PER_CLUSTER = 28
+CLUSTER_KINDS = ("gocdhaclusters", "gocdhaclusters/status", "events")
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
 
@@ -44,6 +47,15 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def kind_of(path: str) -> str:
+    """The resource (plural) a request path is about, ``/status`` and watches included."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        at = parts.index("namespaces")
+        return "/".join(parts[at + 2 : at + 3] + parts[at + 4 : at + 5])
+    return parts[-1] if parts else path
 
 
 def body(name: str) -> dict[str, Any]:
@@ -109,6 +121,13 @@ async def measure(n: int, interval: float) -> str:
             await asyncio.sleep(0.25)  # the emulator shares this event loop: poll gently
         create_s = time.monotonic() - started
         requests = len(emulator.request_log) - requests_before - n  # not our own creates
+        breakdown: dict[str, int] = {}
+        child_requests = 0
+        for verb, path in emulator.request_log[requests_before:]:
+            key = f"{verb} {kind_of(path)}"
+            breakdown[key] = breakdown.get(key, 0) + 1
+            if "/namespaces/" in path and kind_of(path) not in CLUSTER_KINDS:
+                child_requests += 1
 
         # Quiesce: wait until no write happened for two observation intervals.
         last, quiet_since = len(writes()), time.monotonic()
@@ -130,8 +149,11 @@ async def measure(n: int, interval: float) -> str:
         child_writes_after = [w for w in writes() if "/gocdhaclusters" not in w[1]]
         await restarted.stop()
     resume_writes = (len(child_writes_after) - len(child_writes_before)) / n
+    by_kind = " ".join(f"{key}={count / n:.1f}" for key, count in sorted(breakdown.items()))
     return (
         f"reconcile: n={n} create_s={create_s:.2f} requests_per_resource={requests / n:.1f} "
+        f"child_requests_per_resource={child_requests / n:.1f} "
+        f"(per resource: {by_kind}) "
         f"idle_writes_per_resource_per_tick={idle_writes:.3f} "
         f"resume_child_writes_per_resource={resume_writes:.2f} rss_mib={memory:.0f}"
     )

@@ -24,6 +24,7 @@ import kopf
 from gocd_ha_operator.api.constants import (
     ANNOTATION_PROMOTE,
     ANNOTATION_PROMOTE_FORCE,
+    ANNOTATION_RECONCILED_SPEC,
     API_VERSION,
     FINALIZER,
     GROUP,
@@ -38,9 +39,12 @@ from gocd_ha_operator.controller import webhook
 from gocd_ha_operator.controller.backup import backup_tick
 from gocd_ha_operator.controller.config import ClusterRef, OperatorConfig, ReconcileProblem
 from gocd_ha_operator.controller.observe import instance_checked_topology
-from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
+from gocd_ha_operator.controller.reconcile import (
+    MissingSecretError,
+    never_reconciled,
+    reconcile_children,
+)
 from gocd_ha_operator.controller.status import (
-    ANNOTATION_RECONCILED_SPEC,
     RECONCILE_STATUS_KEYS,
     credentials_key,
     spec_json,
@@ -48,6 +52,7 @@ from gocd_ha_operator.controller.status import (
 )
 from gocd_ha_operator.controller.supervisor import supervise
 from gocd_ha_operator.kube.apply import KubeApiError, NotOwnedError
+from gocd_ha_operator.rules.promotion import topology_of
 
 __all__ = ["OperatorConfig", "build_registry", "configure_settings", "reconcile_resource"]
 
@@ -115,7 +120,12 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
                 body,
                 cluster,
                 operator_image=config.operator_image,
-                topology=await instance_checked_topology(config.kube, cluster, config.endpoints),
+                # A resource never reconciled has no instance to ask (nor a Secret to ask with).
+                topology=(
+                    topology_of(cluster)
+                    if never_reconciled(fresh or body)
+                    else await instance_checked_topology(config.kube, cluster, config.endpoints)
+                ),
                 operator_namespace=config.operator_namespace,
             )
     except MissingSecretError as exc:

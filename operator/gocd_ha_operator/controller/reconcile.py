@@ -8,6 +8,7 @@ thousand reconciles, never changes a password under a running database.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gocd_ha_operator.api.constants import (
+    ANNOTATION_RECONCILED_SPEC,
     ANNOTATION_RESTART_REVISION,
     BC_TOKEN_KEY,
     SIDES,
@@ -27,7 +29,13 @@ from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
-from gocd_ha_operator.kube.apply import ApplyResult, KubeClient, apply_child, delete_owned
+from gocd_ha_operator.kube.apply import (
+    ApplyResult,
+    KubeApiError,
+    KubeClient,
+    apply_child,
+    delete_owned,
+)
 from gocd_ha_operator.kube.labels import with_owner
 from gocd_ha_operator.kube.lease import LeaseConflictError, create_lease, get_lease
 from gocd_ha_operator.kube.names import ChildNames
@@ -167,11 +175,13 @@ def reconcile_children(
     ``operator_namespace`` defaults to ``GOCDHA_OPERATOR_NAMESPACE`` (checked when ``run``
     starts), so every caller renders the same NetworkPolicy.
     """
-    credentials = load_credentials(kube, cluster)
     if topology is None:
         topology = topology_of(cluster)
+    namespace = operator_namespace or operator_namespace_from(os.environ)
     image = cluster.spec.postgres.image
-    pins = effective_pins(cluster.status.configuration, live_pins(kube, cluster), image)
+    # A resource never reconciled has no StatefulSet to read a pin from.
+    live = {} if never_reconciled(owner) else live_pins(kube, cluster)
+    pins = effective_pins(cluster.status.configuration, live, image)
     image_refusal = next(
         (
             f"spec.postgres.image {problem}"
@@ -180,22 +190,37 @@ def reconcile_children(
         ),
         None,
     )
-    inputs = BuildInputs(
-        cluster=cluster,
-        topology=topology,
-        credentials=credentials,
-        operator_image=operator_image,
-        operator_namespace=operator_namespace or operator_namespace_from(os.environ),
-        pins=pins,
-    )
     immutable = credential_secret_names(cluster)
     result = ApplyResult()
-    for child in build_children(inputs):
-        is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
-        apply_child(kube, child, owner, result, immutable_data=is_credential)
-    ensure_primary_lease(kube, owner, inputs, result)
+    created = _create_fresh(
+        kube,
+        owner,
+        cluster,
+        topology=topology,
+        operator_image=operator_image,
+        operator_namespace=namespace,
+        pins=pins,
+        result=result,
+    )
+    if created is not None:
+        credentials, inputs = created
+    else:
+        credentials = load_credentials(kube, cluster)
+        inputs = BuildInputs(
+            cluster=cluster,
+            topology=topology,
+            credentials=credentials,
+            operator_image=operator_image,
+            operator_namespace=namespace,
+            pins=pins,
+        )
+        for child in build_children(inputs):
+            is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
+            apply_child(kube, child, owner, result, immutable_data=is_credential)
+        ensure_primary_lease(kube, owner, inputs, result)
     owner_uid = str(owner["metadata"]["uid"])
-    for claim in _unwanted_claims(cluster):
+    # A cluster created just now made no claim it could no longer want.
+    for claim in [] if created is not None else _unwanted_claims(cluster):
         delete_owned(
             kube,
             api_version="v1",
@@ -208,6 +233,69 @@ def reconcile_children(
     return ReconcileOutcome(
         applied=result, credentials=credentials, topology=topology, image_refusal=image_refusal
     )
+
+
+def never_reconciled(owner: Mapping[str, Any]) -> bool:
+    """No reconcile has finished for this resource yet (it records the spec it applied and the
+    generation it saw): its children most likely do not exist."""
+    metadata = owner.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    status = owner.get("status") or {}
+    return ANNOTATION_RECONCILED_SPEC not in annotations and not status.get("observedGeneration")
+
+
+def _create_fresh(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    topology: Topology,
+    operator_image: str,
+    operator_namespace: str,
+    pins: Mapping[Side, Pin],
+    result: ApplyResult,
+) -> tuple[ClusterCredentials, BuildInputs] | None:
+    """A resource never reconciled: its children are created without reading each one first
+    (one request per child, issue #16). The credential Secrets go first, with fresh values; when
+    one exists after all, nothing else is written and ``None`` sends the caller down the usual
+    path (read every credential back, read before writing)."""
+    if not never_reconciled(owner):
+        return None
+    credentials = ClusterCredentials.generate()
+    ref = cluster.spec.gocd.business_continuity.token_secret_ref
+    if ref is not None:
+        credentials = dataclasses.replace(
+            credentials, bc_token=load_credentials(kube, cluster).bc_token
+        )
+    inputs = BuildInputs(
+        cluster=cluster,
+        topology=topology,
+        credentials=credentials,
+        operator_image=operator_image,
+        operator_namespace=operator_namespace,
+        pins=pins,
+    )
+    immutable = credential_secret_names(cluster)
+    children = build_children(inputs)
+    for child in children:
+        if child["kind"] == "Secret" and child["metadata"]["name"] in immutable:
+            try:
+                kube.create(with_owner(child, owner))
+            except KubeApiError as exc:
+                if exc.status == 409:
+                    return None  # it exists: its value is the one to use
+                raise
+            result.created.append(f"Secret/{child['metadata']['name']}")
+    for child in children:
+        if not (child["kind"] == "Secret" and child["metadata"]["name"] in immutable):
+            apply_child(kube, child, owner, result, create_first=True)
+    try:
+        create_lease(kube, with_owner(build_primary_lease(inputs, datetime.now(UTC)), owner))
+    except LeaseConflictError:
+        result.unchanged.append(f"Lease/{inputs.names.primary_lease}")
+    else:
+        result.created.append(f"Lease/{inputs.names.primary_lease}")
+    return credentials, inputs
 
 
 def changed_children(

@@ -26,7 +26,12 @@ from typing import Any, Final, cast
 import kopf
 
 from gocd_ha_operator.api import conditions as cond
-from gocd_ha_operator.api.constants import API_VERSION, BC_TOKEN_KEY, GROUP, KIND
+from gocd_ha_operator.api.constants import (
+    ANNOTATION_RECONCILED_SPEC,
+    API_VERSION,
+    BC_TOKEN_KEY,
+    KIND,
+)
 from gocd_ha_operator.api.credentials import ClusterCredentials, decode_secret_value
 from gocd_ha_operator.api.spec import GoCDHACluster, ObjectMeta, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
@@ -38,10 +43,9 @@ from gocd_ha_operator.kube.names import ChildNames
 
 #: The status fields the reconcile writes; the supervisor never patches them.
 RECONCILE_STATUS_KEYS: Final = frozenset({"observedGeneration", "standbyMode", "gocdVersion"})
-#: The spec the children were last built from (written by a successful reconcile, compact JSON).
-#: A restarted operator whose resource's spec is invalid by now goes on with this one: the
-#: children still reflect it, and a running promotion must not wait for someone to fix the spec.
-ANNOTATION_RECONCILED_SPEC: Final = f"{GROUP}/reconciled-spec"
+# ANNOTATION_RECONCILED_SPEC (api/constants.py): a restarted operator whose resource's spec is
+# invalid by now goes on with the spec the children were built from; a running promotion must
+# not wait for someone to fix the spec.
 
 
 def spec_json(body: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from gocd_ha_operator.controller.config import (
 )
 from gocd_ha_operator.controller.lease_watch import apply_primary_lease, read_primary_lease
 from gocd_ha_operator.controller.observe import ClusterObservation, compute_status, observe_cluster
-from gocd_ha_operator.controller.reconcile import MissingSecretError
+from gocd_ha_operator.controller.reconcile import MissingSecretError, never_reconciled
 from gocd_ha_operator.controller.rollout import (
     RolloutOutcome,
     apply_pins,
@@ -112,7 +112,15 @@ class Supervisor:
         if parsed.spec_error is not None:
             problem = ReconcileProblem("InvalidSpec", str(parsed.spec_error))
         credentials: ClusterCredentials | None = None
-        if cluster is not None:
+        # Until its first reconcile the cluster has no Secret, instance or Lease to read: the
+        # reconcile creates them, hands over the credentials and wakes this loop (issue #16: a
+        # cluster waiting for a reconcile slot costs one read per interval, not four).
+        waiting = (
+            never_reconciled(body)
+            and self.state.reconcile_problem is None
+            and self.state.credentials is None
+        )
+        if cluster is not None and not waiting:
             try:
                 await check_user_token(self.config, self.state, cluster)
                 credentials = await cluster_credentials(self.config, self.state, cluster)
@@ -137,11 +145,15 @@ class Supervisor:
         # Issue #12: the primary Lease, read before the status change (which cannot wait).
         lease = (
             await read_primary_lease(self.config.kube, cluster, self.state.lease_memo, now)
-            if cluster is not None
+            if cluster is not None and not waiting
             else None
         )
         # Issue #13: what the Postgres StatefulSets run, while status does not record it yet.
-        live = await read_live_pins(self.config, cluster) if cluster is not None else {}
+        live = (
+            await read_live_pins(self.config, cluster)
+            if cluster is not None and not waiting
+            else {}
+        )
         transitions: list[cond.Transition] = []
         events: list[tuple[str, str, str]] = []
         start = False

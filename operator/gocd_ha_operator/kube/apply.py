@@ -313,11 +313,20 @@ def apply_child(
     result: ApplyResult,
     *,
     immutable_data: bool = False,
+    create_first: bool = False,
 ) -> dict[str, Any]:
-    """Create ``desired`` (owned by ``owner``) or bring the live object to it; returns live."""
+    """Create ``desired`` (owned by ``owner``) or bring the live object to it; returns live.
+
+    ``create_first``: when the object most likely does not exist yet (a cluster never
+    reconciled), try to create it without reading it first — one request — and fall back to
+    read, check and patch when it exists after all."""
     desired = with_owner(desired, owner)
     meta = desired["metadata"]
-    live = kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    live = (
+        None
+        if create_first
+        else kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    )
     if live is None:
         try:
             created = kube.create(desired)

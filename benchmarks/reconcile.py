@@ -2,12 +2,16 @@
 
 Prints, for each N: seconds until every child of every cluster exists, API requests per resource
 during creation (all of them: the operator's own start, kopf's patches, status, Events; and those
-about children alone, with a breakdown by verb and kind), writes per resource per idle observation tick, child writes per resource after an
-operator restart (resume), and the resident memory of the process (operator + emulator; the
-emulator keeps every request in memory, so this is an upper bound for the operator alone).
+about children alone, with a breakdown by verb and kind), writes per resource per idle
+observation tick, child writes per resource after an operator restart (resume), and the resident
+memory of the process (operator + emulator; the emulator keeps every object and request in
+memory, so this is an upper bound for the operator alone). ``--memory N`` runs
+``gocd-ha-operator run`` as its own process against the emulator, as in production, and prints
+that process's memory with N clusters.
 
     .venv/bin/python benchmarks/reconcile.py            # N = 1, 50, 200
     .venv/bin/python benchmarks/reconcile.py -n 10
+    .venv/bin/python benchmarks/reconcile.py -n 1 --memory 200   # the operator process alone
 
 Postgres and GoCD are not running: every endpoint points at a closed loopback port, so the
 observation is as cheap as it gets and its conditions stay constant.
@@ -17,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -159,13 +166,109 @@ async def measure(n: int, interval: float) -> str:
     )
 
 
+def process_rss_mib(pid: int) -> tuple[float, float]:
+    """Resident and peak resident memory of process ``pid`` (MiB)."""
+    values: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
+
+
+async def measure_process(n: int, interval: float, workdir: Path) -> str:
+    """``gocd-ha-operator run`` as its own process (as in production) against the emulator: its
+    memory alone once N clusters have every child and a few idle observations passed."""
+    names = [f"c{i}" for i in range(n)]
+    async with running_emulator() as (emulator, url):
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+                    "users": [{"name": "bench", "user": {"token": "not-checked"}}],
+                    "contexts": [
+                        {"name": "emulator", "context": {"cluster": "emulator", "user": "bench"}}
+                    ],
+                    "current-context": "emulator",
+                }
+            )
+        )
+        closed = {key: str(value) for key, value in closed_endpoints(names).items()}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "GOCDHA_OPERATOR_IMAGE": "bench/operator:0",
+            "GOCDHA_ENDPOINTS": json.dumps(closed),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "gocd_ha_operator.cli.main",
+            "run",
+            "--all-namespaces",
+            "--no-leader-election",
+            "--observe-interval",
+            str(max(1, round(interval))),
+        ]
+        log = (workdir / "operator.log").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                for name in names:
+                    path = f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters"
+                    async with session.post(url + path, json=body(name)) as response:
+                        response.raise_for_status()
+
+            def children() -> int:
+                return sum(
+                    1
+                    for (resource, _ns, _name), obj in emulator.objects.items()
+                    if resource.group != "gocdha.io"
+                    and resource.plural != "events"
+                    and not obj.deleted
+                )
+
+            started = time.monotonic()
+            while children() < CHILDREN_PER_CLUSTER * n and time.monotonic() - started < 1800:
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(5 * interval)  # a few idle observations of every cluster
+            rss, peak = process_rss_mib(process.pid)
+        finally:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            log.close()
+    return (
+        f"memory: n={n} operator_process_rss_mib={rss:.0f} operator_process_peak_mib={peak:.0f} "
+        f"children={children()}/{CHILDREN_PER_CLUSTER * n}"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, action="append", help="number of clusters (repeatable)")
     parser.add_argument("--interval", type=float, default=1.0, help="observation interval (s)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        action="append",
+        help="also measure the operator process alone with this many clusters (repeatable)",
+    )
     args = parser.parse_args()
     for n in args.n or [1, 50, 200]:
         print(await measure(n, args.interval), flush=True)
+    for n in args.memory or []:
+        with tempfile.TemporaryDirectory(prefix="gocdha-bench-") as workdir:
+            print(await measure_process(n, args.interval, Path(workdir)), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ One run measures, on the same machine and in the same process:
   local stack; per run: the rows lost (``rpo_rows``, must be 0), ``annotate_to_writable_s``
   (annotation → the writer's first commit on the new primary), ``write_gap_s`` (the writer's last
   commit on the old primary → its first on the new one), ``annotate_to_first_step_s``
-  (annotation → the ``PromotionStarted`` Event, posted right after the status write that records
-  the first step), and each step's duration from the ``Promotion<Step>`` Events' timestamps;
+  (annotation → the runner beginning the first step it found recorded in status) and each step's
+  duration (the operator's promotion hook), also from the ``PromotionStarted`` and
+  ``Promotion<Step>`` Events' timestamps (stamped when kopf posts them: later under load);
   then ``ratio = median annotate_to_writable / median floor``;
 * **operator restarts**: for each point of the protocol, the operator is stopped there and a new
   one started; ``resume_s`` is from the start of the new operator to its first step action
@@ -127,9 +128,24 @@ async def step_events(stack: LocalStack, since: float) -> dict[str, float]:
     return found
 
 
+class StepClock:
+    """The promotion hook of the benchmark's operator: when each step began (monotonic), i.e.
+    right after the runner found it recorded in status."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float]] = []
+
+    async def __call__(self, point: str) -> None:
+        if ":" not in point:
+            self.seen.append((point, time.monotonic()))
+
+    def since(self, start: float) -> list[tuple[str, float]]:
+        return [(step, at) for step, at in self.seen if at >= start]
+
+
 async def switch(
-    stack: LocalStack, writer: RowWriter, primary: str, token: str
-) -> tuple[dict[str, Any], dict[str, float]]:
+    stack: LocalStack, writer: RowWriter, primary: str, token: str, clock: StepClock
+) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
     """One annotated switchover from ``primary`` under the writer; its figures."""
     writer.start()
     await asyncio.sleep(1.0)
@@ -152,20 +168,27 @@ async def switch(
     )
     lost = len(writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary"))
     events = await step_events(stack, wall)
+    began = clock.since(annotated)
     figures = {
         "result": promotion.get("result"),
         "rpo_rows": lost,
         "annotate_to_writable_s": first_new - annotated,
         "write_gap_s": first_new - last_old,
-        "annotate_to_first_step_s": events.get("PromotionStarted", float("nan")) - wall,
+        # The runner's first step began: the status write that recorded it, plus the runner's
+        # own start and one read of the resource (an upper bound).
+        "annotate_to_first_step_s": began[0][1] - annotated if began else float("nan"),
+        "annotate_to_started_event_s": events.get("PromotionStarted", float("nan")) - wall,
         "raw_promote_s": promotion.get("promoteSeconds"),
     }
-    steps: dict[str, float] = {}
+    # Each step's duration: from its start to the next one's (the hook), and from the Events'
+    # timestamps (stamped when kopf posts them, so later than the steps under load).
+    steps = {step: later - at for (step, at), (_, later) in itertools.pairwise(began)}
+    steps_by_events: dict[str, float] = {}
     present = [reason for reason in STEP_EVENTS if reason in events]
     for here, following in itertools.pairwise(present):
         name = "Fencing" if here == "PromotionStarted" else here.removeprefix("Promotion")
-        steps[name] = events[following] - events[here]
-    return figures, steps
+        steps_by_events[name] = events[following] - events[here]
+    return figures, steps, steps_by_events
 
 
 async def switchovers(runs: int, restarts: bool) -> tuple[list[dict[str, Any]], list[str]]:
@@ -176,18 +199,24 @@ async def switchovers(runs: int, restarts: bool) -> tuple[list[dict[str, Any]], 
         await stack.wait_for(lambda s: streaming_from("a", s), NAME, timeout=120, what="ready")
         writer = RowWriter(stack, NAME)
         await writer.prepare()
+        clock = StepClock()
+        await stack.stop_operator()
+        await stack.start_operator(promotion_hook=clock)
         primary = "a"
         for run in range(runs):
-            figures, steps = await switch(stack, writer, primary, f"bench-{run}")
+            figures, steps, by_events = await switch(stack, writer, primary, f"bench-{run}", clock)
             results.append(figures)
             step_text = " ".join(f"{name}={seconds:.3f}" for name, seconds in steps.items())
+            event_text = " ".join(f"{name}={seconds:.3f}" for name, seconds in by_events.items())
             lines.append(
                 f"switchover run={run + 1} result={figures['result']} "
                 f"rpo_rows={figures['rpo_rows']} "
                 f"annotate_to_writable_s={figures['annotate_to_writable_s']:.3f} "
                 f"write_gap_s={figures['write_gap_s']:.3f} "
                 f"annotate_to_first_step_s={figures['annotate_to_first_step_s']:.3f} "
-                f"raw_promote_s={figures['raw_promote_s']} steps: {step_text} {load()}"
+                f"annotate_to_started_event_s={figures['annotate_to_started_event_s']:.3f} "
+                f"raw_promote_s={figures['raw_promote_s']} steps: {step_text} "
+                f"steps_by_events: {event_text} {load()}"
             )
             print(lines[-1], flush=True)
             primary = other(primary)

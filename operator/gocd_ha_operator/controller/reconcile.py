@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -340,9 +341,16 @@ def apply_topology_change(
 
     immutable = credential_secret_names(cluster)
     result = ApplyResult()
-    for child in changed_children(built(before), built(after)):
+    changed = changed_children(built(before), built(after))
+
+    def apply(child: dict[str, Any]) -> None:
         is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
         apply_child(kube, child, owner, result, immutable_data=is_credential)
+
+    # At once: they are independent objects, and the step is recorded done only when every one
+    # is written (one round trip instead of one per object; an error is raised as before).
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(changed)))) as pool:
+        list(pool.map(apply, changed))
     return result
 
 

@@ -106,6 +106,10 @@ class PromotionRunner:
         self.state = state
         self.writer = writer
         self.started = time.monotonic()
+        #: The body this runner last read or wrote, and the writer's count at that moment.
+        self._last: tuple[dict[str, Any] | None, int] | None = None
+        #: Fields a step's action leaves for the status write that records the next step.
+        self._carry: dict[str, Any] = {}
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -118,7 +122,9 @@ class PromotionRunner:
             # After a step, the body its record returned is current (only this process writes
             # the promotion); after a failure, or at the start, read it.
             if body is None:
+                writes = self.writer.writes
                 body = await self.writer.fetch()
+                self._last = (body, writes)
             if body is None:
                 return
             cluster = parse_fresh(body, self.state).cluster
@@ -136,6 +142,7 @@ class PromotionRunner:
                 raise
             except Exception as exc:  # every failure is handled by one of the two rules
                 body = None
+                self._carry = {}
                 if isinstance(exc, PostgresAuthFailed):
                     self.state.forget_credentials()  # read the Secrets again for the retry
                 message = self._safe(exc)
@@ -227,12 +234,20 @@ class PromotionRunner:
             promotion = status.promotion.model_copy(update=update)
             return status.model_copy(update={"promotion": promotion})
 
-        return await self.writer.update(change)
+        return await self._update(change)
+
+    async def _update(self, change: Any) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
+        """A status write based on the body this runner last read or wrote, unless this process
+        wrote status since (then it reads again): the promotion's fields are this process's."""
+        body, status = await self.writer.update(change, read=self._last)
+        self._last = (body, self.writer.writes)
+        return body, status
 
     async def record_next(self, cluster: GoCDHACluster, step: Step) -> dict[str, Any]:
         promotion = cluster.status.promotion
         following = self._next_step(cluster, step)
-        body, _ = await self.record(cluster, step=following)
+        carried, self._carry = self._carry, {}
+        body, _ = await self.record(cluster, **carried, step=following)
         self.config.kube.check_may_write()  # the record may have written nothing (not ours)
         post_event(
             body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
@@ -418,7 +433,7 @@ class PromotionRunner:
             raise AbortPromotionError(
                 Reason.SWITCHOVER_FAILED, f"side {new} did not catch up: {exc}"
             ) from None
-        await self.record(cluster, rpo_bytes=0)
+        self._carry["rpo_bytes"] = 0  # written with the next step
 
     async def stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """The old primary is stopped, then (issue #12) the new side takes the Lease."""
@@ -525,7 +540,7 @@ class PromotionRunner:
         }
         if result.promoted or cluster.status.promotion.promote_seconds is None:
             update["promote_seconds"] = round(result.duration_seconds, 3)
-        await self.record(cluster, **update)
+        await self.record(cluster, **update)  # at once: a repeated pg_promote is a no-op
 
     async def switch_roles(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """``status.primary`` moves first (the topology follows it), then the children."""
@@ -536,7 +551,7 @@ class PromotionRunner:
                 return None
             return status.model_copy(update={"primary": new, "standby": old})
 
-        body, status = await self.writer.update(change)
+        body, status = await self._update(change)
         await self.apply_step(
             body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
         )

@@ -44,6 +44,8 @@ from gocd_ha_operator.rules import lease as rules
 
 MEMO_KEY: Final = "primary_lease_seen"
 POLL_SECONDS: Final = 0.5
+#: How often the new holder's first renewal is looked for after a hand-over.
+RENEWAL_POLL_SECONDS: Final = 0.1
 #: Extra seconds a failover waits beyond the Lease's own expiry before it gives up.
 TAKEOVER_SLACK_SECONDS: Final = 10.0
 
@@ -183,8 +185,9 @@ async def hand_over_primary_lease(
     failover: bool,
     memo: MutableMapping[str, Any],
     clock: Callable[[], datetime],
-) -> None:
-    """Make ``to_side`` the holder (idempotent: a resumed promotion finds it done).
+) -> LeaseRecord:
+    """Make ``to_side`` the holder (idempotent: a resumed promotion finds it done); returns the
+    record as written (or as found, when it already named ``to_side``).
 
     A switchover (its old primary confirmed stopped) writes it in one request: a compare-and-swap
     that lost to the stopped side's last renewal would only be read and written again, so the
@@ -193,18 +196,30 @@ async def hand_over_primary_lease(
     target = rules.holder_identity(cluster.name, to_side)
     timings = cluster.spec.failover.lease_timings
     if not failover:
-        written = await asyncio.to_thread(
-            hand_lease_to,
-            kube,
-            cluster.namespace,
-            name,
-            holder=target,
-            duration_seconds=timings.lease_duration,
-            now=clock(),
-        )
+        try:
+            written = await asyncio.to_thread(
+                hand_lease_to,
+                kube,
+                cluster.namespace,
+                name,
+                holder=target,
+                duration_seconds=timings.lease_duration,
+                now=clock(),
+            )
+        except LeadershipLostError:
+            raise  # this replica may not write at all: not a fact about the Lease
+        except KubeApiError as exc:
+            raise LeaseHandoverError(
+                f"the API server refused the write of the Lease {name} "
+                f"(HTTP {exc.status} {exc.reason})"
+            ) from None
+        except Exception as exc:
+            raise LeaseHandoverError(
+                f"the Lease {name} could not be written ({type(exc).__name__})"
+            ) from None
         if written is None:
             raise LeaseHandoverError(f"the Lease {name} does not exist: run the reconcile first")
-        return
+        return written
     give_up = time.monotonic() + timings.lease_duration + LEASE_EXPIRY_MARGIN_SECONDS
     give_up += TAKEOVER_SLACK_SECONDS
     first_key: tuple[str | None, str | None] | None = None
@@ -231,7 +246,7 @@ async def hand_over_primary_lease(
         if record is None:
             raise LeaseHandoverError(f"the Lease {name} does not exist: run the reconcile first")
         if record.holder == target:
-            return
+            return record
         if failover:
             key = (record.holder, record.resource_version)
             if first_key is None:
@@ -245,7 +260,9 @@ async def hand_over_primary_lease(
                 await asyncio.sleep(POLL_SECONDS)
                 continue
         try:
-            await asyncio.to_thread(_write, kube, record, target, timings.lease_duration, clock())
+            return await asyncio.to_thread(
+                _write, kube, record, target, timings.lease_duration, clock()
+            )
         except LeaseConflictError:
             if failover:
                 raise LeaseHandoverError(
@@ -264,7 +281,34 @@ async def hand_over_primary_lease(
             raise LeaseHandoverError(
                 f"the Lease {name} could not be written ({type(exc).__name__})"
             ) from None
-        return
+
+
+async def await_holder_renewal(
+    kube: KubeClient, cluster: GoCDHACluster, handed: LeaseRecord, *, timeout: float
+) -> bool:
+    """After a hand-over, before ``pg_promote``: until the new holder's guard has renewed the
+    Lease once (it moved past ``handed`` and still names that holder), at most ``timeout``.
+
+    The guard judges a Postgres it sees turn primary by the deadline of its last renewal, giving
+    the renewal that follows only a second (docs/operator.md, "What fences a primary"); a
+    standby promoted before its guard ever renewed as the holder would be fenced whenever that
+    renewal is slow. Returns whether the renewal was seen."""
+    name = ChildNames(cluster.name).primary_lease
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            record = await asyncio.to_thread(get_lease, kube, cluster.namespace, name)
+        except Exception:  # the API may come back within the bound
+            record = None
+        if (
+            record is not None
+            and record.holder == handed.holder
+            and record.resource_version != handed.resource_version
+        ):
+            return True
+        if time.monotonic() >= give_up:
+            return False
+        await asyncio.sleep(RENEWAL_POLL_SECONDS)
 
 
 async def return_primary_lease(

@@ -35,6 +35,7 @@ from gocd_ha_operator.api.status import ConditionStatus, GoCDHAClusterStatus
 from gocd_ha_operator.controller.config import ClusterRef, ClusterState, OperatorConfig
 from gocd_ha_operator.controller.lease_watch import (
     LeaseHandoverError,
+    await_holder_renewal,
     hand_over_primary_lease,
     return_primary_lease,
 )
@@ -65,6 +66,8 @@ STOP_TIMEOUT_SECONDS: Final = 90.0
 #: How often a switchover checks whether the old primary has stopped (a refused connection on
 #: loopback or in-cluster costs about a millisecond).
 STOP_POLL_SECONDS: Final = 0.05
+#: Beyond the guard's retry period, how long the new holder's first renewal is waited for.
+HOLDER_RENEWAL_SLACK_SECONDS: Final = 2.0
 PROMOTE_WAIT_SECONDS: Final = 60
 #: Back-off between attempts of a failing step: first, factor, ceiling.
 RETRY_FIRST_SECONDS: Final = 0.5
@@ -500,7 +503,7 @@ class PromotionRunner:
         _old, new = self.sides(cluster)
         failover = cluster.status.promotion.type == "Failover"
         try:
-            await hand_over_primary_lease(
+            handed = await hand_over_primary_lease(
                 self.config.kube,
                 cluster,
                 new,
@@ -518,6 +521,21 @@ class PromotionRunner:
             promotion = cluster.status.promotion
             await self.set_promoting(
                 cluster, "True", "Promoting", f"{promotion.type} to side {new}"
+            )
+        # The new side's guard renews as the holder before its Postgres turns primary, so it
+        # judges the new primary by a deadline it extended (a slow first renewal after the
+        # promotion then fences nothing). Bounded: a guard that does not renew in time is no
+        # reason to stop; the promotion goes on as it would have without waiting.
+        retry = cluster.spec.failover.lease_timings.retry_period
+        if not await await_holder_renewal(
+            self.config.kube, cluster, handed, timeout=retry + HOLDER_RENEWAL_SLACK_SECONDS
+        ):
+            logger.warning(
+                "%s: the guard of side %s did not renew the Lease within %ss of the hand-over; "
+                "promoting all the same",
+                self.ref,
+                new,
+                retry + HOLDER_RENEWAL_SLACK_SECONDS,
             )
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:

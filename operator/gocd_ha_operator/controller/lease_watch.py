@@ -1,6 +1,6 @@
 """The operator's side of the primary Lease: observe it into status, hand it over in a promotion.
 
-Kept apart from the supervisor so that the promotion loop only calls three functions:
+Kept apart from the supervisor so that the promotion loop only calls these functions:
 
 * :func:`observe_primary_lease` after each observation: ``status.lease`` and, while the primary is
   unavailable but its Lease is still valid, ``FailoverPossible=False`` with reason ``LeaseHeld``
@@ -9,6 +9,8 @@ Kept apart from the supervisor so that the promotion loop only calls three funct
   switchover (old primary stopped) writes the new holder at once, in one request; a failover
   first waits until the Lease has expired on this operator's clock and aborts if it sees it
   renewed (the old primary is alive), and writes with a compare-and-swap;
+* :func:`await_holder_renewal` right after the hand-over: until the new holder's guard has
+  renewed it once (bounded), so that guard never judges its new primary by a stale deadline;
 * :func:`return_primary_lease` when a promotion fails before the roles switched: the old primary
   serves again, so it must hold the Lease again (its guard would stop it otherwise).
 

@@ -211,6 +211,9 @@ async def measure_process(n: int, interval: float, workdir: Path) -> str:
             "run",
             "--all-namespaces",
             "--no-leader-election",
+            # No metrics server: the default port is shared by everything on the machine.
+            "--metrics-bind-address",
+            "0",
             "--observe-interval",
             str(max(1, round(interval))),
         ]

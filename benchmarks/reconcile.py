@@ -1,12 +1,17 @@
 """Reconcile benchmark: N GoCDHAClusters on the in-process API emulator.
 
 Prints, for each N: seconds until every child of every cluster exists, API requests per resource
-during creation, writes per resource per idle observation tick, child writes per resource after an
-operator restart (resume), and the resident memory of the process (operator + emulator; the
-emulator keeps every request in memory, so this is an upper bound for the operator alone).
+during creation (all of them: the operator's own start, kopf's patches, status, Events; and those
+about children alone, with a breakdown by verb and kind), writes per resource per idle
+observation tick, child writes per resource after an operator restart (resume), and the resident
+memory of the process (operator + emulator; the emulator keeps every object and request in
+memory, so this is an upper bound for the operator alone). ``--memory N`` runs
+``gocd-ha-operator run`` as its own process against the emulator, as in production, and prints
+that process's memory with N clusters.
 
     .venv/bin/python benchmarks/reconcile.py            # N = 1, 50, 200
     .venv/bin/python benchmarks/reconcile.py -n 10
+    .venv/bin/python benchmarks/reconcile.py -n 1 --memory 200   # the operator process alone
 
 Postgres and GoCD are not running: every endpoint points at a closed loopback port, so the
 observation is as cheap as it gets and its conditions stay constant.
@@ -16,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 
 NAMESPACE = "bench"
-CHILDREN_PER_CLUSTER = 24
+# 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12).
+CHILDREN_PER_CLUSTER = 28
+CLUSTER_KINDS = ("gocdhaclusters", "gocdhaclusters/status", "events")
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
 
@@ -44,6 +54,15 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def kind_of(path: str) -> str:
+    """The resource (plural) a request path is about, ``/status`` and watches included."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        at = parts.index("namespaces")
+        return "/".join(parts[at + 2 : at + 3] + parts[at + 4 : at + 5])
+    return parts[-1] if parts else path
 
 
 def body(name: str) -> dict[str, Any]:
@@ -109,6 +128,13 @@ async def measure(n: int, interval: float) -> str:
             await asyncio.sleep(0.25)  # the emulator shares this event loop: poll gently
         create_s = time.monotonic() - started
         requests = len(emulator.request_log) - requests_before - n  # not our own creates
+        breakdown: dict[str, int] = {}
+        child_requests = 0
+        for verb, path in emulator.request_log[requests_before:]:
+            key = f"{verb} {kind_of(path)}"
+            breakdown[key] = breakdown.get(key, 0) + 1
+            if "/namespaces/" in path and kind_of(path) not in CLUSTER_KINDS:
+                child_requests += 1
 
         # Quiesce: wait until no write happened for two observation intervals.
         last, quiet_since = len(writes()), time.monotonic()
@@ -130,10 +156,103 @@ async def measure(n: int, interval: float) -> str:
         child_writes_after = [w for w in writes() if "/gocdhaclusters" not in w[1]]
         await restarted.stop()
     resume_writes = (len(child_writes_after) - len(child_writes_before)) / n
+    by_kind = " ".join(f"{key}={count / n:.1f}" for key, count in sorted(breakdown.items()))
     return (
         f"reconcile: n={n} create_s={create_s:.2f} requests_per_resource={requests / n:.1f} "
+        f"child_requests_per_resource={child_requests / n:.1f} "
+        f"(per resource: {by_kind}) "
         f"idle_writes_per_resource_per_tick={idle_writes:.3f} "
         f"resume_child_writes_per_resource={resume_writes:.2f} rss_mib={memory:.0f}"
+    )
+
+
+def process_rss_mib(pid: int) -> tuple[float, float]:
+    """Resident and peak resident memory of process ``pid`` (MiB)."""
+    values: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
+
+
+async def measure_process(n: int, interval: float, workdir: Path) -> str:
+    """``gocd-ha-operator run`` as its own process (as in production) against the emulator: its
+    memory alone once N clusters have every child and a few idle observations passed."""
+    names = [f"c{i}" for i in range(n)]
+    async with running_emulator() as (emulator, url):
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+                    "users": [{"name": "bench", "user": {"token": "not-checked"}}],
+                    "contexts": [
+                        {"name": "emulator", "context": {"cluster": "emulator", "user": "bench"}}
+                    ],
+                    "current-context": "emulator",
+                }
+            )
+        )
+        closed = {key: str(value) for key, value in closed_endpoints(names).items()}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "GOCDHA_OPERATOR_IMAGE": "bench/operator:0",
+            "GOCDHA_ENDPOINTS": json.dumps(closed),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "gocd_ha_operator.cli.main",
+            "run",
+            "--all-namespaces",
+            "--no-leader-election",
+            # No metrics server: the default port is shared by everything on the machine.
+            "--metrics-bind-address",
+            "0",
+            "--observe-interval",
+            str(max(1, round(interval))),
+        ]
+        log = (workdir / "operator.log").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                for name in names:
+                    path = f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters"
+                    async with session.post(url + path, json=body(name)) as response:
+                        response.raise_for_status()
+
+            def children() -> int:
+                return sum(
+                    1
+                    for (resource, _ns, _name), obj in emulator.objects.items()
+                    if resource.group != "gocdha.io"
+                    and resource.plural != "events"
+                    and not obj.deleted
+                )
+
+            started = time.monotonic()
+            while children() < CHILDREN_PER_CLUSTER * n and time.monotonic() - started < 1800:
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(5 * interval)  # a few idle observations of every cluster
+            rss, peak = process_rss_mib(process.pid)
+        finally:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            log.close()
+    return (
+        f"memory: n={n} operator_process_rss_mib={rss:.0f} operator_process_peak_mib={peak:.0f} "
+        f"children={children()}/{CHILDREN_PER_CLUSTER * n}"
     )
 
 
@@ -141,9 +260,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, action="append", help="number of clusters (repeatable)")
     parser.add_argument("--interval", type=float, default=1.0, help="observation interval (s)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        action="append",
+        help="also measure the operator process alone with this many clusters (repeatable)",
+    )
     args = parser.parse_args()
     for n in args.n or [1, 50, 200]:
         print(await measure(n, args.interval), flush=True)
+    for n in args.memory or []:
+        with tempfile.TemporaryDirectory(prefix="gocdha-bench-") as workdir:
+            print(await measure_process(n, args.interval, Path(workdir)), flush=True)
 
 
 if __name__ == "__main__":

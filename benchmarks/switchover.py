@@ -74,7 +74,9 @@ async def sample_lag(primary: PgInstance, standby: PgInstance, seconds: float) -
     )
 
 
-async def switchover(cluster: PgCluster, load_seconds: float) -> None:
+async def switchover(cluster: PgCluster, load_seconds: float, *, quiet: bool = False) -> float:
+    """One Postgres-only switchover under load; returns ``writable_s`` (fence → first write on
+    the new primary), the floor an operator's switchover is compared with."""
     primary, standby = cluster.start_pair()
     with primary.gocd_connect() as conn:
         conn.execute("CREATE TABLE runs (id bigint PRIMARY KEY, payload text)")
@@ -108,13 +110,15 @@ async def switchover(cluster: PgCluster, load_seconds: float) -> None:
         present = {int(r[0]) for r in conn.execute("SELECT id FROM runs WHERE id > 0").fetchall()}
 
     lost = [n for n in writer.acknowledged if n not in present]
-    print(
-        f"switchover: rpo_rows={len(lost)} catchup_s={caught_up - fenced:.3f} "
-        f"promote_s={promoted - promote_started:.3f} writable_s={writable - fenced:.3f}"
-    )
-    print(f"{lag_line} committed_rows={len(writer.acknowledged)}")
+    if not quiet:
+        print(
+            f"switchover: rpo_rows={len(lost)} catchup_s={caught_up - fenced:.3f} "
+            f"promote_s={promoted - promote_started:.3f} writable_s={writable - fenced:.3f}"
+        )
+        print(f"{lag_line} committed_rows={len(writer.acknowledged)}")
     if lost:
         raise SystemExit(f"lost committed rows: {lost[:10]}…")
+    return writable - fenced
 
 
 def main() -> None:

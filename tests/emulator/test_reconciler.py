@@ -290,3 +290,138 @@ async def test_secrets_never_appear_in_events_or_status(
         if "\n" in secret:
             continue
         assert secret not in public
+
+
+def named_reads(harness: Harness) -> list[str]:
+    """The resource (plural) of every GET of one named object so far (watches and lists name
+    none)."""
+    kinds = []
+    for method, path in harness.emulator.request_log:
+        parts = path.strip("/").split("/")
+        if method != "GET" or "namespaces" not in parts:
+            continue
+        at = parts.index("namespaces")
+        if len(parts) >= at + 4:  # namespaces/<ns>/<plural>/<name>[/status]
+            kinds.append(parts[at + 2])
+    return kinds
+
+
+async def test_an_idle_cluster_reads_each_kind_at_most_once_per_interval(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Issue #16: no write, and at most one GET per object kind per observation interval (the
+    credential Secrets are remembered, not read at every observation)."""
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    writes, reads = len(harness.writes()), len(named_reads(harness))
+    intervals = 10
+    await asyncio.sleep(intervals * harness.config.observe_interval)
+    assert harness.writes()[writes:] == []
+    window = named_reads(harness)[reads:]
+    counts = {kind: window.count(kind) for kind in set(window)}
+    # The window may cut one interval in two: one extra read per kind.
+    assert all(count <= intervals + 1 for count in counts.values()), counts
+    assert counts.get("gocdhaclusters", 0) >= 3, "the observation loop ran"
+
+
+async def test_an_instance_service_with_a_virtual_ip_is_left_as_it_is(
+    harness: Harness, run_operator: Start
+) -> None:
+    """``clusterIP`` is immutable: an instance Service created before they became headless keeps
+    its virtual IP (no patch that a real API server would refuse); new ones are headless."""
+    owner = {
+        "apiVersion": "gocdha.io/v1alpha1",
+        "kind": "GoCDHACluster",
+        "name": "ci",
+        "uid": "uid-ci",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    await harness.create(
+        "v1/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "ci-pg-a", "ownerReferences": [owner]},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": "10.96.0.17",
+                "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres"}],
+            },
+        },
+    )
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    services = harness.objects("v1/services")
+    assert services["ci-pg-a"]["spec"]["clusterIP"] == "10.96.0.17"
+    assert services["ci-pg-a"]["spec"]["selector"]["gocdha.io/side"] == "a", "the rest applied"
+    assert services["ci-pg-b"]["spec"]["clusterIP"] == "None"
+    before = harness.child_writes()
+    await asyncio.sleep(1.0)
+    assert harness.child_writes() == before, "no patch of the kept virtual IP, ever"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def test_a_new_cluster_is_created_with_one_request_per_child(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Issue #16: a resource never reconciled gets its children without a read before each
+    create; the supervisor reads nothing of a cluster still waiting for its first reconcile."""
+    await run_operator()
+    before = len(harness.emulator.request_log)
+    await harness.create_cluster()
+    await settled(harness)
+    requests = harness.emulator.request_log[before:]
+    child_kinds = {f"/{plural}/" for plural in ("secrets", "services", "statefulsets", "leases")}
+    child_requests = [
+        (method, path)
+        for method, path in requests
+        if "/namespaces/" in path and "/gocdhaclusters" not in path and "/events" not in path
+    ]
+    creates = [r for r in child_requests if r[0] == "POST"]
+    assert len(creates) == EXPECTED_CHILDREN
+    reads_before_create = [
+        (method, path)
+        for method, path in child_requests[: child_requests.index(creates[-1])]
+        if method == "GET" and any(kind in path + "/" for kind in child_kinds)
+    ]
+    assert reads_before_create == [], "no child was read before the last one was created"
+    until_created = child_requests[: child_requests.index(creates[-1]) + 1]
+    assert len(until_created) <= 30, until_created
+
+
+async def test_a_credential_secret_that_exists_before_the_first_reconcile_is_kept(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Creating without reading first must not replace a credential that exists: the reconcile
+    falls back to reading every credential back, and builds from the existing one."""
+    owner = {
+        "apiVersion": "gocdha.io/v1alpha1",
+        "kind": "GoCDHACluster",
+        "name": "ci",
+        "uid": "uid-ci",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    await harness.create(
+        "v1/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "ci-postgres-gocd", "ownerReferences": [owner]},
+            "type": "kubernetes.io/basic-auth",
+            "data": {"username": b64("gocd"), "password": b64("kept-password-1")},
+        },
+    )
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    secrets = harness.objects("v1/secrets")
+    assert secrets["ci-postgres-gocd"]["data"]["password"] == b64("kept-password-1")
+    properties = base64.b64decode(secrets["ci-gocd-db-a"]["data"]["db.properties"]).decode()
+    assert "kept-password-1" in properties

@@ -92,3 +92,37 @@ async def test_a_pod_whose_configmap_is_missing_is_not_started(
     log = kubelet.pod_log(f"{CLUSTER}-pg-a")
     assert "cannot start: " in log
     assert f"ConfigMap '{CLUSTER}-postgres' not found" in log
+
+
+def extra_service(name: str, *, headless: bool) -> dict[str, object]:
+    """A Service of GoCD side a whose port (9153) is not a container port; targetPort ``http``."""
+    spec: dict[str, object] = {
+        "selector": {"app.kubernetes.io/instance": CLUSTER, "gocdha.io/side": "a"},
+        "ports": [{"name": "web", "port": 9153, "targetPort": "http"}],
+    }
+    if headless:
+        spec["clusterIP"] = "None"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+async def test_a_headless_service_resolves_to_the_pod_on_its_own_port(
+    api: Api, kubelet: LocalKubelet
+) -> None:
+    """As cluster DNS: a headless Service names the pod, and a client dials the Service's port on
+    it (targetPort plays no part); a virtual-IP Service forwards its port to the targetPort."""
+    await api.create_children(only_gocd)
+    await api.create(extra_service("side-a-vip", headless=False))
+    await api.create(extra_service("side-a-headless", headless=True))
+    await eventually(lambda: healthy(kubelet, GOCD_A), timeout=10, what="a healthy")
+    await kubelet.sync()
+    endpoints = kubelet.endpoints()
+    own = endpoints[f"{NAMESPACE}/{GOCD_A}:8153"]
+    # The cluster's instance Services are headless; their port is the container's: resolved.
+    assert endpoints[f"{NAMESPACE}/{CLUSTER}-gocd-a:8155"] != own
+    assert endpoints[f"{NAMESPACE}/side-a-vip:9153"] == own
+    assert f"{NAMESPACE}/side-a-headless:9153" not in endpoints, "no container listens on 9153"

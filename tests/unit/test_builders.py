@@ -460,3 +460,30 @@ def test_gocd_service_type_and_annotations(inputs: Inputs) -> None:
     )
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["metadata"]["annotations"] == {"a": "b"}
+
+
+@pytest.mark.parametrize("spec", [WARM, COLD])
+def test_a_cluster_takes_at_most_three_cluster_ips(inputs: Inputs, spec: dict[str, Any]) -> None:
+    """The instance Services are headless (their one pod never moves); only the three role
+    Services, whose selectors a promotion moves, keep a stable virtual IP."""
+    services = {
+        child["metadata"]["name"]: child["spec"]
+        for child in build_children(inputs(spec))
+        if child["kind"] == "Service"
+    }
+    virtual = {name for name, spec_ in services.items() if spec_.get("clusterIP") != "None"}
+    assert virtual == {"ci-pg-primary", "ci-pg-standby", "ci-gocd"}
+    for name in ("ci-pg-a", "ci-pg-b", "ci-gocd-a", "ci-gocd-b"):
+        assert services[name]["clusterIP"] == "None", name
+        assert services[name]["publishNotReadyAddresses"] is True, name
+    # Headless: clients dial the Service port on the pod, so each port is the container's.
+    containers = {
+        (port["name"], port["containerPort"])
+        for child in build_children(inputs(spec))
+        if child["kind"] in ("StatefulSet", "Deployment")
+        for container in child["spec"]["template"]["spec"]["containers"]
+        for port in container.get("ports") or []
+    }
+    for name in ("ci-pg-a", "ci-pg-b", "ci-gocd-a", "ci-gocd-b"):
+        for port in services[name]["ports"]:
+            assert (port["targetPort"], port["port"]) in containers, (name, port)

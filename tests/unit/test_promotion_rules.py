@@ -11,12 +11,14 @@ import pytest
 
 from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus
+from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.controller.observe import (
     BC_API_EXPOSED,
     ClusterObservation,
     GoCDObservation,
     compute_status,
 )
+from gocd_ha_operator.controller.reconcile import changed_children
 from gocd_ha_operator.postgres.client import InstanceObservation
 from gocd_ha_operator.rules.promotion import (
     FENCED_STEPS,
@@ -27,8 +29,11 @@ from gocd_ha_operator.rules.promotion import (
     past_point_of_no_return,
     pending_request,
     refusal,
+    topology_before,
     topology_of,
 )
+from gocd_ha_operator.rules.topology import Topology
+from tests.support.clusters import CREDENTIALS
 
 Body = Callable[..., dict[str, Any]]
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -276,3 +281,61 @@ def test_the_point_of_no_return_is_the_promoting_step(step: Step | None, beyond:
 def test_a_step_is_both_its_enum_and_its_status_string() -> None:
     assert Step.PROMOTING == "Promoting" and Step("CatchingUp") is Step.CATCHING_UP
     assert Step.PROMOTING in FENCED_STEPS and Step.REJOINING not in FENCED_STEPS
+
+
+SWITCHOVER_WRITES = {
+    Step.FENCING: {
+        ("Deployment", "ci-gocd-a"),
+        ("Service", "ci-gocd"),
+        ("Service", "ci-pg-primary"),
+    },
+    Step.STOPPING_OLD_PRIMARY: {("StatefulSet", "ci-pg-a")},
+    Step.SWITCHING_ROLES: {
+        ("ConfigMap", "ci-postgres"),
+        ("Service", "ci-pg-primary"),
+        ("Service", "ci-pg-standby"),
+        ("Service", "ci-gocd"),
+        ("Deployment", "ci-gocd-a"),
+        ("Deployment", "ci-gocd-b"),
+        # Their gocdha.io/role label (never in a pod template: no restart).
+        ("StatefulSet", "ci-pg-a"),
+        ("StatefulSet", "ci-pg-b"),
+    },
+    Step.REJOINING: {("StatefulSet", "ci-pg-a"), ("Service", "ci-pg-standby")},
+}
+
+
+@pytest.mark.parametrize("step", list(SWITCHOVER_WRITES))
+def test_each_step_applies_only_what_its_topology_changes(body: Body, step: Step) -> None:
+    """docs/operator.md lists these: a step writes the children whose built form differs between
+    the previous step's topology and its own, never the Secrets, PVCs or the Lease."""
+    primary = "b" if step in (Step.SWITCHING_ROLES, Step.REJOINING) else "a"
+    status = {
+        "primary": primary,
+        "standby": "a" if primary == "b" else "b",
+        "promotion": {
+            "token": "t",
+            "type": "Switchover",
+            "result": "InProgress",
+            "step": step,
+            "fromSide": "a",
+            "toSide": "b",
+        },
+    }
+    promoted = cluster(body, status, gocd={"image": "gocd/gocd-server:v26.1.0"})
+
+    def built(topology: Topology) -> list[dict[str, Any]]:
+        return build_children(BuildInputs(promoted, topology, CREDENTIALS, "operator:test"))
+
+    changed = changed_children(built(topology_before(promoted, step)), built(topology_of(promoted)))
+    assert {(c["kind"], c["metadata"]["name"]) for c in changed} == SWITCHOVER_WRITES[step]
+    # Repeating a step (an operator restart) applies the same objects to the same content.
+    again = changed_children(built(topology_before(promoted, step)), built(topology_of(promoted)))
+    assert again == changed
+
+
+def test_nothing_changes_between_unchanged_topologies(body: Body) -> None:
+    plain = cluster(body)
+    children = build_children(BuildInputs(plain, topology_of(plain), CREDENTIALS, "operator:test"))
+    assert changed_children(children, children) == []
+    assert changed_children([], children) == children

@@ -64,6 +64,8 @@ NO_SIDE: Final = "none"
 # --- Annotations ----------------------------------------------------------------------------------
 ANNOTATION_PROMOTE: Final = f"{GROUP}/promote"
 ANNOTATION_PROMOTE_FORCE: Final = f"{GROUP}/promote-force"
+#: The spec the children were last built from (written by a successful reconcile, compact JSON).
+ANNOTATION_RECONCILED_SPEC: Final = f"{GROUP}/reconciled-spec"
 FINALIZER: Final = f"{GROUP}/finalizer"
 
 # --- Postgres ------------------------------------------------------------------------------------

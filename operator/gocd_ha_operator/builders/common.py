@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gocd_ha_operator.api.constants import DEFAULT_OPERATOR_NAMESPACE, Role, Side
 from gocd_ha_operator.api.credentials import ClusterCredentials
@@ -16,6 +16,9 @@ from gocd_ha_operator.kube.labels import object_labels
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.rules.rollout import Pin
 from gocd_ha_operator.rules.topology import Topology
+
+#: ``spec.clusterIP`` of a headless Service: no virtual IP, cluster DNS answers with the pods'.
+HEADLESS: Final = "None"
 
 
 @dataclass(frozen=True)

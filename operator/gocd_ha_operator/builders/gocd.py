@@ -40,6 +40,7 @@ from gocd_ha_operator.api.constants import (
     Side,
 )
 from gocd_ha_operator.builders.common import (
+    HEADLESS,
     HELPER_RESOURCES,
     BuildInputs,
     claim_spec,
@@ -379,7 +380,8 @@ def build_artifacts_pvc(inputs: BuildInputs) -> dict[str, Any] | None:
 
 def build_gocd_side_service(inputs: BuildInputs, side: Side) -> dict[str, Any]:
     """One Service per server: the Warm standby's ``bc.primary.url`` and the operator's health
-    checks go through it, so it also publishes a server that is running but not ready."""
+    checks go through it, so it also publishes a server that is running but not ready. Headless,
+    like the Postgres instance Services: its pod never moves, and its ports are the containers'."""
     ports = [{"name": "http", "port": GOCD_HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
     if inputs.cluster.spec.gocd.effective_standby_mode == "Cold":
         ports.append(
@@ -398,6 +400,7 @@ def build_gocd_side_service(inputs: BuildInputs, side: Side) -> dict[str, Any]:
         ),
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": HEADLESS,
             "selector": selector_labels(inputs.cluster.name, COMPONENT_GOCD, side),
             "publishNotReadyAddresses": True,
             "ports": ports,

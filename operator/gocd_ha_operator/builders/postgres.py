@@ -68,6 +68,7 @@ from gocd_ha_operator.api.constants import (
 )
 from gocd_ha_operator.api.versions import is_alpine_image
 from gocd_ha_operator.builders.common import (
+    HEADLESS,
     BuildInputs,
     claim_spec,
     container_security_context,
@@ -394,6 +395,7 @@ def _postgres_service(
     side: Side | None,
     role: Role | None,
     publish_not_ready: bool,
+    headless: bool,
 ) -> dict[str, Any]:
     selector = selector_labels(inputs.cluster.name, COMPONENT_POSTGRES)
     selector[LABEL_SIDE] = selected_side
@@ -403,6 +405,7 @@ def _postgres_service(
         "metadata": metadata(inputs, name, COMPONENT_POSTGRES, side=side, role=role),
         "spec": {
             "type": "ClusterIP",
+            **({"clusterIP": HEADLESS} if headless else {}),
             "selector": selector,
             "publishNotReadyAddresses": publish_not_ready,
             "ports": [
@@ -419,7 +422,9 @@ def _postgres_service(
 
 def build_postgres_instance_service(inputs: BuildInputs, side: Side) -> dict[str, Any]:
     """One Service per instance. It also publishes not-ready pods, so the operator can observe an
-    instance that is running but not (yet) ready, and a standby can reach a starting primary."""
+    instance that is running but not (yet) ready, and a standby can reach a starting primary.
+    Headless: its one pod never moves, so it needs no virtual IP (cluster DNS answers with the
+    pod's address; clients dial the Service port, which is the container port)."""
     return _postgres_service(
         inputs,
         inputs.names.postgres_instance_service(side),
@@ -427,6 +432,7 @@ def build_postgres_instance_service(inputs: BuildInputs, side: Side) -> dict[str
         side=side,
         role=None,
         publish_not_ready=True,
+        headless=True,
     )
 
 
@@ -443,6 +449,7 @@ def build_postgres_role_service(inputs: BuildInputs, role: Role) -> dict[str, An
         side=None,
         role=role,
         publish_not_ready=False,
+        headless=False,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from gocd_ha_operator.api.constants import operator_namespace_from
+from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.controller.metrics import OperatorMetrics
 from gocd_ha_operator.controller.webhook import WebhookConfig
@@ -72,6 +73,20 @@ class ClusterState:
     reconcile_problem: ReconcileProblem | None = None
     #: The promotion runner's task while a promotion runs in this process.
     runner: asyncio.Task[None] | None = None
+    #: The credentials as their Secrets held them when last read, and the token Secret reference
+    #: they were read with (``credentials_key``). The generated Secrets are never rewritten, so
+    #: this is only dropped (:meth:`forget_credentials`) when it may have gone stale: a reconcile
+    #: (spec change, operator start), a Postgres instance that rejects the operator's password,
+    #: a changed reference or a changed user token Secret (``controller/status.py``).
+    credentials: ClusterCredentials | None = None
+    credentials_key: tuple[str, ...] | None = None
+    #: Counts the status patches of this process (the supervisor's and the runner's), +1 when
+    #: one is sent and +1 when it is answered: a body read before the last change is stale.
+    status_writes: int = 0
+
+    def forget_credentials(self) -> None:
+        self.credentials = None
+        self.credentials_key = None
 
 
 @dataclass

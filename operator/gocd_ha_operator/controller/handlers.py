@@ -24,6 +24,7 @@ import kopf
 from gocd_ha_operator.api.constants import (
     ANNOTATION_PROMOTE,
     ANNOTATION_PROMOTE_FORCE,
+    ANNOTATION_RECONCILED_SPEC,
     API_VERSION,
     FINALIZER,
     GROUP,
@@ -38,15 +39,20 @@ from gocd_ha_operator.controller import webhook
 from gocd_ha_operator.controller.backup import backup_tick
 from gocd_ha_operator.controller.config import ClusterRef, OperatorConfig, ReconcileProblem
 from gocd_ha_operator.controller.observe import instance_checked_topology
-from gocd_ha_operator.controller.reconcile import MissingSecretError, reconcile_children
+from gocd_ha_operator.controller.reconcile import (
+    MissingSecretError,
+    never_reconciled,
+    reconcile_children,
+)
 from gocd_ha_operator.controller.status import (
-    ANNOTATION_RECONCILED_SPEC,
     RECONCILE_STATUS_KEYS,
+    credentials_key,
     spec_json,
     status_of,
 )
 from gocd_ha_operator.controller.supervisor import supervise
 from gocd_ha_operator.kube.apply import KubeApiError, NotOwnedError
+from gocd_ha_operator.rules.promotion import topology_of
 
 __all__ = ["OperatorConfig", "build_registry", "configure_settings", "reconcile_resource"]
 
@@ -114,7 +120,12 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
                 body,
                 cluster,
                 operator_image=config.operator_image,
-                topology=await instance_checked_topology(config.kube, cluster, config.endpoints),
+                # A resource never reconciled has no instance to ask (nor a Secret to ask with).
+                topology=(
+                    topology_of(cluster)
+                    if never_reconciled(fresh or body)
+                    else await instance_checked_topology(config.kube, cluster, config.endpoints)
+                ),
                 operator_namespace=config.operator_namespace,
             )
     except MissingSecretError as exc:
@@ -126,6 +137,9 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
     except KubeApiError as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from None
 
+    # What the Secrets hold now (read back, or just created): the supervisor and the runner use
+    # these until something suggests they changed.
+    state.credentials, state.credentials_key = outcome.credentials, credentials_key(cluster)
     if outcome.image_refusal is not None:
         # The children were applied with the StatefulSets' images kept; nothing rolls.
         _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)

@@ -1,14 +1,16 @@
 """The operator's side of the primary Lease: observe it into status, hand it over in a promotion.
 
-Kept apart from the supervisor so that the promotion loop only calls three functions:
+Kept apart from the supervisor so that the promotion loop only calls these functions:
 
 * :func:`observe_primary_lease` after each observation: ``status.lease`` and, while the primary is
   unavailable but its Lease is still valid, ``FailoverPossible=False`` with reason ``LeaseHeld``
   (automatic failover waits for ``FailoverPossible``, so it waits for the expiry);
-* :func:`hand_over_primary_lease` in the ``Promoting`` step, *before* ``pg_promote``: a switchover
-  (old primary stopped) writes the new holder at once; a failover first waits until the Lease has
-  expired on this operator's clock and aborts if it sees it renewed (the old primary is alive);
-  both write with a compare-and-swap;
+* :func:`hand_over_primary_lease` at the end of ``StoppingOldPrimary``, *before* ``pg_promote``: a
+  switchover (old primary stopped) writes the new holder at once, in one request; a failover
+  first waits until the Lease has expired on this operator's clock and aborts if it sees it
+  renewed (the old primary is alive), and writes with a compare-and-swap;
+* :func:`await_holder_renewal` right after the hand-over: until the new holder's guard has
+  renewed it once (bounded), so that guard never judges its new primary by a stale deadline;
 * :func:`return_primary_lease` when a promotion fails before the roles switched: the old primary
   serves again, so it must hold the Lease again (its guard would stop it otherwise).
 
@@ -36,6 +38,7 @@ from gocd_ha_operator.kube.lease import (
     LeaseRecord,
     format_microtime,
     get_lease,
+    hand_lease_to,
     write_lease,
 )
 from gocd_ha_operator.kube.names import ChildNames
@@ -43,6 +46,8 @@ from gocd_ha_operator.rules import lease as rules
 
 MEMO_KEY: Final = "primary_lease_seen"
 POLL_SECONDS: Final = 0.5
+#: How often the new holder's first renewal is looked for after a hand-over.
+RENEWAL_POLL_SECONDS: Final = 0.1
 #: Extra seconds a failover waits beyond the Lease's own expiry before it gives up.
 TAKEOVER_SLACK_SECONDS: Final = 10.0
 
@@ -182,11 +187,41 @@ async def hand_over_primary_lease(
     failover: bool,
     memo: MutableMapping[str, Any],
     clock: Callable[[], datetime],
-) -> None:
-    """Make ``to_side`` the holder (idempotent: a resumed promotion finds it done)."""
+) -> LeaseRecord:
+    """Make ``to_side`` the holder (idempotent: a resumed promotion finds it done); returns the
+    record as written (or as found, when it already named ``to_side``).
+
+    A switchover (its old primary confirmed stopped) writes it in one request: a compare-and-swap
+    that lost to the stopped side's last renewal would only be read and written again, so the
+    read buys nothing. A failover reads, waits for expiry and compare-and-swaps."""
     name = ChildNames(cluster.name).primary_lease
     target = rules.holder_identity(cluster.name, to_side)
     timings = cluster.spec.failover.lease_timings
+    if not failover:
+        try:
+            written = await asyncio.to_thread(
+                hand_lease_to,
+                kube,
+                cluster.namespace,
+                name,
+                holder=target,
+                duration_seconds=timings.lease_duration,
+                now=clock(),
+            )
+        except LeadershipLostError:
+            raise  # this replica may not write at all: not a fact about the Lease
+        except KubeApiError as exc:
+            raise LeaseHandoverError(
+                f"the API server refused the write of the Lease {name} "
+                f"(HTTP {exc.status} {exc.reason})"
+            ) from None
+        except Exception as exc:
+            raise LeaseHandoverError(
+                f"the Lease {name} could not be written ({type(exc).__name__})"
+            ) from None
+        if written is None:
+            raise LeaseHandoverError(f"the Lease {name} does not exist: run the reconcile first")
+        return written
     give_up = time.monotonic() + timings.lease_duration + LEASE_EXPIRY_MARGIN_SECONDS
     give_up += TAKEOVER_SLACK_SECONDS
     first_key: tuple[str | None, str | None] | None = None
@@ -213,7 +248,7 @@ async def hand_over_primary_lease(
         if record is None:
             raise LeaseHandoverError(f"the Lease {name} does not exist: run the reconcile first")
         if record.holder == target:
-            return
+            return record
         if failover:
             key = (record.holder, record.resource_version)
             if first_key is None:
@@ -227,7 +262,9 @@ async def hand_over_primary_lease(
                 await asyncio.sleep(POLL_SECONDS)
                 continue
         try:
-            await asyncio.to_thread(_write, kube, record, target, timings.lease_duration, clock())
+            return await asyncio.to_thread(
+                _write, kube, record, target, timings.lease_duration, clock()
+            )
         except LeaseConflictError:
             if failover:
                 raise LeaseHandoverError(
@@ -246,7 +283,34 @@ async def hand_over_primary_lease(
             raise LeaseHandoverError(
                 f"the Lease {name} could not be written ({type(exc).__name__})"
             ) from None
-        return
+
+
+async def await_holder_renewal(
+    kube: KubeClient, cluster: GoCDHACluster, handed: LeaseRecord, *, timeout: float
+) -> bool:
+    """After a hand-over, before ``pg_promote``: until the new holder's guard has renewed the
+    Lease once (it moved past ``handed`` and still names that holder), at most ``timeout``.
+
+    The guard judges a Postgres it sees turn primary by the deadline of its last renewal, giving
+    the renewal that follows only a second (docs/operator.md, "What fences a primary"); a
+    standby promoted before its guard ever renewed as the holder would be fenced whenever that
+    renewal is slow. Returns whether the renewal was seen."""
+    name = ChildNames(cluster.name).primary_lease
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            record = await asyncio.to_thread(get_lease, kube, cluster.namespace, name)
+        except Exception:  # the API may come back within the bound
+            record = None
+        if (
+            record is not None
+            and record.holder == handed.holder
+            and record.resource_version != handed.resource_version
+        ):
+            return True
+        if time.monotonic() >= give_up:
+            return False
+        await asyncio.sleep(RENEWAL_POLL_SECONDS)
 
 
 async def return_primary_lease(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -53,6 +54,7 @@ from gocd_ha_operator.kube.endpoints import Endpoint, resolve
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
     InstanceObservation,
+    PostgresAuthFailed,
     PostgresClient,
     PostgresError,
     format_lsn,
@@ -98,6 +100,11 @@ RECONCILE_PROBE_TIMEOUT_SECONDS: Final = 3.0
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class RejectedObservation(InstanceObservation):
+    """An instance that answered and rejected the operator role's password."""
+
+
 async def _observe_postgres(
     cluster: GoCDHACluster,
     side: Side,
@@ -128,6 +135,8 @@ async def _observe_postgres(
         return InstanceObservation(endpoint=side, reachable=False, error=str(exc))
     try:
         return await client.observe()
+    except PostgresAuthFailed as exc:
+        return RejectedObservation(endpoint=str(client.endpoint), reachable=False, error=str(exc))
     except (PostgresError, OSError) as exc:
         # Authentication or query failures (the instance answers but cannot be observed), or a
         # name that does not resolve: either way an observation, not a crash.
@@ -206,7 +215,10 @@ async def observe_cluster(
         _observe_config_sync(cluster, topology, credentials, overrides, now),
     )
     return ClusterObservation(
-        postgres={"a": pg_a, "b": pg_b}, gocd={"a": gocd_a, "b": gocd_b}, config_sync=config_sync
+        postgres={"a": pg_a, "b": pg_b},
+        gocd={"a": gocd_a, "b": gocd_b},
+        config_sync=config_sync,
+        credentials_rejected=any(isinstance(o, RejectedObservation) for o in (pg_a, pg_b)),
     )
 
 

@@ -8,13 +8,16 @@ thousand reconciles, never changes a password under a running database.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from gocd_ha_operator.api.constants import (
+    ANNOTATION_RECONCILED_SPEC,
     ANNOTATION_RESTART_REVISION,
     BC_TOKEN_KEY,
     SIDES,
@@ -28,7 +31,13 @@ from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
 from gocd_ha_operator.controller.tls import ensure_certificates
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
-from gocd_ha_operator.kube.apply import ApplyResult, KubeClient, apply_child, delete_owned
+from gocd_ha_operator.kube.apply import (
+    ApplyResult,
+    KubeApiError,
+    KubeClient,
+    apply_child,
+    delete_owned,
+)
 from gocd_ha_operator.kube.labels import with_owner
 from gocd_ha_operator.kube.lease import LeaseConflictError, create_lease, get_lease
 from gocd_ha_operator.kube.names import ChildNames
@@ -65,14 +74,24 @@ def existing_operator_password(kube: KubeClient, cluster: GoCDHACluster) -> str 
     return decode_secret_value(secret, "password") if secret is not None else None
 
 
-def load_credentials(kube: KubeClient, cluster: GoCDHACluster) -> ClusterCredentials:
-    """Existing credentials from their Secrets; fresh ones only where a Secret is missing."""
+def load_credentials(
+    kube: KubeClient,
+    cluster: GoCDHACluster,
+    *,
+    known: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> ClusterCredentials:
+    """Existing credentials from their Secrets; fresh ones only where a Secret is missing.
+    ``known``: Secrets the caller has just read (by name; ``None``: missing), not read again."""
     names = ChildNames(cluster.name)
     namespace = cluster.namespace
     fresh = ClusterCredentials.generate()
+    already = known or {}
 
     def existing(secret_name: str, key: str) -> str | None:
-        secret = kube.get("v1", "Secret", namespace, secret_name)
+        if secret_name in already:
+            secret = already[secret_name]
+        else:
+            secret = kube.get("v1", "Secret", namespace, secret_name)
         return decode_secret_value(secret, key) if secret is not None else None
 
     ref = cluster.spec.gocd.business_continuity.token_secret_ref
@@ -158,11 +177,13 @@ def reconcile_children(
     ``operator_namespace`` defaults to ``GOCDHA_OPERATOR_NAMESPACE`` (checked when ``run``
     starts), so every caller renders the same NetworkPolicy.
     """
-    credentials = load_credentials(kube, cluster)
     if topology is None:
         topology = topology_of(cluster)
+    namespace = operator_namespace or operator_namespace_from(os.environ)
     image = cluster.spec.postgres.image
-    pins = effective_pins(cluster.status.configuration, live_pins(kube, cluster), image)
+    # A resource never reconciled has no StatefulSet to read a pin from.
+    live = {} if never_reconciled(owner) else live_pins(kube, cluster)
+    pins = effective_pins(cluster.status.configuration, live, image)
     image_refusal = next(
         (
             f"spec.postgres.image {problem}"
@@ -171,24 +192,39 @@ def reconcile_children(
         ),
         None,
     )
-    inputs = BuildInputs(
-        cluster=cluster,
-        topology=topology,
-        credentials=credentials,
-        operator_image=operator_image,
-        operator_namespace=operator_namespace or operator_namespace_from(os.environ),
-        pins=pins,
-    )
     immutable = credential_secret_names(cluster)
     result = ApplyResult()
     # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
     ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
-    for child in build_children(inputs):
-        is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
-        apply_child(kube, child, owner, result, immutable_data=is_credential)
-    ensure_primary_lease(kube, owner, inputs, result)
+    created = _create_fresh(
+        kube,
+        owner,
+        cluster,
+        topology=topology,
+        operator_image=operator_image,
+        operator_namespace=namespace,
+        pins=pins,
+        result=result,
+    )
+    if created is not None:
+        credentials, inputs = created
+    else:
+        credentials = load_credentials(kube, cluster)
+        inputs = BuildInputs(
+            cluster=cluster,
+            topology=topology,
+            credentials=credentials,
+            operator_image=operator_image,
+            operator_namespace=namespace,
+            pins=pins,
+        )
+        for child in build_children(inputs):
+            is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
+            apply_child(kube, child, owner, result, immutable_data=is_credential)
+        ensure_primary_lease(kube, owner, inputs, result)
     owner_uid = str(owner["metadata"]["uid"])
-    for claim in _unwanted_claims(cluster):
+    # A cluster created just now made no claim it could no longer want.
+    for claim in [] if created is not None else _unwanted_claims(cluster):
         delete_owned(
             kube,
             api_version="v1",
@@ -201,6 +237,124 @@ def reconcile_children(
     return ReconcileOutcome(
         applied=result, credentials=credentials, topology=topology, image_refusal=image_refusal
     )
+
+
+def never_reconciled(owner: Mapping[str, Any]) -> bool:
+    """No reconcile has finished for this resource yet (it records the spec it applied and the
+    generation it saw): its children most likely do not exist."""
+    metadata = owner.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    status = owner.get("status") or {}
+    return ANNOTATION_RECONCILED_SPEC not in annotations and not status.get("observedGeneration")
+
+
+def _create_fresh(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    topology: Topology,
+    operator_image: str,
+    operator_namespace: str,
+    pins: Mapping[Side, Pin],
+    result: ApplyResult,
+) -> tuple[ClusterCredentials, BuildInputs] | None:
+    """A resource never reconciled: its children are created without reading each one first
+    (one request per child, issue #16). The credential Secrets go first, with fresh values; when
+    one exists after all, nothing else is written and ``None`` sends the caller down the usual
+    path (read every credential back, read before writing)."""
+    if not never_reconciled(owner):
+        return None
+    credentials = ClusterCredentials.generate()
+    ref = cluster.spec.gocd.business_continuity.token_secret_ref
+    if ref is not None:
+        credentials = dataclasses.replace(
+            credentials, bc_token=load_credentials(kube, cluster).bc_token
+        )
+    inputs = BuildInputs(
+        cluster=cluster,
+        topology=topology,
+        credentials=credentials,
+        operator_image=operator_image,
+        operator_namespace=operator_namespace,
+        pins=pins,
+    )
+    immutable = credential_secret_names(cluster)
+    children = build_children(inputs)
+    for child in children:
+        if child["kind"] == "Secret" and child["metadata"]["name"] in immutable:
+            try:
+                kube.create(with_owner(child, owner))
+            except KubeApiError as exc:
+                if exc.status == 409:
+                    return None  # it exists: its value is the one to use
+                raise
+            result.created.append(f"Secret/{child['metadata']['name']}")
+    for child in children:
+        if not (child["kind"] == "Secret" and child["metadata"]["name"] in immutable):
+            apply_child(kube, child, owner, result, create_first=True)
+    try:
+        create_lease(kube, with_owner(build_primary_lease(inputs, datetime.now(UTC)), owner))
+    except LeaseConflictError:
+        result.unchanged.append(f"Lease/{inputs.names.primary_lease}")
+    else:
+        result.created.append(f"Lease/{inputs.names.primary_lease}")
+    return credentials, inputs
+
+
+def changed_children(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The objects of ``after`` that ``before`` does not contain exactly as built (by kind and
+    name), in ``after``'s order: what a change of topology has to write."""
+    built = {(child["kind"], child["metadata"]["name"]): child for child in before}
+    return [
+        child for child in after if built.get((child["kind"], child["metadata"]["name"])) != child
+    ]
+
+
+def apply_topology_change(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    before: Topology,
+    after: Topology,
+    credentials: ClusterCredentials,
+    operator_image: str,
+    operator_namespace: str | None = None,
+) -> ApplyResult:
+    """A promotion step's apply: only the children whose built form differs between the
+    topology the previous step applied (``before``) and this step's (``after``) — a role
+    Service's selector, a workload's replicas, the ConfigMap's roles. Everything else is the
+    reconcile's; no Secret is read (the caller has the credentials) and the Lease is not
+    touched."""
+    namespace = operator_namespace or operator_namespace_from(os.environ)
+
+    def built(topology: Topology) -> list[dict[str, Any]]:
+        return build_children(
+            BuildInputs(
+                cluster=cluster,
+                topology=topology,
+                credentials=credentials,
+                operator_image=operator_image,
+                operator_namespace=namespace,
+            )
+        )
+
+    immutable = credential_secret_names(cluster)
+    result = ApplyResult()
+    changed = changed_children(built(before), built(after))
+
+    def apply(child: dict[str, Any]) -> None:
+        is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
+        apply_child(kube, child, owner, result, immutable_data=is_credential)
+
+    # At once: they are independent objects, and the step is recorded done only when every one
+    # is written (one round trip instead of one per object; an error is raised as before).
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(changed)))) as pool:
+        list(pool.map(apply, changed))
+    return result
 
 
 def ensure_primary_lease(

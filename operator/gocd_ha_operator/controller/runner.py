@@ -35,20 +35,22 @@ from gocd_ha_operator.api.status import ConditionStatus, GoCDHAClusterStatus
 from gocd_ha_operator.controller.config import ClusterRef, ClusterState, OperatorConfig
 from gocd_ha_operator.controller.lease_watch import (
     LeaseHandoverError,
+    await_holder_renewal,
     hand_over_primary_lease,
     return_primary_lease,
 )
-from gocd_ha_operator.controller.reconcile import reconcile_children
+from gocd_ha_operator.controller.reconcile import apply_topology_change, reconcile_children
 from gocd_ha_operator.controller.status import (
     StatusWriter,
+    cluster_credentials,
     parse_fresh,
     post_event,
     post_transitions,
-    read_credentials,
 )
 from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
+    PostgresAuthFailed,
     PostgresClient,
     PostgresError,
     ReplayTimeout,
@@ -62,6 +64,11 @@ logger = logging.getLogger(__name__)
 
 CATCH_UP_TIMEOUT_SECONDS: Final = 120.0
 STOP_TIMEOUT_SECONDS: Final = 90.0
+#: How often a switchover checks whether the old primary has stopped (a refused connection on
+#: loopback or in-cluster costs about a millisecond).
+STOP_POLL_SECONDS: Final = 0.05
+#: Beyond the guard's retry period, how long the new holder's first renewal is waited for.
+HOLDER_RENEWAL_SLACK_SECONDS: Final = 2.0
 PROMOTE_WAIT_SECONDS: Final = 60
 #: Back-off between attempts of a failing step: first, factor, ceiling.
 RETRY_FIRST_SECONDS: Final = 0.5
@@ -103,6 +110,10 @@ class PromotionRunner:
         self.state = state
         self.writer = writer
         self.started = time.monotonic()
+        #: The body this runner last read or wrote, and the writer's count at that moment.
+        self._last: tuple[dict[str, Any] | None, int] | None = None
+        #: Fields a step's action leaves for the status write that records the next step.
+        self._carry: dict[str, Any] = {}
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -110,8 +121,14 @@ class PromotionRunner:
         """Until the promotion in status is no longer ``InProgress``."""
         first_failure: dict[str, float] = {}
         delay = RETRY_FIRST_SECONDS
+        body: dict[str, Any] | None = None
         while True:
-            body = await self.writer.fetch()
+            # After a step, the body its record returned is current (only this process writes
+            # the promotion); after a failure, or at the start, read it.
+            if body is None:
+                writes = self.writer.writes
+                body = await self.writer.fetch()
+                self._last = (body, writes)
             if body is None:
                 return
             cluster = parse_fresh(body, self.state).cluster
@@ -124,10 +141,14 @@ class PromotionRunner:
                 return
             step = Step(promotion.step) if promotion.step in promo.STEPS else Step.FENCING
             try:
-                await self.perform(step, body, cluster)
+                body = await self.perform(step, body, cluster)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure is handled by one of the two rules
+                body = None
+                self._carry = {}
+                if isinstance(exc, PostgresAuthFailed):
+                    self.state.forget_credentials()  # read the Secrets again for the retry
                 message = self._safe(exc)
                 if promo.past_point_of_no_return(step):
                     await self.retrying(step, message)
@@ -175,8 +196,11 @@ class PromotionRunner:
         if self.config.promotion_hook is not None:
             await self.config.promotion_hook(point)
 
-    async def perform(self, step: Step, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        """Act on the recorded ``step``, then record the next one."""
+    async def perform(
+        self, step: Step, body: dict[str, Any], cluster: GoCDHACluster
+    ) -> dict[str, Any] | None:
+        """Act on the recorded ``step``, then record the next one; returns the resource as that
+        record left it (``None`` when the promotion ended)."""
         await self.hook(step)
         # Not only API writes: a step acts on Postgres too. A replica past its renew deadline
         # (frozen, then continued) does not start one (docs/operator.md, "Several operator
@@ -193,9 +217,9 @@ class PromotionRunner:
         }
         await actions[step](body, cluster)
         if step == Step.DONE:
-            return
+            return None
         await self.hook(f"{step}:done")
-        await self.record_next(cluster, step)
+        return await self.record_next(cluster, step)
 
     # --- status plumbing -----------------------------------------------------------------------
 
@@ -214,16 +238,25 @@ class PromotionRunner:
             promotion = status.promotion.model_copy(update=update)
             return status.model_copy(update={"promotion": promotion})
 
-        return await self.writer.update(change)
+        return await self._update(change)
 
-    async def record_next(self, cluster: GoCDHACluster, step: Step) -> None:
+    async def _update(self, change: Any) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
+        """A status write based on the body this runner last read or wrote, unless this process
+        wrote status since (then it reads again): the promotion's fields are this process's."""
+        body, status = await self.writer.update(change, read=self._last)
+        self._last = (body, self.writer.writes)
+        return body, status
+
+    async def record_next(self, cluster: GoCDHACluster, step: Step) -> dict[str, Any]:
         promotion = cluster.status.promotion
         following = self._next_step(cluster, step)
-        body, _ = await self.record(cluster, step=following)
+        carried, self._carry = self._carry, {}
+        body, _ = await self.record(cluster, **carried, step=following)
         self.config.kube.check_may_write()  # the record may have written nothing (not ours)
         post_event(
             body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
         )
+        return body
 
     def _next_step(self, cluster: GoCDHACluster, step: Step) -> Step:
         index = promo.STEPS.index(step) + 1
@@ -329,7 +362,8 @@ class PromotionRunner:
     # --- I/O helpers -----------------------------------------------------------------------------
 
     async def credentials(self, cluster: GoCDHACluster) -> ClusterCredentials:
-        credentials = await asyncio.to_thread(read_credentials, self.config, cluster)
+        """Remembered per cluster (``ClusterState.credentials``): a step reads no Secret."""
+        credentials = await cluster_credentials(self.config, self.state, cluster)
         if credentials is None:
             raise RuntimeError("the cluster's credential Secrets are missing")
         return credentials
@@ -346,6 +380,23 @@ class PromotionRunner:
             ca_file=str(ca_file(ca_pem)),
             overrides=self.config.endpoints,
         )
+
+    async def apply_step(self, body: dict[str, Any], cluster: GoCDHACluster, step: Step) -> None:
+        """Apply what ``step`` changes: the children whose built form differs between the
+        topology of the step before and ``cluster``'s (``topology_of``)."""
+        credentials = await self.credentials(cluster)
+        async with self.state.apply_lock:
+            await asyncio.to_thread(
+                apply_topology_change,
+                self.config.kube,
+                body,
+                cluster,
+                before=promo.topology_before(cluster, step),
+                after=promo.topology_of(cluster),
+                credentials=credentials,
+                operator_image=self.config.operator_image,
+                operator_namespace=self.config.operator_namespace,
+            )
 
     async def apply(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Apply every child as ``cluster``'s status implies (``topology_of``)."""
@@ -369,7 +420,7 @@ class PromotionRunner:
 
     async def fence(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """The old primary's GoCD server stops; no role Service selects its side."""
-        await self.apply(body, cluster)
+        await self.apply_step(body, cluster, Step.FENCING)
 
     async def catch_up(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Switchover: end the old primary's client sessions, checkpoint, record its LSN and wait
@@ -390,7 +441,7 @@ class PromotionRunner:
             raise AbortPromotionError(
                 Reason.SWITCHOVER_FAILED, f"side {new} did not catch up: {exc}"
             ) from None
-        await self.record(cluster, rpo_bytes=0)
+        self._carry["rpo_bytes"] = 0  # written with the next step
 
     async def stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """The old primary is stopped, then (issue #12) the new side takes the Lease."""
@@ -406,7 +457,7 @@ class PromotionRunner:
         ended (a superuser's) included. Failover: re-check the lag gate with what the standby
         reports now."""
         old, new = self.sides(cluster)
-        await self.apply(body, cluster)
+        await self.apply_step(body, cluster, Step.STOPPING_OLD_PRIMARY)
         promotion = cluster.status.promotion
         if promotion.type == "Failover":
             lag = cluster.status.replication.lag_bytes
@@ -435,7 +486,7 @@ class PromotionRunner:
                     Reason.SWITCHOVER_FAILED,
                     f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
                 )
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(STOP_POLL_SECONDS)
         standby = await target.observe()
         if not standby.reachable or not standby.in_recovery:
             raise RuntimeError(f"side {new} is not a reachable standby: {standby.error}")
@@ -457,7 +508,7 @@ class PromotionRunner:
         _old, new = self.sides(cluster)
         failover = cluster.status.promotion.type == "Failover"
         try:
-            await hand_over_primary_lease(
+            handed = await hand_over_primary_lease(
                 self.config.kube,
                 cluster,
                 new,
@@ -475,6 +526,21 @@ class PromotionRunner:
             promotion = cluster.status.promotion
             await self.set_promoting(
                 cluster, "True", "Promoting", f"{promotion.type} to side {new}"
+            )
+        # The new side's guard renews as the holder before its Postgres turns primary, so it
+        # judges the new primary by a deadline it extended (a slow first renewal after the
+        # promotion then fences nothing). Bounded: a guard that does not renew in time is no
+        # reason to stop; the promotion goes on as it would have without waiting.
+        retry = cluster.spec.failover.lease_timings.retry_period
+        if not await await_holder_renewal(
+            self.config.kube, cluster, handed, timeout=retry + HOLDER_RENEWAL_SLACK_SECONDS
+        ):
+            logger.warning(
+                "%s: the guard of side %s did not renew the Lease within %ss of the hand-over; "
+                "promoting all the same",
+                self.ref,
+                new,
+                retry + HOLDER_RENEWAL_SLACK_SECONDS,
             )
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
@@ -497,7 +563,7 @@ class PromotionRunner:
         }
         if result.promoted or cluster.status.promotion.promote_seconds is None:
             update["promote_seconds"] = round(result.duration_seconds, 3)
-        await self.record(cluster, **update)
+        await self.record(cluster, **update)  # at once: a repeated pg_promote is a no-op
 
     async def switch_roles(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """``status.primary`` moves first (the topology follows it), then the children."""
@@ -508,11 +574,13 @@ class PromotionRunner:
                 return None
             return status.model_copy(update={"primary": new, "standby": old})
 
-        body, status = await self.writer.update(change)
-        await self.apply(body, cluster.model_copy(update={"status": status}))
+        body, status = await self._update(change)
+        await self.apply_step(
+            body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
+        )
 
     async def rejoin(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        await self.apply(body, cluster)
+        await self.apply_step(body, cluster, Step.REJOINING)
 
     async def finish(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         promotion = cluster.status.promotion

@@ -26,7 +26,12 @@ from typing import Any, Final, cast
 import kopf
 
 from gocd_ha_operator.api import conditions as cond
-from gocd_ha_operator.api.constants import API_VERSION, BC_TOKEN_KEY, GROUP, KIND
+from gocd_ha_operator.api.constants import (
+    ANNOTATION_RECONCILED_SPEC,
+    API_VERSION,
+    BC_TOKEN_KEY,
+    KIND,
+)
 from gocd_ha_operator.api.credentials import ClusterCredentials, decode_secret_value
 from gocd_ha_operator.api.spec import GoCDHACluster, ObjectMeta, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
@@ -38,10 +43,9 @@ from gocd_ha_operator.kube.names import ChildNames
 
 #: The status fields the reconcile writes; the supervisor never patches them.
 RECONCILE_STATUS_KEYS: Final = frozenset({"observedGeneration", "standbyMode", "gocdVersion"})
-#: The spec the children were last built from (written by a successful reconcile, compact JSON).
-#: A restarted operator whose resource's spec is invalid by now goes on with this one: the
-#: children still reflect it, and a running promotion must not wait for someone to fix the spec.
-ANNOTATION_RECONCILED_SPEC: Final = f"{GROUP}/reconciled-spec"
+# ANNOTATION_RECONCILED_SPEC (api/constants.py): a restarted operator whose resource's spec is
+# invalid by now goes on with the spec the children were built from; a running promotion must
+# not wait for someone to fix the spec.
 
 
 def spec_json(body: Mapping[str, Any]) -> str:
@@ -109,12 +113,48 @@ def read_credentials(config: OperatorConfig, cluster: GoCDHACluster) -> ClusterC
     wanted = set(credential_secret_names(cluster))
     if cluster.spec.gocd.business_continuity.token_secret_ref is not None:
         wanted.discard(names.bc_token_secret)
+    known: dict[str, Mapping[str, Any] | None] = {}
     for name in sorted(wanted):
-        secret = kube.get("v1", "Secret", cluster.namespace, name)
+        secret = known[name] = kube.get("v1", "Secret", cluster.namespace, name)
         key = BC_TOKEN_KEY if name == names.bc_token_secret else "password"
         if secret is None or decode_secret_value(secret, key) is None:
             return None
-    return load_credentials(kube, cluster)
+    return load_credentials(kube, cluster, known=known)
+
+
+def credentials_key(cluster: GoCDHACluster) -> tuple[str, ...]:
+    ref = cluster.spec.gocd.business_continuity.token_secret_ref
+    return (cluster.namespace, cluster.name) + ((ref.name, ref.key) if ref is not None else ())
+
+
+async def cluster_credentials(
+    config: OperatorConfig, state: ClusterState, cluster: GoCDHACluster
+) -> ClusterCredentials | None:
+    """:func:`read_credentials`, remembered in ``state`` until :meth:`ClusterState.
+    forget_credentials` (the Secrets are read again only when they may have changed)."""
+    key = credentials_key(cluster)
+    if state.credentials is not None and state.credentials_key == key:
+        return state.credentials
+    credentials = await asyncio.to_thread(read_credentials, config, cluster)
+    if credentials is not None:
+        state.credentials, state.credentials_key = credentials, key
+    return credentials
+
+
+async def check_user_token(
+    config: OperatorConfig, state: ClusterState, cluster: GoCDHACluster
+) -> None:
+    """The one credential the operator does not own can change at any time: the user's token
+    Secret (``tokenSecretRef``). One GET; the remembered credentials are dropped when its value
+    differs (or it is gone: the next read reports it)."""
+    ref = cluster.spec.gocd.business_continuity.token_secret_ref
+    cached = state.credentials
+    if ref is None or cached is None or state.credentials_key != credentials_key(cluster):
+        return
+    secret = await asyncio.to_thread(config.kube.get, "v1", "Secret", cluster.namespace, ref.name)
+    value = decode_secret_value(secret, ref.key) if secret is not None else None
+    if value != cached.bc_token:
+        state.forget_credentials()
 
 
 def ensure_conditions(
@@ -147,18 +187,35 @@ class StatusWriter:
         self.ref = ref
         self.state = state
 
+    @property
+    def writes(self) -> int:
+        """Twice the status patches this process sent for the cluster, plus one while a patch is
+        in flight (see ``update``)."""
+        return self.state.status_writes
+
     async def fetch(self) -> dict[str, Any] | None:
         body: dict[str, Any] | None = await asyncio.to_thread(
             self.config.kube.get, API_VERSION, KIND, self.ref.namespace, self.ref.name
         )
         return body
 
-    async def update(self, change: Change) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
+    async def update(
+        self, change: Change, *, read: tuple[dict[str, Any] | None, int] | None = None
+    ) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
         """Read the resource, ``change(body, status)``, patch what differs (supervisor-owned
         fields only). ``change`` returning ``None`` writes nothing. Returns the body and the
-        status now in force."""
+        status now in force.
+
+        ``read``: a body the caller fetched and the value of :attr:`writes` before it did; it is
+        used instead of a new read when this process wrote no status since (only this process
+        writes the supervisor's fields, so they are current; what others change — annotations,
+        the spec — is picked up by the next call)."""
         async with self.state.status_lock:
-            body = await self.fetch()
+            writes = self.state.status_writes
+            if read is not None and read[0] is not None and read[1] == writes and writes % 2 == 0:
+                body: dict[str, Any] | None = read[0]
+            else:
+                body = await self.fetch()
             if body is None:
                 raise ClusterGoneError(str(self.ref))
             current = status_of(body)
@@ -180,14 +237,19 @@ class StatusWriter:
                 if key not in RECONCILE_STATUS_KEYS
             }
             if patch:
-                await asyncio.to_thread(
-                    self.config.kube.patch_status,
-                    API_VERSION,
-                    KIND,
-                    self.ref.namespace,
-                    self.ref.name,
-                    patch,
-                )
+                # Odd while a patch is in flight: a body read meanwhile may or may not have it.
+                self.state.status_writes += 1
+                try:
+                    await asyncio.to_thread(
+                        self.config.kube.patch_status,
+                        API_VERSION,
+                        KIND,
+                        self.ref.namespace,
+                        self.ref.name,
+                        patch,
+                    )
+                finally:
+                    self.state.status_writes += 1
                 body["status"] = {**old, **new.to_api()}
             return body, new
 

@@ -36,7 +36,7 @@ from gocd_ha_operator.controller.config import (
 )
 from gocd_ha_operator.controller.lease_watch import apply_primary_lease, read_primary_lease
 from gocd_ha_operator.controller.observe import ClusterObservation, compute_status, observe_cluster
-from gocd_ha_operator.controller.reconcile import MissingSecretError
+from gocd_ha_operator.controller.reconcile import MissingSecretError, never_reconciled
 from gocd_ha_operator.controller.rollout import (
     RolloutOutcome,
     apply_pins,
@@ -46,11 +46,12 @@ from gocd_ha_operator.controller.rollout import (
 from gocd_ha_operator.controller.runner import PromotionRunner
 from gocd_ha_operator.controller.status import (
     StatusWriter,
+    check_user_token,
+    cluster_credentials,
     ensure_conditions,
     parse_fresh,
     post_event,
     post_transitions,
-    read_credentials,
 )
 from gocd_ha_operator.controller.tls import ensure_certificates
 from gocd_ha_operator.kube.apply import KubeApiError, NotOwnedError
@@ -119,6 +120,7 @@ class Supervisor:
             return None
 
     async def run_once(self) -> None:
+        writes = self.writer.writes
         body = await self.writer.fetch()
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return
@@ -131,9 +133,18 @@ class Supervisor:
             problem = ReconcileProblem("InvalidSpec", str(parsed.spec_error))
         credentials: ClusterCredentials | None = None
         ca_pem: bytes | None = None
-        if cluster is not None:
+        # Until its first reconcile the cluster has no Secret, instance or Lease to read: the
+        # reconcile creates them, hands over the credentials and wakes this loop (issue #16: a
+        # cluster waiting for a reconcile slot costs one read per interval, not four).
+        waiting = (
+            never_reconciled(body)
+            and self.state.reconcile_problem is None
+            and self.state.credentials is None
+        )
+        if cluster is not None and not waiting:
             try:
-                credentials = await asyncio.to_thread(read_credentials, self.config, cluster)
+                await check_user_token(self.config, self.state, cluster)
+                credentials = await cluster_credentials(self.config, self.state, cluster)
             except MissingSecretError as exc:
                 problem = problem or ReconcileProblem("SecretNotFound", str(exc))
             ca_pem = await self._certificates(body, cluster)
@@ -151,15 +162,21 @@ class Supervisor:
                 overrides=self.config.endpoints,
                 ca_pem=ca_pem,
             )
+            if observation.credentials_rejected:
+                self.state.forget_credentials()  # read again next time: they may have changed
         now = self.config.clock()
         # Issue #12: the primary Lease, read before the status change (which cannot wait).
         lease = (
             await read_primary_lease(self.config.kube, cluster, self.state.lease_memo, now)
-            if cluster is not None
+            if cluster is not None and not waiting
             else None
         )
         # Issue #13: what the Postgres StatefulSets run, while status does not record it yet.
-        live = await read_live_pins(self.config, cluster) if cluster is not None else {}
+        live = (
+            await read_live_pins(self.config, cluster)
+            if cluster is not None and not waiting
+            else {}
+        )
         transitions: list[cond.Transition] = []
         events: list[tuple[str, str, str]] = []
         start = False
@@ -271,7 +288,9 @@ class Supervisor:
             start = True
             return status
 
-        written, _ = await self.writer.update(change)
+        # The body read at the start is still what this process last wrote unless the runner
+        # wrote since; changes by others (an annotation, a spec edit) wake the next iteration.
+        written, _ = await self.writer.update(change, read=(body, writes))
         post_transitions(written, transitions)
         for kind, reason, message in events:
             post_event(written, kind, reason, message)
@@ -379,13 +398,15 @@ async def supervise(config: OperatorConfig, ref: ClusterRef, stopped: Any) -> No
     wake = supervisor.state.wake
     try:
         while not stopped:
+            # Cleared before the iteration, not after: a wake-up (a promotion annotation) that
+            # arrives while it runs starts the next iteration at once instead of being lost.
+            wake.clear()
             try:
                 await supervisor.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must survive anything; it is logged
                 logger.exception("supervising %s failed; retrying", ref)
-            wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=config.observe_interval)
     finally:

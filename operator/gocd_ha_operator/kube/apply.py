@@ -11,7 +11,7 @@ Rules it keeps:
 * never patch a Secret's data once it exists (credentials never change under a running database),
   except Secrets whose content is derived (``db.properties``), which follow their inputs;
 * never patch immutable fields (a StatefulSet's volume claim templates, selector and service name;
-  a claim's spec other than a larger size);
+  a claim's spec other than a larger size; a Service's ``clusterIP``);
 * refuse to touch an object with the same name that another owner controls.
 """
 
@@ -280,6 +280,13 @@ def _patchable(desired: dict[str, Any], live: Mapping[str, Any]) -> dict[str, An
             patch["spec"] = {"resources": {"requests": {"storage": wanted}}}
     elif kind in ("Deployment", "PodDisruptionBudget"):
         patch["spec"] = {k: v for k, v in desired["spec"].items() if k != "selector"}
+    elif kind == "Service":
+        # ``clusterIP`` is immutable: a Service created with a virtual IP keeps it (an instance
+        # Service made before they became headless is left as it is until someone deletes it;
+        # docs/operator.md, "Services").
+        live_ip = (live.get("spec") or {}).get("clusterIP")
+        if live_ip and live_ip != desired["spec"].get("clusterIP", live_ip):
+            patch["spec"] = {k: v for k, v in desired["spec"].items() if k != "clusterIP"}
     return patch
 
 
@@ -306,11 +313,20 @@ def apply_child(
     result: ApplyResult,
     *,
     immutable_data: bool = False,
+    create_first: bool = False,
 ) -> dict[str, Any]:
-    """Create ``desired`` (owned by ``owner``) or bring the live object to it; returns live."""
+    """Create ``desired`` (owned by ``owner``) or bring the live object to it; returns live.
+
+    ``create_first``: when the object most likely does not exist yet (a cluster never
+    reconciled), try to create it without reading it first — one request — and fall back to
+    read, check and patch when it exists after all."""
     desired = with_owner(desired, owner)
     meta = desired["metadata"]
-    live = kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    live = (
+        None
+        if create_first
+        else kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    )
     if live is None:
         try:
             created = kube.create(desired)

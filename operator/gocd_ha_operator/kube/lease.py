@@ -163,6 +163,35 @@ def write_lease(
     return LeaseRecord.from_api(written)
 
 
+def hand_lease_to(
+    kube: KubeClient,
+    namespace: str,
+    name: str,
+    *,
+    holder: str,
+    duration_seconds: int,
+    now: datetime,
+) -> LeaseRecord | None:
+    """Make ``holder`` the holder in one request, whoever held it: a merge patch without a
+    ``resourceVersion`` precondition. Only for a holder that is known to have stopped (a
+    switchover's stopped old primary), where a compare-and-swap that lost to the stopped side's
+    last renewal would be read and written again anyway. ``None`` when the Lease is missing."""
+    moment = format_microtime(now)
+    spec = {
+        "holderIdentity": holder,
+        "leaseDurationSeconds": duration_seconds,
+        "acquireTime": moment,
+        "renewTime": moment,
+    }
+    try:
+        written = kube.patch(API_VERSION, KIND, namespace, name, {"spec": spec})
+    except KubeApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return LeaseRecord.from_api(written)
+
+
 def operator_identity(pod_name: str | None, hostname: str) -> str:
     """The operator replica's holder identity: its pod name, else the host name."""
     return pod_name or f"{OPERATOR_NAME}-{hostname}"

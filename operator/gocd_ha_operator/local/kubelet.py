@@ -1260,8 +1260,12 @@ class LocalKubelet:
             selector = spec.get("selector") or {}
             if not selector:
                 continue
+            # A headless Service has no virtual IP: cluster DNS answers with the pod's address
+            # and a client dials the Service's port number on the pod itself (no targetPort
+            # mapping). A ClusterIP Service forwards its port to the targetPort.
+            headless = spec.get("clusterIP") == "None"
             for port in spec.get("ports") or []:
-                target = port.get("targetPort", port["port"])
+                target = int(port["port"]) if headless else port.get("targetPort", port["port"])
                 pod = self._select(selector, target)
                 local = pod.target_port(target) if pod is not None else None
                 if local is not None:

@@ -86,6 +86,9 @@ class ClusterObservation:
     gocd: Mapping[Side, GoCDObservation]
     config_sync: ConfigSyncReading | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: An instance answered and rejected the operator's password (the credentials it used may
+    #: be stale: they are read from their Secrets again).
+    credentials_rejected: bool = False
 
 
 @dataclass(frozen=True)

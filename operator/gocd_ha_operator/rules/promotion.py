@@ -211,6 +211,26 @@ def topology_of(cluster: GoCDHACluster) -> Topology:
     )
 
 
+def topology_before(cluster: GoCDHACluster, step: Step) -> Topology:
+    """The topology in force before the recorded promotion's ``step`` acted: the one the step
+    before applied (before ``Fencing``: the old primary serving, nothing fenced). A step applies
+    only the children that differ between this and :func:`topology_of`."""
+    status = cluster.status
+    old: Side = status.promotion.from_side or "a"
+    if step == Step.FENCING:
+        previous = status.model_copy(update={"primary": old, "promotion": PromotionStatus()})
+    else:
+        prior = STEPS[STEPS.index(step) - 1]
+        roles_moved = STEPS.index(prior) >= STEPS.index(Step.SWITCHING_ROLES)
+        previous = status.model_copy(
+            update={
+                "primary": status.primary if roles_moved else old,
+                "promotion": status.promotion.model_copy(update={"step": prior}),
+            }
+        )
+    return topology_of(cluster.model_copy(update={"status": previous}))
+
+
 def refusal(
     cluster: GoCDHACluster, observed: GoCDHAClusterStatus, request: PromotionRequest
 ) -> tuple[Reason, str] | None:

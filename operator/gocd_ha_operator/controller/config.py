@@ -83,6 +83,12 @@ class ClusterState:
     #: Counts the status patches of this process (the supervisor's and the runner's), +1 when
     #: one is sent and +1 when it is answered: a body read before the last change is stale.
     status_writes: int = 0
+    #: The cluster CA certificate clients verify Postgres with, and when the supervisor last
+    #: checked the TLS Secrets (renewal, docs/architecture.md §17). Certificates live for months:
+    #: checking them once per ``CERTIFICATE_CHECK_INTERVAL`` instead of at every observation keeps
+    #: an idle cluster at one Secret read per interval (issue #16), and a promotion step reads none.
+    ca_pem: bytes | None = None
+    certificates_checked_at: datetime | None = None
 
     def forget_credentials(self) -> None:
         self.credentials = None

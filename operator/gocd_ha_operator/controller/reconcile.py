@@ -29,7 +29,7 @@ from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
-from gocd_ha_operator.controller.tls import ensure_certificates
+from gocd_ha_operator.controller.tls import create_fresh_certificates, ensure_certificates
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube.apply import (
     ApplyResult,
@@ -194,8 +194,6 @@ def reconcile_children(
     )
     immutable = credential_secret_names(cluster)
     result = ApplyResult()
-    # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
-    ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
     created = _create_fresh(
         kube,
         owner,
@@ -210,6 +208,8 @@ def reconcile_children(
         credentials, inputs = created
     else:
         credentials = load_credentials(kube, cluster)
+        # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
+        ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
         inputs = BuildInputs(
             cluster=cluster,
             topology=topology,
@@ -290,6 +290,12 @@ def _create_fresh(
                     return None  # it exists: its value is the one to use
                 raise
             result.created.append(f"Secret/{child['metadata']['name']}")
+    # The TLS Secrets before the pods that mount them (docs/architecture.md §17).
+    if (
+        create_fresh_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+        is None
+    ):
+        ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
     for child in children:
         if not (child["kind"] == "Secret" and child["metadata"]["name"] in immutable):
             apply_child(kube, child, owner, result, create_first=True)

@@ -370,9 +370,14 @@ class PromotionRunner:
 
     async def client(self, cluster: GoCDHACluster, side: Side) -> PostgresClient:
         credentials = await self.credentials(cluster)
-        ca_pem = await asyncio.to_thread(read_ca_certificate, self.config.kube, cluster)
+        # Remembered per cluster like the credentials (the supervisor refreshes it): a step reads
+        # no Secret (issue #16).
+        ca_pem = self.state.ca_pem or await asyncio.to_thread(
+            read_ca_certificate, self.config.kube, cluster
+        )
         if ca_pem is None:
             raise RuntimeError("the cluster's CA certificate Secret is missing")
+        self.state.ca_pem = ca_pem
         return PostgresClient.for_service(
             cluster.namespace,
             ChildNames(cluster.name).postgres_instance_service(side),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from gocd_ha_operator.api import conditions as cond
@@ -53,7 +53,7 @@ from gocd_ha_operator.controller.status import (
     post_event,
     post_transitions,
 )
-from gocd_ha_operator.controller.tls import ensure_certificates
+from gocd_ha_operator.controller.tls import CERTIFICATE_CHECK_INTERVAL, ensure_certificates
 from gocd_ha_operator.kube.apply import KubeApiError, NotOwnedError
 from gocd_ha_operator.rules import promotion as promo
 from gocd_ha_operator.rules.promotion import Reason
@@ -104,20 +104,32 @@ class Supervisor:
     async def _certificates(self, body: dict[str, Any], cluster: GoCDHACluster) -> bytes | None:
         """The CA certificate, after renewing the server certificate when it is due (at two
         thirds of its lifetime, docs/architecture.md §17). The reconcile creates both Secrets;
-        this periodic check only renews them. ``None`` (Postgres then observed as unreachable)
+        this check only renews them, and runs once per ``CERTIFICATE_CHECK_INTERVAL`` (the CA
+        certificate is remembered in between). ``None`` (Postgres then observed as unreachable)
         while they do not exist or cannot be read or written."""
+        now = self.config.clock()
+        checked = self.state.certificates_checked_at
+        if (
+            self.state.ca_pem is not None
+            and checked is not None
+            and timedelta(0) <= now - checked < CERTIFICATE_CHECK_INTERVAL
+        ):
+            return self.state.ca_pem
         try:
-            return await asyncio.to_thread(
+            ca_pem = await asyncio.to_thread(
                 ensure_certificates,
                 self.config.kube,
                 body,
                 cluster,
-                now=self.config.clock(),
+                now=now,
                 create=False,
             )
         except (KubeApiError, NotOwnedError, OSError) as exc:
             logger.warning("%s: cannot check the Postgres certificates: %s", cluster.name, exc)
             return None
+        self.state.ca_pem = ca_pem
+        self.state.certificates_checked_at = now if ca_pem is not None else None
+        return ca_pem
 
     async def run_once(self) -> None:
         writes = self.writer.writes

@@ -20,9 +20,9 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from gocd_ha_operator.api.constants import COMPONENT_POSTGRES, TLS_CA_CERT_KEY
 from gocd_ha_operator.api.spec import GoCDHACluster
@@ -32,6 +32,11 @@ from gocd_ha_operator.kube.labels import object_labels, with_owner
 from gocd_ha_operator.kube.names import ChildNames
 
 logger = logging.getLogger(__name__)
+
+#: How often the supervisor checks the TLS Secrets for a due renewal. Far below the two thirds of
+#: a server certificate's lifetime at which it is renewed (``kube.certificates``), so a renewal is
+#: at most this late; a promotion step and an idle observation read no Secret in between.
+CERTIFICATE_CHECK_INTERVAL: Final = timedelta(minutes=5)
 
 
 def _controlled_by_other(live: Mapping[str, Any], owner_uid: str) -> bool:
@@ -184,6 +189,30 @@ def ensure_certificates(
         result,
     )
     return ca.cert_pem
+
+
+def create_fresh_certificates(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    now: datetime,
+    result: ApplyResult,
+) -> bytes | None:
+    """A resource never reconciled: create the CA and server Secrets without reading first (one
+    request each, issue #16). ``None`` when one of them exists after all (created concurrently
+    or left from an earlier owner): the caller then goes through :func:`ensure_certificates`,
+    which reads, keeps what is valid and signs with the stored CA."""
+    ca_secret, server_secret = fresh_certificate_secrets(cluster, now=now)
+    for secret in (ca_secret, server_secret):
+        try:
+            kube.create(with_owner(secret, owner))
+        except KubeApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        result.created.append(f"Secret/{secret['metadata']['name']}")
+    return base64.b64decode(server_secret["data"][TLS_CA_CERT_KEY])
 
 
 def fresh_certificate_secrets(cluster: GoCDHACluster, *, now: datetime) -> list[dict[str, Any]]:

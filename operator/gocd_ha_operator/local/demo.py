@@ -4,10 +4,10 @@ The real operator (the same handlers as ``run``) runs against an in-process Kube
 "pods" are real local Postgres instances started from the rendered pod templates by the project's
 own entrypoint, and GoCD servers are stand-ins that serve the health endpoint and write a minimal
 configuration (a GoCD server cannot run here), with the real Cold-mode ``restore`` init container
-and ``sync-agent`` sidecar beside them. The demo applies a resource, shows replication, writes
-build rows, promotes the standby through the annotation exactly as ``kubectl annotate`` would, and
-prints a timeline with the RPO and the time until the new primary took writes. Everything it
-started is stopped and removed.
+and ``sync-agent`` sidecar beside them. The demo applies a resource, shows replication and the
+primary Lease its instance guard renews, writes build rows over verified TLS, promotes the standby
+through the annotation exactly as ``kubectl annotate`` would, and prints a timeline with the RPO
+and the time until the new primary took writes. Everything it started is stopped and removed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ from typing import Any, Final
 
 import aiohttp
 
-from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, SYNC_AGENT_PORT
+from gocd_ha_operator.api.constants import (
+    ANNOTATION_LEASE_TIMELINE,
+    ANNOTATION_PROMOTE,
+    SYNC_AGENT_PORT,
+)
 
 EXIT_UNAVAILABLE: Final = 2
 NAME: Final = "ci"
@@ -71,6 +75,32 @@ class Timeline:
 
     def say(self, message: str) -> None:
         print(f"[{time.monotonic() - self.start:6.2f}s] {message}", flush=True)
+
+
+LEASE_PATH: Final = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{NAME}-primary"
+
+
+def lease_line(lease: dict[str, Any]) -> str:
+    """What ``kubectl get lease ci-primary -o yaml`` shows of the primary Lease."""
+    spec = lease.get("spec") or {}
+    timeline = (lease.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_LEASE_TIMELINE)
+    on_timeline = f" on timeline {timeline}" if timeline else ""
+    return (
+        f"held by {spec.get('holderIdentity')}{on_timeline}, renewed at "
+        f"{spec.get('renewTime')}, duration {spec.get('leaseDurationSeconds')} s"
+    )
+
+
+async def renewed_lease(stack: Any, timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The primary Lease before and after its holder's guard renewed it once."""
+    first = await stack.request("GET", LEASE_PATH)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = await stack.request("GET", LEASE_PATH)
+        if (now.get("spec") or {}).get("renewTime") != (first.get("spec") or {}).get("renewTime"):
+            return first, now
+    raise TimeoutError(f"the primary Lease was not renewed within {timeout:g} s")
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -125,13 +155,26 @@ async def demo(timeline: Timeline) -> int:
             f"bytes, slot {replication.get('slotWalStatus')}, last archived WAL "
             f"{replication.get('lastArchivedWal')})"
         )
+        before, after = await renewed_lease(stack, timeout=60)
+        timeline.say(f"Lease {NAME}-primary {lease_line(before)}")
+        timeline.say(
+            f"  renewed again by side a's instance guard at {after['spec'].get('renewTime')}: "
+            "a primary whose guard cannot renew stops itself before the Lease expires"
+        )
         info = await stack.gocd_conninfo(NAME, f"{NAME}-pg-primary")
         assert info is not None
         async with await psycopg.AsyncConnection.connect(**info, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"
+            )
+            tls = await cursor.fetchone()
             await conn.execute("CREATE TABLE builds (id serial PRIMARY KEY, pipeline text)")
             for number in range(1, 1001):
                 await conn.execute("INSERT INTO builds (pipeline) VALUES (%s)", (f"p{number}",))
-        timeline.say("wrote 1000 committed build rows through the Service ci-pg-primary")
+        timeline.say(
+            "wrote 1000 committed build rows through the Service ci-pg-primary over "
+            f"{tls[0] if tls else 'NO TLS'} (sslmode=verify-full against the cluster CA)"
+        )
         token = str(int(time.time()))
         annotated = time.monotonic()
         await stack.annotate(NAME, ANNOTATION_PROMOTE, token)
@@ -177,6 +220,7 @@ async def demo(timeline: Timeline) -> int:
             lambda s: streaming_from("b", s) and s, NAME, timeout=180, what="the rejoin"
         )
         timeline.say("side a rejoined as a standby of side b (pg_rewind) and streams")
+        timeline.say(f"Lease {NAME}-primary {lease_line(await stack.request('GET', LEASE_PATH))}")
         with contextlib.suppress(TimeoutError):
             # The new primary's sync agent reports at its first cycle, right after it starts (so
             # after the restore init container, which ran before any container of the pod).

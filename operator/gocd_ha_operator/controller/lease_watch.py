@@ -179,6 +179,16 @@ def _write(
     return write_lease(kube, record, holder=holder, duration_seconds=duration, now=now)
 
 
+def _write_failure(name: str, exc: Exception) -> LeaseHandoverError:
+    """What a failed write of the Lease ``name`` is reported as. Named by its status only: the
+    caller reports this message in status and Events."""
+    if isinstance(exc, KubeApiError):
+        return LeaseHandoverError(
+            f"the API server refused the write of the Lease {name} (HTTP {exc.status} {exc.reason})"
+        )
+    return LeaseHandoverError(f"the Lease {name} could not be written ({type(exc).__name__})")
+
+
 async def hand_over_primary_lease(
     kube: KubeClient,
     cluster: GoCDHACluster,
@@ -210,15 +220,8 @@ async def hand_over_primary_lease(
             )
         except LeadershipLostError:
             raise  # this replica may not write at all: not a fact about the Lease
-        except KubeApiError as exc:
-            raise LeaseHandoverError(
-                f"the API server refused the write of the Lease {name} "
-                f"(HTTP {exc.status} {exc.reason})"
-            ) from None
         except Exception as exc:
-            raise LeaseHandoverError(
-                f"the Lease {name} could not be written ({type(exc).__name__})"
-            ) from None
+            raise _write_failure(name, exc) from None
         if written is None:
             raise LeaseHandoverError(f"the Lease {name} does not exist: run the reconcile first")
         return written
@@ -273,16 +276,8 @@ async def hand_over_primary_lease(
             continue  # a switchover: the stopped side's guard wrote last; read again
         except LeadershipLostError:
             raise  # this replica may not write at all: not a fact about the Lease
-        except KubeApiError as exc:
-            # Named by its status only: the caller reports this message in status and Events.
-            raise LeaseHandoverError(
-                f"the API server refused the write of the Lease {name} "
-                f"(HTTP {exc.status} {exc.reason})"
-            ) from None
         except Exception as exc:
-            raise LeaseHandoverError(
-                f"the Lease {name} could not be written ({type(exc).__name__})"
-            ) from None
+            raise _write_failure(name, exc) from None
 
 
 async def await_holder_renewal(

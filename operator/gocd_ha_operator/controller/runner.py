@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from gocd_ha_operator.api import conditions as cond
@@ -390,30 +391,39 @@ class PromotionRunner:
         """Apply what ``step`` changes: the children whose built form differs between the
         topology of the step before and ``cluster``'s (``topology_of``)."""
         credentials = await self.credentials(cluster)
-        async with self.state.apply_lock:
-            await asyncio.to_thread(
-                apply_topology_change,
-                self.config.kube,
-                body,
-                cluster,
-                before=promo.topology_before(cluster, step),
-                after=promo.topology_of(cluster),
-                credentials=credentials,
-                operator_image=self.config.operator_image,
-                operator_namespace=self.config.operator_namespace,
-            )
+        await self._apply_locked(
+            apply_topology_change,
+            body,
+            cluster,
+            before=promo.topology_before(cluster, step),
+            after=promo.topology_of(cluster),
+            credentials=credentials,
+        )
 
     async def apply(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Apply every child as ``cluster``'s status implies (``topology_of``)."""
+        await self._apply_locked(
+            reconcile_children, body, cluster, topology=promo.topology_of(cluster)
+        )
+
+    async def _apply_locked(
+        self,
+        apply_fn: Callable[..., object],
+        body: dict[str, Any],
+        cluster: GoCDHACluster,
+        **kwargs: Any,
+    ) -> None:
+        """``apply_fn`` (``reconcile_children`` or ``apply_topology_change``) in a thread, under
+        the apply lock, with this operator's image and namespace."""
         async with self.state.apply_lock:
             await asyncio.to_thread(
-                reconcile_children,
+                apply_fn,
                 self.config.kube,
                 body,
                 cluster,
                 operator_image=self.config.operator_image,
-                topology=promo.topology_of(cluster),
                 operator_namespace=self.config.operator_namespace,
+                **kwargs,
             )
 
     @staticmethod

@@ -44,6 +44,29 @@ async def settled(harness: Harness, generation: int = 1) -> None:
     await asyncio.sleep(0.8)  # a couple of observation ticks
 
 
+def owner_reference() -> dict[str, Any]:
+    """The ownerReference the operator puts on every child of the cluster ``ci``."""
+    return {
+        "apiVersion": "gocdha.io/v1alpha1",
+        "kind": "GoCDHACluster",
+        "name": "ci",
+        "uid": "uid-ci",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+async def reconcile_with_existing_child(
+    harness: Harness, run_operator: Start, path: str, child: dict[str, Any]
+) -> None:
+    """Create ``child`` (at ``path``, e.g. ``v1/services``) before the operator starts, then the
+    cluster, and wait until its first reconcile has settled."""
+    await harness.create(path, child)
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+
+
 async def test_create_builds_every_child_owned_by_the_resource(
     harness: Harness, run_operator: Start
 ) -> None:
@@ -54,16 +77,7 @@ async def test_create_builds_every_child_owned_by_the_resource(
     assert ("StatefulSet", "ci-pg-a") in children and ("Service", "ci-gocd") in children
     for (kind, name), child in children.items():
         refs = child["metadata"].get("ownerReferences", [])
-        assert refs == [
-            {
-                "apiVersion": "gocdha.io/v1alpha1",
-                "kind": "GoCDHACluster",
-                "name": "ci",
-                "uid": "uid-ci",
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ], f"{kind}/{name}"
+        assert refs == [owner_reference()], f"{kind}/{name}"
     status = harness.cluster()["status"]
     assert status["primary"] == "a" and status["standby"] == "b"
     assert status["standbyMode"] == "Cold"
@@ -330,20 +344,14 @@ async def test_an_instance_service_with_a_virtual_ip_is_left_as_it_is(
 ) -> None:
     """``clusterIP`` is immutable: an instance Service created before they became headless keeps
     its virtual IP (no patch that a real API server would refuse); new ones are headless."""
-    owner = {
-        "apiVersion": "gocdha.io/v1alpha1",
-        "kind": "GoCDHACluster",
-        "name": "ci",
-        "uid": "uid-ci",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    await harness.create(
+    await reconcile_with_existing_child(
+        harness,
+        run_operator,
         "v1/services",
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "ci-pg-a", "ownerReferences": [owner]},
+            "metadata": {"name": "ci-pg-a", "ownerReferences": [owner_reference()]},
             "spec": {
                 "type": "ClusterIP",
                 "clusterIP": "10.96.0.17",
@@ -351,9 +359,6 @@ async def test_an_instance_service_with_a_virtual_ip_is_left_as_it_is(
             },
         },
     )
-    await run_operator()
-    await harness.create_cluster()
-    await settled(harness)
     services = harness.objects("v1/services")
     assert services["ci-pg-a"]["spec"]["clusterIP"] == "10.96.0.17"
     assert services["ci-pg-a"]["spec"]["selector"]["gocdha.io/side"] == "a", "the rest applied"
@@ -400,27 +405,18 @@ async def test_a_credential_secret_that_exists_before_the_first_reconcile_is_kep
 ) -> None:
     """Creating without reading first must not replace a credential that exists: the reconcile
     falls back to reading every credential back, and builds from the existing one."""
-    owner = {
-        "apiVersion": "gocdha.io/v1alpha1",
-        "kind": "GoCDHACluster",
-        "name": "ci",
-        "uid": "uid-ci",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    await harness.create(
+    await reconcile_with_existing_child(
+        harness,
+        run_operator,
         "v1/secrets",
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "ci-postgres-gocd", "ownerReferences": [owner]},
+            "metadata": {"name": "ci-postgres-gocd", "ownerReferences": [owner_reference()]},
             "type": "kubernetes.io/basic-auth",
             "data": {"username": b64("gocd"), "password": b64("kept-password-1")},
         },
     )
-    await run_operator()
-    await harness.create_cluster()
-    await settled(harness)
     secrets = harness.objects("v1/secrets")
     assert secrets["ci-postgres-gocd"]["data"]["password"] == b64("kept-password-1")
     properties = base64.b64decode(secrets["ci-gocd-db-a"]["data"]["db.properties"]).decode()

@@ -21,6 +21,7 @@ from gocd_ha_operator.controller.lease_watch import (
 )
 from gocd_ha_operator.kube.lease import (
     LeaseConflictError,
+    LeaseRecord,
     create_lease,
     get_lease,
     lease_object,
@@ -68,6 +69,13 @@ def with_conditions(source: GoCDHACluster, available: str, possible: str) -> GoC
         )
     status = source.status.model_copy(update={"conditions": conditions})
     return source.model_copy(update={"status": status})
+
+
+async def hand_over_to_b(kube: Any, *, failover: bool) -> LeaseRecord:
+    """The runner's hand-over of the primary Lease of ``cluster()`` to side b, now by the clock."""
+    return await hand_over_primary_lease(
+        kube, cluster(), "b", failover=failover, memo={}, clock=lambda: datetime.now(UTC)
+    )
 
 
 def make_lease(api: ApiThread, holder: str = "ci-pg-a") -> None:
@@ -118,14 +126,7 @@ async def test_a_healthy_primary_keeps_failover_possible(api: ApiThread) -> None
 async def test_failover_takes_the_lease_only_after_it_expired(api: ApiThread) -> None:
     make_lease(api)
     started = time.monotonic()
-    await hand_over_primary_lease(
-        api.client(),
-        cluster(),
-        "b",
-        failover=True,
-        memo={},
-        clock=lambda: datetime.now(UTC),
-    )
+    await hand_over_to_b(api.client(), failover=True)
     waited = time.monotonic() - started
     lease = get_lease(api.client(), NAMESPACE, "ci-primary")
     assert lease is not None and lease.holder == "ci-pg-b" and lease.transitions == 1
@@ -150,9 +151,7 @@ async def test_failover_aborts_when_the_old_primary_renews(api: ApiThread) -> No
     thread.start()
     try:
         with pytest.raises(LeaseHandoverError, match="renewed"):
-            await hand_over_primary_lease(
-                kube, cluster(), "b", failover=True, memo={}, clock=lambda: datetime.now(UTC)
-            )
+            await hand_over_to_b(kube, failover=True)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 5)
@@ -166,17 +165,13 @@ async def test_switchover_hands_over_at_once_and_a_failed_promotion_gives_it_bac
     make_lease(api)
     kube = api.client()
     started = time.monotonic()
-    await hand_over_primary_lease(
-        kube, cluster(), "b", failover=False, memo={}, clock=lambda: datetime.now(UTC)
-    )
+    await hand_over_to_b(kube, failover=False)
     # At once: a failover would wait for the Lease to expire (LEASE plus the margin) first.
     assert time.monotonic() - started < LEASE
     lease = get_lease(kube, NAMESPACE, "ci-primary")
     assert lease is not None and lease.holder == "ci-pg-b"
     # Resuming the step finds it done (idempotent).
-    await hand_over_primary_lease(
-        kube, cluster(), "b", failover=False, memo={}, clock=lambda: datetime.now(UTC)
-    )
+    await hand_over_to_b(kube, failover=False)
     await return_primary_lease(kube, cluster(), "a", lambda: datetime.now(UTC))
     lease = get_lease(kube, NAMESPACE, "ci-primary")
     assert lease is not None and lease.holder == "ci-pg-a"
@@ -199,24 +194,10 @@ async def test_a_refused_lease_write_is_a_hand_over_error_naming_the_status(api:
     kube.fail_writes("Lease", 1)
     refused = r"refused the write .* \(HTTP 500 InternalError\)"
     with pytest.raises(LeaseHandoverError, match=refused):
-        await hand_over_primary_lease(
-            kube,
-            cluster(),
-            "b",
-            failover=False,
-            memo={},
-            clock=lambda: datetime.now(UTC),
-        )
+        await hand_over_to_b(kube, failover=False)
     lease = get_lease(api.client(), NAMESPACE, "ci-primary")
     assert lease is not None and lease.holder == "ci-pg-a"
     # The next attempt (the runner repeats the step) moves it.
-    await hand_over_primary_lease(
-        kube,  # type: ignore[arg-type]
-        cluster(),
-        "b",
-        failover=False,
-        memo={},
-        clock=lambda: datetime.now(UTC),
-    )
+    await hand_over_to_b(kube, failover=False)
     lease = get_lease(api.client(), NAMESPACE, "ci-primary")
     assert lease is not None and lease.holder == "ci-pg-b"

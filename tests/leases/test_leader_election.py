@@ -187,14 +187,9 @@ def test_leader_election_needs_a_namespace_and_ordered_timings() -> None:
     assert "--leader-election-renew-deadline" in disordered.stderr
 
 
-def test_a_leader_past_its_renew_deadline_writes_nothing_even_before_its_watchdog_runs(
-    api: ApiThread,
-) -> None:
-    """As after a SIGSTOP longer than the renew deadline: on SIGCONT every thread resumes at once
-    and the watchdog that exits the process races the threads that write. The operator's own
-    client checks the deadline before every write: past it, the write is not sent and the
-    replica gives up its leadership (``on_lost``: exit) at once."""
-    lost: list[bool] = []
+def leading_elector(api: ApiThread, lost: list[bool]) -> LeaderElector:
+    """An elector (identity ``op-paused``) that has just acquired the operator's Lease; losing
+    it appends to ``lost``."""
     elector = LeaderElector(
         api.client(),
         namespace=NAMESPACE,
@@ -206,6 +201,18 @@ def test_a_leader_past_its_renew_deadline_writes_nothing_even_before_its_watchdo
         on_lost=lambda: lost.append(True),
     )
     assert elector.try_acquire_or_renew()
+    return elector
+
+
+def test_a_leader_past_its_renew_deadline_writes_nothing_even_before_its_watchdog_runs(
+    api: ApiThread,
+) -> None:
+    """As after a SIGSTOP longer than the renew deadline: on SIGCONT every thread resumes at once
+    and the watchdog that exits the process races the threads that write. The operator's own
+    client checks the deadline before every write: past it, the write is not sent and the
+    replica gives up its leadership (``on_lost``: exit) at once."""
+    lost: list[bool] = []
+    elector = leading_elector(api, lost)
     kube = elector.guard(api.client())  # what `run` hands to the handlers
     kube.create(_config_map("written-while-leading"))
     assert kube.get("v1", "ConfigMap", NAMESPACE, "written-while-leading") is not None
@@ -232,17 +239,7 @@ async def test_a_replica_past_its_renew_deadline_starts_no_promotion_step(api: A
     """A step may act on Postgres (``pg_promote``), not only on the API: the runner checks the
     deadline before it starts one."""
     lost: list[bool] = []
-    elector = LeaderElector(
-        api.client(),
-        namespace=NAMESPACE,
-        name="gocd-ha-operator",
-        identity="op-paused",
-        lease_duration=LEASE,
-        renew_deadline=RENEW,
-        retry_period=RETRY,
-        on_lost=lambda: lost.append(True),
-    )
-    assert elector.try_acquire_or_renew()
+    elector = leading_elector(api, lost)
     config = OperatorConfig(operator_image="x", kube_factory=lambda: elector.guard(api.client()))
     runner = PromotionRunner(
         config, ClusterRef(NAMESPACE, "ci"), ClusterState(), cast(StatusWriter, None)

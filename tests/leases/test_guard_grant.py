@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from gocd_ha_operator.api.constants import LEASE_GRANT_FILE
-from gocd_ha_operator.guard.instance import GuardSettings, InstanceGuard
+from gocd_ha_operator.guard.instance import InstanceGuard
 from gocd_ha_operator.kube.apply import KubeClient
 from tests.leases.conftest import NAMESPACE, ApiThread
 from tests.leases.test_instance_guard import (
-    LEASE_SECONDS,
     RENEW_DEADLINE_SECONDS,
-    RETRY_SECONDS,
     side_a_holds_the_lease,
+    side_a_settings,
 )
 
 
@@ -39,18 +38,8 @@ def test_a_grant_asked_for_during_a_slow_lease_read_is_answered_by_that_attempt(
     kube = api.client()
     side_a_holds_the_lease(kube)
     grant = tmp_path / LEASE_GRANT_FILE
-    settings = GuardSettings(
-        cluster="ci",
-        namespace=NAMESPACE,
-        side="a",
-        lease_duration=LEASE_SECONDS,
-        renew_deadline=RENEW_DEADLINE_SECONDS,
-        retry_period=RETRY_SECONDS,
-        socket_dir=tmp_path,
-        port=1,  # nothing listens: the local Postgres is down, as before its first start
-        password_file=tmp_path / "no-password",
-        grant_file=grant,
-    )
+    # Port 1: nothing listens, the local Postgres is down, as before its first start.
+    settings = side_a_settings(tmp_path, grant, port=1, password_file=tmp_path / "no-password")
     guard = InstanceGuard(settings, AskedDuringRead(kube, grant.with_name(grant.name + ".request")))
     before = time.time()
     guard.attempt()

@@ -137,6 +137,25 @@ def side_a_holds_the_lease(kube: Any) -> None:
     )
 
 
+def side_a_settings(
+    socket_dir: Path, grant: Path, *, port: int, password_file: Path
+) -> GuardSettings:
+    """The settings of side a's guard of the cluster ``ci`` with this module's Lease timings, for
+    a guard run in the test process (its local Postgres at ``socket_dir``/``port``)."""
+    return GuardSettings(
+        cluster="ci",
+        namespace=NAMESPACE,
+        side="a",
+        lease_duration=LEASE_SECONDS,
+        renew_deadline=RENEW_DEADLINE_SECONDS,
+        retry_period=RETRY_SECONDS,
+        socket_dir=socket_dir,
+        port=port,
+        password_file=password_file,
+        grant_file=grant,
+    )
+
+
 def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
     api: ApiThread, proxy: TcpProxy, cluster: PgCluster, tmp_path: Path
 ) -> None:
@@ -234,18 +253,7 @@ def test_a_restarted_guard_continues_its_predecessors_deadline_and_no_further(
     """The grant file is the only memory a guard leaves: a successor (container restart) takes the
     deadline from it, and without it starts with a deadline that has already passed."""
     grant = tmp_path / LEASE_GRANT_FILE
-    settings = GuardSettings(
-        cluster="ci",
-        namespace=NAMESPACE,
-        side="a",
-        lease_duration=LEASE_SECONDS,
-        renew_deadline=RENEW_DEADLINE_SECONDS,
-        retry_period=RETRY_SECONDS,
-        socket_dir=tmp_path,
-        port=5432,
-        password_file=tmp_path / "password",
-        grant_file=grant,
-    )
+    settings = side_a_settings(tmp_path, grant, port=5432, password_file=tmp_path / "password")
     kube = client_for("http://127.0.0.1:9")
     assert InstanceGuard(settings, kube).deadline <= time.monotonic()
     # Written to the millisecond, rounded down: "%.3f" could round the grant up past now + 3 s.

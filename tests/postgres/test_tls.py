@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -31,6 +32,27 @@ from tests.support.pg import (
 )
 
 pytestmark = pytest.mark.postgres
+
+
+def guard_without_api(cluster: PgCluster, instance: PgInstance, **settings: Any) -> InstanceGuard:
+    """An instance guard of ``instance`` with no API client, for what does not use the API (the
+    probe, reloading the certificate); ``settings`` are added to its ``GuardSettings``."""
+    return InstanceGuard(
+        GuardSettings(
+            cluster="ci",
+            namespace="pgtest",
+            side=instance.side,
+            lease_duration=30,
+            renew_deadline=20,
+            retry_period=4,
+            socket_dir=instance.socket_dir,
+            port=instance.port,
+            password_file=cluster.password_file("operator"),
+            grant_file=instance.socket_dir / "no-grant",
+            **settings,
+        ),
+        kube=None,  # type: ignore[arg-type]  # not used by the probe or the certificate reload
+    )
 
 
 def ssl_rows(instance: PgInstance) -> list[tuple[str, str, bool, str | None]]:
@@ -77,22 +99,8 @@ async def test_replication_and_every_client_negotiate_tls(cluster: PgCluster) ->
         rows = ssl_rows(primary)
     assert rows and all(ssl for _t, _u, ssl, _v in rows), rows
     # The instance guard's probe over TCP verifies too (and answers: it is a primary).
-    guard = InstanceGuard(
-        GuardSettings(
-            cluster="ci",
-            namespace="pgtest",
-            side=primary.side,
-            lease_duration=30,
-            renew_deadline=20,
-            retry_period=4,
-            socket_dir=primary.socket_dir,
-            port=primary.port,
-            password_file=cluster.password_file("operator"),
-            grant_file=primary.socket_dir / "no-grant",
-            postgres_host=primary.server_name,
-            postgres_hostaddr=LOOPBACK,
-        ),
-        kube=None,  # type: ignore[arg-type]  # the probe does not use the API
+    guard = guard_without_api(
+        cluster, primary, postgres_host=primary.server_name, postgres_hostaddr=LOOPBACK
     )
     assert guard.probe().name == "PRIMARY"
 
@@ -211,22 +219,7 @@ def test_a_replaced_server_certificate_is_served_after_a_reload_under_a_writer(
         conn.execute("CREATE TABLE rotation (n int PRIMARY KEY)")
     before = serial_served(primary)
     postmaster = primary.postmaster_pid()
-    guard = InstanceGuard(
-        GuardSettings(
-            cluster="ci",
-            namespace="pgtest",
-            side=primary.side,
-            lease_duration=30,
-            renew_deadline=20,
-            retry_period=4,
-            socket_dir=primary.socket_dir,
-            port=primary.port,
-            password_file=cluster.password_file("operator"),
-            grant_file=primary.socket_dir / "no-grant",
-            tls_secret_dir=cluster.tls_secret_dir,
-        ),
-        kube=None,  # type: ignore[arg-type]  # reloading the certificate does not use the API
-    )
+    guard = guard_without_api(cluster, primary, tls_secret_dir=cluster.tls_secret_dir)
     guard.reload_certificate()  # nothing changed: nothing copied, no reload
     assert serial_served(primary) == before
     writer = Writer(primary)

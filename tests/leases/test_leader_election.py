@@ -30,6 +30,7 @@ from gocd_ha_operator.controller.status import StatusWriter
 from gocd_ha_operator.kube.lease import get_lease
 from gocd_ha_operator.rules.promotion import Step
 from tests.leases.conftest import NAMESPACE, ApiThread, TcpProxy, write_kubeconfig
+from tests.support.operators import start_operator
 from tests.support.pg import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,29 +65,9 @@ class Operator:
             "POD_NAME": name,
             "GOCDHA_ENDPOINTS": json.dumps(closed),
         }
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gocd_ha_operator.cli.main",
-                    "run",
-                    "--all-namespaces",
-                    f"--leader-election-namespace={NAMESPACE}",
-                    f"--leader-election-lease-duration={LEASE}",
-                    f"--leader-election-renew-deadline={RENEW}",
-                    f"--leader-election-retry-period={RETRY}",
-                    "--log-format=plain",
-                    "--observe-interval=1",
-                    # Not the default :8081: another worker's (or another checkout's) operator
-                    # may hold it, and this one would stop at start-up ("Address already in use").
-                    "--metrics-bind-address=0",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = start_operator(
+            self.log, env, namespace=NAMESPACE, lease=LEASE, renew=RENEW, retry=RETRY
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

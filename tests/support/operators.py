@@ -199,6 +199,43 @@ def write_kubeconfig(path: Path, server: str, namespace: str) -> Path:
     return path
 
 
+def start_operator(
+    log: Path,
+    env: dict[str, str],
+    *,
+    namespace: str,
+    lease: float,
+    renew: float,
+    retry: float,
+) -> subprocess.Popen[bytes]:
+    """A ``gocd-ha-operator run --all-namespaces`` process with leader election in ``namespace``
+    (Lease duration, renew deadline, retry period in seconds), observing every second, plain logs
+    to ``log`` (stdout and stderr), in ``env``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gocd_ha_operator.cli.main",
+                "run",
+                "--all-namespaces",
+                f"--leader-election-namespace={namespace}",
+                f"--leader-election-lease-duration={lease}",
+                f"--leader-election-renew-deadline={renew}",
+                f"--leader-election-retry-period={retry}",
+                "--log-format=plain",
+                "--observe-interval=1",
+                # Not the default :8081: another worker's (or another checkout's) operator may
+                # hold it, and this one would stop at start-up ("Address already in use").
+                "--metrics-bind-address=0",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 class OperatorProcess:
     """``gocd-ha-operator run --all-namespaces`` with leader election, as replica ``name``."""
 
@@ -215,27 +252,14 @@ class OperatorProcess:
             "GOCDHA_OPERATOR_IMAGE": "local/gocd-ha-operator:dev",
         }
         env.pop("POD_NAMESPACE", None)
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gocd_ha_operator.cli.main",
-                    "run",
-                    "--all-namespaces",
-                    f"--leader-election-namespace={stack.namespace}",
-                    f"--leader-election-lease-duration={LEASE_SECONDS}",
-                    f"--leader-election-renew-deadline={RENEW_SECONDS}",
-                    f"--leader-election-retry-period={RETRY_SECONDS}",
-                    "--metrics-bind-address=0",
-                    "--observe-interval=1",
-                    "--log-format=plain",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = start_operator(
+            self.log,
+            env,
+            namespace=stack.namespace,
+            lease=LEASE_SECONDS,
+            renew=RENEW_SECONDS,
+            retry=RETRY_SECONDS,
+        )
 
     @property
     def pid(self) -> int:

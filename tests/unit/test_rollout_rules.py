@@ -129,6 +129,12 @@ def then(decision: RolloutDecision, inp: RolloutInput, **changes: Any) -> Rollou
     return dataclasses.replace(inp, pins=pins, previous=decision.configuration, **changes)
 
 
+def with_roll_at_switchover(decision: RolloutDecision) -> ConfigurationStatus:
+    """The configuration ``decision`` recorded, with its roll moved on to the switchover step."""
+    rollout = decision.configuration.rollout.model_copy(update={"step": RolloutStep.SWITCHOVER})
+    return decision.configuration.model_copy(update={"rollout": rollout})
+
+
 def test_nothing_pending_is_applied() -> None:
     decision = decide(state(a=serving(), b=streaming()))
     assert (decision.condition_status, decision.reason) == ("True", ConfigReason.APPLIED)
@@ -214,13 +220,7 @@ def test_a_rejoin_that_restarted_the_old_primary_needs_no_second_restart() -> No
         state(a=serving(pending=("shared_buffers",)), b=streaming(pending=("shared_buffers",)))
     )
     token = str(token_roll.configuration.rollout.token)
-    previous = token_roll.configuration.model_copy(
-        update={
-            "rollout": token_roll.configuration.rollout.model_copy(
-                update={"step": RolloutStep.SWITCHOVER}
-            )
-        }
-    )
+    previous = with_roll_at_switchover(token_roll)
     done = PromotionStatus(token=token, result="Succeeded", step="Done", from_side="a", to_side="b")
     decision = decide(
         state(
@@ -265,13 +265,7 @@ def test_a_failed_switchover_blocks_the_roll_until_the_spec_changes() -> None:
     pending = ("max_connections",)
     started = decide(state(a=serving(pending=pending), b=streaming(pending=pending)))
     token = str(started.configuration.rollout.token)
-    at_switchover = started.configuration.model_copy(
-        update={
-            "rollout": started.configuration.rollout.model_copy(
-                update={"step": RolloutStep.SWITCHOVER}
-            )
-        }
-    )
+    at_switchover = with_roll_at_switchover(started)
     failed = PromotionStatus(
         token=token,
         result="Failed",
@@ -312,13 +306,7 @@ def test_a_manually_rejoined_old_primary_ends_the_roll() -> None:
     pending = ("max_connections",)
     started = decide(state(a=serving(pending=pending), b=streaming(pending=pending)))
     token = str(started.configuration.rollout.token)
-    previous = started.configuration.model_copy(
-        update={
-            "rollout": started.configuration.rollout.model_copy(
-                update={"step": RolloutStep.SWITCHOVER}
-            )
-        }
-    )
+    previous = with_roll_at_switchover(started)
     done = PromotionStatus(token=token, result="Succeeded", step="Done", from_side="a", to_side="b")
     decision = decide(
         state(

@@ -111,6 +111,20 @@ def floor_runs(runs: int) -> list[float]:
     return figures
 
 
+async def first_commit_elsewhere(writer: RowWriter, old_port: int, after: float) -> float:
+    """Wait up to 30 s for the writer's first commit later than ``after`` (monotonic) on another
+    port than ``old_port`` (the new primary), then stop the writer; that commit's time, or NaN."""
+    deadline = time.monotonic() + 30
+
+    def on_new() -> list[float]:
+        return [c.at for c in writer.commits if c.port != old_port and c.at > after]
+
+    while time.monotonic() < deadline and not on_new():
+        await asyncio.sleep(0.01)
+    await writer.stop()
+    return min(on_new(), default=float("nan"))
+
+
 async def step_events(stack: LocalStack, since: float) -> dict[str, float]:
     """Wall-clock time of each promotion Event of ``NAME`` posted after ``since``."""
     events = await stack.request("GET", f"/api/v1/namespaces/{NAMESPACE}/events")
@@ -153,15 +167,7 @@ async def switch(
     wall, annotated = time.time(), time.monotonic()
     await stack.annotate(NAME, ANNOTATION_PROMOTE, token)
     promotion = await stack.wait_for(finished(token), NAME, timeout=120, what=token)
-    deadline = time.monotonic() + 30
-
-    def on_new() -> list[float]:
-        return [c.at for c in writer.commits if c.port != old_port and c.at > annotated]
-
-    while time.monotonic() < deadline and not on_new():
-        await asyncio.sleep(0.01)
-    await writer.stop()
-    first_new = min(on_new(), default=float("nan"))
+    first_new = await first_commit_elsewhere(writer, old_port, annotated)
     last_old = max(
         (c.at for c in writer.commits if c.port == old_port and c.at < first_new),
         default=float("nan"),
@@ -307,15 +313,7 @@ async def failover() -> str:
         promotion = await stack.wait_for(
             finished("bench-failover"), NAME, timeout=120, what="the failover"
         )
-        deadline = time.monotonic() + 30
-
-        def on_new() -> list[float]:
-            return [c.at for c in writer.commits if c.port != old_port and c.at > annotated]
-
-        while time.monotonic() < deadline and not on_new():
-            await asyncio.sleep(0.01)
-        await writer.stop()
-        first_new = min(on_new(), default=float("nan"))
+        first_new = await first_commit_elsewhere(writer, old_port, annotated)
         lost = len(writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary"))
         lease = (await stack.status(NAME)).get("lease", {})
         return (

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 
@@ -29,6 +30,31 @@ def streaming_from(primary: str, status: dict[str, Any]) -> bool:
         and status.get("replication", {}).get("state") == "Streaming"
         and replicating.get("status") == "True"
     )
+
+
+#: How long a client waits for a Service to select a pod before it gives up. The roles move in
+#: the API before the node's endpoints follow (the local kubelet's next sync, kube-proxy's next
+#: update on a real node): a promotion's ``Succeeded`` does not mean the Service already routes.
+SERVICE_WAIT_SECONDS: Final = 30.0
+
+
+async def conninfo_when_selected(
+    lookup: Callable[[], Awaitable[dict[str, Any] | None]],
+    service: str,
+    *,
+    timeout: float = SERVICE_WAIT_SECONDS,
+    poll: float = 0.05,
+) -> dict[str, Any]:
+    """``lookup()``'s connection parameters once ``service`` selects a pod, as a client that
+    retries its connection sees them; :class:`RuntimeError` naming the Service after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await lookup()
+        if info is not None:
+            return info
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{service} selects nothing (waited {timeout:g} s)")
+        await asyncio.sleep(poll)
 
 
 @dataclass(frozen=True)
@@ -55,10 +81,13 @@ class RowWriter:
     def acknowledged(self) -> set[int]:
         return {commit.row for commit in self.commits}
 
+    async def _conninfo(self, service: str) -> dict[str, Any]:
+        return await conninfo_when_selected(
+            lambda: self.stack.gocd_conninfo(self.cluster, service), service
+        )
+
     async def prepare(self) -> None:
-        info = await self.stack.gocd_conninfo(self.cluster, f"{self.cluster}-pg-primary")
-        if info is None:
-            raise RuntimeError("the primary Service selects nothing")
+        info = await self._conninfo(f"{self.cluster}-pg-primary")
         async with await psycopg.AsyncConnection.connect(**info, autocommit=True) as conn:
             await conn.execute("CREATE TABLE IF NOT EXISTS builds (id int PRIMARY KEY)")
 
@@ -93,9 +122,7 @@ class RowWriter:
             self._task = None
 
     async def rows_on(self, service: str) -> set[int]:
-        info = await self.stack.gocd_conninfo(self.cluster, service)
-        if info is None:
-            raise RuntimeError(f"{service} selects nothing")
+        info = await self._conninfo(service)
         async with await psycopg.AsyncConnection.connect(**info) as conn:
             cursor = await conn.execute("SELECT id FROM builds")
             return {row[0] for row in await cursor.fetchall()}

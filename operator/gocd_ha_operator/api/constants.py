@@ -171,6 +171,9 @@ BC_TOKEN_USER: Final = "gocdha"
 #: Cold mode: the sync agent's status port on the primary GoCD pod.
 SYNC_AGENT_PORT: Final = 8155
 SYNC_TOKEN_DIR: Final = "/var/run/gocdha/token"
+#: Cold mode: where the sync agent mounts its serving certificate (``tls.crt``, ``tls.key`` of
+#: ``<name>-sync-agent-tls``, docs/architecture.md §17); ``/status`` is served over HTTPS only.
+SYNC_TLS_DIR: Final = "/var/run/gocdha/sync-agent-tls"
 
 # --- Operator runtime ----------------------------------------------------------------------------
 ENV_ENDPOINTS: Final = "GOCDHA_ENDPOINTS"

@@ -56,7 +56,13 @@ from gocd_ha_operator.builders.postgres import (
     recovering,
     shared_claim_name,
 )
-from gocd_ha_operator.builders.tls import ca_mount, ca_volume
+from gocd_ha_operator.builders.tls import (
+    ca_mount,
+    ca_volume,
+    sync_agent_tls_arguments,
+    sync_agent_tls_mount,
+    sync_agent_tls_volume,
+)
 from gocd_ha_operator.kube.labels import selector_labels
 
 #: How often the Cold-mode sync agent mirrors the primary's files.
@@ -231,7 +237,8 @@ def warm_pod_parts(inputs: BuildInputs) -> PodParts:
 def cold_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
     """Cold: the shared volume; on the primary side, an init container restoring the mirror
     (a promoted server starts from the old primary's files) and the sync agent that keeps the
-    mirror current. A Cold standby runs no pod, so it needs neither."""
+    mirror current and serves its ``/status`` over HTTPS (its certificate is mounted in that
+    container only). A Cold standby runs no pod, so it needs neither."""
     shared = {"name": "shared", "persistentVolumeClaim": {"claimName": shared_claim_name(inputs)}}
     if inputs.topology.role(side) != "primary":
         return PodParts(volumes=(shared,))
@@ -262,11 +269,13 @@ def cold_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
             str(SYNC_INTERVAL_SECONDS),
             "--side",
             side,
+            *sync_agent_tls_arguments(),
         ],
         [
             {**_godata_mount(), "readOnly": True},
             {"name": "shared", "mountPath": SHARED_MOUNT},
             {"name": "bc-token", "mountPath": SYNC_TOKEN_DIR, "readOnly": True},
+            sync_agent_tls_mount(),
         ],
     )
     agent["ports"] = [{"name": "sync-status", "containerPort": SYNC_AGENT_PORT, "protocol": "TCP"}]
@@ -275,7 +284,11 @@ def cold_pod_parts(inputs: BuildInputs, side: Side) -> PodParts:
         "periodSeconds": 10,
         "failureThreshold": 3,
     }
-    return PodParts(volumes=(shared,), init_containers=(restore,), sidecars=(agent,))
+    return PodParts(
+        volumes=(shared, sync_agent_tls_volume(inputs, SECRET_FILE_MODE)),
+        init_containers=(restore,),
+        sidecars=(agent,),
+    )
 
 
 def artifacts_pod_parts(inputs: BuildInputs) -> PodParts:

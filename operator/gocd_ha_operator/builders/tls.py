@@ -6,6 +6,8 @@ certificate Secrets.
   it again and reloads Postgres when the Secret changes). ``<name>-ca`` (the CA key) is mounted
   nowhere: only the operator reads it.
 * GoCD pods and backup Jobs mount ``ca.crt`` only, to verify the server.
+* Cold mode: the primary GoCD pod's ``sync-agent`` container, and nothing else, mounts ``tls.crt``
+  and ``tls.key`` of ``<name>-sync-agent-tls``: it serves ``/status`` over HTTPS with them.
 
 The Secrets themselves hold generated keys, so the controller makes them (``controller/tls.py``),
 never a builder.
@@ -18,13 +20,17 @@ from typing import Any, Final
 from gocd_ha_operator.api.constants import (
     ENV_TLS_SECRET_DIR,
     PG_TLS_SECRET_DIR,
+    SYNC_TLS_DIR,
     TLS_CA_CERT_KEY,
     TLS_CA_DIR,
+    TLS_CERT_KEY,
+    TLS_PRIVATE_KEY,
 )
 from gocd_ha_operator.builders.common import BuildInputs
 
 SERVER_TLS_VOLUME: Final = "server-tls"
 CA_VOLUME: Final = "postgres-ca"
+SYNC_AGENT_TLS_VOLUME: Final = "sync-agent-tls"
 #: The CA certificate file a client verifies Postgres with (GoCD pods, backup Jobs).
 CA_FILE: Final = f"{TLS_CA_DIR}/{TLS_CA_CERT_KEY}"
 
@@ -64,3 +70,36 @@ def ca_volume(inputs: BuildInputs) -> dict[str, Any]:
 
 def ca_mount() -> dict[str, Any]:
     return {"name": CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True}
+
+
+def sync_agent_tls_volume(inputs: BuildInputs, file_mode: int) -> dict[str, Any]:
+    """The sync agent's certificate and key only (not the Secret's ``ca.crt``: a server does not
+    need it)."""
+    return {
+        "name": SYNC_AGENT_TLS_VOLUME,
+        "secret": {
+            "secretName": inputs.names.sync_agent_tls_secret,
+            "defaultMode": file_mode,
+            "items": [
+                {"key": TLS_CERT_KEY, "path": TLS_CERT_KEY},
+                {"key": TLS_PRIVATE_KEY, "path": TLS_PRIVATE_KEY},
+            ],
+        },
+    }
+
+
+def sync_agent_tls_mount() -> dict[str, Any]:
+    # A whole directory, never a subPath: the kubelet then replaces the files in a running pod
+    # when the Secret is renewed, and the agent reloads them.
+    return {"name": SYNC_AGENT_TLS_VOLUME, "mountPath": SYNC_TLS_DIR, "readOnly": True}
+
+
+def sync_agent_tls_arguments() -> list[str]:
+    """The agent's arguments naming the mounted files (each path a whole argument, which the
+    local kubelet rewrites)."""
+    return [
+        "--tls-cert-file",
+        f"{SYNC_TLS_DIR}/{TLS_CERT_KEY}",
+        "--tls-key-file",
+        f"{SYNC_TLS_DIR}/{TLS_PRIVATE_KEY}",
+    ]

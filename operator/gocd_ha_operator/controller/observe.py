@@ -5,8 +5,8 @@ one function per condition, are in :mod:`gocd_ha_operator.rules.conditions`):
 
 * :func:`observe_cluster` (I/O): connects to each side's Postgres as the operator role, to each
   running GoCD server's health endpoint, and to the config-sync source (the Warm standby's
-  business-continuity dashboard, or the Cold sync agent). Everything has a timeout, and an
-  unreachable endpoint is an observation, never an exception.
+  business-continuity dashboard, or the Cold sync agent over verified HTTPS). Everything has a
+  timeout, and an unreachable endpoint is an observation, never an exception.
 * :func:`compute_status` (pure): observation + previous status + clock in, new status and the
   conditions that changed out. ``lastTransitionTime`` moves only when a condition's status flips.
 """
@@ -44,7 +44,10 @@ from gocd_ha_operator.controller.reconcile import existing_operator_password
 from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.gocd.client import (
     ConfigSyncReading,
+    GoCDUnreachableError,
+    VerifiedServer,
     check_health,
+    config_sync_from_error,
     read_bc_dashboard,
     read_sync_agent_status,
 )
@@ -143,9 +146,11 @@ async def _observe_postgres(
         return InstanceObservation(endpoint=str(client.endpoint), reachable=False, error=str(exc))
 
 
-def _base_url(cluster: GoCDHACluster, service: str, port: int, overrides: Any) -> str:
+def _base_url(
+    cluster: GoCDHACluster, service: str, port: int, overrides: Any, *, scheme: str = "http"
+) -> str:
     endpoint = resolve(cluster.namespace, service, port, overrides)
-    return f"http://{endpoint.host}:{endpoint.port}"
+    return f"{scheme}://{endpoint.host}:{endpoint.port}"
 
 
 async def _observe_gocd(
@@ -166,6 +171,8 @@ async def _observe_config_sync(
     credentials: ClusterCredentials,
     overrides: Mapping[str, Endpoint] | None,
     now: datetime,
+    *,
+    ca_pem: bytes | None,
 ) -> ConfigSyncReading | None:
     try:
         token = parse_token(credentials.bc_token)
@@ -183,10 +190,19 @@ async def _observe_config_sync(
             now=now,
             timeout=ENDPOINT_TIMEOUT_SECONDS,
         )
-    url = _base_url(cluster, names.gocd_side_service(topology.primary), SYNC_AGENT_PORT, overrides)
+    # Cold: HTTPS, verified against the cluster CA and the side Service's name (§17).
+    service = names.gocd_side_service(topology.primary)
+    url = _base_url(cluster, service, SYNC_AGENT_PORT, overrides, scheme="https")
+    if ca_pem is None:
+        missing = GoCDUnreachableError(
+            f"no CA certificate to verify the sync agent with (Secret {names.ca_secret}); "
+            "the token was not sent"
+        )
+        return config_sync_from_error("Cold", f"{url}/status", missing)
     return await read_sync_agent_status(
         url,
         token,
+        verify=VerifiedServer(ca_pem, f"{service}.{cluster.namespace}.svc"),
         max_age_seconds=CONFIG_SYNC_MAX_AGE_SECONDS,
         now=now,
         timeout=ENDPOINT_TIMEOUT_SECONDS,
@@ -204,7 +220,8 @@ async def observe_cluster(
     ca_pem: bytes | None = None,
 ) -> ClusterObservation:
     """Look at everything at once; the slowest endpoint bounds the time taken. ``ca_pem`` is the
-    cluster CA the Postgres connections verify with (without it Postgres is not connected to)."""
+    cluster CA the Postgres connections and the Cold sync agent's HTTPS verify with (without it
+    neither is connected to)."""
     inputs = BuildInputs(cluster, topology, credentials, operator_image)
     replicas = {side: gocd_replicas(inputs, side) for side in SIDES}
     pg_a, pg_b, gocd_a, gocd_b, config_sync = await asyncio.gather(
@@ -212,7 +229,7 @@ async def observe_cluster(
         _observe_postgres(cluster, "b", credentials.operator_password, overrides, ca_pem=ca_pem),
         _observe_gocd(cluster, "a", replicas["a"], overrides),
         _observe_gocd(cluster, "b", replicas["b"], overrides),
-        _observe_config_sync(cluster, topology, credentials, overrides, now),
+        _observe_config_sync(cluster, topology, credentials, overrides, now, ca_pem=ca_pem),
     )
     return ClusterObservation(
         postgres={"a": pg_a, "b": pg_b},

@@ -1,8 +1,11 @@
-"""A cluster's Postgres TLS Secrets: created, renewed and read back by the operator.
+"""A cluster's TLS Secrets: created, renewed and read back by the operator.
 
 docs/architecture.md §17. ``<name>-ca`` keeps the cluster CA and its key (only the operator reads
-it); ``<name>-server-tls`` keeps the server certificate, its key and the CA certificate, and is
-what the Postgres pods mount (GoCD pods mount its ``ca.crt`` only). The decision (renew or keep)
+it); ``<name>-server-tls`` keeps the Postgres server certificate, its key and the CA certificate,
+and is what the Postgres pods mount (GoCD pods mount its ``ca.crt`` only). In Cold mode
+``<name>-sync-agent-tls`` keeps the sync agent's certificate for the GoCD side Services, signed by
+the same CA; only the sync-agent container mounts its ``tls.crt`` and ``tls.key``. The decision
+(renew or keep)
 is :func:`kube.certificates.server_certificate_problem` with the clock passed in; this module does
 the I/O. A CA that exists is never replaced here: a new CA would break every client that still
 trusts the old one (the docs say how to rotate it by hand).
@@ -20,11 +23,12 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from gocd_ha_operator.api.constants import COMPONENT_POSTGRES, TLS_CA_CERT_KEY
+from gocd_ha_operator.api.constants import COMPONENT_GOCD, COMPONENT_POSTGRES, TLS_CA_CERT_KEY
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.kube.apply import ApplyResult, KubeApiError, KubeClient, NotOwnedError
@@ -39,6 +43,43 @@ logger = logging.getLogger(__name__)
 CERTIFICATE_CHECK_INTERVAL: Final = timedelta(minutes=5)
 
 
+@dataclass(frozen=True)
+class ServingSecret:
+    """A server certificate Secret the CA signs: its name, the names it must carry, the
+    component label of the Secret, and what those names are (for log and problem messages)."""
+
+    name: str
+    dns_names: tuple[str, ...]
+    component: str
+    services: str
+
+
+def serving_secrets(cluster: GoCDHACluster) -> list[ServingSecret]:
+    """The server certificates a cluster needs: Postgres always; in Cold mode also the sync
+    agent's, whose ``/status`` the operator reads over HTTPS (docs/architecture.md §17). A
+    separate certificate, not more names on the Postgres one: the GoCD pod then holds no key a
+    Postgres client would accept."""
+    names = ChildNames(cluster.name)
+    wanted = [
+        ServingSecret(
+            names.server_tls_secret,
+            tuple(certificates.postgres_dns_names(cluster.name, cluster.namespace)),
+            COMPONENT_POSTGRES,
+            "Postgres",
+        )
+    ]
+    if cluster.spec.gocd.effective_standby_mode == "Cold":
+        wanted.append(
+            ServingSecret(
+                names.sync_agent_tls_secret,
+                tuple(certificates.sync_agent_dns_names(cluster.name, cluster.namespace)),
+                COMPONENT_GOCD,
+                "GoCD side",
+            )
+        )
+    return wanted
+
+
 def _controlled_by_other(live: Mapping[str, Any], owner_uid: str) -> bool:
     for ref in (live.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller") and ref.get("uid") != owner_uid:
@@ -46,14 +87,20 @@ def _controlled_by_other(live: Mapping[str, Any], owner_uid: str) -> bool:
     return False
 
 
-def _secret(cluster: GoCDHACluster, name: str, data: dict[str, str], kind: str) -> dict[str, Any]:
+def _secret(
+    cluster: GoCDHACluster,
+    name: str,
+    data: dict[str, str],
+    kind: str,
+    component: str = COMPONENT_POSTGRES,
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
             "name": name,
             "namespace": cluster.namespace,
-            "labels": object_labels(cluster.name, COMPONENT_POSTGRES, None, None),
+            "labels": object_labels(cluster.name, component, None, None),
         },
         "type": kind,
         "data": data,
@@ -88,10 +135,11 @@ def _keep_labels(
     cluster: GoCDHACluster,
     live: Mapping[str, Any],
     result: ApplyResult,
+    component: str = COMPONENT_POSTGRES,
 ) -> None:
     """Put the child labels back on a kept Secret someone edited (its data stays)."""
     meta = live.get("metadata") or {}
-    wanted = object_labels(cluster.name, COMPONENT_POSTGRES, None, None)
+    wanted = object_labels(cluster.name, component, None, None)
     labels = meta.get("labels") or {}
     if all(labels.get(key) == value for key, value in wanted.items()):
         result.unchanged.append(f"Secret/{meta.get('name')}")
@@ -109,10 +157,11 @@ def ensure_certificates(
     result: ApplyResult | None = None,
     create: bool = True,
 ) -> bytes | None:
-    """Make sure the CA and a current server certificate exist; return the CA certificate PEM.
+    """Make sure the CA and current server certificates (:func:`serving_secrets`) exist; return
+    the CA certificate PEM.
 
     Writes only when something is missing or due: an unchanged cluster causes no write. With
-    ``create=False`` (the supervisor's periodic check) only an existing pair is renewed: making
+    ``create=False`` (the supervisor's periodic check) only existing Secrets are renewed: making
     them is the reconcile's job, which does not run for an invalid resource; ``None`` is returned
     while they do not exist. Raises :class:`NotOwnedError` when a Secret of the same name is
     controlled by another object.
@@ -156,39 +205,57 @@ def ensure_certificates(
     else:
         assert live_ca is not None
         _keep_labels(kube, cluster, live_ca, result)
-    dns_names = certificates.postgres_dns_names(cluster.name, cluster.namespace)
-    live_server = kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret)
-    if live_server is not None and _controlled_by_other(live_server, owner_uid):
-        raise NotOwnedError(
-            f"Secret/{names.server_tls_secret} exists and is controlled by another object"
-        )
-    kept_server = certificates.ServingCertificate.from_secret_data(
-        live_server.get("data") if live_server else None
-    )
+    for serving in serving_secrets(cluster):
+        _ensure_serving(kube, owner, cluster, ca, serving, now=now, result=result, create=create)
+    return ca.cert_pem
+
+
+def _ensure_serving(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    ca: certificates.CertificateAuthority,
+    serving: ServingSecret,
+    *,
+    now: datetime,
+    result: ApplyResult,
+    create: bool,
+) -> None:
+    """Keep ``serving``'s certificate when it is current, otherwise issue a new one signed by
+    ``ca`` (also at two thirds of its lifetime). With ``create=False`` a missing Secret is left
+    to the reconcile."""
+    live = kube.get("v1", "Secret", cluster.namespace, serving.name)
+    if live is None and not create:
+        return
+    if live is not None and _controlled_by_other(live, str(owner["metadata"]["uid"])):
+        raise NotOwnedError(f"Secret/{serving.name} exists and is controlled by another object")
+    kept = certificates.ServingCertificate.from_secret_data(live.get("data") if live else None)
     why = (
         "it does not exist"
-        if kept_server is None
-        else certificates.server_certificate_problem(kept_server, ca, dns_names, now=now)
+        if kept is None
+        else certificates.server_certificate_problem(
+            kept, ca, serving.dns_names, now=now, services=serving.services
+        )
     )
     if why is None:
-        assert live_server is not None
-        _keep_labels(kube, cluster, live_server, result)
-        return ca.cert_pem
+        assert live is not None
+        _keep_labels(kube, cluster, live, result, serving.component)
+        return
     logger.info(
-        "Issuing a new Postgres server certificate in Secret %s/%s: %s.",
+        "Issuing a new %s server certificate in Secret %s/%s: %s.",
+        serving.services,
         cluster.namespace,
-        names.server_tls_secret,
+        serving.name,
         why,
     )
-    fresh = certificates.issue_server_certificate(ca, dns_names, now=now)
+    fresh = certificates.issue_server_certificate(ca, serving.dns_names, now=now)
     _write(
         kube,
         owner,
-        _secret(cluster, names.server_tls_secret, fresh.secret_data(), "kubernetes.io/tls"),
-        live_server is not None,
+        _secret(cluster, serving.name, fresh.secret_data(), "kubernetes.io/tls", serving.component),
+        live is not None,
         result,
     )
-    return ca.cert_pem
 
 
 def create_fresh_certificates(
@@ -203,8 +270,8 @@ def create_fresh_certificates(
     request each, issue #16). ``None`` when one of them exists after all (created concurrently
     or left from an earlier owner): the caller then goes through :func:`ensure_certificates`,
     which reads, keeps what is valid and signs with the stored CA."""
-    ca_secret, server_secret = fresh_certificate_secrets(cluster, now=now)
-    for secret in (ca_secret, server_secret):
+    secrets = fresh_certificate_secrets(cluster, now=now)
+    for secret in secrets:
         try:
             kube.create(with_owner(secret, owner))
         except KubeApiError as exc:
@@ -212,21 +279,24 @@ def create_fresh_certificates(
                 return None
             raise
         result.created.append(f"Secret/{secret['metadata']['name']}")
-    return base64.b64decode(server_secret["data"][TLS_CA_CERT_KEY])
+    return base64.b64decode(secrets[1]["data"][TLS_CA_CERT_KEY])
 
 
 def fresh_certificate_secrets(cluster: GoCDHACluster, *, now: datetime) -> list[dict[str, Any]]:
-    """A new CA and server certificate as the two Secrets (no owner): what ``render`` prints,
-    like the credentials it generates afresh on every run."""
+    """A new CA and every server certificate (:func:`serving_secrets`) as Secrets (no owner),
+    the CA first: what ``render`` prints, like the credentials it generates afresh on every
+    run."""
     names = ChildNames(cluster.name)
     ca = certificates.generate_ca(f"{cluster.name}.{cluster.namespace} gocd-ha CA", now=now)
-    server = certificates.issue_server_certificate(
-        ca, certificates.postgres_dns_names(cluster.name, cluster.namespace), now=now
-    )
-    return [
-        _secret(cluster, names.ca_secret, ca.secret_data(), "Opaque"),
-        _secret(cluster, names.server_tls_secret, server.secret_data(), "kubernetes.io/tls"),
-    ]
+    out = [_secret(cluster, names.ca_secret, ca.secret_data(), "Opaque")]
+    for serving in serving_secrets(cluster):
+        server = certificates.issue_server_certificate(ca, serving.dns_names, now=now)
+        out.append(
+            _secret(
+                cluster, serving.name, server.secret_data(), "kubernetes.io/tls", serving.component
+            )
+        )
+    return out
 
 
 def read_ca_certificate(kube: KubeClient, cluster: GoCDHACluster) -> bytes | None:

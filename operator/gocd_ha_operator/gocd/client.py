@@ -11,6 +11,12 @@ Two layers, kept apart so the decisions can be tested without a network:
   carrying the ``reason`` the status should show); the ``read_*`` wrappers turn them into a
   ``configSync`` dict, because "unreachable" is a status, not a crash.
 
+The sync agent is read over HTTPS only, verified fully (``VerifiedServer``: the cluster CA and
+the Service name, whichever address is dialled); a plain ``http://`` URL is refused before
+anything is sent, so the token never leaves unencrypted. GoCD's own endpoints (health, the Warm
+business-continuity dashboard) are plain HTTP: GoCD 20.6 and later serve no HTTPS at all, and the
+HTTPS port of older versions carries a certificate GoCD made for itself (docs/architecture.md §17).
+
 Neither layer ever puts the token or any file content into a message.
 
 The ``configSync`` dict is the CRD status shape (camelCase, exactly these keys)::
@@ -27,9 +33,11 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final, Literal, TypedDict
 
 import aiohttp
@@ -116,6 +124,13 @@ class BCTokenInvalidError(GoCDClientError):
     """HTTP 422 from the dashboard: the server's token file is missing or invalid."""
 
     reason = "TokenInvalid"
+
+
+class GoCDCertificateError(GoCDClientError):
+    """The TLS handshake failed verification: not signed by the cluster CA, not for the name
+    dialled, expired. The token was not sent."""
+
+    reason = "CertificateRejected"
 
 
 class GoCDInvalidResponseError(GoCDClientError):
@@ -438,6 +453,30 @@ class HealthResult:
     message: str
 
 
+@dataclass(frozen=True)
+class VerifiedServer:
+    """How an HTTPS server is verified: the CA (PEM) its certificate must chain to and the name
+    it must carry. ``server_name`` is the Service name (``<svc>.<ns>.svc``), also when the URL
+    dials an address (``GOCDHA_ENDPOINTS``), as libpq's ``hostaddr`` does for Postgres."""
+
+    ca_pem: bytes
+    server_name: str
+
+    def __repr__(self) -> str:
+        return f"VerifiedServer(server_name={self.server_name!r}, ca={len(self.ca_pem)}B)"
+
+
+@lru_cache(maxsize=16)
+def verifying_context(ca_pem: bytes) -> ssl.SSLContext:
+    """A client context trusting ``ca_pem`` only (not the system store), with hostname checks
+    and TLS 1.2 or later. Cached per CA: a context is reusable and costly to build."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_pem.decode("ascii"))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def _join(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + path
 
@@ -449,17 +488,22 @@ async def _get(
     timeout: float,
     session: aiohttp.ClientSession | None,
     what: str,
+    verify: VerifiedServer | None = None,
 ) -> tuple[int, bytes]:
-    """GET ``url``; return status and (bounded) body. Transport failures -> Unreachable."""
+    """GET ``url``; return status and (bounded) body. Transport failures -> Unreachable, a
+    certificate that fails ``verify`` -> :class:`GoCDCertificateError`."""
     headers = {"Accept": "application/json"}
     if token is not None:
         headers["Authorization"] = token.basic_auth_header()
     client_timeout = aiohttp.ClientTimeout(total=timeout)
+    tls: dict[str, Any] = {}
+    if verify is not None:
+        tls = {"ssl": verifying_context(verify.ca_pem), "server_hostname": verify.server_name}
     own_session = session is None
     active = session or aiohttp.ClientSession()
     try:
         async with active.get(
-            url, headers=headers, timeout=client_timeout, allow_redirects=False
+            url, headers=headers, timeout=client_timeout, allow_redirects=False, **tls
         ) as response:
             body = await response.content.read(MAX_BODY_BYTES + 1)
             if len(body) > MAX_BODY_BYTES:
@@ -467,11 +511,29 @@ async def _get(
             return response.status, body
     except TimeoutError:
         raise GoCDUnreachableError(f"{what} at {url}: no answer within {timeout:g}s") from None
+    except aiohttp.ClientConnectorCertificateError as exc:
+        name = verify.server_name if verify is not None else url
+        raise GoCDCertificateError(
+            f"{what} at {url}: its certificate failed verification for {name} against the "
+            f"cluster CA ({_certificate_reason(exc)}); the token was not sent"
+        ) from None
+    except aiohttp.ClientSSLError as exc:
+        raise GoCDUnreachableError(
+            f"{what} at {url}: TLS handshake failed ({type(exc).__name__}: {exc}); the token "
+            "was not sent"
+        ) from None
     except aiohttp.ClientError as exc:
         raise GoCDUnreachableError(f"{what} at {url}: {type(exc).__name__}: {exc}") from None
     finally:
         if own_session:
             await active.close()
+
+
+def _certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    error = exc.certificate_error
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return str(error.verify_message)
+    return str(error)
 
 
 def _json_object(body: bytes, *, url: str, what: str) -> dict[str, Any]:
@@ -537,13 +599,19 @@ async def fetch_sync_agent_status(
     base_url: str,
     token: BCToken,
     *,
+    verify: VerifiedServer,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     session: aiohttp.ClientSession | None = None,
 ) -> dict[str, Any]:
-    """The Cold sync agent's ``/status``; raises a ``GoCDClientError`` subclass on failure."""
+    """The Cold sync agent's ``/status`` over verified HTTPS; raises a ``GoCDClientError``
+    subclass on failure and ``ValueError`` for a URL that is not ``https://``."""
+    if not base_url.startswith("https://"):
+        raise ValueError(f"the sync agent is read over HTTPS only, not {base_url!r}")
     url = _join(base_url, SYNC_AGENT_STATUS_PATH)
     what = "sync agent status"
-    status, body = await _get(url, token=token, timeout=timeout, session=session, what=what)
+    status, body = await _get(
+        url, token=token, timeout=timeout, session=session, what=what, verify=verify
+    )
     if status == 401:
         raise GoCDUnauthorizedError(f"{what} at {url} refused the token (HTTP 401)")
     if status != 200:
@@ -579,15 +647,19 @@ async def read_sync_agent_status(
     base_url: str,
     token: BCToken,
     *,
+    verify: VerifiedServer,
     max_age_seconds: float,
     now: datetime | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     session: aiohttp.ClientSession | None = None,
 ) -> ConfigSyncReading:
-    """Cold mode: read the sync agent's status into ``configSync`` (failures become reasons)."""
+    """Cold mode: read the sync agent's status into ``configSync`` (failures become reasons)
+    over HTTPS verified by ``verify``."""
     source = _join(base_url, SYNC_AGENT_STATUS_PATH)
     try:
-        payload = await fetch_sync_agent_status(base_url, token, timeout=timeout, session=session)
+        payload = await fetch_sync_agent_status(
+            base_url, token, verify=verify, timeout=timeout, session=session
+        )
     except GoCDClientError as exc:
         return config_sync_from_error("Cold", source, exc)
     return config_sync_from_agent_status(

@@ -6,7 +6,11 @@ configuration from the primary. This agent does what that feature did, from the 
 ``/godata`` (mounted read-only) into ``/shared/gocd``; the standby restores it when promoted.
 
 It also serves ``GET /status`` so the operator can fill ``status.configSync``: sync times,
-checksums of the source and of the mirror, and recent errors. The endpoint requires the
+checksums of the source and of the mirror, and recent errors. The endpoint is served over HTTPS
+only (TLS 1.2 or later; there is no plain-HTTP listener), with the certificate the operator issues
+from the cluster CA for the GoCD side Services (``--tls-cert-file``/``--tls-key-file``,
+docs/architecture.md §17); the agent reloads a renewed certificate after the cycle in which its
+files changed, so new connections get it without a restart. The endpoint requires the
 business-continuity token as HTTP Basic credentials, never serves file contents, and answers 404
 to everything else. A failing cycle (unreadable source, full volume) is reported there and in the
 log, and the loop carries on; SIGTERM ends the process after the cycle in progress.
@@ -17,9 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import signal
+import ssl
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -68,6 +74,72 @@ class AgentConfig:
     port: int
     interval_seconds: float
     side: str | None = None
+    #: The serving certificate (PEM, may include intermediates) and its key. Required: the
+    #: status endpoint is HTTPS only.
+    tls_cert_file: Path = field(kw_only=True)
+    tls_key_file: Path = field(kw_only=True)
+
+
+class CertificateError(Exception):
+    """The serving certificate or key cannot be loaded (message: the path and the reason)."""
+
+
+class ServingCertificate:
+    """The server side TLS context of the status endpoint, reloaded when its files change.
+
+    ``ssl.SSLContext.load_cert_chain`` on the context the listener already uses replaces the
+    certificate for every handshake after it; connections already open keep theirs. A renewed
+    pair that does not load (the key does not match, a half-written file) is logged and the
+    previous one kept, so the endpoint never stops serving because of a renewal.
+    """
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._loaded: bytes | None = None
+        self.reloads = 0
+        self._load(self._fingerprint())
+
+    def _fingerprint(self) -> bytes:
+        try:
+            digest = hashlib.sha256(self.cert_file.read_bytes())
+            digest.update(self.key_file.read_bytes())
+        except OSError as exc:
+            raise CertificateError(
+                f"cannot read the TLS certificate: {describe_error(exc)}"
+            ) from None
+        return digest.digest()
+
+    def _load(self, fingerprint: bytes) -> None:
+        try:
+            self.context.load_cert_chain(self.cert_file, self.key_file)
+        except ssl.SSLError as exc:
+            # The reason only (e.g. KEY_VALUES_MISMATCH): never the file content.
+            raise CertificateError(
+                f"cannot load the TLS certificate {self.cert_file} with key {self.key_file}: "
+                f"{exc.reason or exc.strerror or type(exc).__name__}"
+            ) from None
+        except OSError as exc:
+            raise CertificateError(
+                f"cannot read the TLS certificate: {describe_error(exc)}"
+            ) from None
+        self._loaded = fingerprint
+
+    def reload_if_changed(self) -> bool:
+        """Load the files again when they differ from what is served; True when reloaded."""
+        try:
+            fingerprint = self._fingerprint()
+            if fingerprint == self._loaded:
+                return False
+            self._load(fingerprint)
+        except CertificateError as exc:
+            log.warning("keeping the TLS certificate in use: %s", exc)
+            return False
+        self.reloads += 1
+        log.info("reloaded the TLS certificate from %s", self.cert_file)
+        return True
 
 
 @dataclass
@@ -125,6 +197,8 @@ class SyncAgent:
 
     def __init__(self, config: AgentConfig, *, clock: Callable[[], datetime] | None = None):
         self.config = config
+        #: Raises :class:`CertificateError` now, not at the first request.
+        self.tls = ServingCertificate(config.tls_cert_file, config.tls_key_file)
         self.state = AgentState()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._runner: web.AppRunner | None = None
@@ -195,6 +269,7 @@ class SyncAgent:
     async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.to_thread(self.sync_once)
+            self.tls.reload_if_changed()  # the kubelet replaced a renewed Secret's files
             self.cycles += 1
             self.cycle_done.set()
             self.cycle_done.clear()
@@ -227,13 +302,15 @@ class SyncAgent:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=self.tls.context)
         await site.start()
         self._runner = runner
         address = runner.addresses[0]
         self.port = int(address[1])
         self.listening.set()
-        log.info("status server listening on %s:%d%s", self.config.host, self.port, STATUS_PATH)
+        log.info(
+            "status server listening on https://%s:%d%s", self.config.host, self.port, STATUS_PATH
+        )
 
     async def stop_server(self) -> None:
         if self._runner is not None:
@@ -306,6 +383,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between mirror cycles (default: %(default)s)",
     )
     parser.add_argument("--side", choices=SIDES, help="the side this agent runs on")
+    parser.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="PEM certificate /status is served with (HTTPS only; reloaded when it changes)",
+    )
+    parser.add_argument(
+        "--tls-key-file",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="PEM private key of --tls-cert-file",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
@@ -318,16 +409,18 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         port=port,
         interval_seconds=args.interval,
         side=args.side,
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
     )
 
 
-async def run_until_signalled(config: AgentConfig) -> None:
+async def run_until_signalled(agent: SyncAgent) -> None:
     """Run the agent until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await SyncAgent(config).run(stop)
+    await agent.run(stop)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -343,7 +436,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"sync-agent: source {config.source} is not a directory", file=sys.stderr)
         return EXIT_USAGE
     try:
-        asyncio.run(run_until_signalled(config))
+        agent = SyncAgent(config)  # loads the certificate: a bad one fails here, not per request
+    except CertificateError as exc:
+        print(f"sync-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(run_until_signalled(agent))
     except OSError as exc:  # e.g. the listen address is taken
         print(f"sync-agent: {describe_error(exc)}", file=sys.stderr)
         return 1

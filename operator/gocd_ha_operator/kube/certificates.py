@@ -268,6 +268,19 @@ def postgres_dns_names(cluster: str, namespace: str) -> list[str]:
         names.postgres_role_service("primary"),
         names.postgres_role_service("standby"),
     ]
+    return _service_dns_names(services, namespace)
+
+
+def sync_agent_dns_names(cluster: str, namespace: str) -> list[str]:
+    """Every name the operator may dial the Cold sync agent by: the GoCD side Services of both
+    sides (the agent runs beside whichever server is primary), in the same four forms. Not the
+    primary Service ``<name>-gocd``: it carries users' HTTP on 8153, never the agent's port."""
+    names = ChildNames(cluster)
+    services = [names.gocd_side_service("a"), names.gocd_side_service("b")]
+    return _service_dns_names(services, namespace)
+
+
+def _service_dns_names(services: Sequence[str], namespace: str) -> list[str]:
     out: list[str] = []
     for service in services:
         base = f"{service}.{namespace}.svc"
@@ -322,12 +335,14 @@ def server_certificate_problem(
     dns_names: Sequence[str],
     *,
     now: dt.datetime,
+    services: str = "Postgres",
 ) -> str | None:
     """Why the kept server certificate must be replaced now; ``None`` when it may stay.
 
     Replaced when: unreadable, due for renewal (:func:`renewal_due`), not yet valid, not signed
     by ``ca`` (or its ``ca.crt`` is not ``ca``'s), missing one of ``dns_names``, or its key
-    does not match. The message never contains key material.
+    does not match (``services`` names what ``dns_names`` are in that message). The message
+    never contains key material.
     """
     if certificate.ca_pem != ca.cert_pem:
         return "its ca.crt is not the cluster CA's"
@@ -335,5 +350,5 @@ def server_certificate_problem(
         return "two thirds of its lifetime have passed"
     problem = unusable_because(certificate, dns_names, now=now, renew_before=dt.timedelta(0))
     if problem == "it does not name the webhook Service":
-        return "it does not name every Postgres Service"
+        return f"it does not name every {services} Service"
     return problem

@@ -47,6 +47,12 @@ class ChildNames:
         """The Postgres server certificate: ``tls.crt``, ``tls.key`` and the CA's ``ca.crt``."""
         return f"{self.cluster}-server-tls"
 
+    @property
+    def sync_agent_tls_secret(self) -> str:
+        """Cold mode: the sync agent's serving certificate for the GoCD side Services
+        (``tls.crt``, ``tls.key``, the CA's ``ca.crt``), signed by the same cluster CA."""
+        return f"{self.cluster}-sync-agent-tls"
+
     # Postgres
     @property
     def postgres_configmap(self) -> str:

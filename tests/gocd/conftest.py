@@ -1,4 +1,5 @@
-"""Fixtures of the GoCD-side tests: a fake ``/godata`` tree and the CLI entry point."""
+"""Fixtures of the GoCD-side tests: a fake ``/godata`` tree, the CLI entry point and the sync
+agent's serving certificate."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if _REPO_ROOT not in sys.path:
 
 from gocd_ha_operator.cli import main as cli  # noqa: E402
 from tests.support.files import WriteFile, write  # noqa: E402
+from tests.support.tls import ServingFiles, write_sync_agent_files  # noqa: E402
 
 
 @pytest.fixture
@@ -55,3 +57,9 @@ def godata(tmp_path: Path) -> Path:
     write(root / "plugins/bundled/gocd-filebased-authentication-plugin.jar", b"PK bundled")
     write(root / "artifacts/pipelines/p/1/s/1/j/log.txt", "artifact")
     return root
+
+
+@pytest.fixture
+def agent_tls(tmp_path: Path) -> ServingFiles:
+    """The sync agent's certificate and key as the operator issues them, from a fresh CA."""
+    return write_sync_agent_files(tmp_path / "sync-agent-tls")

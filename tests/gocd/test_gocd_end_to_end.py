@@ -13,6 +13,7 @@ import aiohttp
 from gocd_ha_operator.gocd.client import ConfigSyncReading, read_sync_agent_status
 from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
+from tests.support.tls import ServingFiles, agent_name, client_context
 
 TOKEN = BCToken("gocdha", "e2e-secret")
 
@@ -29,16 +30,18 @@ def synced_view(root: Path) -> dict[str, bytes]:
 
 
 async def run_agent_until_synced(
-    config: AgentConfig, expect: Callable[[ConfigSyncReading], bool]
+    config: AgentConfig, tls: ServingFiles, expect: Callable[[ConfigSyncReading], bool]
 ) -> None:
     agent = SyncAgent(config)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
         await asyncio.wait_for(agent.listening.wait(), 5)
-        url = f"http://127.0.0.1:{agent.port}"
+        url = f"https://127.0.0.1:{agent.port}"
         for _ in range(250):
-            status = await read_sync_agent_status(url, TOKEN, max_age_seconds=30)
+            status = await read_sync_agent_status(
+                url, TOKEN, verify=tls.verification(), max_age_seconds=30
+            )
             if status["synced"] and expect(status):
                 return
             await asyncio.sleep(0.02)
@@ -49,7 +52,7 @@ async def run_agent_until_synced(
 
 
 async def test_mirror_promote_restore(
-    godata: Path, tmp_path: Path, cli_main: Callable[[list[str]], int]
+    godata: Path, tmp_path: Path, cli_main: Callable[[list[str]], int], agent_tls: ServingFiles
 ) -> None:
     token_file = tmp_path / "business-continuity-token"
     token_file.write_text(f"{TOKEN.user}:{TOKEN.password}\n")
@@ -61,10 +64,13 @@ async def test_mirror_promote_restore(
     (side_b / "config/db.properties").write_text("db.url=jdbc:postgresql://ci-pg-b:5432/gocd\n")
 
     # 1. Side a is primary: its agent mirrors; the primary changes; the change is mirrored.
-    config_a = AgentConfig(godata, shared, token_file, "127.0.0.1", 0, 0.1, side="a")
+    tls_files = {"tls_cert_file": agent_tls.cert_file, "tls_key_file": agent_tls.key_file}
+    config_a = AgentConfig(godata, shared, token_file, "127.0.0.1", 0, 0.1, "a", **tls_files)
     (godata / "plugins/external/late-plugin.jar").write_bytes(b"PK late")
     await run_agent_until_synced(
-        config_a, lambda s: any(f["name"].endswith("late-plugin.jar") for f in s["files"])
+        config_a,
+        agent_tls,
+        lambda s: any(f["name"].endswith("late-plugin.jar") for f in s["files"]),
     )
 
     # 2. Side a is lost (its disk with it); the operator promotes b. b's init container restores.
@@ -78,8 +84,8 @@ async def test_mirror_promote_restore(
 
     # 3. b is primary now: its own agent takes over the mirror; b restarting keeps its files.
     (side_b / "config/cruise-config.xml").write_text("<cruise edited-on='b'/>\n")
-    config_b = AgentConfig(side_b, shared, token_file, "127.0.0.1", 0, 0.1, side="b")
-    await run_agent_until_synced(config_b, lambda s: True)
+    config_b = AgentConfig(side_b, shared, token_file, "127.0.0.1", 0, 0.1, "b", **tls_files)
+    await run_agent_until_synced(config_b, agent_tls, lambda s: True)
     manifest = json.loads((shared / "manifest.json").read_text())
     assert manifest["side"] == "b"
     assert manifest["generation"] > 1
@@ -90,10 +96,24 @@ async def test_mirror_promote_restore(
     assert (side_b / "config/cruise-config.xml").read_text() == "<cruise edited-after-last-sync/>\n"
 
 
-async def test_status_never_serves_content_even_for_odd_paths(godata: Path, tmp_path: Path) -> None:
+async def test_status_never_serves_content_even_for_odd_paths(
+    godata: Path, tmp_path: Path, agent_tls: ServingFiles
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(f"{TOKEN.user}={TOKEN.password}")
-    agent = SyncAgent(AgentConfig(godata, tmp_path / "m", token_file, "127.0.0.1", 0, 0.1, "a"))
+    agent = SyncAgent(
+        AgentConfig(
+            godata,
+            tmp_path / "m",
+            token_file,
+            "127.0.0.1",
+            0,
+            0.1,
+            "a",
+            tls_cert_file=agent_tls.cert_file,
+            tls_key_file=agent_tls.key_file,
+        )
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
@@ -101,9 +121,12 @@ async def test_status_never_serves_content_even_for_odd_paths(godata: Path, tmp_
         secret = (godata / "config/cipher.aes").read_bytes().strip()
         async with aiohttp.ClientSession() as session:
             for path in ["/config/cipher.aes", "/objects/", "/status?file=config/cipher.aes"]:
-                url = f"http://127.0.0.1:{agent.port}{path}"
+                url = f"https://127.0.0.1:{agent.port}{path}"
                 async with session.get(
-                    url, headers={"Authorization": TOKEN.basic_auth_header()}
+                    url,
+                    headers={"Authorization": TOKEN.basic_auth_header()},
+                    ssl=client_context(agent_tls.ca_pem),
+                    server_hostname=agent_name(),
                 ) as r:
                     assert secret not in await r.read()
     finally:

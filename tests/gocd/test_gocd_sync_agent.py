@@ -25,6 +25,7 @@ from gocd_ha_operator.gocd.mirror import read_manifest, sha256_of
 from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
 from tests.support.ports import free_port
+from tests.support.tls import ServingFiles, agent_name, client_context
 
 TOKEN = BCToken("gocdha", "sync-agent-secret")
 INTERVAL = 0.3
@@ -44,6 +45,7 @@ class RunningAgent:
     source: Path
     target: Path
     url: str
+    tls: ServingFiles
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> float:
         """Wait until ``predicate()`` holds; return how long it took."""
@@ -74,7 +76,9 @@ def token_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def running(godata: Path, tmp_path: Path, token_file: Path) -> AsyncIterator[RunningAgent]:
+async def running(
+    godata: Path, tmp_path: Path, token_file: Path, agent_tls: ServingFiles
+) -> AsyncIterator[RunningAgent]:
     target = tmp_path / "shared" / "gocd"
     config = AgentConfig(
         source=godata,
@@ -84,12 +88,14 @@ async def running(godata: Path, tmp_path: Path, token_file: Path) -> AsyncIterat
         port=0,
         interval_seconds=INTERVAL,
         side="a",
+        tls_cert_file=agent_tls.cert_file,
+        tls_key_file=agent_tls.key_file,
     )
     agent = SyncAgent(config)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     await asyncio.wait_for(agent.listening.wait(), 5)
-    running = RunningAgent(agent, godata, target, f"http://127.0.0.1:{agent.port}")
+    running = RunningAgent(agent, godata, target, f"https://127.0.0.1:{agent.port}", agent_tls)
     await running.next_cycles(1)
     yield running
     stop.set()
@@ -142,22 +148,28 @@ async def test_added_and_removed_plugins(running: RunningAgent) -> None:
     await running.wait_for(lambda: not (running.target / "objects" / old).exists())
 
 
-async def status(url: str, auth: str | None) -> tuple[int, dict[str, str], bytes]:
+async def status(
+    running: RunningAgent, url: str, auth: str | None
+) -> tuple[int, dict[str, str], bytes]:
     headers = {"Authorization": auth} if auth else {}
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+    tls = {"ssl": client_context(running.tls.ca_pem), "server_hostname": agent_name()}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers=headers, **tls) as resp,  # type: ignore[arg-type]
+    ):
         return resp.status, dict(resp.headers), await resp.read()
 
 
 async def test_status_requires_the_token(running: RunningAgent) -> None:
     url = running.url + "/status"
-    code, headers, _ = await status(url, None)
+    code, headers, _ = await status(running, url, None)
     assert code == 401
     assert headers["WWW-Authenticate"].startswith("Basic realm=")
-    code, _, _ = await status(url, BCToken("gocdha", "wrong").basic_auth_header())
+    code, _, _ = await status(running, url, BCToken("gocdha", "wrong").basic_auth_header())
     assert code == 401
-    code, _, _ = await status(url, BCToken("other", TOKEN.password).basic_auth_header())
+    code, _, _ = await status(running, url, BCToken("other", TOKEN.password).basic_auth_header())
     assert code == 401
-    code, _, body = await status(url, TOKEN.basic_auth_header())
+    code, _, body = await status(running, url, TOKEN.basic_auth_header())
     assert code == 200
     payload = json.loads(body)
     files = {f["name"]: f for f in payload["files"]}
@@ -185,16 +197,23 @@ async def test_everything_else_is_404(running: RunningAgent) -> None:
             ("PUT", "/status"),
         ]:
             async with session.request(
-                method, running.url + path, headers={"Authorization": auth}
+                method,
+                running.url + path,
+                headers={"Authorization": auth},
+                ssl=client_context(running.tls.ca_pem),
+                server_hostname=agent_name(),
             ) as r:
                 assert r.status == 404, (method, path)
 
 
 async def test_operator_reads_the_agent(running: RunningAgent) -> None:
-    result = await read_sync_agent_status(running.url, TOKEN, max_age_seconds=60)
+    verify = running.tls.verification()
+    result = await read_sync_agent_status(running.url, TOKEN, verify=verify, max_age_seconds=60)
     assert (result["mode"], result["synced"], result["reason"]) == ("Cold", True, "Synced")
     assert len(result["files"]) == len(MIRRORED)
-    wrong = await read_sync_agent_status(running.url, BCToken("gocdha", "x"), max_age_seconds=60)
+    wrong = await read_sync_agent_status(
+        running.url, BCToken("gocdha", "x"), verify=verify, max_age_seconds=60
+    )
     assert (wrong["synced"], wrong["reason"]) == (False, "Unauthorized")
 
 
@@ -210,7 +229,9 @@ async def test_errors_are_reported_and_the_loop_goes_on(
     monkeypatch.setattr(mirror, "copy_hashing", disk_full)
     (running.source / "config/cruise-config.xml").write_text("<cruise changed='1'/>\n")
     await running.next_cycles(2)
-    result = await read_sync_agent_status(running.url, TOKEN, max_age_seconds=60)
+    result = await read_sync_agent_status(
+        running.url, TOKEN, verify=running.tls.verification(), max_age_seconds=60
+    )
     assert result["reason"] == "SyncErrors"
     assert any("No space left on device" in e for e in result["errors"])
     assert running.manifest_files() == before  # previous mirror kept
@@ -218,7 +239,9 @@ async def test_errors_are_reported_and_the_loop_goes_on(
 
     monkeypatch.setattr(mirror, "copy_hashing", real_copy)
     await running.next_cycles(2)
-    result = await read_sync_agent_status(running.url, TOKEN, max_age_seconds=60)
+    result = await read_sync_agent_status(
+        running.url, TOKEN, verify=running.tls.verification(), max_age_seconds=60
+    )
     assert (result["reason"], result["errors"]) == ("Synced", [])
 
 
@@ -227,7 +250,9 @@ async def test_missing_source_config_is_an_error_not_a_crash(running: RunningAge
     content = config.read_bytes()
     config.unlink()
     await running.next_cycles(2)
-    result = await read_sync_agent_status(running.url, TOKEN, max_age_seconds=60)
+    result = await read_sync_agent_status(
+        running.url, TOKEN, verify=running.tls.verification(), max_age_seconds=60
+    )
     assert result["reason"] == "SyncErrors"
     assert any("cruise-config.xml does not exist" in e for e in result["errors"])
     assert "config/cruise-config.xml" in running.manifest_files()
@@ -245,7 +270,9 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_sigterm_stops_cleanly(godata: Path, tmp_path: Path, token_file: Path) -> None:
+def test_sigterm_stops_cleanly(
+    godata: Path, tmp_path: Path, token_file: Path, agent_tls: ServingFiles
+) -> None:
     target = tmp_path / "shared" / "gocd"
     port = free_port()
     proc = subprocess.Popen(
@@ -266,6 +293,10 @@ def test_sigterm_stops_cleanly(godata: Path, tmp_path: Path, token_file: Path) -
             "0.2",
             "--side",
             "b",
+            "--tls-cert-file",
+            str(agent_tls.cert_file),
+            "--tls-key-file",
+            str(agent_tls.key_file),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -293,6 +324,7 @@ def test_cli_refuses_a_bad_token_file(
     tmp_path: Path,
     cli_main: Callable[[list[str]], int],
     capsys: pytest.CaptureFixture[str],
+    agent_tls: ServingFiles,
 ) -> None:
     bad = tmp_path / "bad-token"
     bad.write_text("a = 1\nb = 2\n")
@@ -309,6 +341,10 @@ def test_cli_refuses_a_bad_token_file(
             "127.0.0.1:0",
             "--interval",
             "1",
+            "--tls-cert-file",
+            str(agent_tls.cert_file),
+            "--tls-key-file",
+            str(agent_tls.key_file),
         ]
     )
     assert code == 2

@@ -74,7 +74,7 @@ def test_warm_part_installs_the_addon_for_gocd_20_5(inputs: Inputs) -> None:
 
 def test_cold_part_on_the_primary_restores_and_runs_the_sync_agent(inputs: Inputs) -> None:
     parts = cold_pod_parts(inputs(COLD, primary="a"), "a")
-    assert names(parts.volumes) == ["shared"]
+    assert names(parts.volumes) == ["shared", "sync-agent-tls"]  # its HTTPS certificate
     assert names(parts.init_containers) == ["restore"]
     assert names(parts.sidecars) == ["sync-agent"]
     assert parts.sidecars[0]["ports"][0]["name"] == "sync-status"

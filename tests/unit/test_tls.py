@@ -151,7 +151,8 @@ def test_the_operator_creates_the_ca_and_server_secrets_once_and_renews_at_two_t
     cluster = _cluster(body)
     client = cast(KubeClient, kube)
     ca_pem = ensure_certificates(client, OWNER, cluster, now=NOW)
-    assert [w[2] for w in kube.writes] == ["ci-ca", "ci-server-tls"]
+    # Cold mode (the example): the sync agent's certificate too (tests/unit/test_sync_agent_tls.py).
+    assert [w[2] for w in kube.writes] == ["ci-ca", "ci-server-tls", "ci-sync-agent-tls"]
     server = kube.objects[("Secret", "build", "ci-server-tls")]
     assert server["type"] == "kubernetes.io/tls"
     assert sorted(server["data"]) == ["ca.crt", "tls.crt", "tls.key"]
@@ -160,10 +161,13 @@ def test_the_operator_creates_the_ca_and_server_secrets_once_and_renews_at_two_t
     first = base64.b64decode(server["data"]["tls.crt"])
     # Unchanged: no write, at any time before two thirds of the lifetime.
     ensure_certificates(client, OWNER, cluster, now=NOW + dt.timedelta(days=59))
-    assert len(kube.writes) == 2
+    assert len(kube.writes) == 3
     # Due: a new server certificate from the same CA; the CA Secret is not written.
     assert ensure_certificates(client, OWNER, cluster, now=NOW + dt.timedelta(days=60)) == ca_pem
-    assert kube.writes[2:] == [("patch", "Secret", "ci-server-tls")]
+    assert kube.writes[3:] == [
+        ("patch", "Secret", "ci-server-tls"),
+        ("patch", "Secret", "ci-sync-agent-tls"),
+    ]
     renewed = kube.objects[("Secret", "build", "ci-server-tls")]["data"]
     second = base64.b64decode(renewed["tls.crt"])
     assert certificates.serial_number(second) != certificates.serial_number(first)
@@ -180,7 +184,7 @@ def test_the_periodic_check_renews_but_never_creates(
     ca_pem = ensure_certificates(client, OWNER, cluster, now=NOW)
     later = NOW + dt.timedelta(days=61)
     assert ensure_certificates(client, OWNER, cluster, now=later, create=False) == ca_pem
-    assert kube.writes[-1] == ("patch", "Secret", "ci-server-tls")
+    assert ("patch", "Secret", "ci-server-tls") in kube.writes[-2:]
 
 
 def test_a_secret_controlled_by_another_object_is_not_taken_over(

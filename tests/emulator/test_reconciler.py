@@ -16,8 +16,9 @@ pytestmark = pytest.mark.emulator
 
 Start = Callable[[], Any]
 # 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12)
-# + the CA and server certificate Secrets (issue #13, docs/architecture.md §17).
-EXPECTED_CHILDREN = 30
+# + the CA and server certificate Secrets (issue #13, docs/architecture.md §17)
+# + the Cold sync agent's certificate Secret (the example cluster is Cold).
+EXPECTED_CHILDREN = 31
 
 
 def ready(harness: Harness) -> dict[str, Any] | None:
@@ -182,6 +183,7 @@ async def test_credentials_never_change(harness: Harness, run_operator: Start) -
         # Not credentials, but generated once too: re-issued only when due (§17).
         "ci-ca",
         "ci-server-tls",
+        "ci-sync-agent-tls",
     }
     for generation in range(2, 6):
         await harness.patch_cluster(
@@ -397,7 +399,7 @@ async def test_a_new_cluster_is_created_with_one_request_per_child(
     ]
     assert reads_before_create == [], "no child was read before the last one was created"
     until_created = child_requests[: child_requests.index(creates[-1]) + 1]
-    assert len(until_created) <= 30, until_created
+    assert len(until_created) <= EXPECTED_CHILDREN, until_created
 
 
 async def test_a_credential_secret_that_exists_before_the_first_reconcile_is_kept(

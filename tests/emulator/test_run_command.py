@@ -74,7 +74,7 @@ async def test_run_reconciles_and_serves_liveness(harness: Harness, tmp_path: Pa
     try:
         await harness.create_cluster()
         try:
-            await harness.eventually(lambda: len(harness.children()) == 30, timeout=30)
+            await harness.eventually(lambda: len(harness.children()) == 31, timeout=30)
         except AssertionError:
             process.send_signal(signal.SIGTERM)
             output, _ = await asyncio.to_thread(process.communicate, timeout=30)

@@ -7,9 +7,11 @@ Small shell and Python "pods" show what each container sees; no Postgres, no ope
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 import urllib.request
@@ -323,10 +325,25 @@ async def test_sync_agent_sidecar_mirrors_the_standin_config_and_serves_its_stat
     # The sync-status Service port resolves to the sidecar's own local port.
     address = kubelet.endpoints()[f"{NAMESPACE}/ci-gocd-a:8155"]
     assert address != kubelet.endpoints()[f"{NAMESPACE}/ci-gocd-a:8153"]
-    # Reached through the Service: the sidecar answers (and wants the business-continuity token).
+    # Reached through the Service: the sidecar answers over HTTPS with the certificate of
+    # <name>-sync-agent-tls, verified for the Service name (and wants the token).
+    verifying = ssl.create_default_context(cadata=api.ca_pem.decode())
+    verifying.check_hostname = False  # urllib dials the address; the name is checked below
     with pytest.raises(urllib.error.HTTPError) as unauthorized:
-        await asyncio.to_thread(urllib.request.urlopen, f"http://{address}/status", timeout=5)
+        await asyncio.to_thread(
+            urllib.request.urlopen, f"https://{address}/status", timeout=5, context=verifying
+        )
     assert unauthorized.value.code == 401
+    host, port = address.rsplit(":", 1)
+    strict = ssl.create_default_context(cadata=api.ca_pem.decode())
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        strict.wrap_socket(raw, server_hostname=f"ci-gocd-a.{NAMESPACE}.svc") as tls,
+    ):
+        assert tls.version() in {"TLSv1.2", "TLSv1.3"}
+    # No plain HTTP on that port.
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        await asyncio.to_thread(urllib.request.urlopen, f"http://{address}/status", timeout=5)
 
 
 async def test_a_watch_streams_through_the_pods_api_and_a_cut_resets_it(

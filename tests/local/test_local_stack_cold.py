@@ -44,7 +44,7 @@ def synced_on(stack: LocalStack, side: str):  # type: ignore[no-untyped-def]
             status.get("primary") == side
             and condition.get("status") == "True"
             and agent is not None
-            and sync.get("source") == f"http://{agent}/status"
+            and sync.get("source") == f"https://{agent}/status"  # HTTPS, §17
         ):
             return sync
         return None

@@ -79,12 +79,16 @@ class Api:
                 await self.create(secret)
 
     def tls_secrets(self) -> list[dict[str, Any]]:
-        """``<name>-ca`` and ``<name>-server-tls`` as the operator makes them."""
+        """``<name>-ca``, ``<name>-server-tls`` and (Cold mode) ``<name>-sync-agent-tls`` as
+        the operator makes them."""
         now = datetime.now(UTC)
         names = ChildNames(CLUSTER)
         ca = certificates.generate_ca("test CA", now=now)
         server = certificates.issue_server_certificate(
             ca, certificates.postgres_dns_names(CLUSTER, NAMESPACE), now=now
+        )
+        agent = certificates.issue_server_certificate(
+            ca, certificates.sync_agent_dns_names(CLUSTER, NAMESPACE), now=now
         )
         self.ca_pem = ca.cert_pem
         return [
@@ -98,6 +102,7 @@ class Api:
             for name, kind, data in (
                 (names.ca_secret, "Opaque", ca.secret_data()),
                 (names.server_tls_secret, "kubernetes.io/tls", server.secret_data()),
+                (names.sync_agent_tls_secret, "kubernetes.io/tls", agent.secret_data()),
             )
         ]
 

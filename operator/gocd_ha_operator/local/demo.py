@@ -111,7 +111,7 @@ def config_synced_from(agent: str, status: dict[str, Any]) -> bool:
     """ConfigSynced is True, as reported by the sync agent at ``agent`` (its local address)."""
     source = (status.get("configSync") or {}).get("source")
     return condition(status, "ConfigSynced").get("status") == "True" and source == (
-        f"http://{agent}/status"
+        f"https://{agent}/status"
     )
 
 

@@ -3,7 +3,8 @@
 The webhook: a self-signed CA and a serving certificate signed by it. Each GoCDHACluster: a CA
 kept with its key in ``<name>-ca`` (only the operator reads it, to re-sign) and a server
 certificate for every name a client uses in ``<name>-server-tls`` (docs/architecture.md §17),
-renewed at two thirds of its lifetime (:func:`renewal_due`).
+and in Cold mode one for the GoCD side Services the sync agent serves ``/status`` under in
+``<name>-sync-agent-tls``, each renewed at two thirds of its lifetime (:func:`renewal_due`).
 
 Pure functions over PEM bytes (the clock is passed in). The operator keeps the result in a Secret
 (``ca.crt``, ``tls.crt``, ``tls.key``) so a restart serves the same certificate and the API

@@ -8,6 +8,7 @@ without a restart."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import socket
 import ssl
@@ -245,25 +246,35 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
     served = await asyncio.to_thread(served_certificate, port, agent_tls.ca_pem, agent_name())
     assert served[0].serial_number == first
     # The operator renewed the Secret (same CA, new key); the kubelet replaced the files.
-    renewed = write_sync_agent_files(agent_tls.cert_file.parent, ca=agent_tls.ca)
-    assert renewed.serial() != first
+    renewed = write_sync_agent_files(agent_tls.cert_file.parent, ca=agent_tls.ca).serial()
+    assert renewed != first
     await _wait(lambda: agent.tls.reloads == 1, "reload")
     cert, _ = await asyncio.to_thread(served_certificate, port, agent_tls.ca_pem, agent_name())
-    assert cert.serial_number == renewed.serial()
+    assert cert.serial_number == renewed
     reading = await read_sync_agent_status(
         f"https://127.0.0.1:{port}", TOKEN, verify=agent_tls.verification(), max_age_seconds=60
     )
     assert reading["reason"] == "Synced"
 
-    # A broken renewal (the key of another certificate) is not loaded: the current one stays.
-    stray = write_serving_files(agent_tls.cert_file.parent.parent / "stray", ["x.invalid"])
+    # Files caught mid-update: a new certificate beside the previous key. Not loaded, and the
+    # endpoint keeps serving the current pair (never a certificate without its key).
     caplog.set_level(logging.WARNING, logger="gocd_ha_operator.gocd.sync_agent")
-    agent_tls.key_file.write_bytes(stray.key_file.read_bytes())
+    third = certificates.issue_server_certificate(
+        agent_tls.ca,
+        certificates.sync_agent_dns_names(CLUSTER, NAMESPACE),
+        now=dt.datetime.now(dt.UTC),
+    )
+    agent_tls.cert_file.write_bytes(third.cert_pem)
     await _wait(lambda: "keeping the TLS certificate in use" in caplog.text, "the warning")
     assert agent.tls.reloads == 1
     cert, _ = await asyncio.to_thread(served_certificate, port, agent_tls.ca_pem, agent_name())
-    assert cert.serial_number == renewed.serial()
+    assert cert.serial_number == renewed
     assert "PRIVATE KEY" not in caplog.text
+    # Its key arrives: the pair loads and is served.
+    agent_tls.key_file.write_bytes(third.key_pem)
+    await _wait(lambda: agent.tls.reloads == 2, "the second reload")
+    cert, _ = await asyncio.to_thread(served_certificate, port, agent_tls.ca_pem, agent_name())
+    assert cert.serial_number == certificates.serial_number(third.cert_pem)
 
 
 def test_the_agent_does_not_start_without_a_usable_certificate(

@@ -84,23 +84,29 @@ class CertificateError(Exception):
     """The serving certificate or key cannot be loaded (message: the path and the reason)."""
 
 
-class ServingCertificate:
-    """The server side TLS context of the status endpoint, reloaded when its files change.
+class ReloadingCertificate:
+    """The server side TLS of the status endpoint, with the certificate reloaded when its files
+    change.
 
-    ``ssl.SSLContext.load_cert_chain`` on the context the listener already uses replaces the
-    certificate for every handshake after it; connections already open keep theirs. A renewed
-    pair that does not load (the key does not match, a half-written file) is logged and the
-    previous one kept, so the endpoint never stops serving because of a renewal.
+    ``context`` is what the listener was created with; its SNI callback (called for every
+    ClientHello, with or without a server name) hands each new handshake the context built from
+    the newest files that loaded. A renewal therefore reaches every new connection without a
+    restart, connections already open keep their certificate, and a renewal that does not load
+    (the key does not match, files caught mid-update) is logged and the previous context kept:
+    the endpoint never serves a half-loaded pair.
     """
 
     def __init__(self, cert_file: Path, key_file: Path) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._loaded: bytes | None = None
         self.reloads = 0
-        self._load(self._fingerprint())
+        self._current, self._loaded = self._build()
+        self.context = self._current
+        self.context.sni_callback = self._select
+
+    def _select(self, connection: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        if connection.context is not self._current:
+            connection.context = self._current
 
     def _fingerprint(self) -> bytes:
         try:
@@ -112,9 +118,13 @@ class ServingCertificate:
             ) from None
         return digest.digest()
 
-    def _load(self, fingerprint: bytes) -> None:
+    def _build(self) -> tuple[ssl.SSLContext, bytes]:
+        """A new server context from the files, and the fingerprint of what it holds."""
+        before = self._fingerprint()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
-            self.context.load_cert_chain(self.cert_file, self.key_file)
+            context.load_cert_chain(self.cert_file, self.key_file)
         except ssl.SSLError as exc:
             # The reason only (e.g. KEY_VALUES_MISMATCH): never the file content.
             raise CertificateError(
@@ -125,15 +135,16 @@ class ServingCertificate:
             raise CertificateError(
                 f"cannot read the TLS certificate: {describe_error(exc)}"
             ) from None
-        self._loaded = fingerprint
+        if self._fingerprint() != before:
+            raise CertificateError(f"{self.cert_file} or its key changed while being loaded")
+        return context, before
 
     def reload_if_changed(self) -> bool:
         """Load the files again when they differ from what is served; True when reloaded."""
         try:
-            fingerprint = self._fingerprint()
-            if fingerprint == self._loaded:
+            if self._fingerprint() == self._loaded:
                 return False
-            self._load(fingerprint)
+            self._current, self._loaded = self._build()
         except CertificateError as exc:
             log.warning("keeping the TLS certificate in use: %s", exc)
             return False
@@ -198,7 +209,7 @@ class SyncAgent:
     def __init__(self, config: AgentConfig, *, clock: Callable[[], datetime] | None = None):
         self.config = config
         #: Raises :class:`CertificateError` now, not at the first request.
-        self.tls = ServingCertificate(config.tls_cert_file, config.tls_key_file)
+        self.tls = ReloadingCertificate(config.tls_cert_file, config.tls_key_file)
         self.state = AgentState()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._runner: web.AppRunner | None = None

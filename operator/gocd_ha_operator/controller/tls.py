@@ -5,10 +5,9 @@ it); ``<name>-server-tls`` keeps the Postgres server certificate, its key and th
 and is what the Postgres pods mount (GoCD pods mount its ``ca.crt`` only). In Cold mode
 ``<name>-sync-agent-tls`` keeps the sync agent's certificate for the GoCD side Services, signed by
 the same CA; only the sync-agent container mounts its ``tls.crt`` and ``tls.key``. The decision
-(renew or keep)
-is :func:`kube.certificates.server_certificate_problem` with the clock passed in; this module does
-the I/O. A CA that exists is never replaced here: a new CA would break every client that still
-trusts the old one (the docs say how to rotate it by hand).
+(renew or keep) is :func:`kube.certificates.server_certificate_problem` with the clock passed in;
+this module does the I/O. A CA that exists is never replaced here: a new CA would break every
+client that still trusts the old one (the docs say how to rotate it by hand).
 
 The operator's own connections verify the server with the CA certificate written to a file
 (:func:`ca_file`): libpq takes ``sslrootcert`` as a path. The file holds a public certificate

@@ -8,6 +8,7 @@ without a restart."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import socket
@@ -18,15 +19,21 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from cryptography import x509
 
+from gocd_ha_operator.api.spec import parse_cluster
+from gocd_ha_operator.controller.observe import observe_cluster
 from gocd_ha_operator.gocd.client import VerifiedServer, read_sync_agent_status
 from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
 from gocd_ha_operator.kube import certificates
+from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.rules.topology import Topology
+from tests.support.clusters import CREDENTIALS, cluster_body
 from tests.support.ports import free_port
 from tests.support.tls import (
     CLUSTER,
@@ -313,3 +320,43 @@ def test_the_agent_does_not_start_without_a_usable_certificate(
     )
     assert code == 2
     assert "missing.crt" in capsys.readouterr().err
+
+
+async def test_the_supervisors_observation_verifies_the_primary_sides_agent(
+    agent_process: AgentProcess, tmp_path: Path
+) -> None:
+    """``observe_cluster`` as the supervisor calls it: the agent's Service resolved to a local
+    address (``GOCDHA_ENDPOINTS``), verified as ``ci-gocd-a.build.svc`` with the cluster CA."""
+    cluster = parse_cluster(cluster_body(name=CLUSTER, namespace=NAMESPACE))
+    assert cluster.spec.gocd.effective_standby_mode == "Cold"
+    closed = Endpoint("127.0.0.1", 9)  # nothing listens: Postgres and health are not the point
+    overrides = {
+        f"{NAMESPACE}/{service}:{port}": closed
+        for service, port in [("ci-pg-a", 5432), ("ci-pg-b", 5432), ("ci-gocd-a", 8153)]
+    }
+    overrides[f"{NAMESPACE}/ci-gocd-a:8155"] = Endpoint("127.0.0.1", agent_process.port)
+    credentials = dataclasses.replace(CREDENTIALS, bc_token=f"{TOKEN.user} = {TOKEN.password}\n")
+
+    async def observe(ca_pem: bytes | None) -> dict[str, Any]:
+        observation = await observe_cluster(
+            cluster,
+            credentials,
+            Topology(primary="a"),
+            now=dt.datetime.now(dt.UTC),
+            operator_image="unused",
+            overrides=overrides,
+            ca_pem=ca_pem,
+        )
+        assert observation.config_sync is not None
+        return dict(observation.config_sync)
+
+    reading = await observe(agent_process.tls.ca_pem)
+    assert (reading["reason"], reading["synced"]) == ("Synced", True)
+    assert reading["source"] == f"https://127.0.0.1:{agent_process.port}/status"
+    # Another cluster's CA: refused, nothing sent.
+    other = await observe(write_sync_agent_files(tmp_path / "other").ca_pem)
+    assert other["reason"] == "CertificateRejected"
+    # No CA known yet (its Secret unreadable): not dialled at all.
+    unknown = await observe(None)
+    assert unknown["reason"] == "Unreachable"
+    assert "no CA certificate to verify the sync agent with (Secret ci-ca)" in unknown["message"]

@@ -122,7 +122,7 @@ ALERTS: Final[tuple[Alert, ...]] = (
             "The ConfigSynced condition has been False for 15 minutes: a promoted standby would "
             "start with old config or plugins. Look at the ConfigSynced reason in "
             "`kubectl gocdha status` (FilesDiffer, SyncStale, SyncErrors, Unauthorized, "
-            "TokenInvalid) and the sync agent's or standby server's log."
+            "TokenInvalid, CertificateRejected) and the sync agent's or standby server's log."
         ),
     ),
     Alert(

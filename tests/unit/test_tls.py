@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gocd_ha_operator.api.spec import parse_cluster
@@ -20,13 +21,20 @@ from gocd_ha_operator.builders.backup import build_backup_job
 from gocd_ha_operator.builders.postgres import build_postgres_statefulset
 from gocd_ha_operator.builders.secrets import escape_properties_value, render_db_properties
 from gocd_ha_operator.cli.render import render_cluster
-from gocd_ha_operator.controller.tls import ca_file, ensure_certificates, read_ca_certificate
+from gocd_ha_operator.controller.tls import (
+    CertificateReason,
+    ca_file,
+    check_certificates,
+    ensure_certificates,
+    read_ca_certificate,
+)
 from gocd_ha_operator.guard.tls import refresh
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.kube.apply import KubeClient, NotOwnedError
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local.standin_gocd import libpq_params, parse_properties
 from gocd_ha_operator.postgres import config as pgconfig
+from tests.support import usercerts
 from tests.support.memkube import MemoryKube
 
 NOW = dt.datetime(2026, 12, 2, 4, 0, tzinfo=dt.UTC)
@@ -375,3 +383,260 @@ def test_render_prints_every_secret_the_pods_mount(body: Callable[..., dict[str,
                     mounted.add(source["secret"]["name"])
     assert "ci-server-tls" in mounted
     assert mounted <= secrets, mounted - secrets
+
+
+# --- a user-provided certificate (spec.tls.serverCertificateSecret) ------------------------------
+
+USER_SECRET = "ci-postgres-cert"
+CLIENT_NAMES = certificates.client_dns_names("ci", "build")
+
+
+def _provided(body: Callable[..., dict[str, Any]], mode: str = "Warm") -> Any:
+    """A cluster with a user-provided certificate; Warm (no sync agent, so no cluster CA is
+    needed at all) unless ``mode`` is Cold."""
+    spec: dict[str, Any] = {"tls": {"serverCertificateSecret": {"name": USER_SECRET}}}
+    if mode == "Warm":
+        spec["gocd"] = {"image": "gocd/gocd-server:v21.2.0", "standbyMode": "Warm"}
+    return parse_cluster(body(spec))
+
+
+def test_the_model_takes_a_server_certificate_secret(body: Callable[..., dict[str, Any]]) -> None:
+    cluster = _provided(body)
+    assert cluster.spec.tls.server_certificate_secret.name == USER_SECRET
+    assert _cluster(body).spec.tls is None
+
+
+def test_a_user_certificate_must_name_the_svc_name_of_every_postgres_service() -> None:
+    assert CLIENT_NAMES == [
+        "ci-pg-a.build.svc",
+        "ci-pg-b.build.svc",
+        "ci-pg-primary.build.svc",
+        "ci-pg-standby.build.svc",
+    ]
+
+
+def test_a_valid_user_certificate_is_accepted_also_by_wildcard_and_with_a_chain(
+    ca: certificates.CertificateAuthority,
+) -> None:
+    for served in (
+        usercerts.issue(ca, certificates.postgres_dns_names("ci", "build"), now=NOW),
+        usercerts.issue(ca, ["*.build.svc"], now=NOW),
+        usercerts.with_intermediate(ca, CLIENT_NAMES, now=NOW),
+    ):
+        kept, problem = certificates.provided_certificate(
+            served.secret_data(), CLIENT_NAMES, now=NOW
+        )
+        assert problem is None
+        assert kept == served
+    # A wildcard stands for exactly one label.
+    _, problem = certificates.provided_certificate(
+        usercerts.issue(ca, ["*.svc"], now=NOW).secret_data(), CLIENT_NAMES, now=NOW
+    )
+    assert problem is not None and "ci-pg-a.build.svc" in problem
+
+
+def _broken(ca: certificates.CertificateAuthority) -> list[tuple[str, dict[str, str], str]]:
+    good = usercerts.issue(ca, CLIENT_NAMES, now=NOW)
+    data = good.secret_data()
+    other_ca = certificates.generate_ca("someone else's CA", now=NOW)
+    other = usercerts.issue(other_ca, CLIENT_NAMES, now=NOW)
+    few = usercerts.issue(ca, ["ci-pg-a.build.svc", "ci-pg-b.build.svc"], now=NOW)
+    expired = usercerts.issue(
+        ca, CLIENT_NAMES, now=NOW - dt.timedelta(days=2), validity=dt.timedelta(days=1)
+    )
+    future = usercerts.issue(ca, CLIENT_NAMES, now=NOW + dt.timedelta(days=2))
+    encrypted = serialization.load_pem_private_key(good.key_pem, None).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    return [
+        ("no ca.crt", {k: v for k, v in data.items() if k != "ca.crt"}, "it has no ca.crt"),
+        ("no tls.key", {k: v for k, v in data.items() if k != "tls.key"}, "it has no tls.key"),
+        ("empty tls.crt", {**data, "tls.crt": ""}, "it has no tls.crt"),
+        ("not base64", {**data, "tls.crt": "%%%"}, "its tls.crt is not base64"),
+        ("not PEM", {**data, "tls.crt": usercerts.b64(b"hello")}, "tls.crt is not a PEM"),
+        ("ca not PEM", {**data, "ca.crt": usercerts.b64(b"hello")}, "ca.crt is not a PEM"),
+        ("key not PEM", {**data, "tls.key": usercerts.b64(b"x")}, "tls.key is not a PEM"),
+        ("encrypted key", {**data, "tls.key": usercerts.b64(encrypted)}, "tls.key is encrypted"),
+        (
+            "key of another certificate",
+            {**data, "tls.key": usercerts.b64(other.key_pem)},
+            "its tls.key does not belong to its tls.crt",
+        ),
+        ("expired", expired.secret_data(), "its tls.crt expired at"),
+        ("not yet valid", future.secret_data(), "is not valid before"),
+        (
+            "names missing",
+            few.secret_data(),
+            "does not name ci-pg-primary.build.svc, ci-pg-standby.build.svc",
+        ),
+        (
+            "another CA signed it",
+            {**other.secret_data(), "ca.crt": usercerts.b64(ca.cert_pem)},
+            "its ca.crt does not verify its tls.crt",
+        ),
+    ]
+
+
+def test_a_user_certificate_that_cannot_be_served_says_what_is_wrong(
+    ca: certificates.CertificateAuthority,
+) -> None:
+    for case, data, fragment in _broken(ca):
+        kept, problem = certificates.provided_certificate(data, CLIENT_NAMES, now=NOW)
+        assert kept is None, case
+        assert problem is not None and fragment in problem, (case, problem)
+        assert "PRIVATE KEY" not in problem and "BEGIN" not in problem, case
+
+
+def _put(kube: MemoryKube, served: certificates.ServingCertificate) -> None:
+    kube.objects[("Secret", "build", USER_SECRET)] = usercerts.cert_manager_secret(
+        USER_SECRET, "build", served
+    )
+
+
+def test_a_user_certificate_is_copied_to_the_secret_the_pods_mount_and_no_ca_is_made(
+    body: Callable[..., dict[str, Any]], ca: certificates.CertificateAuthority
+) -> None:
+    kube = MemoryKube()
+    client, cluster = cast(KubeClient, kube), _provided(body)
+    served = usercerts.issue(ca, CLIENT_NAMES, now=NOW)
+    _put(kube, served)
+    check = check_certificates(client, OWNER, cluster, now=NOW)
+    assert kube.writes == [("create", "Secret", "ci-server-tls")]
+    copy = kube.objects[("Secret", "build", "ci-server-tls")]
+    assert copy["data"] == served.secret_data()
+    assert copy["type"] == "kubernetes.io/tls"
+    assert copy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert ("Secret", "build", "ci-ca") not in kube.objects
+    assert check.ca_pem == ca.cert_pem
+    assert check.verdict is not None
+    assert (check.verdict.status, check.verdict.reason) == ("True", CertificateReason.PROVIDED)
+    assert USER_SECRET in check.verdict.message
+    # Unchanged: no write; the periodic check (create=False) reads and keeps it.
+    assert check_certificates(client, OWNER, cluster, now=NOW, create=False) == check
+    assert len(kube.writes) == 1
+    # Not renewed by the operator, even past two thirds of its lifetime: cert-manager's job.
+    check_certificates(client, OWNER, cluster, now=NOW + dt.timedelta(days=80), create=False)
+    assert len(kube.writes) == 1
+    # cert-manager renews (a new key and certificate in the same Secret): copied.
+    renewed = usercerts.issue(ca, CLIENT_NAMES, now=NOW + dt.timedelta(days=60))
+    _put(kube, renewed)
+    check_certificates(client, OWNER, cluster, now=NOW + dt.timedelta(days=61), create=False)
+    assert kube.writes[1:] == [("patch", "Secret", "ci-server-tls")]
+    assert kube.objects[("Secret", "build", "ci-server-tls")]["data"] == renewed.secret_data()
+
+
+def test_in_cold_mode_the_cluster_ca_still_signs_the_sync_agent_and_the_operator_trusts_both(
+    body: Callable[..., dict[str, Any]], ca: certificates.CertificateAuthority
+) -> None:
+    kube = MemoryKube()
+    client, cluster = cast(KubeClient, kube), _provided(body, mode="Cold")
+    served = usercerts.issue(ca, CLIENT_NAMES, now=NOW)
+    _put(kube, served)
+    check = check_certificates(client, OWNER, cluster, now=NOW)
+    written = [w[2] for w in kube.writes]
+    assert written == ["ci-server-tls", "ci-ca", "ci-sync-agent-tls"]
+    assert kube.objects[("Secret", "build", "ci-server-tls")]["data"] == served.secret_data()
+    own = base64.b64decode(kube.objects[("Secret", "build", "ci-ca")]["data"]["ca.crt"])
+    agent = kube.objects[("Secret", "build", "ci-sync-agent-tls")]["data"]
+    assert base64.b64decode(agent["ca.crt"]) == own
+    # The operator verifies Postgres with the user's CA and the sync agent with its own.
+    assert check.ca_pem is not None
+    assert x509.load_pem_x509_certificates(check.ca_pem) == [
+        x509.load_pem_x509_certificate(ca.cert_pem),
+        x509.load_pem_x509_certificate(own),
+    ]
+    again = check_certificates(client, OWNER, cluster, now=NOW, create=False)
+    assert again.ca_pem == check.ca_pem and len(kube.writes) == 3
+
+
+def test_a_broken_user_certificate_never_reaches_the_pods_and_the_verdict_says_why(
+    body: Callable[..., dict[str, Any]], ca: certificates.CertificateAuthority
+) -> None:
+    kube = MemoryKube()
+    client, cluster = cast(KubeClient, kube), _provided(body)
+    good = usercerts.issue(ca, CLIENT_NAMES, now=NOW)
+    _put(kube, good)
+    check_certificates(client, OWNER, cluster, now=NOW)
+    for case, data, fragment in _broken(ca):
+        kube.objects[("Secret", "build", USER_SECRET)]["data"] = data
+        check = check_certificates(client, OWNER, cluster, now=NOW, create=False)
+        assert kube.objects[("Secret", "build", "ci-server-tls")]["data"] == good.secret_data()
+        assert check.ca_pem == ca.cert_pem, case  # the operator still verifies with the kept CA
+        verdict = check.verdict
+        assert verdict is not None and verdict.status == "False", case
+        assert verdict.reason == CertificateReason.INVALID, case
+        assert verdict.message.startswith("spec.tls.serverCertificateSecret.name: "), case
+        assert fragment in verdict.message, (case, verdict.message)
+        assert "the instances keep the last valid certificate" in verdict.message, case
+    assert len(kube.writes) == 1  # only the first copy
+    # The Secret deleted: SecretNotFound, the copy stays.
+    del kube.objects[("Secret", "build", USER_SECRET)]
+    check = check_certificates(client, OWNER, cluster, now=NOW, create=False)
+    assert check.verdict is not None
+    assert check.verdict.reason == CertificateReason.SECRET_NOT_FOUND
+    assert "Secret build/ci-postgres-cert does not exist" in check.verdict.message
+    assert len(kube.writes) == 1
+
+
+def test_a_broken_user_certificate_on_a_new_cluster_creates_nothing(
+    body: Callable[..., dict[str, Any]], ca: certificates.CertificateAuthority
+) -> None:
+    kube = MemoryKube()
+    client, cluster = cast(KubeClient, kube), _provided(body)
+    check = check_certificates(client, OWNER, cluster, now=NOW)
+    assert check.ca_pem is None and kube.writes == []
+    assert check.verdict is not None
+    assert "the Postgres pods wait for ci-server-tls" in check.verdict.message
+    # Fixed later: the periodic check (no spec change, so no reconcile) copies it.
+    _put(kube, usercerts.issue(ca, CLIENT_NAMES, now=NOW))
+    check = check_certificates(client, OWNER, cluster, now=NOW, create=False)
+    assert check.ca_pem == ca.cert_pem
+    assert kube.writes == [("create", "Secret", "ci-server-tls")]
+
+
+def test_the_user_certificate_cannot_be_one_of_the_operators_own_secrets(
+    body: Callable[..., dict[str, Any]],
+) -> None:
+    for own in ("ci-server-tls", "ci-ca", "ci-postgres-superuser"):
+        warm = {"image": "gocd/gocd-server:v21.2.0", "standbyMode": "Warm"}
+        cluster = parse_cluster(
+            body({"gocd": warm, "tls": {"serverCertificateSecret": {"name": own}}})
+        )
+        kube = MemoryKube()
+        check = check_certificates(cast(KubeClient, kube), OWNER, cluster, now=NOW)
+        assert check.verdict is not None and check.verdict.status == "False"
+        assert f"{own!r} is a Secret the operator writes itself" in check.verdict.message
+        assert kube.writes == []
+
+
+def test_switching_between_issued_and_provided_certificates_rolls_no_pod(
+    inputs: Inputs,
+) -> None:
+    issued = build_children(inputs())
+    provided = build_children(inputs({"tls": {"serverCertificateSecret": {"name": USER_SECRET}}}))
+    assert provided == issued  # the pods mount ci-server-tls either way; only its data changes
+
+
+def test_back_to_issued_certificates_the_operator_reissues_from_its_own_ca(
+    body: Callable[..., dict[str, Any]], ca: certificates.CertificateAuthority
+) -> None:
+    kube = MemoryKube()
+    client = cast(KubeClient, kube)
+    _put(kube, usercerts.issue(ca, CLIENT_NAMES, now=NOW))
+    check_certificates(client, OWNER, _provided(body), now=NOW)
+    check = check_certificates(client, OWNER, _cluster(body), now=NOW)
+    assert check.verdict is None
+    own = kube.objects[("Secret", "build", "ci-ca")]
+    assert check.ca_pem == base64.b64decode(own["data"]["ca.crt"]) != ca.cert_pem
+    server = kube.objects[("Secret", "build", "ci-server-tls")]["data"]
+    assert base64.b64decode(server["ca.crt"]) == check.ca_pem
+
+
+def test_render_prints_no_tls_secret_for_a_user_certificate(
+    body: Callable[..., dict[str, Any]],
+) -> None:
+    children = render_cluster(_provided(body), primary=None, operator_image="img:test")
+    names = {c["metadata"]["name"] for c in children if c["kind"] == "Secret"}
+    assert not names & {"ci-ca", "ci-server-tls"}

@@ -23,6 +23,8 @@ PROMOTING: Final = "Promoting"
 DEGRADED: Final = "Degraded"
 #: Only with ``spec.backup``: the newest backup attempt succeeded and is recent.
 BACKUP_HEALTHY: Final = "BackupHealthy"
+#: Only with ``spec.tls.serverCertificateSecret``: the user's certificate is valid and in use.
+CERTIFICATE_READY: Final = "CertificateReady"
 #: Every condition the operator maintains, in the order they are listed in status.
 CONDITION_TYPES: Final = (
     READY,

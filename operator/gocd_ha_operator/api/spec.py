@@ -110,6 +110,12 @@ class SecretKeySelector(ApiModel):
     )
 
 
+class SecretReference(ApiModel):
+    """A Secret in the resource's namespace, by name."""
+
+    name: str = Field(pattern=DNS1123_SUBDOMAIN, max_length=253, description="Secret name.")
+
+
 class AddonSource(ApiModel):
     """Where to fetch the business-continuity add-on jar (GoCD ≤ 20.5 only)."""
 
@@ -658,6 +664,23 @@ class BootstrapSpec(ApiModel):
     recovery: RecoverySpec | None = Field(default=None, description="Restore from a backup.")
 
 
+class TLSSpec(ApiModel):
+    """The Postgres server certificate (docs/architecture.md §17)."""
+
+    server_certificate_secret: SecretReference | None = Field(
+        default=None,
+        description=(
+            "A kubernetes.io/tls Secret with the Postgres server certificate (tls.crt, tls.key) "
+            "and the CA that signed it (ca.crt), e.g. written by a cert-manager Certificate. "
+            "tls.crt must name <service>.<namespace>.svc of the Services <name>-pg-a, "
+            "<name>-pg-b, <name>-pg-primary and <name>-pg-standby. The operator then issues no "
+            "server certificate: it checks this Secret and copies a valid one to the Secret the "
+            "Postgres pods mount (a changed one is reloaded without a restart). Default: none "
+            "(the operator's own CA issues and renews the certificate)."
+        ),
+    )
+
+
 class GoCDHAClusterSpec(ApiModel):
     """A GoCD server with a replicated standby."""
 
@@ -679,6 +702,10 @@ class GoCDHAClusterSpec(ApiModel):
     )
     bootstrap: BootstrapSpec | None = Field(
         default=None, description="Where the first primary's data comes from (a backup)."
+    )
+    tls: TLSSpec | None = Field(
+        default=None,
+        description="TLS of the Postgres connections; absent: the operator's own certificates.",
     )
 
 

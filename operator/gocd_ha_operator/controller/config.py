@@ -12,7 +12,7 @@ import asyncio
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -21,6 +21,7 @@ from gocd_ha_operator.api.constants import operator_namespace_from
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.controller.metrics import OperatorMetrics
+from gocd_ha_operator.controller.tls import CERTIFICATE_CHECK_INTERVAL, CertificateVerdict
 from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeClient, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
@@ -89,6 +90,9 @@ class ClusterState:
     #: an idle cluster at one Secret read per interval (issue #16), and a promotion step reads none.
     ca_pem: bytes | None = None
     certificates_checked_at: datetime | None = None
+    #: With a user-provided certificate (``spec.tls.serverCertificateSecret``): the last check's
+    #: verdict, which the supervisor puts in ``CertificateReady``.
+    certificate_verdict: CertificateVerdict | None = None
 
     def forget_credentials(self) -> None:
         self.credentials = None
@@ -129,6 +133,9 @@ class OperatorConfig:
     #: How long a step before the point of no return retries transient errors (a refused
     #: connection, a failed API write) before the promotion gives up and unfences.
     step_retry_seconds: float = 30.0
+    #: How often the supervisor checks the TLS Secrets (renewal; a changed user-provided
+    #: certificate). Tests shorten it.
+    certificate_check_interval: timedelta = CERTIFICATE_CHECK_INTERVAL
     _kube: KubeClient | None = field(default=None, init=False, repr=False)
     _reconciles: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     _clusters: dict[ClusterRef, ClusterState] = field(default_factory=dict, init=False, repr=False)

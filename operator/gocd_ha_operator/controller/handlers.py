@@ -140,6 +140,9 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
     # What the Secrets hold now (read back, or just created): the supervisor and the runner use
     # these until something suggests they changed.
     state.credentials, state.credentials_key = outcome.credentials, credentials_key(cluster)
+    # The reconcile checked (and may have written) the TLS Secrets: the supervisor checks them
+    # again at its next iteration, so CertificateReady follows a spec change at once.
+    state.certificates_checked_at = None
     if outcome.image_refusal is not None:
         # The children were applied with the StatefulSets' images kept; nothing rolls.
         _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)

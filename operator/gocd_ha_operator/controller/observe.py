@@ -415,6 +415,7 @@ WARNING_WHEN: Final[dict[str, str]] = {
     cond.DEGRADED: "True",
     BC_API_EXPOSED: "True",
     cond.BACKUP_HEALTHY: "False",
+    cond.CERTIFICATE_READY: "False",
 }
 
 

@@ -53,7 +53,7 @@ from gocd_ha_operator.controller.status import (
     post_event,
     post_transitions,
 )
-from gocd_ha_operator.controller.tls import CERTIFICATE_CHECK_INTERVAL, ensure_certificates
+from gocd_ha_operator.controller.tls import check_certificates
 from gocd_ha_operator.kube.apply import KubeApiError, NotOwnedError
 from gocd_ha_operator.rules import promotion as promo
 from gocd_ha_operator.rules.promotion import Reason
@@ -103,21 +103,23 @@ class Supervisor:
 
     async def _certificates(self, body: dict[str, Any], cluster: GoCDHACluster) -> bytes | None:
         """The CA certificate, after renewing the server certificate when it is due (at two
-        thirds of its lifetime, docs/architecture.md §17). The reconcile creates both Secrets;
-        this check only renews them, and runs once per ``CERTIFICATE_CHECK_INTERVAL`` (the CA
-        certificate is remembered in between). ``None`` (Postgres then observed as unreachable)
-        while they do not exist or cannot be read or written."""
+        thirds of its lifetime, docs/architecture.md §17) or, with a user-provided certificate,
+        after checking the user's Secret and copying a changed, valid one. The reconcile creates
+        the operator's Secrets; this check only renews them, and runs once per
+        ``certificate_check_interval`` (the CA certificate and the verdict on a user's
+        certificate are remembered in between). ``None`` (Postgres then observed as
+        unreachable) while they do not exist or cannot be read or written."""
         now = self.config.clock()
         checked = self.state.certificates_checked_at
         if (
             self.state.ca_pem is not None
             and checked is not None
-            and timedelta(0) <= now - checked < CERTIFICATE_CHECK_INTERVAL
+            and timedelta(0) <= now - checked < self.config.certificate_check_interval
         ):
             return self.state.ca_pem
         try:
-            ca_pem = await asyncio.to_thread(
-                ensure_certificates,
+            check = await asyncio.to_thread(
+                check_certificates,
                 self.config.kube,
                 body,
                 cluster,
@@ -127,9 +129,42 @@ class Supervisor:
         except (KubeApiError, NotOwnedError, OSError) as exc:
             logger.warning("%s: cannot check the Postgres certificates: %s", cluster.name, exc)
             return None
-        self.state.ca_pem = ca_pem
-        self.state.certificates_checked_at = now if ca_pem is not None else None
-        return ca_pem
+        self.state.ca_pem = check.ca_pem
+        self.state.certificate_verdict = check.verdict
+        self.state.certificates_checked_at = now if check.ca_pem is not None else None
+        return check.ca_pem
+
+    def _certificate_condition(
+        self,
+        cluster: GoCDHACluster | None,
+        status: GoCDHAClusterStatus,
+        *,
+        generation: int | None,
+        now: datetime,
+        transitions: list[cond.Transition],
+    ) -> GoCDHAClusterStatus:
+        """``CertificateReady`` from the last check of a user-provided certificate; absent when
+        the operator issues the certificate itself (or nothing was checked yet)."""
+        tls = cluster.spec.tls if cluster is not None else None
+        provided = tls is not None and tls.server_certificate_secret is not None
+        verdict = self.state.certificate_verdict if provided else None
+        if verdict is None:
+            if provided or cond.get_condition(status.conditions, cond.CERTIFICATE_READY) is None:
+                return status
+            kept = [c for c in status.conditions if c.type != cond.CERTIFICATE_READY]
+            return status.model_copy(update={"conditions": kept})
+        conditions, transition = cond.set_condition(
+            status.conditions,
+            type=cond.CERTIFICATE_READY,
+            status=verdict.status,
+            reason=verdict.reason,
+            message=verdict.message,
+            observed_generation=generation,
+            now=now,
+        )
+        if transition is not None:
+            transitions.append(transition)
+        return status.model_copy(update={"conditions": conditions})
 
     async def run_once(self) -> None:
         writes = self.writer.writes
@@ -226,6 +261,13 @@ class Supervisor:
                 before,
                 status=status,
                 problem=problem,
+                generation=generation,
+                now=now,
+                transitions=transitions,
+            )
+            status = self._certificate_condition(
+                current,
+                status,
                 generation=generation,
                 now=now,
                 transitions=transitions,

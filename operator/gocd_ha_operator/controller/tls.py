@@ -7,7 +7,11 @@ and is what the Postgres pods mount (GoCD pods mount its ``ca.crt`` only). In Co
 the same CA; only the sync-agent container mounts its ``tls.crt`` and ``tls.key``. The decision
 (renew or keep) is :func:`kube.certificates.server_certificate_problem` with the clock passed in;
 this module does the I/O. A CA that exists is never replaced here: a new CA would break every
-client that still trusts the old one (the docs say how to rotate it by hand).
+client that still trusts the old one (the docs say how to rotate it by hand). With
+``spec.tls.serverCertificateSecret`` no Postgres certificate is issued: :func:`_ensure_provided`
+checks the user's Secret and copies a valid one into ``<name>-server-tls``, and its verdict
+becomes the ``CertificateReady`` condition (written by the supervisor); the cluster CA is still
+made in Cold mode, for the sync agent's certificate.
 
 The operator's own connections verify the server with the CA certificate written to a file
 (:func:`ca_file`): libpq takes ``sslrootcert`` as a path. The file holds a public certificate
@@ -24,11 +28,13 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
 from gocd_ha_operator.api.constants import COMPONENT_GOCD, COMPONENT_POSTGRES, TLS_CA_CERT_KEY
 from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.api.status import ConditionStatus
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.kube.apply import ApplyResult, KubeApiError, KubeClient, NotOwnedError
 from gocd_ha_operator.kube.labels import object_labels, with_owner
@@ -53,20 +59,30 @@ class ServingSecret:
     services: str
 
 
+def provided_source(cluster: GoCDHACluster) -> str | None:
+    """The Secret of a user-provided Postgres certificate (``spec.tls.serverCertificateSecret``),
+    or ``None``: the operator issues it."""
+    tls = cluster.spec.tls
+    ref = tls.server_certificate_secret if tls is not None else None
+    return ref.name if ref is not None else None
+
+
 def serving_secrets(cluster: GoCDHACluster) -> list[ServingSecret]:
-    """The server certificates a cluster needs: Postgres always; in Cold mode also the sync
-    agent's, whose ``/status`` the operator reads over HTTPS (docs/architecture.md §17). A
-    separate certificate, not more names on the Postgres one: the GoCD pod then holds no key a
-    Postgres client would accept."""
+    """The server certificates the cluster CA signs: Postgres (unless the user provides it,
+    :func:`provided_source`); in Cold mode also the sync agent's, whose ``/status`` the operator
+    reads over HTTPS (docs/architecture.md §17). A separate certificate, not more names on the
+    Postgres one: the GoCD pod then holds no key a Postgres client would accept."""
     names = ChildNames(cluster.name)
-    wanted = [
-        ServingSecret(
-            names.server_tls_secret,
-            tuple(certificates.postgres_dns_names(cluster.name, cluster.namespace)),
-            COMPONENT_POSTGRES,
-            "Postgres",
+    wanted = []
+    if provided_source(cluster) is None:
+        wanted.append(
+            ServingSecret(
+                names.server_tls_secret,
+                tuple(certificates.postgres_dns_names(cluster.name, cluster.namespace)),
+                COMPONENT_POSTGRES,
+                "Postgres",
+            )
         )
-    ]
     if cluster.spec.gocd.effective_standby_mode == "Cold":
         wanted.append(
             ServingSecret(
@@ -77,6 +93,52 @@ def serving_secrets(cluster: GoCDHACluster) -> list[ServingSecret]:
             )
         )
     return wanted
+
+
+class CertificateReason(StrEnum):
+    """Reasons of the ``CertificateReady`` condition (only with a user-provided certificate)."""
+
+    #: The user's Secret is valid and is what the instances are given.
+    PROVIDED = "Provided"
+    #: The Secret named in ``spec.tls.serverCertificateSecret`` does not exist.
+    SECRET_NOT_FOUND = "SecretNotFound"
+    #: It exists but cannot be served (a name missing, expired, wrong key or CA...).
+    INVALID = "CertificateInvalid"
+
+
+@dataclass(frozen=True)
+class CertificateVerdict:
+    """What ``CertificateReady`` says about a user-provided certificate."""
+
+    status: ConditionStatus
+    reason: CertificateReason
+    message: str
+
+
+@dataclass(frozen=True)
+class CertificateCheck:
+    """The outcome of a certificate check: the CA certificate clients verify with (``None``:
+    none yet) and, with a user-provided certificate, the verdict on it (``None``: the operator
+    issues the certificate itself, no condition)."""
+
+    ca_pem: bytes | None
+    verdict: CertificateVerdict | None = None
+
+
+def _operator_secret_names(cluster: GoCDHACluster) -> set[str]:
+    names = ChildNames(cluster.name)
+    return {
+        names.ca_secret,
+        names.server_tls_secret,
+        names.superuser_secret,
+        names.replication_secret,
+        names.gocd_db_user_secret,
+        names.operator_secret,
+        names.bc_token_secret,
+        names.gocd_db_properties_secret("a"),
+        names.gocd_db_properties_secret("b"),
+        names.sync_agent_tls_secret,
+    }
 
 
 def _controlled_by_other(live: Mapping[str, Any], owner_uid: str) -> bool:
@@ -156,22 +218,65 @@ def ensure_certificates(
     result: ApplyResult | None = None,
     create: bool = True,
 ) -> bytes | None:
-    """Make sure the CA and current server certificates (:func:`serving_secrets`) exist; return
-    the CA certificate PEM.
+    """:func:`check_certificates`' CA certificate PEM (``None``: none yet)."""
+    return check_certificates(kube, owner, cluster, now=now, result=result, create=create).ca_pem
 
-    Writes only when something is missing or due: an unchanged cluster causes no write. With
-    ``create=False`` (the supervisor's periodic check) only existing Secrets are renewed: making
-    them is the reconcile's job, which does not run for an invalid resource; ``None`` is returned
-    while they do not exist. Raises :class:`NotOwnedError` when a Secret of the same name is
-    controlled by another object.
+
+def check_certificates(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    *,
+    now: datetime,
+    result: ApplyResult | None = None,
+    create: bool = True,
+) -> CertificateCheck:
+    """Make sure the CA and current server certificates (:func:`serving_secrets`) exist and,
+    with a user-provided Postgres certificate, check and copy it (:func:`_ensure_provided`).
+
+    ``ca_pem`` of the result is what the operator verifies with: the cluster CA, or with a
+    user-provided certificate its ``ca.crt`` (followed by the cluster CA in Cold mode, which
+    signs the sync agent's certificate). Writes only when something is missing or due: an
+    unchanged cluster causes no write. With ``create=False`` (the supervisor's periodic check)
+    only existing Secrets are renewed: making them is the reconcile's job, which does not run
+    for an invalid resource; ``ca_pem`` is ``None`` while they do not exist. Raises
+    :class:`NotOwnedError` when a Secret of the same name is controlled by another object.
     """
     result = result if result is not None else ApplyResult()
+    source = provided_source(cluster)
+    serving = serving_secrets(cluster)
+    if source is None:
+        return CertificateCheck(
+            _ensure_issued(kube, owner, cluster, serving, now=now, result=result, create=create)
+        )
+    check = _ensure_provided(kube, owner, cluster, source, now=now, result=result)
+    if not serving:
+        return check
+    cluster_ca = _ensure_issued(
+        kube, owner, cluster, serving, now=now, result=result, create=create
+    )
+    if check.ca_pem is None or cluster_ca is None:
+        return check
+    return CertificateCheck(check.ca_pem.rstrip(b"\n") + b"\n" + cluster_ca, check.verdict)
+
+
+def _ensure_issued(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    serving: list[ServingSecret],
+    *,
+    now: datetime,
+    result: ApplyResult,
+    create: bool,
+) -> bytes | None:
+    """The cluster CA and the certificates it signs (``serving``): made when missing, renewed
+    when due; the CA certificate PEM (``None`` with ``create=False`` while they do not exist)."""
     names = ChildNames(cluster.name)
     owner_uid = str(owner["metadata"]["uid"])
     live_ca = kube.get("v1", "Secret", cluster.namespace, names.ca_secret)
     if not create and (
-        live_ca is None
-        or kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret) is None
+        live_ca is None or kube.get("v1", "Secret", cluster.namespace, serving[0].name) is None
     ):
         return None
     if live_ca is not None and _controlled_by_other(live_ca, owner_uid):
@@ -204,8 +309,8 @@ def ensure_certificates(
     else:
         assert live_ca is not None
         _keep_labels(kube, cluster, live_ca, result)
-    for serving in serving_secrets(cluster):
-        _ensure_serving(kube, owner, cluster, ca, serving, now=now, result=result, create=create)
+    for wanted in serving:
+        _ensure_serving(kube, owner, cluster, ca, wanted, now=now, result=result, create=create)
     return ca.cert_pem
 
 
@@ -257,6 +362,86 @@ def _ensure_serving(
     )
 
 
+def _ensure_provided(
+    kube: KubeClient,
+    owner: Mapping[str, Any],
+    cluster: GoCDHACluster,
+    source: str,
+    *,
+    now: datetime,
+    result: ApplyResult,
+) -> CertificateCheck:
+    """A user-provided server certificate (docs/architecture.md §17): the operator issues none.
+
+    The user's Secret ``source`` is checked (:func:`kube.certificates.provided_certificate`) and,
+    when valid and different, copied into ``<name>-server-tls``, which is what the pods mount: a
+    Secret that fails the check never reaches an instance, which keeps serving the last valid
+    copy (the verdict says so). Runs from the reconcile and from the supervisor's periodic check,
+    which both may create the copy: a Secret fixed later needs no spec change to be taken up.
+    """
+    names = ChildNames(cluster.name)
+    field_name = f"{certificates.PROVIDED_FIELD}.name"
+    owner_uid = str(owner["metadata"]["uid"])
+    live_server = kube.get("v1", "Secret", cluster.namespace, names.server_tls_secret)
+    if live_server is not None and _controlled_by_other(live_server, owner_uid):
+        raise NotOwnedError(
+            f"Secret/{names.server_tls_secret} exists and is controlled by another object"
+        )
+    kept = certificates.ServingCertificate.from_secret_data(
+        live_server.get("data") if live_server else None
+    )
+    fresh: certificates.ServingCertificate | None = None
+    reason = CertificateReason.INVALID
+    if source in _operator_secret_names(cluster):
+        why = f"{source!r} is a Secret the operator writes itself; name the Secret that holds yours"
+    else:
+        user = kube.get("v1", "Secret", cluster.namespace, source)
+        if user is None:
+            reason = CertificateReason.SECRET_NOT_FOUND
+            why = f"Secret {cluster.namespace}/{source} does not exist"
+        else:
+            dns_names = certificates.client_dns_names(cluster.name, cluster.namespace)
+            fresh, problem = certificates.provided_certificate(user.get("data"), dns_names, now=now)
+            why = f"Secret {cluster.namespace}/{source}: {problem}" if problem else ""
+    if fresh is None:
+        consequence = (
+            "the instances keep the last valid certificate"
+            if kept is not None
+            else f"no certificate to serve: the Postgres pods wait for {names.server_tls_secret}"
+        )
+        message = f"{field_name}: {why}; {consequence}"
+        logger.warning("%s/%s: %s", cluster.namespace, cluster.name, message)
+        return CertificateCheck(
+            kept.ca_pem if kept is not None else None,
+            CertificateVerdict("False", reason, message),
+        )
+    served = certificates.certificate_summary(fresh.cert_pem)
+    verdict = CertificateVerdict(
+        "True",
+        CertificateReason.PROVIDED,
+        f"Postgres is given the certificate of Secret {source} ({served})",
+    )
+    if kept == fresh:
+        assert live_server is not None
+        _keep_labels(kube, cluster, live_server, result)
+        return CertificateCheck(fresh.ca_pem, verdict)
+    logger.info(
+        "Copying the certificate of Secret %s/%s (%s) to %s.",
+        cluster.namespace,
+        source,
+        served,
+        names.server_tls_secret,
+    )
+    _write(
+        kube,
+        owner,
+        _secret(cluster, names.server_tls_secret, fresh.secret_data(), "kubernetes.io/tls"),
+        live_server is not None,
+        result,
+    )
+    return CertificateCheck(fresh.ca_pem, verdict)
+
+
 def create_fresh_certificates(
     kube: KubeClient,
     owner: Mapping[str, Any],
@@ -268,7 +453,10 @@ def create_fresh_certificates(
     """A resource never reconciled: create the CA and server Secrets without reading first (one
     request each, issue #16). ``None`` when one of them exists after all (created concurrently
     or left from an earlier owner): the caller then goes through :func:`ensure_certificates`,
-    which reads, keeps what is valid and signs with the stored CA."""
+    which reads, keeps what is valid and signs with the stored CA. ``None`` as well with a
+    user-provided certificate: the user's Secret is read and checked there."""
+    if provided_source(cluster) is not None:
+        return None
     secrets = fresh_certificate_secrets(cluster, now=now)
     for secret in secrets:
         try:
@@ -284,8 +472,11 @@ def create_fresh_certificates(
 def fresh_certificate_secrets(cluster: GoCDHACluster, *, now: datetime) -> list[dict[str, Any]]:
     """A new CA and every server certificate (:func:`serving_secrets`) as Secrets (no owner),
     the CA first: what ``render`` prints, like the credentials it generates afresh on every
-    run."""
+    run. No Postgres certificate with a user-provided one (the operator copies the user's
+    Secret, which ``render`` cannot read), and then no CA unless something else needs it."""
     names = ChildNames(cluster.name)
+    if not serving_secrets(cluster):
+        return []
     ca = certificates.generate_ca(f"{cluster.name}.{cluster.namespace} gocd-ha CA", now=now)
     out = [_secret(cluster, names.ca_secret, ca.secret_data(), "Opaque")]
     for serving in serving_secrets(cluster):

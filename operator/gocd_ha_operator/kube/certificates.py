@@ -353,3 +353,149 @@ def server_certificate_problem(
     if problem == "it does not name the webhook Service":
         return f"it does not name every {services} Service"
     return problem
+
+
+# --- a user-provided server certificate (spec.tls.serverCertificateSecret, §17) ----------------
+
+#: The field a user-provided certificate comes from, as messages name it.
+PROVIDED_FIELD: Final = "spec.tls.serverCertificateSecret"
+
+
+def client_dns_names(cluster: str, namespace: str) -> list[str]:
+    """The names this project's clients verify a Postgres server against (``<svc>.<ns>.svc`` of
+    the instance and role Services): what a user-provided certificate must name."""
+    return [name for name in postgres_dns_names(cluster, namespace) if name.endswith(".svc")]
+
+
+def _pem_certificates(pem: bytes) -> list[x509.Certificate]:
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError("no PEM certificate")
+    return x509.load_pem_x509_certificates(pem)
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    """RFC 6125 matching as libpq does it: exact (case-insensitive), or a ``*`` as the whole
+    left-most label standing for exactly one label."""
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern == name:
+        return True
+    if pattern.startswith("*.") and "." in name:
+        return name.split(".", 1)[1] == pattern[2:]
+    return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _chain_problem(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    *,
+    now: dt.datetime,
+) -> str | None:
+    """Why no chain leads from ``leaf`` through ``intermediates`` (the rest of ``tls.crt``) to one
+    of ``roots`` (``ca.crt``) with every certificate valid at ``now``; ``None`` when one does."""
+    current = leaf
+    for _ in range(len(intermediates) + 1):
+        root = next((ca for ca in roots if _issued_by(current, ca)), None)
+        if root is not None:
+            if not root.not_valid_before_utc <= now <= root.not_valid_after_utc:
+                subject = root.subject.rfc4514_string()
+                return f"the CA in ca.crt that signed it ({subject}) is not valid now"
+            return None
+        parent = next((ca for ca in intermediates if _issued_by(current, ca)), None)
+        if parent is None or parent is current:
+            break
+        if not parent.not_valid_before_utc <= now <= parent.not_valid_after_utc:
+            subject = parent.subject.rfc4514_string()
+            return f"the intermediate CA {subject} in tls.crt is not valid now"
+        current = parent
+    return (
+        "its ca.crt does not verify its tls.crt: no certificate in ca.crt signed it "
+        "(nor the last intermediate of tls.crt)"
+    )
+
+
+def provided_certificate(
+    data: Mapping[str, str] | None,
+    dns_names: Sequence[str],
+    *,
+    now: dt.datetime,
+) -> tuple[ServingCertificate | None, str | None]:
+    """A user's server certificate Secret (``data`` as the API returns it, base64), checked.
+
+    ``(certificate, None)`` when Postgres can serve it to clients that verify fully: ``tls.crt``
+    (the server certificate first, then any intermediates), ``tls.key`` (unencrypted PEM) and
+    ``ca.crt`` (the CA clients trust) are present and readable, the key belongs to the
+    certificate, it is valid at ``now``, names every one of ``dns_names`` (wildcards as libpq
+    matches them) and ``ca.crt`` verifies it. Otherwise ``(None, what is wrong)``: one sentence
+    naming the key and what is missing; never key material.
+    """
+    data = data or {}
+    raw: dict[str, bytes] = {}
+    for key in (CERT_KEY, PRIVATE_KEY, CA_KEY):
+        if not data.get(key):
+            hint = (
+                " (the CA certificate clients verify the server with; cert-manager writes it for "
+                "CA and self-signed issuers)"
+                if key == CA_KEY
+                else ""
+            )
+            return None, f"it has no {key}{hint}"
+        try:
+            raw[key] = base64.b64decode(data[key], validate=True)
+        except ValueError:
+            return None, f"its {key} is not base64"
+    try:
+        chain = _pem_certificates(raw[CERT_KEY])
+    except ValueError:
+        return None, "its tls.crt is not a PEM certificate"
+    try:
+        roots = _pem_certificates(raw[CA_KEY])
+    except ValueError:
+        return None, "its ca.crt is not a PEM certificate"
+    try:
+        private = serialization.load_pem_private_key(raw[PRIVATE_KEY], password=None)
+    except TypeError:
+        return None, "its tls.key is encrypted (Postgres needs an unencrypted key)"
+    except ValueError:
+        return None, "its tls.key is not a PEM private key"
+    leaf = chain[0]
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if private.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+        return None, "its tls.key does not belong to its tls.crt"
+    if leaf.not_valid_after_utc < now:
+        return None, f"its tls.crt expired at {leaf.not_valid_after_utc.isoformat()}"
+    if leaf.not_valid_before_utc > now:
+        return None, f"its tls.crt is not valid before {leaf.not_valid_before_utc.isoformat()}"
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        named = sans.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        named = []
+    missing = [name for name in dns_names if not any(_name_matches(p, name) for p in named)]
+    if missing:
+        return None, (
+            f"its tls.crt does not name {', '.join(missing)} in its subject alternative names "
+            "(every Postgres Service name a client verifies)"
+        )
+    problem = _chain_problem(leaf, chain[1:], roots, now=now)
+    if problem is not None:
+        return None, problem
+    kept = ServingCertificate(ca_pem=raw[CA_KEY], cert_pem=raw[CERT_KEY], key_pem=raw[PRIVATE_KEY])
+    return kept, None
+
+
+def certificate_summary(cert_pem: bytes) -> str:
+    """``serial <hex>, valid until <time>`` of the first certificate in ``cert_pem``."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return f"serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc.isoformat()}"

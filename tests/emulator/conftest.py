@@ -55,6 +55,7 @@ async def run_operator(harness: Harness) -> AsyncIterator[Callable[[], Any]]:
             connection=harness.config.connection,
             tune_settings=emulator_settings,
             retry_delay=1.0,
+            certificate_check_interval=harness.config.certificate_check_interval,
         )
         operator = OperatorThread(config)
         running.append(operator)

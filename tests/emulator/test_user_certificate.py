@@ -25,9 +25,7 @@ NAMES = certificates.client_dns_names("ci", NAMESPACE)
 
 def condition(harness: Harness) -> dict[str, Any] | None:
     status = harness.cluster().get("status") or {}
-    return next(
-        (c for c in status.get("conditions", []) if c["type"] == "CertificateReady"), None
-    )
+    return next((c for c in status.get("conditions", []) if c["type"] == "CertificateReady"), None)
 
 
 def served(harness: Harness) -> dict[str, str]:

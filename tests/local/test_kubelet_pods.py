@@ -112,7 +112,9 @@ def skip_reason() -> str | None:
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
 
-async def create_probe(api: Api, role: str = "one") -> None:
+async def create_probe(
+    api: Api, role: str = "one", statefulset_body: dict[str, Any] | None = None
+) -> None:
     await api.create(
         {
             "apiVersion": "v1",
@@ -129,7 +131,7 @@ async def create_probe(api: Api, role: str = "one") -> None:
             "stringData": {"password": SECRET_VALUE},
         }
     )
-    await api.create(statefulset())
+    await api.create(statefulset_body or statefulset())
 
 
 def alive(pid: int) -> bool:

@@ -119,6 +119,9 @@ SERVICE_ADDRESS_VARIABLES: Final = (
     ("GOCDHA_BACKUP_HOST", "GOCDHA_BACKUP_PORT"),
 )
 #: Crash back-off: 0.5 s doubling up to 10 s (Kubernetes goes to 5 minutes; too slow for a demo).
+#: How often a running pod's ConfigMap and Secret volumes are refreshed (a real kubelet's
+#: ``syncFrequency`` is one minute; its cache may add up to another).
+VOLUME_REFRESH_SECONDS: Final = 60.0
 BACKOFF_FIRST: Final = 0.5
 BACKOFF_MAX: Final = 10.0
 #: How long ``close()`` waits for a graceful stop before it kills.
@@ -358,6 +361,7 @@ class LocalKubelet:
         interval: float = 0.2,
         clusters: Iterable[str] = (),
         keep_files: bool = False,
+        volume_refresh_interval: float = VOLUME_REFRESH_SECONDS,
     ) -> None:
         """
         ``work_root``: parent of the kubelet's own temporary work dir (default: the system temp
@@ -367,6 +371,8 @@ class LocalKubelet:
         root, else the current user). ``clusters``: names of ``GoCDHACluster`` resources whose
         instance Services get endpoints up front (see :meth:`reserve_cluster`).
         ``keep_files``: leave the work dir behind on close (for debugging).
+        ``volume_refresh_interval``: how often the ConfigMap, Secret and projected volumes of
+        running pods are brought up to date (a real kubelet: its sync period, about a minute).
         """
         self.api_url = api_url.rstrip("/")
         self.namespace = namespace
@@ -375,6 +381,8 @@ class LocalKubelet:
         bindir = pg_bindir or find_pg_bindir()
         self.pg_bindir = bindir
         self.keep_files = keep_files
+        self.volume_refresh_interval = volume_refresh_interval
+        self._next_volume_refresh = time.monotonic() + volume_refresh_interval
         self.work_dir = Path(tempfile.mkdtemp(prefix="gocdha-kubelet-", dir=work_root))
         # Traversable by the OS user the pods run as; nothing secret lives directly in it.
         self.work_dir.chmod(0o755)
@@ -625,6 +633,9 @@ class LocalKubelet:
             self._services = {s["metadata"]["name"]: s for s in services}
             self._refresh_endpoints()
             await asyncio.gather(*(self._converge(pod) for pod in list(self._pods.values())))
+            if time.monotonic() >= self._next_volume_refresh:
+                self._next_volume_refresh = time.monotonic() + self.volume_refresh_interval
+                await self._refresh_volumes()
 
     # --- convergence ----------------------------------------------------------------------------
 
@@ -1048,53 +1059,9 @@ class LocalKubelet:
             elif "persistentVolumeClaim" in volume:
                 target = self.claim_dir(volume["persistentVolumeClaim"]["claimName"])
                 result.writable.add(name)
-            elif "configMap" in volume:
-                source = volume["configMap"]
-                data = await self._configmap_data(source["name"], optional=source.get("optional"))
-                self._write_files(target, data, source.get("items"), secret=False)
-            elif "secret" in volume:
-                source = volume["secret"]
-                data = await self._secret_data(source["secretName"], source.get("optional"))
-                self._write_files(target, data, source.get("items"), secret=True)
-            elif "projected" in volume:
-                self._reset_dir(target, secret=True)
-                for item in volume["projected"].get("sources") or []:
-                    if "secret" in item:
-                        src = item["secret"]
-                        data = await self._secret_data(src["name"], src.get("optional"))
-                        self._write_files(target, data, src.get("items"), secret=True, reset=False)
-                    elif "serviceAccountToken" in item and token is not None:
-                        # A token projected into the containers that mount it (issue #12).
-                        data = {"token": token.encode()}
-                        items = [{"key": "token", "path": item["serviceAccountToken"]["path"]}]
-                        self._write_files(target, data, items, secret=True, reset=False)
-                    elif "downwardAPI" in item:
-                        fields = {
-                            "metadata.namespace": self.namespace,
-                            "metadata.name": pod.pod_name,
-                        }
-                        data = {}
-                        items = []
-                        for entry in item["downwardAPI"].get("items") or []:
-                            field_path = entry.get("fieldRef", {}).get("fieldPath")
-                            if field_path not in fields:
-                                raise PodSpecError(f"volume {name!r}: fieldRef {field_path!r}")
-                            data[entry["path"]] = fields[field_path].encode()
-                            items.append({"key": entry["path"], "path": entry["path"]})
-                        self._write_files(target, data, items, secret=True, reset=False)
-                    elif "configMap" in item and item["configMap"]["name"] == "kube-root-ca.crt":
-                        # The API server's CA, as Kubernetes publishes it in every namespace.
-                        crt = self._certificate[0].read_bytes() if self._certificate else b""
-                        items = item["configMap"].get("items")
-                        self._write_files(target, {"ca.crt": crt}, items, secret=True, reset=False)
-                    elif "configMap" in item:
-                        src = item["configMap"]
-                        data = await self._configmap_data(src["name"], src.get("optional"))
-                        self._write_files(target, data, src.get("items"), secret=True, reset=False)
-                    else:
-                        raise PodSpecError(
-                            f"volume {name!r}: projected source {sorted(item)} is not supported"
-                        )
+            elif "configMap" in volume or "secret" in volume or "projected" in volume:
+                files = await self._volume_files(pod, volume, token=token)
+                self._write_files(target, files, None, secret="configMap" not in volume)
             else:
                 raise PodSpecError(f"volume {name!r}: type {sorted(volume)} is not supported")
             result.dirs[name] = target
@@ -1116,6 +1083,121 @@ class LocalKubelet:
             result.service_account = target
         return result
 
+    async def _volume_files(
+        self, pod: _Pod, volume: Mapping[str, Any], *, token: str | None
+    ) -> dict[str, bytes]:
+        """The files (relative path -> content) a ConfigMap, Secret or projected volume holds
+        now, read from the API."""
+        name = volume["name"]
+        if "configMap" in volume:
+            source = volume["configMap"]
+            data = await self._configmap_data(source["name"], optional=source.get("optional"))
+            return _select(data, source.get("items"))
+        if "secret" in volume:
+            source = volume["secret"]
+            data = await self._secret_data(source["secretName"], source.get("optional"))
+            return _select(data, source.get("items"))
+        files: dict[str, bytes] = {}
+        for item in volume["projected"].get("sources") or []:
+            if "secret" in item:
+                src = item["secret"]
+                data = await self._secret_data(src["name"], src.get("optional"))
+                files.update(_select(data, src.get("items")))
+            elif "serviceAccountToken" in item:
+                if token is not None:
+                    # A token projected into the containers that mount it (issue #12).
+                    files[item["serviceAccountToken"]["path"]] = token.encode()
+            elif "downwardAPI" in item:
+                fields = {"metadata.namespace": self.namespace, "metadata.name": pod.pod_name}
+                for entry in item["downwardAPI"].get("items") or []:
+                    field_path = entry.get("fieldRef", {}).get("fieldPath")
+                    if field_path not in fields:
+                        raise PodSpecError(f"volume {name!r}: fieldRef {field_path!r}")
+                    files[entry["path"]] = fields[field_path].encode()
+            elif "configMap" in item and item["configMap"]["name"] == "kube-root-ca.crt":
+                # The API server's CA, as Kubernetes publishes it in every namespace.
+                crt = self._certificate[0].read_bytes() if self._certificate else b""
+                files.update(_select({"ca.crt": crt}, item["configMap"].get("items")))
+            elif "configMap" in item:
+                src = item["configMap"]
+                data = await self._configmap_data(src["name"], src.get("optional"))
+                files.update(_select(data, src.get("items")))
+            else:
+                raise PodSpecError(
+                    f"volume {name!r}: projected source {sorted(item)} is not supported"
+                )
+        return files
+
+    async def _refresh_volumes(self) -> None:
+        """What a real kubelet does every sync period: ConfigMap, Secret and projected volumes of
+        a running pod get the objects' current data, file by file (each replaced atomically),
+        with no container restarted. A volume a container mounts with ``subPath`` is left alone:
+        a real kubelet never updates such a mount. An object that cannot be read keeps its old
+        files, as on a node."""
+        for pod in list(self._pods.values()):
+            if pod.phase not in ("Init", "Running") or pod.volumes is None or pod.obj is None:
+                continue
+            spec = pod.template.get("spec") or {}
+            pinned = {
+                mount["name"]
+                for container in [*(spec.get("initContainers") or []), *spec["containers"]]
+                for mount in container.get("volumeMounts") or []
+                if mount.get("subPath")
+            }
+            token = pod.api.token if pod.api is not None else None
+            for volume in spec.get("volumes") or []:
+                name = volume["name"]
+                kinds = ("configMap", "secret", "projected")
+                target = pod.volumes.dirs.get(name)
+                if name in pinned or target is None or not any(k in volume for k in kinds):
+                    continue
+                try:
+                    files = await self._volume_files(pod, volume, token=token)
+                except (PodSpecError, ApiError, OSError, aiohttp.ClientError) as exc:
+                    self._log(pod, f"volume {name} not refreshed: {exc}")
+                    continue
+                if self._update_files(target, files, secret="configMap" not in volume):
+                    self._log(pod, f"volume {name} refreshed")
+
+    def _update_files(self, target: Path, files: Mapping[str, bytes], *, secret: bool) -> bool:
+        """Bring ``target`` to ``files``: changed or new files replaced atomically (a reader
+        sees the old or the new content, never a mix), files no longer wanted removed. Whether
+        anything changed."""
+        if not target.is_dir():
+            return False
+        changed = False
+        for relative, content in files.items():
+            path = _inside(target, relative)
+            try:
+                if path.read_bytes() == content:
+                    continue
+            except OSError:
+                pass
+            self._make_parents(target, path, secret=secret)
+            temporary = path.with_name(f".{path.name}.refresh")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            if secret:
+                give_to(temporary, self.os_user)
+            temporary.chmod(SECRET_FILE_MODE if secret else CONFIG_FILE_MODE)
+            os.replace(temporary, path)
+            changed = True
+        wanted = {_inside(target, relative) for relative in files}
+        for path in sorted(target.rglob("*"), reverse=True):
+            if path.is_file() and path not in wanted:
+                path.unlink()
+                changed = True
+        return changed
+
+    def _make_parents(self, target: Path, path: Path, *, secret: bool) -> None:
+        parent = path.parent
+        for directory in reversed([parent, *parent.parents]):
+            if directory.is_relative_to(target) and not directory.exists():
+                directory.mkdir(mode=PRIVATE_DIR_MODE if secret else 0o755)
+                if secret:
+                    give_to(directory, self.os_user)
+
     def _reset_dir(self, target: Path, *, secret: bool) -> None:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(mode=PRIVATE_DIR_MODE if secret else 0o755)
@@ -1125,37 +1207,24 @@ class LocalKubelet:
     def _write_files(
         self,
         target: Path,
-        data: Mapping[str, bytes],
+        files: Mapping[str, bytes],
         items: list[dict[str, Any]] | None,
         *,
         secret: bool,
         reset: bool = True,
     ) -> None:
         """Keys -> files. Secrets: 0600, owned by the OS user (there is no fsGroup locally);
-        ConfigMaps: 0444. Written afresh at every container start (a snapshot, not a live view)."""
+        ConfigMaps: 0444. Written afresh at pod start and every container start; a running pod's
+        volumes are refreshed by :meth:`_refresh_volumes`."""
         if reset:
             self._reset_dir(target, secret=secret)
-        selected = (
-            [(item["key"], item["path"]) for item in items]
-            if items
-            else [(key, key) for key in data]
-        )
-        for key, relative in selected:
-            if key not in data:
-                raise PodSpecError(f"key {key!r} is missing")
-            path = target / relative
-            if ".." in Path(relative).parts or Path(relative).is_absolute():
-                raise PodSpecError(f"item path {relative!r} leaves the volume")
-            parent = path.parent
-            for directory in reversed([parent, *parent.parents]):
-                if directory.is_relative_to(target) and not directory.exists():
-                    directory.mkdir(mode=PRIVATE_DIR_MODE if secret else 0o755)
-                    if secret:
-                        give_to(directory, self.os_user)
+        for relative, content in _select(files, items).items():
+            path = _inside(target, relative)
+            self._make_parents(target, path, secret=secret)
             mode = SECRET_FILE_MODE if secret else CONFIG_FILE_MODE
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data[key])
+                handle.write(content)
             if secret:
                 give_to(path, self.os_user)
             path.chmod(mode)
@@ -1441,6 +1510,24 @@ class LocalKubelet:
         logger.info("local kubelet: %s/%s: %s", pod.kind, pod.name, message)
         with contextlib.suppress(OSError), self._log_path(pod).open("a") as log:
             log.write(f"==== {_now()} {message}\n")
+
+
+def _select(data: Mapping[str, bytes], items: list[dict[str, Any]] | None) -> dict[str, bytes]:
+    """A volume's files from an object's data: every key, or the ``items`` (key -> path)."""
+    if not items:
+        return dict(data)
+    files = {}
+    for item in items:
+        if item["key"] not in data:
+            raise PodSpecError(f"key {item['key']!r} is missing")
+        files[item["path"]] = data[item["key"]]
+    return files
+
+
+def _inside(target: Path, relative: str) -> Path:
+    if ".." in Path(relative).parts or Path(relative).is_absolute():
+        raise PodSpecError(f"item path {relative!r} leaves the volume")
+    return target / relative
 
 
 def _job_finished(job: Mapping[str, Any]) -> bool:

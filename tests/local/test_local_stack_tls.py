@@ -2,15 +2,19 @@
 certificate, the Postgres pods serve it, and every TCP client seen on the primary — the standby's
 walsender, the operator's observation, the stand-in GoCD (connecting as its db.properties says)
 and a writer that verifies as GoCD does — is encrypted; and what the instance serves is the
-certificate of the operator's ``<name>-server-tls`` Secret. (Rotation under a writer is shown on
-real Postgres in ``tests/postgres/test_tls.py``: the local kubelet refreshes a Secret volume only
-when a container starts.)"""
+certificate of the operator's ``<name>-server-tls`` Secret. And a rotation end to end: a
+cert-manager-style Secret replaced under a writer reaches both instances through the operator's
+copy, the kubelet's refresh of the mounted Secret and the guard's reload, with no failed commit
+and no restart; a broken replacement reaches neither."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import copy
+import datetime as dt
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,7 +23,8 @@ from cryptography import x509
 
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.local.stack import LocalStack, local_stack
-from gocd_ha_operator.local.workload import streaming_from
+from gocd_ha_operator.local.workload import RowWriter, streaming_from
+from tests.support import usercerts
 from tests.support.pg import served_certificate, unavailable_reason
 
 pytestmark = [
@@ -97,3 +102,146 @@ async def test_every_tcp_client_of_the_primary_uses_tls() -> None:
         assert x509.load_der_x509_certificate(served).serial_number == (
             certificates.serial_number(old)
         )
+
+
+# --- rotation end to end: cert-manager replaces the Secret under a writer ---------------------
+
+USER_SECRET = "ci-postgres-cert"
+#: Failed commits or connections the writer may see while the certificate is replaced: none. Its
+#: session was opened before and a reload keeps sessions; a new TLS handshake gets the new one.
+MAX_WRITER_FAILURES = 0
+
+
+async def rows_on_side(stack: LocalStack, side: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` run as superuser over ``side``'s unix socket (no TLS there)."""
+    socket_dir = stack.kubelet.work_dir / "pods" / f"{NAME}-pg-{side}-0" / "volumes" / "run"
+    password = await stack.secret_value(f"{NAME}-postgres-superuser", "password")
+    async with await psycopg.AsyncConnection.connect(
+        host=str(socket_dir),
+        port=stack.kubelet.port(f"{NAME}-pg-{side}"),
+        user="postgres",
+        password=password,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        cursor = await conn.execute(sql)
+        return list(await cursor.fetchall())
+
+
+def served_serial(stack: LocalStack, side: str, ca_path: Path) -> int | None:
+    """The serial of the certificate ``side``'s Postgres serves (verified as a client would),
+    or ``None`` while it cannot be verified."""
+    endpoint = stack.kubelet.endpoint_map[f"{NAMESPACE}/{NAME}-pg-{side}:5432"]
+    try:
+        der = served_certificate(endpoint.port, f"{NAME}-pg-{side}.{NAMESPACE}.svc", ca_path)
+    except (OSError, AssertionError):
+        return None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def certificate_ready(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions", []) if c["type"] == "CertificateReady"), None)
+
+
+async def test_a_cert_manager_rotation_reaches_both_instances_under_a_writer(
+    tmp_path: Path,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    issuer = certificates.generate_ca("cert-manager CA", now=now)
+    ca_path = tmp_path / "ca.crt"
+    ca_path.write_bytes(issuer.cert_pem)
+    names = certificates.postgres_dns_names(NAME, NAMESPACE)
+    first = usercerts.issue(issuer, names, now=now)
+    body = copy.deepcopy(BODY)
+    body["spec"]["tls"] = {"serverCertificateSecret": {"name": USER_SECRET}}
+    secrets_path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
+    async with local_stack(
+        [NAME],
+        namespace=NAMESPACE,
+        observe_interval=0.5,
+        volume_refresh_interval=1.0,
+        certificate_check_interval=dt.timedelta(seconds=1),
+    ) as stack:
+        await stack.request(
+            "POST", secrets_path, usercerts.cert_manager_secret(USER_SECRET, NAMESPACE, first)
+        )
+        await stack.apply(body)
+        await stack.wait_for(
+            lambda s: streaming_from("a", s), NAME, timeout=180, what="b streaming from a"
+        )
+        await stack.wait_for(
+            lambda s: (c := certificate_ready(s)) and c["status"] == "True",
+            NAME,
+            timeout=30,
+            what="CertificateReady",
+        )
+        first_serial = certificates.serial_number(first.cert_pem)
+        assert {served_serial(stack, side, ca_path) for side in "ab"} == {first_serial}
+        started = {
+            side: await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
+            for side in "ab"
+        }
+        writer = RowWriter(stack, NAME)
+        await writer.prepare()
+        writer.start()
+        try:
+            while len(writer.commits) < 50:
+                await asyncio.sleep(0.05)
+            # cert-manager renews: a new key and certificate written into the same Secret.
+            second = usercerts.issue(issuer, names, now=dt.datetime.now(dt.UTC))
+            second_serial = certificates.serial_number(second.cert_pem)
+            replaced_at = time.monotonic()
+            await stack.request(
+                "PATCH", f"{secrets_path}/{USER_SECRET}", {"data": second.secret_data()}
+            )
+            reached: dict[str, float] = {}
+            deadline = time.monotonic() + 60
+            while len(reached) < 2 and time.monotonic() < deadline:
+                for side in "ab":
+                    if side not in reached and served_serial(stack, side, ca_path) == (
+                        second_serial
+                    ):
+                        reached[side] = time.monotonic() - replaced_at
+                await asyncio.sleep(0.1)
+            assert sorted(reached) == ["a", "b"], f"the new certificate reached only {reached}"
+            before = len(writer.commits)
+
+            # A broken renewal (the role Services' names missing) reaches nothing.
+            broken = usercerts.issue(issuer, names[:4], now=dt.datetime.now(dt.UTC))
+            await stack.request(
+                "PATCH", f"{secrets_path}/{USER_SECRET}", {"data": broken.secret_data()}
+            )
+            condition = await stack.wait_for(
+                lambda s: (c := certificate_ready(s)) and c["status"] == "False" and c,
+                NAME,
+                timeout=30,
+                what="CertificateReady=False",
+            )
+            await asyncio.sleep(3)  # several kubelet refreshes and guard passes
+            assert {served_serial(stack, side, ca_path) for side in "ab"} == {second_serial}
+            while len(writer.commits) < before + 50:
+                await asyncio.sleep(0.05)
+        finally:
+            await writer.stop()
+        print(
+            f"\nnew certificate served {reached['a']:.2f}s (a) and {reached['b']:.2f}s (b) after "
+            f"the Secret changed; {len(writer.commits)} rows acknowledged, "
+            f"{writer.failures} writer failures"
+        )
+        assert writer.failures <= MAX_WRITER_FAILURES
+        assert writer.acknowledged <= await writer.rows_on(f"{NAME}-pg-primary")
+        for side in "ab":  # reloaded, not restarted
+            assert (
+                await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
+                == (started[side])
+            )
+        # The standby's replication connection is still encrypted, and new sessions get the
+        # new certificate (pg_stat_ssl of a fresh connection, as the server reports it).
+        wal = await rows_on_side(
+            stack,
+            "a",
+            "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+        )
+        assert wal == [(True,)]
+        assert "ci-pg-primary.build.svc" in condition["message"]
+        assert "the instances keep the last valid certificate" in condition["message"]

@@ -15,6 +15,7 @@ import copy
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,10 +24,11 @@ import kopf
 
 from gocd_ha_operator.api.constants import GOCD_DB_USER, POSTGRES_PORT, TLS_CA_CERT_KEY
 from gocd_ha_operator.controller.handlers import OperatorConfig
+from gocd_ha_operator.controller.tls import CERTIFICATE_CHECK_INTERVAL
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings, running_emulator
-from gocd_ha_operator.local.kubelet import LocalKubelet
+from gocd_ha_operator.local.kubelet import VOLUME_REFRESH_SECONDS, LocalKubelet
 from gocd_ha_operator.rules.promotion import StepHook
 
 CLUSTERS_PATH: Final = "/apis/gocdha.io/v1alpha1/namespaces/{ns}/gocdhaclusters"
@@ -43,6 +45,8 @@ class LocalStack:
     metrics_address: tuple[str, int] | None = None
     #: The running operator's configuration (its metrics, where they are served).
     operator_config: OperatorConfig | None = None
+    #: How often the operator checks the TLS Secrets (renewal, a user's changed certificate).
+    certificate_check_interval: timedelta = CERTIFICATE_CHECK_INTERVAL
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     # --- the operator -------------------------------------------------------------------------
@@ -58,6 +62,7 @@ class LocalStack:
             retry_delay=1.0,
             promotion_hook=promotion_hook,
             metrics_address=self.metrics_address,
+            certificate_check_interval=self.certificate_check_interval,
         )
 
     async def start_operator(self, promotion_hook: StepHook | None = None) -> None:
@@ -175,13 +180,29 @@ async def local_stack(
     work_root: Path | None = None,
     start_operator: bool = True,
     metrics_address: tuple[str, int] | None = None,
+    volume_refresh_interval: float = VOLUME_REFRESH_SECONDS,
+    certificate_check_interval: timedelta = CERTIFICATE_CHECK_INTERVAL,
 ) -> AsyncIterator[LocalStack]:
-    """Emulator, kubelet and operator, torn down in reverse order whatever happens."""
+    """Emulator, kubelet and operator, torn down in reverse order whatever happens.
+    ``volume_refresh_interval``: the kubelet's refresh of Secret and ConfigMap volumes in running
+    pods; ``certificate_check_interval``: the operator's check of the TLS Secrets (tests that
+    rotate certificates shorten both)."""
     async with running_emulator() as (_emulator, url):
-        kubelet = LocalKubelet(url, namespace, clusters=clusters, work_root=work_root)
+        kubelet = LocalKubelet(
+            url,
+            namespace,
+            clusters=clusters,
+            work_root=work_root,
+            volume_refresh_interval=volume_refresh_interval,
+        )
         async with kubelet:
             stack = LocalStack(
-                url, namespace, kubelet, observe_interval, metrics_address=metrics_address
+                url,
+                namespace,
+                kubelet,
+                observe_interval,
+                metrics_address=metrics_address,
+                certificate_check_interval=certificate_check_interval,
             )
             try:
                 if start_operator:

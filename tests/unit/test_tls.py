@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -640,3 +641,26 @@ def test_render_prints_no_tls_secret_for_a_user_certificate(
     children = render_cluster(_provided(body), primary=None, operator_image="img:test")
     names = {c["metadata"]["name"] for c in children if c["kind"] == "Secret"}
     assert not names & {"ci-ca", "ci-server-tls"}
+
+
+def test_the_cert_manager_example_names_what_the_operator_requires() -> None:
+    root = Path(__file__).resolve().parents[2] / "examples"
+    cluster = parse_cluster(yaml.safe_load((root / "cert-manager-cluster.yaml").read_text()))
+    documents = list(
+        yaml.safe_load_all((root / "cert-manager" / "postgres-certificate.yaml").read_text())
+    )
+    wanted = cluster.spec.tls.server_certificate_secret.name
+    certificate = next(
+        d for d in documents if d["kind"] == "Certificate" and d["spec"]["secretName"] == wanted
+    )
+    assert all(d["metadata"]["namespace"] == cluster.namespace for d in documents)
+    dns_names = certificate["spec"]["dnsNames"]
+    assert set(certificates.client_dns_names(cluster.name, cluster.namespace)) <= set(dns_names)
+    assert set(dns_names) == set(certificates.postgres_dns_names(cluster.name, cluster.namespace))
+    issuer = next(
+        d
+        for d in documents
+        if d["metadata"]["name"] == certificate["spec"]["issuerRef"]["name"]
+        and d["kind"] == "Issuer"
+    )
+    assert "ca" in issuer["spec"]  # an issuer that writes ca.crt

@@ -5,6 +5,7 @@ pods' Secret keeps the last valid certificate; a fixed one is taken up without a
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 from collections.abc import Callable
@@ -78,3 +79,41 @@ async def test_a_user_certificate_is_served_checked_and_a_broken_one_reported(
         lambda: (c := condition(harness)) and c["status"] == "True", message="fixed"
     )
     await harness.eventually(lambda: served(harness) == renewed.secret_data(), message="copied")
+
+
+async def test_the_manual_ca_rotation_the_docs_describe(
+    harness: Harness, run_operator: Start
+) -> None:
+    """docs/install.md and architecture.md §17: delete both TLS Secrets, restart the operator;
+    its start-up reconcile makes a new CA and a server certificate signed by it. Until then
+    nothing is re-created (the periodic check only renews) and Postgres keeps its files."""
+    harness.config.certificate_check_interval = dt.timedelta(seconds=0.2)
+    await run_operator()
+    await harness.create_cluster(copy.deepcopy(BODY))
+    secrets = await harness.eventually(
+        lambda: (s := harness.objects("v1/secrets")) and {"ci-ca", "ci-server-tls"} <= set(s) and s
+    )
+    old_ca = secrets["ci-ca"]["data"]["ca.crt"]
+    for name in ("ci-ca", "ci-server-tls"):
+        await harness.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}")
+    await asyncio.sleep(1.5)  # several certificate checks: they create nothing
+    assert not {"ci-ca", "ci-server-tls"} & set(harness.objects("v1/secrets"))
+
+    await run_operator.stop()  # type: ignore[attr-defined]
+    await run_operator()
+    secrets = await harness.eventually(
+        lambda: (s := harness.objects("v1/secrets")) and {"ci-ca", "ci-server-tls"} <= set(s) and s
+    )
+    new_ca = secrets["ci-ca"]["data"]["ca.crt"]
+    assert new_ca != old_ca
+    assert secrets["ci-server-tls"]["data"]["ca.crt"] == new_ca
+    ca = certificates.CertificateAuthority.from_secret_data(secrets["ci-ca"]["data"])
+    server = certificates.ServingCertificate.from_secret_data(secrets["ci-server-tls"]["data"])
+    assert ca is not None and server is not None
+    problem = certificates.server_certificate_problem(
+        server,
+        ca,
+        certificates.postgres_dns_names("ci", NAMESPACE),
+        now=dt.datetime.now(dt.UTC),
+    )
+    assert problem is None

@@ -572,6 +572,13 @@ def test_a_broken_user_certificate_never_reaches_the_pods_and_the_verdict_says_w
         assert fragment in verdict.message, (case, verdict.message)
         assert "the instances keep the last valid certificate" in verdict.message, case
     assert len(kube.writes) == 1  # only the first copy
+    # The kept certificate's end is stated; once past it, the verdict says clients now fail.
+    until = certificates.not_valid_after(good.cert_pem)
+    assert until is not None and f"(valid until {until.isoformat()})" in verdict.message
+    later = check_certificates(client, OWNER, cluster, now=until + dt.timedelta(hours=1))
+    assert later.verdict is not None
+    assert "which expired at" in later.verdict.message
+    assert "new connections fail verification" in later.verdict.message
     # The Secret deleted: SecretNotFound, the copy stays.
     del kube.objects[("Secret", "build", USER_SECRET)]
     check = check_certificates(client, OWNER, cluster, now=NOW, create=False)

@@ -404,11 +404,20 @@ def _ensure_provided(
             fresh, problem = certificates.provided_certificate(user.get("data"), dns_names, now=now)
             why = f"Secret {cluster.namespace}/{source}: {problem}" if problem else ""
     if fresh is None:
-        consequence = (
-            "the instances keep the last valid certificate"
-            if kept is not None
-            else f"no certificate to serve: the Postgres pods wait for {names.server_tls_secret}"
-        )
+        if kept is None:
+            consequence = (
+                f"no certificate to serve: the Postgres pods wait for {names.server_tls_secret}"
+            )
+        else:
+            until = certificates.not_valid_after(kept.cert_pem)
+            if until is None or until > now:
+                ends = f" (valid until {until.isoformat()})" if until is not None else ""
+                consequence = f"the instances keep the last valid certificate{ends}"
+            else:
+                consequence = (
+                    f"the instances keep the last certificate, which expired at "
+                    f"{until.isoformat()}: new connections fail verification"
+                )
         message = f"{field_name}: {why}; {consequence}"
         logger.warning("%s/%s: %s", cluster.namespace, cluster.name, message)
         return CertificateCheck(

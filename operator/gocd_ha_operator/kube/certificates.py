@@ -499,3 +499,11 @@ def certificate_summary(cert_pem: bytes) -> str:
     """``serial <hex>, valid until <time>`` of the first certificate in ``cert_pem``."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     return f"serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc.isoformat()}"
+
+
+def not_valid_after(cert_pem: bytes) -> dt.datetime | None:
+    """The end of the first certificate in ``cert_pem``; ``None`` when it cannot be read."""
+    try:
+        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+    except ValueError:
+        return None

@@ -5,7 +5,8 @@ and a writer that verifies as GoCD does — is encrypted; and what the instance 
 certificate of the operator's ``<name>-server-tls`` Secret. And a rotation end to end: a
 cert-manager-style Secret replaced under a writer reaches both instances through the operator's
 copy, the kubelet's refresh of the mounted Secret and the guard's reload, with no failed commit
-and no restart; a broken replacement reaches neither."""
+and no restart; a broken replacement reaches neither. The operator's own renewal likewise, under a
+writer."""
 
 from __future__ import annotations
 
@@ -245,3 +246,93 @@ async def test_a_cert_manager_rotation_reaches_both_instances_under_a_writer(
         assert wal == [(True,)]
         assert "ci-pg-primary.build.svc" in condition["message"]
         assert "the instances keep the last valid certificate" in condition["message"]
+
+
+async def test_the_operator_renews_its_certificate_under_a_writer_and_postgres_reloads_it(
+    tmp_path: Path,
+) -> None:
+    """The operator's own renewal, end to end. To make a renewal due without waiting 60 days, the
+    test puts a short-lived certificate signed by the cluster CA into ``ci-server-tls`` (90 s,
+    of which 70 have passed, as if issued earlier): the operator's next check finds two thirds
+    of its lifetime gone and issues a 90-day one, which the kubelet's refresh and the guards
+    bring to both instances."""
+    async with local_stack(
+        [NAME],
+        namespace=NAMESPACE,
+        observe_interval=0.5,
+        volume_refresh_interval=1.0,
+        certificate_check_interval=dt.timedelta(seconds=1),
+    ) as stack:
+        await stack.apply(BODY)
+        await stack.wait_for(
+            lambda s: streaming_from("a", s), NAME, timeout=180, what="b streaming from a"
+        )
+        secrets_path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
+        ca_secret = await stack.request("GET", f"{secrets_path}/{NAME}-ca")
+        ca = certificates.CertificateAuthority.from_secret_data(ca_secret["data"])
+        assert ca is not None
+        ca_path = tmp_path / "ca.crt"
+        ca_path.write_bytes(ca.cert_pem)
+        original = await stack.request("GET", f"{secrets_path}/{NAME}-server-tls")
+        original_serial = certificates.serial_number(base64.b64decode(original["data"]["tls.crt"]))
+        assert {served_serial(stack, side, ca_path) for side in "ab"} == {original_serial}
+        started = {
+            side: await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
+            for side in "ab"
+        }
+        writer = RowWriter(stack, NAME)
+        await writer.prepare()
+        writer.start()
+        try:
+            while len(writer.commits) < 50:
+                await asyncio.sleep(0.05)
+            short = certificates.issue_server_certificate(
+                ca,
+                certificates.postgres_dns_names(NAME, NAMESPACE),
+                now=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=70),
+                validity=dt.timedelta(seconds=90),
+            )
+            short_serial = certificates.serial_number(short.cert_pem)
+            planted_at = time.monotonic()
+            await stack.request(
+                "PATCH", f"{secrets_path}/{NAME}-server-tls", {"data": short.secret_data()}
+            )
+
+            async def renewed() -> int | None:
+                secret = await stack.request("GET", f"{secrets_path}/{NAME}-server-tls")
+                serial = certificates.serial_number(base64.b64decode(secret["data"]["tls.crt"]))
+                return serial if serial not in (original_serial, short_serial) else None
+
+            deadline = time.monotonic() + 60
+            renewal: int | None = None
+            reached: dict[str, float] = {}
+            while len(reached) < 2 and time.monotonic() < deadline:
+                renewal = renewal or await renewed()
+                for side in "ab":
+                    pending = renewal and side not in reached
+                    if pending and served_serial(stack, side, ca_path) == renewal:
+                        reached[side] = time.monotonic() - planted_at
+                await asyncio.sleep(0.1)
+            assert renewal is not None, "the operator did not renew the certificate"
+            assert sorted(reached) == ["a", "b"], f"the renewal reached only {reached}"
+            before = len(writer.commits)
+            while len(writer.commits) < before + 50:
+                await asyncio.sleep(0.05)
+        finally:
+            await writer.stop()
+        secret = await stack.request("GET", f"{secrets_path}/{NAME}-server-tls")
+        issued = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+        lifetime = issued.not_valid_after_utc - issued.not_valid_before_utc
+        assert lifetime >= certificates.SERVER_CERT_VALIDITY  # the operator's, not the test's
+        print(
+            f"\nrenewed certificate served {reached['a']:.2f}s (a) and {reached['b']:.2f}s (b) "
+            f"after the short-lived one was planted; {len(writer.commits)} rows acknowledged, "
+            f"{writer.failures} writer failures"
+        )
+        assert writer.failures <= MAX_WRITER_FAILURES
+        assert writer.acknowledged <= await writer.rows_on(f"{NAME}-pg-primary")
+        for side in "ab":  # reloaded, not restarted
+            assert (
+                await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
+                == (started[side])
+            )

@@ -1156,16 +1156,17 @@ class LocalKubelet:
                 except (PodSpecError, ApiError, OSError, aiohttp.ClientError) as exc:
                     self._log(pod, f"volume {name} not refreshed: {exc}")
                     continue
-                if self._update_files(target, files, secret="configMap" not in volume):
-                    self._log(pod, f"volume {name} refreshed")
+                changed = self._update_files(target, files, secret="configMap" not in volume)
+                if changed:
+                    self._log(pod, f"volume {name} refreshed: {', '.join(changed)}")
 
-    def _update_files(self, target: Path, files: Mapping[str, bytes], *, secret: bool) -> bool:
+    def _update_files(self, target: Path, files: Mapping[str, bytes], *, secret: bool) -> list[str]:
         """Bring ``target`` to ``files``: changed or new files replaced atomically (a reader
-        sees the old or the new content, never a mix), files no longer wanted removed. Whether
-        anything changed."""
+        sees the old or the new content, never a mix), files no longer wanted removed. The
+        paths that changed (names only, never contents)."""
         if not target.is_dir():
-            return False
-        changed = False
+            return []
+        changed: list[str] = []
         for relative, content in files.items():
             path = _inside(target, relative)
             try:
@@ -1182,12 +1183,12 @@ class LocalKubelet:
                 give_to(temporary, self.os_user)
             temporary.chmod(SECRET_FILE_MODE if secret else CONFIG_FILE_MODE)
             os.replace(temporary, path)
-            changed = True
+            changed.append(relative)
         wanted = {_inside(target, relative) for relative in files}
         for path in sorted(target.rglob("*"), reverse=True):
             if path.is_file() and path not in wanted:
                 path.unlink()
-                changed = True
+                changed.append(f"{path.relative_to(target)} (removed)")
         return changed
 
     def _make_parents(self, target: Path, path: Path, *, secret: bool) -> None:

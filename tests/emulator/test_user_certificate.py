@@ -79,6 +79,11 @@ async def test_a_user_certificate_is_served_checked_and_a_broken_one_reported(
         lambda: (c := condition(harness)) and c["status"] == "True", message="fixed"
     )
     await harness.eventually(lambda: served(harness) == renewed.secret_data(), message="copied")
+    updates = await harness.eventually(
+        lambda: [e for e in harness.events() if e.get("reason") == "ServerCertificateUpdated"]
+    )
+    assert updates[0]["type"] == "Normal"
+    assert f"copied the certificate of Secret {SECRET}" in updates[0]["message"]
 
 
 async def test_the_manual_ca_rotation_the_docs_describe(

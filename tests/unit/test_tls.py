@@ -178,6 +178,11 @@ def test_the_operator_creates_the_ca_and_server_secrets_once_and_renews_at_two_t
         ("patch", "Secret", "ci-sync-agent-tls"),
     ]
     renewed = kube.objects[("Secret", "build", "ci-server-tls")]["data"]
+    # What the supervisor's Event says about it.
+    later = NOW + dt.timedelta(days=120)
+    update = check_certificates(client, OWNER, cluster, now=later, create=False).updated
+    assert update is not None and "two thirds of its lifetime have passed" in update
+    assert check_certificates(client, OWNER, cluster, now=later, create=False).updated is None
     second = base64.b64decode(renewed["tls.crt"])
     assert certificates.serial_number(second) != certificates.serial_number(first)
     assert base64.b64decode(renewed["ca.crt"]) == ca_pem
@@ -514,8 +519,11 @@ def test_a_user_certificate_is_copied_to_the_secret_the_pods_mount_and_no_ca_is_
     assert check.verdict is not None
     assert (check.verdict.status, check.verdict.reason) == ("True", CertificateReason.PROVIDED)
     assert USER_SECRET in check.verdict.message
+    assert check.updated is not None and "copied the certificate of Secret" in check.updated
     # Unchanged: no write; the periodic check (create=False) reads and keeps it.
-    assert check_certificates(client, OWNER, cluster, now=NOW, create=False) == check
+    again = check_certificates(client, OWNER, cluster, now=NOW, create=False)
+    assert again.updated is None
+    assert (again.ca_pem, again.verdict) == (check.ca_pem, check.verdict)
     assert len(kube.writes) == 1
     # Not renewed by the operator, even past two thirds of its lifetime: cert-manager's job.
     check_certificates(client, OWNER, cluster, now=NOW + dt.timedelta(days=80), create=False)

@@ -129,6 +129,9 @@ class Supervisor:
         except (KubeApiError, NotOwnedError, OSError) as exc:
             logger.warning("%s: cannot check the Postgres certificates: %s", cluster.name, exc)
             return None
+        if check.updated is not None:
+            # The pods' kubelets refresh the Secret and the guards reload Postgres (§17).
+            post_event(body, "Normal", "ServerCertificateUpdated", check.updated)
         self.state.ca_pem = check.ca_pem
         self.state.certificate_verdict = check.verdict
         self.state.certificates_checked_at = now if check.ca_pem is not None else None

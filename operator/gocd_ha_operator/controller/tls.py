@@ -123,6 +123,9 @@ class CertificateCheck:
 
     ca_pem: bytes | None
     verdict: CertificateVerdict | None = None
+    #: What changed when the check wrote a new server certificate into ``<name>-server-tls``
+    #: (the operator's renewal, or a user's certificate copied); ``None`` when it wrote none.
+    updated: str | None = None
 
 
 def _operator_secret_names(cluster: GoCDHACluster) -> set[str]:
@@ -245,19 +248,23 @@ def check_certificates(
     result = result if result is not None else ApplyResult()
     source = provided_source(cluster)
     serving = serving_secrets(cluster)
+    updates: list[str] = []
     if source is None:
-        return CertificateCheck(
-            _ensure_issued(kube, owner, cluster, serving, now=now, result=result, create=create)
+        cluster_ca = _ensure_issued(
+            kube, owner, cluster, serving, now=now, result=result, create=create, updates=updates
         )
+        return CertificateCheck(cluster_ca, updated="; ".join(updates) or None)
     check = _ensure_provided(kube, owner, cluster, source, now=now, result=result)
-    if not serving:
-        return check
-    cluster_ca = _ensure_issued(
-        kube, owner, cluster, serving, now=now, result=result, create=create
-    )
-    if check.ca_pem is None or cluster_ca is None:
-        return check
-    return CertificateCheck(check.ca_pem.rstrip(b"\n") + b"\n" + cluster_ca, check.verdict)
+    if check.updated is not None:
+        updates.append(check.updated)
+    ca_pem = check.ca_pem
+    if serving:
+        cluster_ca = _ensure_issued(
+            kube, owner, cluster, serving, now=now, result=result, create=create, updates=updates
+        )
+        if ca_pem is not None and cluster_ca is not None:
+            ca_pem = ca_pem.rstrip(b"\n") + b"\n" + cluster_ca
+    return CertificateCheck(ca_pem, check.verdict, updated="; ".join(updates) or None)
 
 
 def _ensure_issued(
@@ -269,9 +276,11 @@ def _ensure_issued(
     now: datetime,
     result: ApplyResult,
     create: bool,
+    updates: list[str],
 ) -> bytes | None:
     """The cluster CA and the certificates it signs (``serving``): made when missing, renewed
-    when due; the CA certificate PEM (``None`` with ``create=False`` while they do not exist)."""
+    when due; the CA certificate PEM (``None`` with ``create=False`` while they do not exist).
+    What was issued is appended to ``updates``."""
     names = ChildNames(cluster.name)
     owner_uid = str(owner["metadata"]["uid"])
     live_ca = kube.get("v1", "Secret", cluster.namespace, names.ca_secret)
@@ -310,7 +319,11 @@ def _ensure_issued(
         assert live_ca is not None
         _keep_labels(kube, cluster, live_ca, result)
     for wanted in serving:
-        _ensure_serving(kube, owner, cluster, ca, wanted, now=now, result=result, create=create)
+        issued = _ensure_serving(
+            kube, owner, cluster, ca, wanted, now=now, result=result, create=create
+        )
+        if issued is not None:
+            updates.append(issued)
     return ca.cert_pem
 
 
@@ -324,13 +337,13 @@ def _ensure_serving(
     now: datetime,
     result: ApplyResult,
     create: bool,
-) -> None:
+) -> str | None:
     """Keep ``serving``'s certificate when it is current, otherwise issue a new one signed by
-    ``ca`` (also at two thirds of its lifetime). With ``create=False`` a missing Secret is left
-    to the reconcile."""
+    ``ca`` (also at two thirds of its lifetime) and say so. With ``create=False`` a missing
+    Secret is left to the reconcile."""
     live = kube.get("v1", "Secret", cluster.namespace, serving.name)
     if live is None and not create:
-        return
+        return None
     if live is not None and _controlled_by_other(live, str(owner["metadata"]["uid"])):
         raise NotOwnedError(f"Secret/{serving.name} exists and is controlled by another object")
     kept = certificates.ServingCertificate.from_secret_data(live.get("data") if live else None)
@@ -344,7 +357,7 @@ def _ensure_serving(
     if why is None:
         assert live is not None
         _keep_labels(kube, cluster, live, result, serving.component)
-        return
+        return None
     logger.info(
         "Issuing a new %s server certificate in Secret %s/%s: %s.",
         serving.services,
@@ -360,6 +373,8 @@ def _ensure_serving(
         live is not None,
         result,
     )
+    summary = certificates.certificate_summary(fresh.cert_pem)
+    return f"issued a new {serving.services} certificate in {serving.name} ({summary}): {why}"
 
 
 def _ensure_provided(
@@ -448,7 +463,12 @@ def _ensure_provided(
         live_server is not None,
         result,
     )
-    return CertificateCheck(fresh.ca_pem, verdict)
+    return CertificateCheck(
+        fresh.ca_pem,
+        verdict,
+        updated=f"copied the certificate of Secret {source} ({served}) to "
+        f"{names.server_tls_secret}",
+    )
 
 
 def create_fresh_certificates(

@@ -5,6 +5,8 @@ kept with its key in ``<name>-ca`` (only the operator reads it, to re-sign) and 
 certificate for every name a client uses in ``<name>-server-tls`` (docs/architecture.md §17),
 and in Cold mode one for the GoCD side Services the sync agent serves ``/status`` under in
 ``<name>-sync-agent-tls``, each renewed at two thirds of its lifetime (:func:`renewal_due`).
+Or, with ``spec.tls.serverCertificateSecret``, the user's Postgres certificate, checked by
+:func:`provided_certificate` before the operator copies it.
 
 Pure functions over PEM bytes (the clock is passed in). The operator keeps the result in a Secret
 (``ca.crt``, ``tls.crt``, ``tls.key``) so a restart serves the same certificate and the API

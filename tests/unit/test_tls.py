@@ -14,6 +14,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gocd_ha_operator.api.spec import parse_cluster
@@ -679,3 +680,47 @@ def test_the_cert_manager_example_names_what_the_operator_requires() -> None:
         and d["kind"] == "Issuer"
     )
     assert "ca" in issuer["spec"]  # an issuer that writes ca.crt
+
+
+def test_hostile_user_certificate_content_is_a_verdict_never_an_exception(
+    ca: certificates.CertificateAuthority,
+) -> None:
+    good = usercerts.issue(ca, CLIENT_NAMES, now=NOW).secret_data()
+    pem_body = base64.b64decode(good["tls.crt"])
+    lines = pem_body.splitlines()
+    truncated = b"\n".join([*lines[:3], lines[-1]])
+    garbage = b"-----BEGIN CERTIFICATE-----\nAAAA////\n-----END CERTIFICATE-----\n"
+    not_utf8 = b"-----BEGIN CERTIFICATE-----\n\xff\xfe\x00\n-----END CERTIFICATE-----\n"
+    dsa_key = dsa.generate_private_key(1024).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    cases = {
+        "truncated tls.crt": {**good, "tls.crt": usercerts.b64(truncated)},
+        "garbage tls.crt": {**good, "tls.crt": usercerts.b64(garbage)},
+        "binary tls.crt": {**good, "tls.crt": usercerts.b64(not_utf8)},
+        "garbage ca.crt": {**good, "ca.crt": usercerts.b64(garbage)},
+        "a key of another algorithm": {**good, "tls.key": usercerts.b64(dsa_key)},
+        "a certificate as the key": {**good, "tls.key": good["tls.crt"]},
+        "huge": {**good, "tls.crt": usercerts.b64(b"A" * 2_000_000)},
+    }
+    for case, data in cases.items():
+        kept, problem = certificates.provided_certificate(data, CLIENT_NAMES, now=NOW)
+        assert kept is None, case
+        assert problem, case
+
+
+def test_an_unexpected_parser_error_is_a_verdict(
+    ca: certificates.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(pem: bytes) -> list[x509.Certificate]:
+        raise x509.DuplicateExtension(
+            "duplicate SAN", x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME
+        )
+
+    monkeypatch.setattr(certificates, "_pem_certificates", broken)
+    data = usercerts.issue(ca, CLIENT_NAMES, now=NOW).secret_data()
+    kept, problem = certificates.provided_certificate(data, CLIENT_NAMES, now=NOW)
+    assert kept is None
+    assert problem == "it cannot be checked (DuplicateExtension while reading it)"

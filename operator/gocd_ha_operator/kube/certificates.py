@@ -439,9 +439,21 @@ def provided_certificate(
     ``ca.crt`` (the CA clients trust) are present and readable, the key belongs to the
     certificate, it is valid at ``now``, names every one of ``dns_names`` (wildcards as libpq
     matches them) and ``ca.crt`` verifies it. Otherwise ``(None, what is wrong)``: one sentence
-    naming the key and what is missing; never key material.
+    naming the key and what is missing; never key material. User input: whatever a parser
+    raises on it becomes a verdict, never an exception.
     """
-    data = data or {}
+    try:
+        return _provided_certificate(data or {}, dns_names, now=now)
+    except Exception as exc:  # a malformed extension, an unsupported algorithm...
+        return None, f"it cannot be checked ({type(exc).__name__} while reading it)"
+
+
+def _provided_certificate(
+    data: Mapping[str, str],
+    dns_names: Sequence[str],
+    *,
+    now: dt.datetime,
+) -> tuple[ServingCertificate | None, str | None]:
     raw: dict[str, bytes] = {}
     for key in (CERT_KEY, PRIVATE_KEY, CA_KEY):
         if not data.get(key):

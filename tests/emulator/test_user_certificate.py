@@ -51,7 +51,11 @@ async def test_a_user_certificate_is_served_checked_and_a_broken_one_reported(
     )
     assert ready["reason"] == "Provided"
     assert served(harness) == good.secret_data()
-    assert "ci-ca" not in harness.objects("v1/secrets")  # no CA of the operator's own
+    # Cold mode: the operator's CA still signs the sync agent's certificate, not Postgres'.
+    secrets = harness.objects("v1/secrets")
+    own_ca = secrets["ci-ca"]["data"]["ca.crt"]
+    assert secrets["ci-sync-agent-tls"]["data"]["ca.crt"] == own_ca
+    assert served(harness)["ca.crt"] != own_ca
 
     # cert-manager writes a certificate without the role Services' names: refused, reported.
     few = usercerts.issue(ca, NAMES[:2], now=now)
@@ -122,3 +126,8 @@ async def test_the_manual_ca_rotation_the_docs_describe(
         now=dt.datetime.now(dt.UTC),
     )
     assert problem is None
+    # Cold mode: the sync agent's certificate is re-issued from the new CA as well.
+    await harness.eventually(
+        lambda: harness.objects("v1/secrets")["ci-sync-agent-tls"]["data"]["ca.crt"] == new_ca,
+        message="the sync agent's certificate from the new CA",
+    )

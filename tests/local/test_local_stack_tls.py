@@ -25,6 +25,7 @@ from cryptography import x509
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.local.stack import LocalStack, local_stack
 from gocd_ha_operator.local.workload import RowWriter, streaming_from
+from tests.local.test_local_stack_cold import synced_on
 from tests.support import usercerts
 from tests.support.pg import served_certificate, unavailable_reason
 
@@ -178,6 +179,11 @@ async def test_a_cert_manager_rotation_reaches_both_instances_under_a_writer(
         )
         first_serial = certificates.serial_number(first.cert_pem)
         assert {served_serial(stack, side, ca_path) for side in "ab"} == {first_serial}
+        # Cold mode: the operator still reads the sync agent over verified HTTPS (its certificate
+        # from the operator's own CA, Postgres' from the user's).
+        await stack.wait_for(
+            synced_on(stack, "a"), NAME, timeout=120, what="ConfigSynced over HTTPS on a"
+        )
         started = {
             side: await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
             for side in "ab"

@@ -12,11 +12,14 @@ import pytest
 
 from gocd_ha_operator.api.constants import ANNOTATION_RESTART_REVISION, Side
 from gocd_ha_operator.api.immutability import immutable_problems
-from gocd_ha_operator.api.status import ConfigurationStatus, PromotionStatus
+from gocd_ha_operator.api.spec import parse_cluster
+from gocd_ha_operator.api.status import ConfigurationStatus, PromotionStatus, RolloutStatus
 from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs
 from gocd_ha_operator.builders.postgres import build_postgres_statefulset
+from gocd_ha_operator.controller.reconcile import apply_topology_change
 from gocd_ha_operator.postgres.config import loaded_revision, render_postgresql_conf
+from gocd_ha_operator.rules.promotion import Step, topology_before, topology_of
 from gocd_ha_operator.rules.rollout import (
     ConfigReason,
     InstanceView,
@@ -27,6 +30,8 @@ from gocd_ha_operator.rules.rollout import (
     decide,
     effective_pins,
 )
+from tests.support.clusters import CREDENTIALS
+from tests.support.memkube import MemoryKube
 from tests.support.rollout import IMAGE_CHANGES
 
 NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
@@ -325,9 +330,14 @@ def test_a_manually_rejoined_old_primary_ends_the_roll() -> None:
 
 def test_effective_pins_prefer_status_then_live_then_spec() -> None:
     recorded = ConfigurationStatus.model_validate({"a": {"image": OLD, "restartRevision": "x"}})
-    pins = effective_pins(recorded, {"a": Pin("live:1"), "b": Pin("live:2")}, NEW)
+    pins = effective_pins(
+        recorded, {"a": Pin("live:1"), "b": Pin("live:2")}, NEW, PromotionStatus()
+    )
     assert pins == {"a": Pin(OLD, "x"), "b": Pin("live:2")}
-    assert effective_pins(ConfigurationStatus(), {}, NEW) == {"a": Pin(NEW), "b": Pin(NEW)}
+    assert effective_pins(ConfigurationStatus(), {}, NEW, PromotionStatus()) == {
+        "a": Pin(NEW),
+        "b": Pin(NEW),
+    }
 
 
 def test_the_statefulset_is_built_from_its_pin(inputs: Callable[..., BuildInputs]) -> None:
@@ -393,3 +403,128 @@ def test_an_instance_that_does_not_answer_is_not_claimed_applied() -> None:
     # A side meant to be stopped (rejoin: Manual) is not waited for.
     stopped = decide(state(a=serving(), b=InstanceView(reachable=False), stopped=frozenset("b")))
     assert stopped.condition_status == "True"
+
+
+# --- the old primary of the roll's own switchover restarts once ---------------------------------
+
+
+def roll_at_switchover(token: str = "rollout-1", image: str = NEW) -> ConfigurationStatus:
+    return ConfigurationStatus.model_validate(
+        {
+            "a": {"image": OLD},
+            "b": {"image": image, "restartRevision": token},
+            "rollout": {
+                "step": "Switchover",
+                "result": "InProgress",
+                "token": token,
+                "revision": REV,
+                "image": image,
+                "restartedFrom": {"b": "t0"},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "step", "result", "pinned"),
+    [
+        ("rollout-1", "CatchingUp", "InProgress", False),  # a still serves: never re-pinned
+        ("rollout-1", "StoppingOldPrimary", "InProgress", False),  # may still be unfenced
+        ("rollout-1", "Promoting", "InProgress", True),  # stopped for good until Rejoining
+        ("rollout-1", "SwitchingRoles", "InProgress", True),
+        ("rollout-1", "Rejoining", "InProgress", True),
+        ("rollout-1", "Done", "Succeeded", True),
+        ("by-hand", "Rejoining", "InProgress", False),  # someone else's promotion
+    ],
+)
+def test_the_rolls_old_primary_rejoins_on_the_new_pin(
+    token: str, step: str, result: str, pinned: bool
+) -> None:
+    promotion = PromotionStatus(
+        token=token, result=result, step=step, type="Switchover", from_side="a", to_side="b"
+    )
+    pins = effective_pins(roll_at_switchover(), {}, NEW, promotion)
+    assert pins["b"] == Pin(NEW, "rollout-1")
+    assert pins["a"] == (Pin(NEW, "rollout-1") if pinned else Pin(OLD))
+
+
+def test_an_image_roll_restarts_the_old_primary_once() -> None:
+    """The old primary rejoined on the roll's pin (it was stopped by the switchover): the roll
+    neither pins it again nor waits for another restart."""
+    done = PromotionStatus(
+        token="rollout-1", result="Succeeded", step="Done", from_side="a", to_side="b"
+    )
+    previous = roll_at_switchover()
+    inp = state(
+        a=streaming("t7"),
+        b=serving("t1"),
+        pins=effective_pins(previous, {}, NEW, done),
+        image=NEW,
+        primary="b",
+        promotion=done,
+        previous=previous,
+    )
+    decision = decide(inp)
+    assert decision.configuration.rollout.result == "Succeeded", decision.message
+    assert not decision.pins_changed
+    assert "RollingRestartInstance" not in [e[1] for e in decision.events]
+    a = decision.configuration.a
+    assert a is not None and (a.image, a.restart_revision) == (NEW, "rollout-1")
+
+
+def _statefulset_image(kube: MemoryKube, side: str) -> tuple[str, dict[str, str]]:
+    sts = kube.objects[("StatefulSet", "build", f"ci-pg-{side}")]
+    template = sts["spec"]["template"]
+    return (
+        template["spec"]["containers"][0]["image"],
+        template["metadata"].get("annotations", {}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "image", "annotations"),
+    [
+        # Someone else's promotion during a refused (major) image change: the pin, not the spec.
+        ("by-hand", OLD, {}),
+        # The roll's own switchover: the old primary is stopped and rejoins on the roll's pin.
+        ("rollout-1", "postgres:15.6", {ANNOTATION_RESTART_REVISION: "rollout-1"}),
+    ],
+)
+def test_a_promotion_step_writes_the_statefulset_with_its_pin(
+    body: Callable[..., dict[str, Any]], token: str, image: str, annotations: dict[str, str]
+) -> None:
+    """A promotion step's apply builds the StatefulSets from the same pins as every other apply:
+    writing the spec's image there restarted the old primary on it at ``Rejoining`` (then once
+    more when the roll pinned it), and during a promotion under a refused image change it would
+    start new binaries on old data."""
+    spec_image = "postgres:15.6" if token.startswith("rollout") else "postgres:16.1"
+    raw = body({"postgres": {"image": spec_image}})
+    configuration = roll_at_switchover(image="postgres:15.6")
+    if not token.startswith("rollout"):
+        configuration = configuration.model_copy(update={"rollout": RolloutStatus()})
+    raw["status"] = {
+        "primary": "a",
+        "standby": "b",
+        "configuration": configuration.model_dump(by_alias=True, exclude_none=True),
+        "promotion": {
+            "token": token,
+            "result": "InProgress",
+            "step": "Rejoining",
+            "type": "Switchover",
+            "fromSide": "a",
+            "toSide": "b",
+        },
+    }
+    cluster = parse_cluster(raw)
+    kube = MemoryKube()
+    apply_topology_change(
+        kube,  # type: ignore[arg-type]
+        raw,
+        cluster,
+        before=topology_before(cluster, Step.REJOINING),
+        after=topology_of(cluster),
+        credentials=CREDENTIALS,
+        operator_image="registry.example/gocd-ha-operator:test",
+        operator_namespace="ops",
+    )
+    assert _statefulset_image(kube, "a") == (image, annotations)

@@ -90,7 +90,7 @@ def apply_rollout(
         rules.RolloutInput(
             want_image=spec_image,
             want_revision=wanted_revision(cluster),
-            pins=rules.effective_pins(status.configuration, live, spec_image),
+            pins=rules.effective_pins(status.configuration, live, spec_image, status.promotion),
             instances=instance_views(observation),
             primary=topology.primary,
             stopped=topology.stopped,

@@ -17,8 +17,9 @@ pins (what each Postgres StatefulSet runs), what each instance reports and the c
      streams again with the new configuration loaded and nothing pending.
   2. ``Switchover`` (when the primary needs the restart too) — a promotion with trigger
      ``Rollout`` through the RPO-0 protocol (docs/architecture.md §9). Once the promotion is past
-     the point where the old primary is stopped, its StatefulSet gets the new image and revision,
-     so it rejoins on them without a second restart.
+     its point of no return (the old primary is stopped until ``Rejoining``), its StatefulSet is
+     built with the new image and revision (:func:`rejoin_pin`), so it rejoins on them without a
+     second restart.
   3. ``RestartingOldPrimary`` — waits until the old primary streams as the standby, restarted
      (again, only when it still needs it).
   4. ``Done``.
@@ -48,7 +49,7 @@ from gocd_ha_operator.api.status import (
     RolloutStatus,
 )
 from gocd_ha_operator.api.versions import image_change_problem
-from gocd_ha_operator.rules.promotion import PromotionRequest
+from gocd_ha_operator.rules.promotion import PromotionRequest, past_point_of_no_return
 
 CONFIGURATION_APPLIED: Final = "ConfigurationApplied"
 #: What ``pendingRestart`` lists for a side whose StatefulSet runs another image than the spec's.
@@ -139,14 +140,50 @@ def status_pins(configuration: ConfigurationStatus) -> dict[Side, Pin]:
     return pins
 
 
+def rejoin_pin(
+    configuration: ConfigurationStatus, promotion: PromotionStatus
+) -> tuple[Side, Pin] | None:
+    """The pin of the old primary of a roll's own switchover, once that switchover is past its
+    point of no return: the old primary is stopped then and stays stopped until ``Rejoining``, so
+    it rejoins on the roll's image and restart revision — one restart, not a rejoin on the old
+    pin followed by a second restart at ``RestartingOldPrimary``. Derived from status alone, so
+    that every apply (the runner's ``Rejoining``, a reconcile, a restarted operator) builds the
+    same StatefulSet; the roll records it in ``status.configuration`` at its next step."""
+    rollout = configuration.rollout
+    if (
+        rollout.result != "InProgress"
+        or rollout.step != RolloutStep.SWITCHOVER
+        or rollout.token is None
+        or rollout.image is None
+        or promotion.token != rollout.token
+        or promotion.from_side is None
+    ):
+        return None
+    if promotion.result == "Succeeded" or (
+        promotion.result == "InProgress" and past_point_of_no_return(promotion.step)
+    ):
+        return promotion.from_side, Pin(rollout.image, rollout.token)
+    return None
+
+
 def effective_pins(
-    configuration: ConfigurationStatus, live: Mapping[Side, Pin], spec_image: str
+    configuration: ConfigurationStatus,
+    live: Mapping[Side, Pin],
+    spec_image: str,
+    promotion: PromotionStatus,
 ) -> dict[Side, Pin]:
     """What each StatefulSet is to be built with: the recorded pin, else what the live
-    StatefulSet runs, else (a StatefulSet not created yet) the spec's image. So a spec edit never
-    reaches a StatefulSet's image directly: only a rolling restart moves a pin."""
+    StatefulSet runs, else (a StatefulSet not created yet) the spec's image; the old primary of
+    the roll's own switchover past its point of no return gets the roll's pin
+    (:func:`rejoin_pin`). So a spec edit never reaches a StatefulSet's image directly: only a
+    rolling restart moves a pin."""
     recorded = status_pins(configuration)
-    return {side: recorded.get(side) or live.get(side) or Pin(spec_image) for side in SIDES}
+    pins = {side: recorded.get(side) or live.get(side) or Pin(spec_image) for side in SIDES}
+    rejoining = rejoin_pin(configuration, promotion)
+    if rejoining is not None:
+        side, pin = rejoining
+        pins[side] = pin
+    return pins
 
 
 def restart_needs(inp: RolloutInput, side: Side) -> list[str]:

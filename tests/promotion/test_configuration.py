@@ -15,6 +15,7 @@ from tests.support.promotion import NAME, Writer, create_replicating, pytestmark
 from tests.support.rollout import (
     condition_reason,
     patch_spec,
+    postgres_starts,
     show,
     started_at,
     sync_states,
@@ -136,6 +137,7 @@ async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -
             seen.append((a, b, serving[0] == "off", serving[1] == "off"))
             await asyncio.sleep(0.3)
 
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
     sampler = asyncio.create_task(sample())
     try:
         await patch_spec(stack, {"postgres": {"image": "postgres:15.4"}})
@@ -160,10 +162,16 @@ async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -
     status = await stack.status(NAME)
     assert status["configuration"]["a"]["image"] == new
     assert status["configuration"]["b"]["image"] == new
+    # Each instance restarted once: the old primary rejoined on the new image (it was stopped by
+    # the switchover), it did not rejoin on the old one and restart again.
+    await asyncio.sleep(2.0)  # a second restart would follow the roll's end at once
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
     print(
         f"image roll: {len(seen)} samples; b changed at sample {first_b}, a at {first_a}; "
-        f"{len(probe.samples)} write samples, at most {probe.most_writable} writable"
+        f"{len(probe.samples)} write samples, at most {probe.most_writable} writable; "
+        f"Postgres container starts during the roll: {restarts}"
     )
+    assert restarts == {"a": 1, "b": 1}, restarts
 
 
 async def test_a_major_version_change_is_refused_and_nothing_rolls(stack: LocalStack) -> None:

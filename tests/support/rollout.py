@@ -74,3 +74,12 @@ async def wait_until(check: Callable[[], Awaitable[Any]], *, timeout: float, wha
 def condition_reason(status: dict[str, Any], type_: str) -> str | None:
     found = next((c for c in status.get("conditions", []) if c["type"] == type_), None)
     return None if found is None else str(found.get("reason"))
+
+
+def postgres_starts(stack: LocalStack, side: str) -> int:
+    """How often the local kubelet started side ``side``'s Postgres container so far, across
+    container restarts and pod replacements (its ``==== ... start`` log lines)."""
+    marker = f" start {NAME}-pg-{side}-0 container postgres "
+    return sum(
+        1 for line in stack.kubelet.pod_log(f"{NAME}-pg-{side}").splitlines() if marker in line
+    )

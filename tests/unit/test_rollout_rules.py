@@ -6,11 +6,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gocd_ha_operator.api.constants import ANNOTATION_RESTART_REVISION, Side
+from gocd_ha_operator.api.constants import (
+    ANNOTATION_RESTART_REVISION,
+    CM_ENTRYPOINT,
+    HOT_STANDBY_SENSITIVE_SETTINGS,
+    Side,
+)
 from gocd_ha_operator.api.immutability import immutable_problems
 from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.api.status import ConfigurationStatus, PromotionStatus, RolloutStatus
@@ -18,6 +24,7 @@ from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs
 from gocd_ha_operator.builders.postgres import build_postgres_statefulset
 from gocd_ha_operator.controller.reconcile import apply_topology_change
+from gocd_ha_operator.postgres import config as pgconfig
 from gocd_ha_operator.postgres.config import loaded_revision, render_postgresql_conf
 from gocd_ha_operator.rules.promotion import Step, topology_before, topology_of
 from gocd_ha_operator.rules.rollout import (
@@ -528,3 +535,9 @@ def test_a_promotion_step_writes_the_statefulset_with_its_pin(
         operator_namespace="ops",
     )
     assert _statefulset_image(kube, "a") == (image, annotations)
+
+
+def test_the_entrypoint_knows_the_same_hot_standby_settings() -> None:
+    script = (Path(pgconfig.__file__).parent / "scripts" / CM_ENTRYPOINT).read_text()
+    line = next(x for x in script.splitlines() if x.startswith("hot_standby_sensitive="))
+    assert tuple(line.split("=", 1)[1].strip('"').split()) == HOT_STANDBY_SENSITIVE_SETTINGS

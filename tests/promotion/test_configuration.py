@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from typing import Any
 
 from gocd_ha_operator.local.stack import LocalStack
+from gocd_ha_operator.local.workload import streaming_from
 from tests.support.faults import WriteProbe
 from tests.support.promotion import NAME, Writer, create_replicating, pytestmark
 from tests.support.rollout import (
@@ -112,6 +114,55 @@ async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_ro
     assert len(writer.acknowledged) > 10
     assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
     assert sum(1 for s in probe.samples if any(s.values())) > len(probe.samples) // 2
+
+
+async def test_lowering_max_connections_restarts_the_primary_in_place_then_the_standby(
+    stack: LocalStack,
+) -> None:
+    """A standby restarted first below its primary's ``max_connections`` is refused by
+    PostgreSQL ("recovery aborted because of insufficient parameter settings"): the roll restarts
+    the primary in place first, then the standby, with no switchover and no lost row."""
+    await create_replicating(stack)
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["100", "100"]
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
+    writer, probe = Writer(stack), WriteProbe(stack)
+    await writer.prepare()
+    await probe.prepare()
+    writer.start()
+    probe.start()
+    await asyncio.sleep(1.0)
+    began = time.monotonic()
+    await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "80"}}})
+    rollout = await rolled(stack, timeout=240)
+    took = time.monotonic() - began
+    await asyncio.sleep(1.0)
+    await writer.stop()
+    await probe.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["80", "80"]
+    status = await stack.status(NAME)
+    assert status["primary"] == "a", "restarted in place: no switchover"
+    assert [h for h in status["history"] if h.get("trigger") == "Rollout"] == []
+    assert condition_reason(status, "ConfigurationApplied") == "Applied"
+    assert status["configuration"]["pendingRestart"] == []
+    # The standby streams from the restarted primary.
+    assert await sync_states(stack, "a") == ["async"]
+    assert streaming_from("a", status), status.get("replication")
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
+    rows = await writer.rows_on(f"{NAME}-pg-primary")
+    lost = writer.acknowledged - rows
+    times = [commit.at for commit in writer.commits if commit.at >= began]
+    outage = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    print(
+        f"lowering max_connections 100 -> 80 in {took:.1f}s: {len(writer.acknowledged)} rows "
+        f"acknowledged, {len(lost)} lost; longest gap between acknowledged writes "
+        f"{outage:.2f}s; Postgres container starts {restarts}; {len(probe.samples)} samples, "
+        f"at most {probe.most_writable} writable"
+    )
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"
+    assert restarts == {"a": 1, "b": 1}, restarts
+    assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
+    assert len(writer.acknowledged) > 10
 
 
 async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -> None:

@@ -87,7 +87,9 @@ def test_the_rendered_configuration_names_its_revision() -> None:
 # --- the rolling restart, step by step -------------------------------------------------------
 
 
-def streaming(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV) -> InstanceView:
+def streaming(
+    started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV, **seen: Any
+) -> InstanceView:
     return InstanceView(
         reachable=True,
         in_recovery=True,
@@ -95,12 +97,20 @@ def streaming(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV
         revision=rev,
         pending_restart=pending,
         started_at=started,
+        **seen,
     )
 
 
-def serving(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV) -> InstanceView:
+def serving(
+    started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV, **seen: Any
+) -> InstanceView:
     return InstanceView(
-        reachable=True, in_recovery=False, revision=rev, pending_restart=pending, started_at=started
+        reachable=True,
+        in_recovery=False,
+        revision=rev,
+        pending_restart=pending,
+        started_at=started,
+        **seen,
     )
 
 
@@ -114,10 +124,12 @@ def state(
     promotion: PromotionStatus | None = None,
     previous: ConfigurationStatus | None = None,
     stopped: frozenset[Side] = frozenset(),
+    settings: dict[str, int] | None = None,
 ) -> RolloutInput:
     return RolloutInput(
         want_image=image,
         want_revision=REV,
+        want_settings=settings or {},
         pins=pins if pins is not None else {"a": Pin(OLD), "b": Pin(OLD)},
         instances={"a": a, "b": b},
         primary=primary,
@@ -541,3 +553,140 @@ def test_the_entrypoint_knows_the_same_hot_standby_settings() -> None:
     script = (Path(pgconfig.__file__).parent / "scripts" / CM_ENTRYPOINT).read_text()
     line = next(x for x in script.splitlines() if x.startswith("hot_standby_sensitive="))
     assert tuple(line.split("=", 1)[1].strip('"').split()) == HOT_STANDBY_SENSITIVE_SETTINGS
+
+
+# --- lowering a hot-standby-sensitive setting: the primary first, in place ----------------------
+
+MC = "max_connections"
+
+
+def at(value: int) -> dict[str, Any]:
+    """What an instance reports of max_connections: running ``value``, PostgreSQL default 100."""
+    return {"settings": {MC: value}, "defaults": {MC: 100}}
+
+
+def test_lowering_max_connections_restarts_the_primary_in_place_first() -> None:
+    pending = (MC,)
+    first = state(
+        a=serving(pending=pending, **at(100)),
+        b=streaming(pending=pending, **at(100)),
+        settings={MC: 80},
+    )
+    started = decide(first)
+    rollout = started.configuration.rollout
+    token = str(rollout.token)
+    assert rollout.step == RolloutStep.RESTARTING_PRIMARY, started.message
+    a, b = started.configuration.a, started.configuration.b
+    assert a is not None and a.restart_revision == token, "the primary is pinned"
+    assert b is not None and b.restart_revision is None, "the standby is not (yet)"
+    assert rollout.restarted_from == {"a": "t0"}
+    assert [e[1] for e in started.events] == ["RollingRestartStarted", "RollingRestartInstance"]
+    assert started.switchover is None
+    assert "max_connections 100 -> 80" in started.events[0][2]
+
+    # Not restarted yet: waits; restarted but not serving yet: waits.
+    assert decide(then(started, first)).configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
+    down = then(
+        started, first, instances={"a": InstanceView(reachable=False), "b": first.instances["b"]}
+    )
+    waiting = decide(down)
+    assert waiting.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
+    assert waiting.switchover is None and not waiting.pins_changed
+
+    # Serving again from a new postmaster at 80: the standby is restarted next.
+    primary_done = then(
+        started, first, instances={"a": serving("t1", **at(80)), "b": first.instances["b"]}
+    )
+    standby = decide(primary_done)
+    assert standby.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+    assert standby.configuration.b is not None and standby.configuration.b.restart_revision == token
+    assert "RollingRestartRestartingStandby" in [e[1] for e in standby.events]
+    assert standby.switchover is None
+
+    final = decide(
+        then(
+            standby,
+            primary_done,
+            instances={"a": serving("t1", **at(80)), "b": streaming("t2", **at(80))},
+        )
+    )
+    assert final.configuration.rollout.result == "Succeeded", final.message
+    assert final.switchover is None, "the primary already runs the new configuration"
+    assert (final.condition_status, final.reason) == ("True", ConfigReason.APPLIED)
+
+
+def test_a_parameter_left_to_its_default_is_lowered_to_the_default() -> None:
+    """spec.postgres.parameters no longer sets max_connections (it was 150): the default (100)
+    is lower."""
+    pending = (MC,)
+    decision = decide(
+        state(a=serving(pending=pending, **at(150)), b=streaming(pending=pending, **at(150)))
+    )
+    assert decision.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
+
+
+def test_raising_max_connections_keeps_the_standby_first() -> None:
+    pending = (MC,)
+    decision = decide(
+        state(
+            a=serving(pending=pending, **at(100)),
+            b=streaming(pending=pending, **at(100)),
+            settings={MC: 150},
+        )
+    )
+    assert decision.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+
+
+def test_a_standby_stuck_below_the_primary_from_an_older_operator_gets_out() -> None:
+    """An older operator restarted the standby first with the lower value: PostgreSQL refused it
+    and the roll waited at RestartingStandby. The primary is restarted in place; the standby then
+    starts at the primary's recorded value (the entrypoint's floor, gocdha.raised_settings) and is
+    restarted once more to the lower value."""
+    previous = ConfigurationStatus.model_validate(
+        {
+            "a": {"image": OLD},
+            "b": {"image": OLD, "restartRevision": "rollout-1"},
+            "rollout": {
+                "step": "RestartingStandby",
+                "result": "InProgress",
+                "token": "rollout-1",
+                "revision": REV,
+                "image": OLD,
+                "restartedFrom": {"b": "t0"},
+            },
+        }
+    )
+    stuck = state(
+        a=serving(pending=(MC,), **at(100)),
+        b=InstanceView(reachable=False),
+        pins={"a": Pin(OLD), "b": Pin(OLD, "rollout-1")},
+        previous=previous,
+        settings={MC: 80},
+    )
+    out = decide(stuck)
+    assert out.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY, out.message
+    assert out.configuration.a is not None and out.configuration.a.restart_revision == "rollout-1"
+    assert out.pins_changed
+    # The primary runs 80; the standby came back at its floor, 100, and says so.
+    raised = streaming("t5", raised=(MC,), **at(100))
+    back = then(out, stuck, instances={"a": serving("t1", **at(80)), "b": raised})
+    again = decide(back)
+    assert again.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+    b = again.configuration.b
+    assert b is not None and b.restart_revision not in (None, "rollout-1"), "replaced once more"
+    assert again.pins_changed
+    assert again.configuration.pending_restart == [MC]
+    # Restarted at 80, nothing raised: done.
+    final = decide(
+        then(again, back, instances={"a": serving("t1", **at(80)), "b": streaming("t6", **at(80))})
+    )
+    assert final.configuration.rollout.result == "Succeeded", final.message
+    assert (final.condition_status, final.reason) == ("True", ConfigReason.APPLIED)
+
+
+def test_a_standby_running_raised_settings_is_not_claimed_applied() -> None:
+    decision = decide(state(a=serving(**at(80)), b=streaming(raised=(MC,), **at(100))))
+    assert decision.condition_status != "True"
+    assert decision.configuration.pending_restart == [MC]
+    b = decision.configuration.b
+    assert b is not None and b.pending_restart == [MC]

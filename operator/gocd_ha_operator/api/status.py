@@ -254,7 +254,9 @@ class RolloutStatus(StatusModel):
 
     step: str | None = Field(
         default=None,
-        description="RestartingStandby, Switchover, RestartingOldPrimary or Done.",
+        description="RestartingPrimary (only when a hot-standby-sensitive setting is lowered: "
+        "the primary restarts in place first), RestartingStandby, Switchover, "
+        "RestartingOldPrimary or Done.",
     )
     result: Literal["InProgress", "Succeeded", "Blocked"] | None = None
     revision: str | None = Field(default=None, description="The configuration revision rolled.")

@@ -593,9 +593,37 @@ def test_lowering_max_connections_restarts_the_primary_in_place_first() -> None:
     assert waiting.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
     assert waiting.switchover is None and not waiting.pins_changed
 
-    # Serving again from a new postmaster at 80: the standby is restarted next.
+    # Serving again from a new postmaster at 80 (its start wrote 80 into the WAL at 200): the
+    # standby is restarted only once it streams again and has replayed that far — restarted
+    # before, its control file would still require 100.
+    reconnecting = then(
+        started,
+        first,
+        instances={
+            "a": serving("t1", lsn=200, **at(80)),
+            "b": InstanceView(reachable=True, in_recovery=True, lsn=150, **at(100)),
+        },
+    )
+    held = decide(reconnecting)
+    assert held.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY, held.message
+    assert held.configuration.rollout.replay_target_lsn == 200
+    assert not held.pins_changed
+    behind = then(
+        held,
+        reconnecting,
+        instances={
+            "a": serving("t1", lsn=260, **at(80)),
+            "b": streaming(pending=pending, lsn=199, **at(100)),
+        },
+    )
+    assert decide(behind).configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
     primary_done = then(
-        started, first, instances={"a": serving("t1", **at(80)), "b": first.instances["b"]}
+        held,
+        reconnecting,
+        instances={
+            "a": serving("t1", lsn=300, **at(80)),
+            "b": streaming(pending=pending, lsn=250, **at(100)),
+        },
     )
     standby = decide(primary_done)
     assert standby.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
@@ -667,9 +695,10 @@ def test_a_standby_stuck_below_the_primary_from_an_older_operator_gets_out() -> 
     assert out.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY, out.message
     assert out.configuration.a is not None and out.configuration.a.restart_revision == "rollout-1"
     assert out.pins_changed
-    # The primary runs 80; the standby came back at its floor, 100, and says so.
-    raised = streaming("t5", raised=(MC,), **at(100))
-    back = then(out, stuck, instances={"a": serving("t1", **at(80)), "b": raised})
+    # The primary runs 80; the standby came back at its floor, 100, says so, and has replayed
+    # the primary's restart.
+    raised = streaming("t5", raised=(MC,), lsn=300, **at(100))
+    back = then(out, stuck, instances={"a": serving("t1", lsn=200, **at(80)), "b": raised})
     again = decide(back)
     assert again.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
     b = again.configuration.b

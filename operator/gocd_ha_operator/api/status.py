@@ -274,6 +274,12 @@ class RolloutStatus(StatusModel):
         description="Per side this roll restarted: the postmaster start time seen when it was "
         "restarted; a different one proves the restart.",
     )
+    replay_target_lsn: int | None = Field(
+        default=None,
+        description="After the primary's in-place restart (RestartingPrimary): its WAL position "
+        "then. The standby is restarted only once it has replayed that far, so that it has "
+        "replayed the lowered settings the primary's start wrote into the WAL.",
+    )
     started_at: str | None = None
     finished_at: str | None = None
     message: str | None = None

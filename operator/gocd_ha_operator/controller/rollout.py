@@ -83,6 +83,7 @@ def instance_views(observation: ClusterObservation) -> dict[Side, rules.Instance
             settings={name: value for name, value, _ in reading.sensitive} if reading else {},
             defaults={name: default for name, _, default in reading.sensitive} if reading else {},
             raised=reading.raised if reading else (),
+            lsn=pg.replayed_lsn if pg.in_recovery else pg.current_lsn,
         )
     return views
 

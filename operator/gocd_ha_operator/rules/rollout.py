@@ -107,6 +107,8 @@ class InstanceView:
     #: Settings its entrypoint started above their configured value because its control file
     #: requires the primary's (``gocdha.raised_settings``): it needs another restart.
     raised: tuple[str, ...] = ()
+    #: WAL position: a primary's current one, a standby's last replayed one.
+    lsn: int | None = None
 
 
 @dataclass(frozen=True)
@@ -566,10 +568,31 @@ def decide(inp: RolloutInput) -> RolloutDecision:
                 f"waiting until the primary (side {primary}), restarted in place, accepts writes "
                 f"again with configuration revision {inp.want_revision} on {inp.want_image}"
             )
+        # Its start wrote the lowered values into the WAL: the standby restarts only once it has
+        # replayed that (its control file then allows them), not at the floor of the old ones.
+        replay_target = roll.rollout.replay_target_lsn
+        if replay_target is None:
+            view = inp.instances[primary]
+            if view.lsn is None:
+                return roll.rolling(f"waiting for the WAL position of side {primary}")
+            replay_target = view.lsn
+            roll.rollout = roll.rollout.model_copy(update={"replay_target_lsn": replay_target})
+        seen = inp.instances.get(standby)
+        if (
+            seen is None
+            or not seen.reachable
+            or not seen.streaming
+            or seen.lsn is None
+            or seen.lsn < replay_target
+        ):
+            return roll.rolling(
+                f"side {primary} accepts writes again with the new configuration; waiting until "
+                f"the standby (side {standby}) streams and has replayed its restart"
+            )
         roll.step_to(
             RolloutStep.RESTARTING_STANDBY,
-            f"side {primary} accepts writes again with the new configuration; restarting the "
-            f"standby (side {standby})",
+            f"side {primary} accepts writes again with the new configuration and the standby "
+            f"has replayed its restart; restarting the standby (side {standby})",
         )
 
     if roll.rollout.step == RolloutStep.RESTARTING_STANDBY:

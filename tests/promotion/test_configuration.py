@@ -20,6 +20,7 @@ from tests.support.rollout import (
     postgres_starts,
     show,
     started_at,
+    stuck_like_an_older_operator,
     sync_states,
     wait_until,
 )
@@ -163,6 +164,52 @@ async def test_lowering_max_connections_restarts_the_primary_in_place_then_the_s
     assert restarts == {"a": 1, "b": 1}, restarts
     assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
     assert len(writer.acknowledged) > 10
+
+
+async def test_a_standby_stuck_below_its_primary_by_an_older_operator_gets_out(
+    stack: LocalStack,
+) -> None:
+    """A cluster upgraded from an operator that restarted the standby first when
+    ``max_connections`` was lowered: the standby is refused by PostgreSQL and restarts in a loop,
+    the roll waits at ``RestartingStandby``. This operator restarts the primary in place, then the
+    standby (which the new entrypoint starts at the primary's former value meanwhile) once more."""
+    await create_replicating(stack)
+    writer, probe = Writer(stack), WriteProbe(stack)
+    await writer.prepare()
+    await probe.prepare()
+    writer.start()
+    probe.start()
+    await stack.stop_operator()
+    token = await stuck_like_an_older_operator(stack, {"max_connections": "80"})
+
+    async def refused() -> bool:
+        return "insufficient parameter settings" in stack.kubelet.pod_log(f"{NAME}-pg-b")
+
+    await wait_until(refused, timeout=60, what="the standby refused below its primary's value")
+    await asyncio.sleep(3.0)  # stuck: it restarts and is refused again
+    assert await show(stack, "b", "max_connections") is None
+    await stack.start_operator()
+    rollout = await rolled(stack, timeout=240)
+    await asyncio.sleep(1.0)
+    await writer.stop()
+    await probe.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert rollout["token"] == token, "the same roll, resumed"
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["80", "80"]
+    assert await show(stack, "b", "gocdha.raised_settings") in ("", None)
+    status = await stack.status(NAME)
+    assert status["primary"] == "a"
+    assert [h for h in status["history"] if h.get("trigger") == "Rollout"] == []
+    assert condition_reason(status, "ConfigurationApplied") == "Applied"
+    assert streaming_from("a", status), status.get("replication")
+    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    print(
+        f"stuck standby: roll {token} ended {rollout['result']} after {rollout['finishedAt']}; "
+        f"{len(writer.acknowledged)} rows acknowledged, {len(lost)} lost; "
+        f"at most {probe.most_writable} writable"
+    )
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"
+    assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
 
 
 async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -> None:

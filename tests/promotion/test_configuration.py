@@ -106,9 +106,12 @@ async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_ro
     assert promotion["rpoBytes"] == 0 and promotion["token"] == rollout["token"]
     rows = await writer.rows_on(f"{NAME}-pg-primary")
     lost = writer.acknowledged - rows
+    times = [commit.at for commit in writer.commits if commit.at >= began]
+    outage = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
     print(
         f"rolling restart in {took:.1f}s: {len(writer.acknowledged)} rows acknowledged, "
-        f"{len(lost)} lost; {len(probe.samples)} samples, at most {probe.most_writable} "
+        f"{len(lost)} lost; longest gap between acknowledged writes {outage:.2f}s; "
+        f"{len(probe.samples)} samples, at most {probe.most_writable} "
         f"writable, {sum(1 for s in probe.samples if not any(s.values()))} with none"
     )
     assert lost == set(), f"{len(lost)} acknowledged rows lost"

@@ -66,6 +66,7 @@ async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_ro
 ) -> None:
     await create_replicating(stack)
     assert [await show(stack, side, "max_connections") for side in "ab"] == ["100", "100"]
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
     writer, probe = Writer(stack), WriteProbe(stack)
     await writer.prepare()
     await probe.prepare()
@@ -118,6 +119,9 @@ async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_ro
     assert len(writer.acknowledged) > 10
     assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
     assert sum(1 for s in probe.samples if any(s.values())) > len(probe.samples) // 2
+    # One start per instance: the old primary's rejoin after the switchover was its restart.
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
+    assert restarts == {"a": 1, "b": 1}, restarts
 
 
 async def test_lowering_max_connections_restarts_the_primary_in_place_then_the_standby(

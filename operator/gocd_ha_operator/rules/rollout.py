@@ -8,13 +8,19 @@ pins (what each Postgres StatefulSet runs), what each instance reports and the c
   (``gocdha.config_revision``). Until then the condition ``ConfigurationApplied`` is ``False``
   with reason ``Reloading``.
 * **Restart.** A side needs a restart when its StatefulSet runs another image than the spec's,
-  or when its Postgres reports settings in ``pg_settings.pending_restart``. Then, one step per
+  or when its Postgres reports settings in ``pg_settings.pending_restart`` or
+  ``gocdha.raised_settings`` (the entrypoint's hot-standby floor). Then, one step per
   observation, each recorded in ``status.configuration.rollout`` before it acts (so a restarted
   operator resumes it):
 
+  0. ``RestartingPrimary`` — only when the primary runs a hot-standby-sensitive setting above
+     the rendered value (:func:`lowered`): a standby cannot run below its primary's value, so
+     the primary restarts first, in place (CloudNativePG's order), and the standby is restarted
+     once it has replayed the primary's restart; no switchover follows.
   1. ``RestartingStandby`` — the standby's StatefulSet gets the new image and the roll's
      restart revision (a pod-template annotation): only that pod is replaced. Waits until it
-     streams again with the new configuration loaded and nothing pending.
+     streams again with the new configuration loaded and nothing pending (nothing raised by the
+     entrypoint's hot-standby floor either: such a standby is replaced once more).
   2. ``Switchover`` (when the primary needs the restart too) — a promotion with trigger
      ``Rollout`` through the RPO-0 protocol (docs/architecture.md §9). Once the promotion is past
      its point of no return (the old primary is stopped until ``Rejoining``), its StatefulSet is

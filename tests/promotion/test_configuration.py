@@ -339,3 +339,37 @@ async def test_a_rolling_restart_resumes_after_the_operator_restarts(stack: Loca
     assert [h["token"] for h in rollouts] == [rollout["token"]], status["history"]
     lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
     assert lost == set(), f"{len(lost)} acknowledged rows lost"
+
+
+async def test_lowering_resumes_after_the_operator_restarts_at_restarting_primary(
+    stack: LocalStack,
+) -> None:
+    """The in-place restart of the primary is recorded before it acts: an operator stopped right
+    after it and started again finishes the roll, each instance started once, no switchover."""
+    await create_replicating(stack)
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
+    writer = Writer(stack)
+    await writer.prepare()
+    writer.start()
+    await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "80"}}})
+    await stack.wait_for(
+        lambda s: s.get("configuration", {}).get("rollout", {}).get("step") == "RestartingPrimary",
+        NAME,
+        timeout=60,
+        what="the roll restarting the primary",
+    )
+    await stack.stop_operator()
+    await asyncio.sleep(3.0)  # the primary restarts meanwhile; nobody decides anything
+    await stack.start_operator()
+    rollout = await rolled(stack, timeout=240)
+    await asyncio.sleep(1.0)
+    await writer.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["80", "80"]
+    status = await stack.status(NAME)
+    assert status["primary"] == "a" and status["history"] == []
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
+    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    print(f"resumed lowering: starts {restarts}, {len(lost)} of {len(writer.acknowledged)} lost")
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"
+    assert restarts == {"a": 1, "b": 1}, restarts

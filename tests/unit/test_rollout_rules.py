@@ -719,3 +719,37 @@ def test_a_standby_running_raised_settings_is_not_claimed_applied() -> None:
     assert decision.configuration.pending_restart == [MC]
     b = decision.configuration.b
     assert b is not None and b.pending_restart == [MC]
+
+
+def test_a_standby_back_at_its_floor_sends_the_roll_to_the_primary_first() -> None:
+    """The rendered value cannot always be told from the spec: initdb may have written a lower
+    max_connections than PostgreSQL's default into the data directory (little shared memory), so
+    removing max_connections=80 from the spec lowers it to 50 while the rule expects 100. The
+    standby, restarted first, comes back at its floor (80, the primary's): that is the evidence.
+    The primary restarts first rather than the standby again and again."""
+    previous = ConfigurationStatus.model_validate(
+        {
+            "a": {"image": OLD},
+            "b": {"image": OLD, "restartRevision": "rollout-1"},
+            "rollout": {
+                "step": "RestartingStandby",
+                "result": "InProgress",
+                "token": "rollout-1",
+                "revision": REV,
+                "image": OLD,
+                "restartedFrom": {"b": "t0"},
+            },
+        }
+    )
+    inp = state(
+        a=serving(pending=(MC,), **at(80)),
+        b=streaming("t1", raised=(MC,), **at(80)),
+        pins={"a": Pin(OLD), "b": Pin(OLD, "rollout-1")},
+        previous=previous,
+    )
+    decision = decide(inp)
+    assert decision.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY, decision.message
+    b = decision.configuration.b
+    assert b is not None and b.restart_revision == "rollout-1", "the standby is not restarted again"
+    a = decision.configuration.a
+    assert a is not None and a.restart_revision == "rollout-1"

@@ -235,6 +235,21 @@ def lowered(inp: RolloutInput, side: Side) -> list[str]:
             continue
         if target is not None and target < running:
             names.append(f"{name} {running} -> {target}")
+    # The rendered value is not always known (initdb may have written a lower one than
+    # PostgreSQL's default into the data directory): a peer that its entrypoint started at its
+    # floor while this side still runs at least that value is the evidence that this side must
+    # go first — else that peer would come back at its floor after every restart.
+    peer = inp.instances.get(other_side(side))
+    if peer is not None and peer.reachable and peer.in_recovery:
+        for name in peer.raised:
+            running, floor = view.settings.get(name), peer.settings.get(name)
+            if (
+                running is not None
+                and floor is not None
+                and running >= floor
+                and not any(entry.startswith(f"{name} ") for entry in names)
+            ):
+                names.append(f"{name} {running} (side {other_side(side)} runs it at its floor)")
     return names
 
 

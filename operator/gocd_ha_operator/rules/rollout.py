@@ -242,14 +242,14 @@ def lowered(inp: RolloutInput, side: Side) -> list[str]:
     peer = inp.instances.get(other_side(side))
     if peer is not None and peer.reachable and peer.in_recovery:
         for name in peer.raised:
-            running, floor = view.settings.get(name), peer.settings.get(name)
+            current, floor = view.settings.get(name), peer.settings.get(name)
             if (
-                running is not None
+                current is not None
                 and floor is not None
-                and running >= floor
+                and current >= floor
                 and not any(entry.startswith(f"{name} ") for entry in names)
             ):
-                names.append(f"{name} {running} (side {other_side(side)} runs it at its floor)")
+                names.append(f"{name} {current} (side {other_side(side)} runs it at its floor)")
     return names
 
 

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from typing import Any
 
 from gocd_ha_operator.local.stack import LocalStack
+from gocd_ha_operator.local.workload import streaming_from
 from tests.support.faults import WriteProbe
 from tests.support.promotion import NAME, Writer, create_replicating, pytestmark
 from tests.support.rollout import (
     condition_reason,
     patch_spec,
+    postgres_starts,
     show,
     started_at,
+    stuck_like_an_older_operator,
     sync_states,
     wait_until,
 )
@@ -62,6 +66,7 @@ async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_ro
 ) -> None:
     await create_replicating(stack)
     assert [await show(stack, side, "max_connections") for side in "ab"] == ["100", "100"]
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
     writer, probe = Writer(stack), WriteProbe(stack)
     await writer.prepare()
     await probe.prepare()
@@ -102,15 +107,116 @@ async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_ro
     assert promotion["rpoBytes"] == 0 and promotion["token"] == rollout["token"]
     rows = await writer.rows_on(f"{NAME}-pg-primary")
     lost = writer.acknowledged - rows
+    times = [commit.at for commit in writer.commits if commit.at >= began]
+    outage = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
     print(
         f"rolling restart in {took:.1f}s: {len(writer.acknowledged)} rows acknowledged, "
-        f"{len(lost)} lost; {len(probe.samples)} samples, at most {probe.most_writable} "
+        f"{len(lost)} lost; longest gap between acknowledged writes {outage:.2f}s; "
+        f"{len(probe.samples)} samples, at most {probe.most_writable} "
         f"writable, {sum(1 for s in probe.samples if not any(s.values()))} with none"
     )
     assert lost == set(), f"{len(lost)} acknowledged rows lost"
     assert len(writer.acknowledged) > 10
     assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
     assert sum(1 for s in probe.samples if any(s.values())) > len(probe.samples) // 2
+    # One start per instance: the old primary's rejoin after the switchover was its restart.
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
+    assert restarts == {"a": 1, "b": 1}, restarts
+
+
+async def test_lowering_max_connections_restarts_the_primary_in_place_then_the_standby(
+    stack: LocalStack,
+) -> None:
+    """A standby restarted first below its primary's ``max_connections`` is refused by
+    PostgreSQL ("recovery aborted because of insufficient parameter settings"): the roll restarts
+    the primary in place first, then the standby, with no switchover and no lost row."""
+    await create_replicating(stack)
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["100", "100"]
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
+    writer, probe = Writer(stack), WriteProbe(stack)
+    await writer.prepare()
+    await probe.prepare()
+    writer.start()
+    probe.start()
+    await asyncio.sleep(1.0)
+    began = time.monotonic()
+    await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "80"}}})
+    rollout = await rolled(stack, timeout=240)
+    took = time.monotonic() - began
+    await asyncio.sleep(1.0)
+    await writer.stop()
+    await probe.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["80", "80"]
+    status = await stack.status(NAME)
+    assert status["primary"] == "a", "restarted in place: no switchover"
+    assert [h for h in status["history"] if h.get("trigger") == "Rollout"] == []
+    assert condition_reason(status, "ConfigurationApplied") == "Applied"
+    assert status["configuration"]["pendingRestart"] == []
+    # The standby streams from the restarted primary.
+    assert await sync_states(stack, "a") == ["async"]
+    assert streaming_from("a", status), status.get("replication")
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
+    rows = await writer.rows_on(f"{NAME}-pg-primary")
+    lost = writer.acknowledged - rows
+    times = [commit.at for commit in writer.commits if commit.at >= began]
+    outage = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    print(
+        f"lowering max_connections 100 -> 80 in {took:.1f}s: {len(writer.acknowledged)} rows "
+        f"acknowledged, {len(lost)} lost; longest gap between acknowledged writes "
+        f"{outage:.2f}s; Postgres container starts {restarts}; {len(probe.samples)} samples, "
+        f"at most {probe.most_writable} writable"
+    )
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"
+    assert restarts == {"a": 1, "b": 1}, restarts
+    assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
+    assert len(writer.acknowledged) > 10
+
+
+async def test_a_standby_stuck_below_its_primary_by_an_older_operator_gets_out(
+    stack: LocalStack,
+) -> None:
+    """A cluster upgraded from an operator that restarted the standby first when
+    ``max_connections`` was lowered: the standby is refused by PostgreSQL and restarts in a loop,
+    the roll waits at ``RestartingStandby``. This operator restarts the primary in place, then the
+    standby (which the new entrypoint starts at the primary's former value meanwhile) once more."""
+    await create_replicating(stack)
+    writer, probe = Writer(stack), WriteProbe(stack)
+    await writer.prepare()
+    await probe.prepare()
+    writer.start()
+    probe.start()
+    await stack.stop_operator()
+    token = await stuck_like_an_older_operator(stack, {"max_connections": "80"})
+
+    async def refused() -> bool:
+        return "insufficient parameter settings" in stack.kubelet.pod_log(f"{NAME}-pg-b")
+
+    await wait_until(refused, timeout=60, what="the standby refused below its primary's value")
+    await asyncio.sleep(3.0)  # stuck: it restarts and is refused again
+    assert await show(stack, "b", "max_connections") is None
+    await stack.start_operator()
+    rollout = await rolled(stack, timeout=240)
+    await asyncio.sleep(1.0)
+    await writer.stop()
+    await probe.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert rollout["token"] == token, "the same roll, resumed"
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["80", "80"]
+    assert await show(stack, "b", "gocdha.raised_settings") in ("", None)
+    status = await stack.status(NAME)
+    assert status["primary"] == "a"
+    assert [h for h in status["history"] if h.get("trigger") == "Rollout"] == []
+    assert condition_reason(status, "ConfigurationApplied") == "Applied"
+    assert streaming_from("a", status), status.get("replication")
+    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    print(
+        f"stuck standby: roll {token} ended {rollout['result']} after {rollout['finishedAt']}; "
+        f"{len(writer.acknowledged)} rows acknowledged, {len(lost)} lost; "
+        f"at most {probe.most_writable} writable"
+    )
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"
+    assert probe.samples and probe.both_writable() == [], "two sides accepted writes"
 
 
 async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -> None:
@@ -136,6 +242,7 @@ async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -
             seen.append((a, b, serving[0] == "off", serving[1] == "off"))
             await asyncio.sleep(0.3)
 
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
     sampler = asyncio.create_task(sample())
     try:
         await patch_spec(stack, {"postgres": {"image": "postgres:15.4"}})
@@ -160,10 +267,16 @@ async def test_an_image_change_rolls_one_instance_at_a_time(stack: LocalStack) -
     status = await stack.status(NAME)
     assert status["configuration"]["a"]["image"] == new
     assert status["configuration"]["b"]["image"] == new
+    # Each instance restarted once: the old primary rejoined on the new image (it was stopped by
+    # the switchover), it did not rejoin on the old one and restart again.
+    await asyncio.sleep(2.0)  # a second restart would follow the roll's end at once
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
     print(
         f"image roll: {len(seen)} samples; b changed at sample {first_b}, a at {first_a}; "
-        f"{len(probe.samples)} write samples, at most {probe.most_writable} writable"
+        f"{len(probe.samples)} write samples, at most {probe.most_writable} writable; "
+        f"Postgres container starts during the roll: {restarts}"
     )
+    assert restarts == {"a": 1, "b": 1}, restarts
 
 
 async def test_a_major_version_change_is_refused_and_nothing_rolls(stack: LocalStack) -> None:
@@ -226,3 +339,37 @@ async def test_a_rolling_restart_resumes_after_the_operator_restarts(stack: Loca
     assert [h["token"] for h in rollouts] == [rollout["token"]], status["history"]
     lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
     assert lost == set(), f"{len(lost)} acknowledged rows lost"
+
+
+async def test_lowering_resumes_after_the_operator_restarts_at_restarting_primary(
+    stack: LocalStack,
+) -> None:
+    """The in-place restart of the primary is recorded before it acts: an operator stopped right
+    after it and started again finishes the roll, each instance started once, no switchover."""
+    await create_replicating(stack)
+    starts = {side: postgres_starts(stack, side) for side in "ab"}
+    writer = Writer(stack)
+    await writer.prepare()
+    writer.start()
+    await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "80"}}})
+    await stack.wait_for(
+        lambda s: s.get("configuration", {}).get("rollout", {}).get("step") == "RestartingPrimary",
+        NAME,
+        timeout=60,
+        what="the roll restarting the primary",
+    )
+    await stack.stop_operator()
+    await asyncio.sleep(3.0)  # the primary restarts meanwhile; nobody decides anything
+    await stack.start_operator()
+    rollout = await rolled(stack, timeout=240)
+    await asyncio.sleep(1.0)
+    await writer.stop()
+    assert rollout["result"] == "Succeeded", rollout
+    assert [await show(stack, side, "max_connections") for side in "ab"] == ["80", "80"]
+    status = await stack.status(NAME)
+    assert status["primary"] == "a" and status["history"] == []
+    restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
+    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    print(f"resumed lowering: starts {restarts}, {len(lost)} of {len(writer.acknowledged)} lost")
+    assert lost == set(), f"{len(lost)} acknowledged rows lost"
+    assert restarts == {"a": 1, "b": 1}, restarts

@@ -9,7 +9,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from gocd_ha_operator.api.constants import (
+    ANNOTATION_RESTART_REVISION,
+    CM_ENTRYPOINT,
+    CM_POSTGRESQL_CONF,
+)
 from gocd_ha_operator.local.stack import CLUSTERS_PATH, LocalStack
+from gocd_ha_operator.postgres import config as pgconfig
 from tests.support.faults import superuser
 from tests.support.promotion import NAME
 
@@ -74,3 +80,78 @@ async def wait_until(check: Callable[[], Awaitable[Any]], *, timeout: float, wha
 def condition_reason(status: dict[str, Any], type_: str) -> str | None:
     found = next((c for c in status.get("conditions", []) if c["type"] == type_), None)
     return None if found is None else str(found.get("reason"))
+
+
+def postgres_starts(stack: LocalStack, side: str) -> int:
+    """How often the local kubelet started side ``side``'s Postgres container so far, across
+    container restarts and pod replacements (its ``==== ... start`` log lines)."""
+    marker = f" start {NAME}-pg-{side}-0 container postgres "
+    return sum(
+        1 for line in stack.kubelet.pod_log(f"{NAME}-pg-{side}").splitlines() if marker in line
+    )
+
+
+#: The line of entrypoint.sh that applies the hot-standby floor; an entrypoint without it is the
+#: one an operator before the floor shipped.
+FLOOR_LINE: Final = '  if [ -e "$dir/standby.signal" ]; then hot_standby_floor "$dir"; fi\n'
+
+
+async def stuck_like_an_older_operator(stack: LocalStack, parameters: dict[str, str]) -> str:
+    """With the operator stopped, do what an operator before the fix did on a spec change that
+    lowers ``max_connections``: the ConfigMap rendered with ``parameters`` and an entrypoint
+    without the hot-standby floor, the standby pinned first (``RestartingStandby`` recorded in
+    status, its StatefulSet's restart revision moved). PostgreSQL refuses the restarted standby
+    ("recovery aborted because of insufficient parameter settings") and its container restarts
+    again and again. Returns the roll's token."""
+    ns = stack.namespace
+    await patch_spec(stack, {"postgres": {"parameters": parameters}})
+    cluster = await stack.request("GET", CLUSTERS_PATH.format(ns=ns) + f"/{NAME}")
+    postgres = cluster["spec"]["postgres"]
+    conf = pgconfig.render_postgresql_conf(
+        parameters=postgres.get("parameters", {}), synchronous=bool(postgres.get("synchronous"))
+    )
+    cm_path = f"/api/v1/namespaces/{ns}/configmaps/{NAME}-postgres"
+    configmap = await stack.request("GET", cm_path)
+    entrypoint = configmap["data"][CM_ENTRYPOINT]
+    assert FLOOR_LINE in entrypoint
+    await stack.request(
+        "PATCH",
+        cm_path,
+        {
+            "data": {
+                CM_POSTGRESQL_CONF: conf,
+                CM_ENTRYPOINT: entrypoint.replace(FLOOR_LINE, ""),
+            }
+        },
+    )
+    token = "rollout-20260101t000000z"
+    start = await started_at(stack, "b")
+    assert start is not None
+    image = postgres["image"]
+    configuration = {
+        "revision": pgconfig.loaded_revision(conf),
+        "image": image,
+        "a": {"image": image},
+        "b": {"image": image, "restartRevision": token},
+        "rollout": {
+            "step": "RestartingStandby",
+            "result": "InProgress",
+            "revision": pgconfig.loaded_revision(conf),
+            "image": image,
+            "reason": "Parameters",
+            "token": token,
+            "restartedFrom": {"b": start},
+            "message": "pending: side a: max_connections; side b: max_connections",
+        },
+    }
+    await stack.request(
+        "PATCH",
+        CLUSTERS_PATH.format(ns=ns) + f"/{NAME}/status",
+        {"status": {"configuration": configuration}},
+    )
+    await stack.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{ns}/statefulsets/{NAME}-pg-b",
+        {"spec": {"template": {"metadata": {"annotations": {ANNOTATION_RESTART_REVISION: token}}}}},
+    )
+    return token

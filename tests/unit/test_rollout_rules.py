@@ -6,17 +6,27 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gocd_ha_operator.api.constants import ANNOTATION_RESTART_REVISION, Side
+from gocd_ha_operator.api.constants import (
+    ANNOTATION_RESTART_REVISION,
+    CM_ENTRYPOINT,
+    HOT_STANDBY_SENSITIVE_SETTINGS,
+    Side,
+)
 from gocd_ha_operator.api.immutability import immutable_problems
-from gocd_ha_operator.api.status import ConfigurationStatus, PromotionStatus
+from gocd_ha_operator.api.spec import parse_cluster
+from gocd_ha_operator.api.status import ConfigurationStatus, PromotionStatus, RolloutStatus
 from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs
 from gocd_ha_operator.builders.postgres import build_postgres_statefulset
+from gocd_ha_operator.controller.reconcile import apply_topology_change
+from gocd_ha_operator.postgres import config as pgconfig
 from gocd_ha_operator.postgres.config import loaded_revision, render_postgresql_conf
+from gocd_ha_operator.rules.promotion import Step, topology_before, topology_of
 from gocd_ha_operator.rules.rollout import (
     ConfigReason,
     InstanceView,
@@ -27,6 +37,8 @@ from gocd_ha_operator.rules.rollout import (
     decide,
     effective_pins,
 )
+from tests.support.clusters import CREDENTIALS
+from tests.support.memkube import MemoryKube
 from tests.support.rollout import IMAGE_CHANGES
 
 NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
@@ -75,7 +87,9 @@ def test_the_rendered_configuration_names_its_revision() -> None:
 # --- the rolling restart, step by step -------------------------------------------------------
 
 
-def streaming(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV) -> InstanceView:
+def streaming(
+    started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV, **seen: Any
+) -> InstanceView:
     return InstanceView(
         reachable=True,
         in_recovery=True,
@@ -83,12 +97,20 @@ def streaming(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV
         revision=rev,
         pending_restart=pending,
         started_at=started,
+        **seen,
     )
 
 
-def serving(started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV) -> InstanceView:
+def serving(
+    started: str = "t0", pending: tuple[str, ...] = (), rev: str = REV, **seen: Any
+) -> InstanceView:
     return InstanceView(
-        reachable=True, in_recovery=False, revision=rev, pending_restart=pending, started_at=started
+        reachable=True,
+        in_recovery=False,
+        revision=rev,
+        pending_restart=pending,
+        started_at=started,
+        **seen,
     )
 
 
@@ -102,10 +124,12 @@ def state(
     promotion: PromotionStatus | None = None,
     previous: ConfigurationStatus | None = None,
     stopped: frozenset[Side] = frozenset(),
+    settings: dict[str, int] | None = None,
 ) -> RolloutInput:
     return RolloutInput(
         want_image=image,
         want_revision=REV,
+        want_settings=settings or {},
         pins=pins if pins is not None else {"a": Pin(OLD), "b": Pin(OLD)},
         instances={"a": a, "b": b},
         primary=primary,
@@ -325,9 +349,14 @@ def test_a_manually_rejoined_old_primary_ends_the_roll() -> None:
 
 def test_effective_pins_prefer_status_then_live_then_spec() -> None:
     recorded = ConfigurationStatus.model_validate({"a": {"image": OLD, "restartRevision": "x"}})
-    pins = effective_pins(recorded, {"a": Pin("live:1"), "b": Pin("live:2")}, NEW)
+    pins = effective_pins(
+        recorded, {"a": Pin("live:1"), "b": Pin("live:2")}, NEW, PromotionStatus()
+    )
     assert pins == {"a": Pin(OLD, "x"), "b": Pin("live:2")}
-    assert effective_pins(ConfigurationStatus(), {}, NEW) == {"a": Pin(NEW), "b": Pin(NEW)}
+    assert effective_pins(ConfigurationStatus(), {}, NEW, PromotionStatus()) == {
+        "a": Pin(NEW),
+        "b": Pin(NEW),
+    }
 
 
 def test_the_statefulset_is_built_from_its_pin(inputs: Callable[..., BuildInputs]) -> None:
@@ -393,3 +422,334 @@ def test_an_instance_that_does_not_answer_is_not_claimed_applied() -> None:
     # A side meant to be stopped (rejoin: Manual) is not waited for.
     stopped = decide(state(a=serving(), b=InstanceView(reachable=False), stopped=frozenset("b")))
     assert stopped.condition_status == "True"
+
+
+# --- the old primary of the roll's own switchover restarts once ---------------------------------
+
+
+def roll_at_switchover(token: str = "rollout-1", image: str = NEW) -> ConfigurationStatus:
+    return ConfigurationStatus.model_validate(
+        {
+            "a": {"image": OLD},
+            "b": {"image": image, "restartRevision": token},
+            "rollout": {
+                "step": "Switchover",
+                "result": "InProgress",
+                "token": token,
+                "revision": REV,
+                "image": image,
+                "restartedFrom": {"b": "t0"},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "step", "result", "pinned"),
+    [
+        ("rollout-1", "CatchingUp", "InProgress", False),  # a still serves: never re-pinned
+        ("rollout-1", "StoppingOldPrimary", "InProgress", False),  # may still be unfenced
+        ("rollout-1", "Promoting", "InProgress", True),  # stopped for good until Rejoining
+        ("rollout-1", "SwitchingRoles", "InProgress", True),
+        ("rollout-1", "Rejoining", "InProgress", True),
+        ("rollout-1", "Done", "Succeeded", True),
+        ("by-hand", "Rejoining", "InProgress", False),  # someone else's promotion
+    ],
+)
+def test_the_rolls_old_primary_rejoins_on_the_new_pin(
+    token: str, step: str, result: str, pinned: bool
+) -> None:
+    promotion = PromotionStatus(
+        token=token, result=result, step=step, type="Switchover", from_side="a", to_side="b"
+    )
+    pins = effective_pins(roll_at_switchover(), {}, NEW, promotion)
+    assert pins["b"] == Pin(NEW, "rollout-1")
+    assert pins["a"] == (Pin(NEW, "rollout-1") if pinned else Pin(OLD))
+
+
+def test_an_image_roll_restarts_the_old_primary_once() -> None:
+    """The old primary rejoined on the roll's pin (it was stopped by the switchover): the roll
+    neither pins it again nor waits for another restart."""
+    done = PromotionStatus(
+        token="rollout-1", result="Succeeded", step="Done", from_side="a", to_side="b"
+    )
+    previous = roll_at_switchover()
+    inp = state(
+        a=streaming("t7"),
+        b=serving("t1"),
+        pins=effective_pins(previous, {}, NEW, done),
+        image=NEW,
+        primary="b",
+        promotion=done,
+        previous=previous,
+    )
+    decision = decide(inp)
+    assert decision.configuration.rollout.result == "Succeeded", decision.message
+    assert not decision.pins_changed
+    assert "RollingRestartInstance" not in [e[1] for e in decision.events]
+    a = decision.configuration.a
+    assert a is not None and (a.image, a.restart_revision) == (NEW, "rollout-1")
+
+
+def _statefulset_image(kube: MemoryKube, side: str) -> tuple[str, dict[str, str]]:
+    sts = kube.objects[("StatefulSet", "build", f"ci-pg-{side}")]
+    template = sts["spec"]["template"]
+    return (
+        template["spec"]["containers"][0]["image"],
+        template["metadata"].get("annotations", {}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "image", "annotations"),
+    [
+        # Someone else's promotion during a refused (major) image change: the pin, not the spec.
+        ("by-hand", OLD, {}),
+        # The roll's own switchover: the old primary is stopped and rejoins on the roll's pin.
+        ("rollout-1", "postgres:15.6", {ANNOTATION_RESTART_REVISION: "rollout-1"}),
+    ],
+)
+def test_a_promotion_step_writes_the_statefulset_with_its_pin(
+    body: Callable[..., dict[str, Any]], token: str, image: str, annotations: dict[str, str]
+) -> None:
+    """A promotion step's apply builds the StatefulSets from the same pins as every other apply:
+    writing the spec's image there restarted the old primary on it at ``Rejoining`` (then once
+    more when the roll pinned it), and during a promotion under a refused image change it would
+    start new binaries on old data."""
+    spec_image = "postgres:15.6" if token.startswith("rollout") else "postgres:16.1"
+    raw = body({"postgres": {"image": spec_image}})
+    configuration = roll_at_switchover(image="postgres:15.6")
+    if not token.startswith("rollout"):
+        configuration = configuration.model_copy(update={"rollout": RolloutStatus()})
+    raw["status"] = {
+        "primary": "a",
+        "standby": "b",
+        "configuration": configuration.model_dump(by_alias=True, exclude_none=True),
+        "promotion": {
+            "token": token,
+            "result": "InProgress",
+            "step": "Rejoining",
+            "type": "Switchover",
+            "fromSide": "a",
+            "toSide": "b",
+        },
+    }
+    cluster = parse_cluster(raw)
+    kube = MemoryKube()
+    apply_topology_change(
+        kube,  # type: ignore[arg-type]
+        raw,
+        cluster,
+        before=topology_before(cluster, Step.REJOINING),
+        after=topology_of(cluster),
+        credentials=CREDENTIALS,
+        operator_image="registry.example/gocd-ha-operator:test",
+        operator_namespace="ops",
+    )
+    assert _statefulset_image(kube, "a") == (image, annotations)
+
+
+def test_the_entrypoint_knows_the_same_hot_standby_settings() -> None:
+    script = (Path(pgconfig.__file__).parent / "scripts" / CM_ENTRYPOINT).read_text()
+    line = next(x for x in script.splitlines() if x.startswith("hot_standby_sensitive="))
+    assert tuple(line.split("=", 1)[1].strip('"').split()) == HOT_STANDBY_SENSITIVE_SETTINGS
+
+
+# --- lowering a hot-standby-sensitive setting: the primary first, in place ----------------------
+
+MC = "max_connections"
+
+
+def at(value: int) -> dict[str, Any]:
+    """What an instance reports of max_connections: running ``value``, PostgreSQL default 100."""
+    return {"settings": {MC: value}, "defaults": {MC: 100}}
+
+
+def test_lowering_max_connections_restarts_the_primary_in_place_first() -> None:
+    pending = (MC,)
+    first = state(
+        a=serving(pending=pending, **at(100)),
+        b=streaming(pending=pending, **at(100)),
+        settings={MC: 80},
+    )
+    started = decide(first)
+    rollout = started.configuration.rollout
+    token = str(rollout.token)
+    assert rollout.step == RolloutStep.RESTARTING_PRIMARY, started.message
+    a, b = started.configuration.a, started.configuration.b
+    assert a is not None and a.restart_revision == token, "the primary is pinned"
+    assert b is not None and b.restart_revision is None, "the standby is not (yet)"
+    assert rollout.restarted_from == {"a": "t0"}
+    assert [e[1] for e in started.events] == ["RollingRestartStarted", "RollingRestartInstance"]
+    assert started.switchover is None
+    assert "max_connections 100 -> 80" in started.events[0][2]
+
+    # Not restarted yet: waits; restarted but not serving yet: waits.
+    assert decide(then(started, first)).configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
+    down = then(
+        started, first, instances={"a": InstanceView(reachable=False), "b": first.instances["b"]}
+    )
+    waiting = decide(down)
+    assert waiting.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
+    assert waiting.switchover is None and not waiting.pins_changed
+
+    # Serving again from a new postmaster at 80 (its start wrote 80 into the WAL at 200): the
+    # standby is restarted only once it streams again and has replayed that far — restarted
+    # before, its control file would still require 100.
+    reconnecting = then(
+        started,
+        first,
+        instances={
+            "a": serving("t1", lsn=200, **at(80)),
+            "b": InstanceView(reachable=True, in_recovery=True, lsn=150, **at(100)),
+        },
+    )
+    held = decide(reconnecting)
+    assert held.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY, held.message
+    assert held.configuration.rollout.replay_target_lsn == 200
+    assert not held.pins_changed
+    behind = then(
+        held,
+        reconnecting,
+        instances={
+            "a": serving("t1", lsn=260, **at(80)),
+            "b": streaming(pending=pending, lsn=199, **at(100)),
+        },
+    )
+    assert decide(behind).configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
+    primary_done = then(
+        held,
+        reconnecting,
+        instances={
+            "a": serving("t1", lsn=300, **at(80)),
+            "b": streaming(pending=pending, lsn=250, **at(100)),
+        },
+    )
+    standby = decide(primary_done)
+    assert standby.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+    assert standby.configuration.b is not None and standby.configuration.b.restart_revision == token
+    assert "RollingRestartRestartingStandby" in [e[1] for e in standby.events]
+    assert standby.switchover is None
+
+    final = decide(
+        then(
+            standby,
+            primary_done,
+            instances={"a": serving("t1", **at(80)), "b": streaming("t2", **at(80))},
+        )
+    )
+    assert final.configuration.rollout.result == "Succeeded", final.message
+    assert final.switchover is None, "the primary already runs the new configuration"
+    assert (final.condition_status, final.reason) == ("True", ConfigReason.APPLIED)
+
+
+def test_a_parameter_left_to_its_default_is_lowered_to_the_default() -> None:
+    """spec.postgres.parameters no longer sets max_connections (it was 150): the default (100)
+    is lower."""
+    pending = (MC,)
+    decision = decide(
+        state(a=serving(pending=pending, **at(150)), b=streaming(pending=pending, **at(150)))
+    )
+    assert decision.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY
+
+
+def test_raising_max_connections_keeps_the_standby_first() -> None:
+    pending = (MC,)
+    decision = decide(
+        state(
+            a=serving(pending=pending, **at(100)),
+            b=streaming(pending=pending, **at(100)),
+            settings={MC: 150},
+        )
+    )
+    assert decision.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+
+
+def test_a_standby_stuck_below_the_primary_from_an_older_operator_gets_out() -> None:
+    """An older operator restarted the standby first with the lower value: PostgreSQL refused it
+    and the roll waited at RestartingStandby. The primary is restarted in place; the standby then
+    starts at the primary's recorded value (the entrypoint's floor, gocdha.raised_settings) and is
+    restarted once more to the lower value."""
+    previous = ConfigurationStatus.model_validate(
+        {
+            "a": {"image": OLD},
+            "b": {"image": OLD, "restartRevision": "rollout-1"},
+            "rollout": {
+                "step": "RestartingStandby",
+                "result": "InProgress",
+                "token": "rollout-1",
+                "revision": REV,
+                "image": OLD,
+                "restartedFrom": {"b": "t0"},
+            },
+        }
+    )
+    stuck = state(
+        a=serving(pending=(MC,), **at(100)),
+        b=InstanceView(reachable=False),
+        pins={"a": Pin(OLD), "b": Pin(OLD, "rollout-1")},
+        previous=previous,
+        settings={MC: 80},
+    )
+    out = decide(stuck)
+    assert out.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY, out.message
+    assert out.configuration.a is not None and out.configuration.a.restart_revision == "rollout-1"
+    assert out.pins_changed
+    # The primary runs 80; the standby came back at its floor, 100, says so, and has replayed
+    # the primary's restart.
+    raised = streaming("t5", raised=(MC,), lsn=300, **at(100))
+    back = then(out, stuck, instances={"a": serving("t1", lsn=200, **at(80)), "b": raised})
+    again = decide(back)
+    assert again.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
+    b = again.configuration.b
+    assert b is not None and b.restart_revision not in (None, "rollout-1"), "replaced once more"
+    assert again.pins_changed
+    assert again.configuration.pending_restart == [MC]
+    # Restarted at 80, nothing raised: done.
+    final = decide(
+        then(again, back, instances={"a": serving("t1", **at(80)), "b": streaming("t6", **at(80))})
+    )
+    assert final.configuration.rollout.result == "Succeeded", final.message
+    assert (final.condition_status, final.reason) == ("True", ConfigReason.APPLIED)
+
+
+def test_a_standby_running_raised_settings_is_not_claimed_applied() -> None:
+    decision = decide(state(a=serving(**at(80)), b=streaming(raised=(MC,), **at(100))))
+    assert decision.condition_status != "True"
+    assert decision.configuration.pending_restart == [MC]
+    b = decision.configuration.b
+    assert b is not None and b.pending_restart == [MC]
+
+
+def test_a_standby_back_at_its_floor_sends_the_roll_to_the_primary_first() -> None:
+    """The rendered value cannot always be told from the spec: initdb may have written a lower
+    max_connections than PostgreSQL's default into the data directory (little shared memory), so
+    removing max_connections=80 from the spec lowers it to 50 while the rule expects 100. The
+    standby, restarted first, comes back at its floor (80, the primary's): that is the evidence.
+    The primary restarts first rather than the standby again and again."""
+    previous = ConfigurationStatus.model_validate(
+        {
+            "a": {"image": OLD},
+            "b": {"image": OLD, "restartRevision": "rollout-1"},
+            "rollout": {
+                "step": "RestartingStandby",
+                "result": "InProgress",
+                "token": "rollout-1",
+                "revision": REV,
+                "image": OLD,
+                "restartedFrom": {"b": "t0"},
+            },
+        }
+    )
+    inp = state(
+        a=serving(pending=(MC,), **at(80)),
+        b=streaming("t1", raised=(MC,), **at(80)),
+        pins={"a": Pin(OLD), "b": Pin(OLD, "rollout-1")},
+        previous=previous,
+    )
+    decision = decide(inp)
+    assert decision.configuration.rollout.step == RolloutStep.RESTARTING_PRIMARY, decision.message
+    b = decision.configuration.b
+    assert b is not None and b.restart_revision == "rollout-1", "the standby is not restarted again"
+    a = decision.configuration.a
+    assert a is not None and a.restart_revision == "rollout-1"

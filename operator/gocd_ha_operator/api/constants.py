@@ -245,6 +245,22 @@ PG_SETTINGS_FILE: Final = "gocdha-settings.conf"
 #: A custom setting at the end of the rendered ``postgresql.conf``: a hash of everything above it.
 #: ``current_setting()`` on an instance says which configuration it has loaded.
 PG_CONFIG_REVISION_SETTING: Final = "gocdha.config_revision"
+#: The settings whose value a hot standby must have at least as high as its primary, or
+#: PostgreSQL refuses to run it ("recovery aborted because of insufficient parameter settings").
+#: Lowering one restarts the primary first (docs/architecture.md §16); the entrypoint's list
+#: (``entrypoint.sh``, ``hot_standby_floor``) is the same, checked by a unit test.
+HOT_STANDBY_SENSITIVE_SETTINGS: Final = (
+    "max_connections",
+    "max_locks_per_transaction",
+    "max_prepared_transactions",
+    "max_wal_senders",
+    "max_worker_processes",
+)
+#: A custom setting the entrypoint writes into a standby's own settings when it had to start it
+#: with some of :data:`HOT_STANDBY_SENSITIVE_SETTINGS` above their configured value (the value
+#: its control file records from the primary): their names, comma-separated. Such a standby
+#: needs a restart once the primary runs the lower value.
+PG_RAISED_SETTINGS_SETTING: Final = "gocdha.raised_settings"
 #: Pod-template annotation of a Postgres StatefulSet: the configuration revision the pod was
 #: (re)started for. Set by a controlled rolling restart, one side at a time.
 ANNOTATION_RESTART_REVISION: Final = f"{GROUP}/restart-revision"

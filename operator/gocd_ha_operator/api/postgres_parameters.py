@@ -82,6 +82,7 @@ OWNED_PARAMETERS: Final[frozenset[str]] = frozenset(
         "log_destination",
         # Which configuration an instance has loaded (docs/architecture.md §16).
         "gocdha.config_revision",
+        "gocdha.raised_settings",
     }
 )
 

@@ -254,7 +254,9 @@ class RolloutStatus(StatusModel):
 
     step: str | None = Field(
         default=None,
-        description="RestartingStandby, Switchover, RestartingOldPrimary or Done.",
+        description="RestartingPrimary (only when a hot-standby-sensitive setting is lowered: "
+        "the primary restarts in place first), RestartingStandby, Switchover, "
+        "RestartingOldPrimary or Done.",
     )
     result: Literal["InProgress", "Succeeded", "Blocked"] | None = None
     revision: str | None = Field(default=None, description="The configuration revision rolled.")
@@ -271,6 +273,12 @@ class RolloutStatus(StatusModel):
         default_factory=dict,
         description="Per side this roll restarted: the postmaster start time seen when it was "
         "restarted; a different one proves the restart.",
+    )
+    replay_target_lsn: int | None = Field(
+        default=None,
+        description="After the primary's in-place restart (RestartingPrimary): its WAL position "
+        "then. The standby is restarted only once it has replayed that far, so that it has "
+        "replayed the lowered settings the primary's start wrote into the WAL.",
     )
     started_at: str | None = None
     finished_at: str | None = None

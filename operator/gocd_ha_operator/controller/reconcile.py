@@ -42,7 +42,7 @@ from gocd_ha_operator.kube.labels import with_owner
 from gocd_ha_operator.kube.lease import LeaseConflictError, create_lease, get_lease
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.rules.promotion import topology_of
-from gocd_ha_operator.rules.rollout import Pin, effective_pins
+from gocd_ha_operator.rules.rollout import Pin, effective_pins, status_pins
 from gocd_ha_operator.rules.topology import Topology
 
 
@@ -183,7 +183,7 @@ def reconcile_children(
     image = cluster.spec.postgres.image
     # A resource never reconciled has no StatefulSet to read a pin from.
     live = {} if never_reconciled(owner) else live_pins(kube, cluster)
-    pins = effective_pins(cluster.status.configuration, live, image)
+    pins = effective_pins(cluster.status.configuration, live, image, cluster.status.promotion)
     image_refusal = next(
         (
             f"spec.postgres.image {problem}"
@@ -336,6 +336,15 @@ def apply_topology_change(
     reconcile's; no Secret is read (the caller has the credentials) and the Lease is not
     touched."""
     namespace = operator_namespace or operator_namespace_from(os.environ)
+    # The same pins as every other apply (docs/architecture.md §16): a StatefulSet a step
+    # rewrites (its replicas) keeps the image and restart revision status records, never the
+    # spec's. The live objects are read only while status does not record both sides.
+    configuration = cluster.status.configuration
+    recorded = status_pins(configuration)
+    live = {} if len(recorded) == len(SIDES) else live_pins(kube, cluster)
+    pins = effective_pins(
+        configuration, live, cluster.spec.postgres.image, cluster.status.promotion
+    )
 
     def built(topology: Topology) -> list[dict[str, Any]]:
         return build_children(
@@ -345,6 +354,7 @@ def apply_topology_change(
                 credentials=credentials,
                 operator_image=operator_image,
                 operator_namespace=namespace,
+                pins=pins,
             )
         )
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from gocd_ha_operator.api import conditions as cond
-from gocd_ha_operator.api.constants import SIDES, Side
+from gocd_ha_operator.api.constants import HOT_STANDBY_SENSITIVE_SETTINGS, SIDES, Side
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus
 from gocd_ha_operator.controller.config import ClusterState, OperatorConfig
@@ -55,6 +55,18 @@ def wanted_revision(cluster: GoCDHACluster) -> str:
     return revision
 
 
+def wanted_settings(cluster: GoCDHACluster) -> dict[str, int]:
+    """The hot-standby-sensitive settings spec.postgres.parameters sets (the model checked them:
+    plain integers)."""
+    parameters = {name.lower(): value for name, value in cluster.spec.postgres.parameters.items()}
+    wanted: dict[str, int] = {}
+    for name in HOT_STANDBY_SENSITIVE_SETTINGS:
+        value = parameters.get(name)
+        if value is not None and value.strip().isdigit():
+            wanted[name] = int(value.strip())
+    return wanted
+
+
 def instance_views(observation: ClusterObservation) -> dict[Side, rules.InstanceView]:
     views: dict[Side, rules.InstanceView] = {}
     for side in SIDES:
@@ -68,6 +80,10 @@ def instance_views(observation: ClusterObservation) -> dict[Side, rules.Instance
             pending_restart=reading.pending_restart if reading else (),
             server_version=reading.server_version if reading else None,
             started_at=reading.started_at if reading else None,
+            settings={name: value for name, value, _ in reading.sensitive} if reading else {},
+            defaults={name: default for name, _, default in reading.sensitive} if reading else {},
+            raised=reading.raised if reading else (),
+            lsn=pg.replayed_lsn if pg.in_recovery else pg.current_lsn,
         )
     return views
 
@@ -90,13 +106,14 @@ def apply_rollout(
         rules.RolloutInput(
             want_image=spec_image,
             want_revision=wanted_revision(cluster),
-            pins=rules.effective_pins(status.configuration, live, spec_image),
+            pins=rules.effective_pins(status.configuration, live, spec_image, status.promotion),
             instances=instance_views(observation),
             primary=topology.primary,
             stopped=topology.stopped,
             promotion=status.promotion,
             previous=status.configuration,
             now=now,
+            want_settings=wanted_settings(cluster),
         )
     )
     conditions, transition = cond.set_condition(

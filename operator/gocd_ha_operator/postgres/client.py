@@ -18,7 +18,7 @@ import ipaddress
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -27,8 +27,10 @@ import psycopg
 from psycopg.rows import dict_row
 
 from gocd_ha_operator.api.constants import (
+    HOT_STANDBY_SENSITIVE_SETTINGS,
     OPERATOR_DB_USER,
     PG_CONFIG_REVISION_SETTING,
+    PG_RAISED_SETTINGS_SETTING,
     POSTGRES_PORT,
     SLOT_PREFIX,
 )
@@ -159,14 +161,31 @@ class ConfigReading:
     server_version: str
     #: ``pg_postmaster_start_time()`` as text: a different value means the server restarted.
     started_at: str
+    #: The hot-standby-sensitive settings (``HOT_STANDBY_SENSITIVE_SETTINGS``) as
+    #: (name, running value, PostgreSQL default), from ``pg_settings``.
+    sensitive: tuple[tuple[str, int, int], ...] = ()
+    #: What the entrypoint started above its configured value (``gocdha.raised_settings``).
+    raised: tuple[str, ...] = ()
 
 
 _CONFIG_SQL: Final = """
 SELECT current_setting(%s, true) AS revision,
        ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name) AS pending,
        current_setting('server_version') AS version,
-       pg_postmaster_start_time()::text AS started
+       pg_postmaster_start_time()::text AS started,
+       ARRAY(SELECT name || '=' || setting || '=' || coalesce(boot_val, '')
+             FROM pg_settings WHERE name = ANY(%s) ORDER BY name) AS sensitive,
+       coalesce(current_setting(%s, true), '') AS raised
 """
+
+
+def _sensitive(rows: Sequence[str] | None) -> tuple[tuple[str, int, int], ...]:
+    found = []
+    for row in rows or ():
+        name, setting, default = [*str(row).split("="), "", ""][:3]
+        if setting.isdigit() and default.isdigit():
+            found.append((name, int(setting), int(default)))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -401,7 +420,14 @@ class PostgresClient:
             row = await cur.fetchone()
             assert row is not None
             in_recovery = bool(row["in_recovery"])
-            await cur.execute(_CONFIG_SQL, (PG_CONFIG_REVISION_SETTING,))
+            await cur.execute(
+                _CONFIG_SQL,
+                (
+                    PG_CONFIG_REVISION_SETTING,
+                    list(HOT_STANDBY_SENSITIVE_SETTINGS),
+                    PG_RAISED_SETTINGS_SETTING,
+                ),
+            )
             c = await cur.fetchone()
             assert c is not None
             config = ConfigReading(
@@ -409,6 +435,8 @@ class PostgresClient:
                 pending_restart=tuple(c["pending"] or ()),
                 server_version=str(c["version"]),
                 started_at=str(c["started"]),
+                sensitive=_sensitive(c["sensitive"]),
+                raised=tuple(name for name in str(c["raised"] or "").split(",") if name),
             )
             await cur.execute(_ARCHIVER_SQL)
             arch = await cur.fetchone()

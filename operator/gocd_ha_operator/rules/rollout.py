@@ -8,17 +8,24 @@ pins (what each Postgres StatefulSet runs), what each instance reports and the c
   (``gocdha.config_revision``). Until then the condition ``ConfigurationApplied`` is ``False``
   with reason ``Reloading``.
 * **Restart.** A side needs a restart when its StatefulSet runs another image than the spec's,
-  or when its Postgres reports settings in ``pg_settings.pending_restart``. Then, one step per
+  or when its Postgres reports settings in ``pg_settings.pending_restart`` or
+  ``gocdha.raised_settings`` (the entrypoint's hot-standby floor). Then, one step per
   observation, each recorded in ``status.configuration.rollout`` before it acts (so a restarted
   operator resumes it):
 
+  0. ``RestartingPrimary`` — only when the primary runs a hot-standby-sensitive setting above
+     the rendered value (:func:`lowered`): a standby cannot run below its primary's value, so
+     the primary restarts first, in place (CloudNativePG's order), and the standby is restarted
+     once it has replayed the primary's restart; no switchover follows.
   1. ``RestartingStandby`` — the standby's StatefulSet gets the new image and the roll's
      restart revision (a pod-template annotation): only that pod is replaced. Waits until it
-     streams again with the new configuration loaded and nothing pending.
+     streams again with the new configuration loaded and nothing pending (nothing raised by the
+     entrypoint's hot-standby floor either: such a standby is replaced once more).
   2. ``Switchover`` (when the primary needs the restart too) — a promotion with trigger
      ``Rollout`` through the RPO-0 protocol (docs/architecture.md §9). Once the promotion is past
-     the point where the old primary is stopped, its StatefulSet gets the new image and revision,
-     so it rejoins on them without a second restart.
+     its point of no return (the old primary is stopped until ``Rejoining``), its StatefulSet is
+     built with the new image and revision (:func:`rejoin_pin`), so it rejoins on them without a
+     second restart.
   3. ``RestartingOldPrimary`` — waits until the old primary streams as the standby, restarted
      (again, only when it still needs it).
   4. ``Done``.
@@ -48,7 +55,7 @@ from gocd_ha_operator.api.status import (
     RolloutStatus,
 )
 from gocd_ha_operator.api.versions import image_change_problem
-from gocd_ha_operator.rules.promotion import PromotionRequest
+from gocd_ha_operator.rules.promotion import PromotionRequest, past_point_of_no_return
 
 CONFIGURATION_APPLIED: Final = "ConfigurationApplied"
 #: What ``pendingRestart`` lists for a side whose StatefulSet runs another image than the spec's.
@@ -58,6 +65,8 @@ IMAGE_PENDING: Final = "image"
 class RolloutStep(StrEnum):
     """``status.configuration.rollout.step``, in order."""
 
+    #: Only when a hot-standby-sensitive setting is lowered: the primary restarts in place first.
+    RESTARTING_PRIMARY = "RestartingPrimary"
     RESTARTING_STANDBY = "RestartingStandby"
     SWITCHOVER = "Switchover"
     RESTARTING_OLD_PRIMARY = "RestartingOldPrimary"
@@ -97,6 +106,15 @@ class InstanceView:
     server_version: str | None = None
     #: ``pg_postmaster_start_time()`` as the server wrote it: a changed value proves a restart.
     started_at: str | None = None
+    #: The hot-standby-sensitive settings it runs (``pg_settings.setting``) and their PostgreSQL
+    #: defaults (``boot_val``), by name.
+    settings: Mapping[str, int] = field(default_factory=dict)
+    defaults: Mapping[str, int] = field(default_factory=dict)
+    #: Settings its entrypoint started above their configured value because its control file
+    #: requires the primary's (``gocdha.raised_settings``): it needs another restart.
+    raised: tuple[str, ...] = ()
+    #: WAL position: a primary's current one, a standby's last replayed one.
+    lsn: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,8 @@ class RolloutInput:
     promotion: PromotionStatus
     previous: ConfigurationStatus
     now: datetime
+    #: The hot-standby-sensitive settings ``spec.postgres.parameters`` sets, as integers.
+    want_settings: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,14 +159,50 @@ def status_pins(configuration: ConfigurationStatus) -> dict[Side, Pin]:
     return pins
 
 
+def rejoin_pin(
+    configuration: ConfigurationStatus, promotion: PromotionStatus
+) -> tuple[Side, Pin] | None:
+    """The pin of the old primary of a roll's own switchover, once that switchover is past its
+    point of no return: the old primary is stopped then and stays stopped until ``Rejoining``, so
+    it rejoins on the roll's image and restart revision — one restart, not a rejoin on the old
+    pin followed by a second restart at ``RestartingOldPrimary``. Derived from status alone, so
+    that every apply (the runner's ``Rejoining``, a reconcile, a restarted operator) builds the
+    same StatefulSet; the roll records it in ``status.configuration`` at its next step."""
+    rollout = configuration.rollout
+    if (
+        rollout.result != "InProgress"
+        or rollout.step != RolloutStep.SWITCHOVER
+        or rollout.token is None
+        or rollout.image is None
+        or promotion.token != rollout.token
+        or promotion.from_side is None
+    ):
+        return None
+    if promotion.result == "Succeeded" or (
+        promotion.result == "InProgress" and past_point_of_no_return(promotion.step)
+    ):
+        return promotion.from_side, Pin(rollout.image, rollout.token)
+    return None
+
+
 def effective_pins(
-    configuration: ConfigurationStatus, live: Mapping[Side, Pin], spec_image: str
+    configuration: ConfigurationStatus,
+    live: Mapping[Side, Pin],
+    spec_image: str,
+    promotion: PromotionStatus,
 ) -> dict[Side, Pin]:
     """What each StatefulSet is to be built with: the recorded pin, else what the live
-    StatefulSet runs, else (a StatefulSet not created yet) the spec's image. So a spec edit never
-    reaches a StatefulSet's image directly: only a rolling restart moves a pin."""
+    StatefulSet runs, else (a StatefulSet not created yet) the spec's image; the old primary of
+    the roll's own switchover past its point of no return gets the roll's pin
+    (:func:`rejoin_pin`). So a spec edit never reaches a StatefulSet's image directly: only a
+    rolling restart moves a pin."""
     recorded = status_pins(configuration)
-    return {side: recorded.get(side) or live.get(side) or Pin(spec_image) for side in SIDES}
+    pins = {side: recorded.get(side) or live.get(side) or Pin(spec_image) for side in SIDES}
+    rejoining = rejoin_pin(configuration, promotion)
+    if rejoining is not None:
+        side, pin = rejoining
+        pins[side] = pin
+    return pins
 
 
 def restart_needs(inp: RolloutInput, side: Side) -> list[str]:
@@ -157,23 +213,84 @@ def restart_needs(inp: RolloutInput, side: Side) -> list[str]:
         needs.append(IMAGE_PENDING)
     view = inp.instances.get(side)
     if view is not None and view.reachable:
-        needs += [name for name in view.pending_restart if name not in needs]
+        needs += [name for name in (*view.pending_restart, *view.raised) if name not in needs]
     return needs
 
 
-def _settled(inp: RolloutInput, side: Side, restarted_from: str | None) -> bool:
-    """``side`` streams as a standby on the wanted image with the wanted configuration loaded
-    and nothing pending — and, when this roll restarted it, from a postmaster that started after
-    the one seen when it was pinned (``restarted_from``)."""
+def lowered(inp: RolloutInput, side: Side) -> list[str]:
+    """The hot-standby-sensitive settings ``side`` runs above the value it is to run: the spec's,
+    or, for one the spec leaves out and Postgres lists in ``pending_restart``, the PostgreSQL
+    default. A standby restarted below its primary's value cannot run as a hot standby, so while
+    the primary reports one of these it is restarted first, in place (docs/architecture.md §16)."""
+    view = inp.instances.get(side)
+    if view is None or not view.reachable:
+        return []
+    names = []
+    for name, running in sorted(view.settings.items()):
+        if name in inp.want_settings:
+            target: int | None = inp.want_settings[name]
+        elif name in view.pending_restart:
+            target = view.defaults.get(name)
+        else:
+            continue
+        if target is not None and target < running:
+            names.append(f"{name} {running} -> {target}")
+    # The rendered value is not always known (initdb may have written a lower one than
+    # PostgreSQL's default into the data directory): a peer that its entrypoint started at its
+    # floor while this side still runs at least that value is the evidence that this side must
+    # go first — else that peer would come back at its floor after every restart.
+    peer = inp.instances.get(other_side(side))
+    if peer is not None and peer.reachable and peer.in_recovery:
+        for name in peer.raised:
+            current, floor = view.settings.get(name), peer.settings.get(name)
+            if (
+                current is not None
+                and floor is not None
+                and current >= floor
+                and not any(entry.startswith(f"{name} ") for entry in names)
+            ):
+                names.append(f"{name} {current} (side {other_side(side)} runs it at its floor)")
+    return names
+
+
+def _of_roll(pin: Pin | None, token: str, image: str) -> bool:
+    """Whether ``pin`` is one this roll gave (its token, or a later revision of it)."""
+    revision = pin.restart_revision if pin is not None else None
+    return (
+        pin is not None
+        and pin.image == image
+        and revision is not None
+        and (revision == token or revision.startswith(f"{token}."))
+    )
+
+
+def _next_revision(pin: Pin, token: str) -> str:
+    """The restart revision that replaces a pod this roll restarted once already."""
+    revision = pin.restart_revision or token
+    count = revision[len(token) + 1 :] if revision.startswith(f"{token}.") else "1"
+    return f"{token}.{int(count) + 1 if count.isdigit() else 2}"
+
+
+def _settled(
+    inp: RolloutInput, side: Side, restarted_from: str | None, *, primary: bool = False
+) -> bool:
+    """``side`` streams as a standby (``primary``: accepts writes) on the wanted image with the
+    wanted configuration loaded and nothing pending — and, when this roll restarted it, from a
+    postmaster that started after the one seen when it was pinned (``restarted_from``)."""
     view = inp.instances.get(side)
     pin = inp.pins.get(side)
+    role_ok = (
+        view is not None and view.in_recovery is False
+        if primary
+        else view is not None and bool(view.in_recovery) and view.streaming
+    )
     return bool(
         view is not None
         and view.reachable
-        and view.in_recovery
-        and view.streaming
+        and role_ok
         and view.revision == inp.want_revision
         and not view.pending_restart
+        and not view.raised
         and pin is not None
         and pin.image == inp.want_image
         and (restarted_from is None or view.started_at != restarted_from)
@@ -189,7 +306,8 @@ def _instance_status(
     if pin is None and view is None and previous is None:
         return None
     if view is not None and view.reachable:
-        loaded, pending, version = view.revision, list(view.pending_restart), view.server_version
+        loaded, version = view.revision, view.server_version
+        pending = list(dict.fromkeys((*view.pending_restart, *view.raised)))
     elif previous is not None:  # what an unreachable instance last said is the best knowledge
         loaded, pending = previous.loaded_revision, list(previous.pending_restart)
         version = previous.server_version
@@ -267,13 +385,44 @@ class _Roll:
         self.rollout = self.rollout.model_copy(update={"step": step, "message": message})
         self.events.append(("Normal", f"RollingRestart{step}", message))
 
-    def restart(self, side: Side) -> bool:
+    def restart(self, side: Side, *, primary: bool = False) -> bool:
         """Restart ``side`` when it needs it (once, under this roll's token); whether it is
-        settled. A side is pinned only while it answers, so that its start time is known."""
+        settled (``primary``: as the primary, restarted in place). A side is pinned only while it
+        answers, so that its start time is known. A standby this roll restarted that came back
+        with settings raised to its primary's (the entrypoint's floor) is restarted once more
+        when the primary no longer runs a higher value."""
         inp, token = self.inp, str(self.rollout.token)
         wanted = Pin(inp.want_image, token)
         view = inp.instances.get(side)
-        if self.pins.get(side) != wanted and restart_needs(replace(inp, pins=self.pins), side):
+        pin = self.pins.get(side)
+        if (
+            _of_roll(pin, token, inp.want_image)
+            and pin is not None
+            and not primary
+            and view is not None
+            and view.reachable
+            and view.raised
+            and view.in_recovery
+            and view.streaming
+            and view.started_at is not None
+            and view.started_at != self.rollout.restarted_from.get(side)
+            and not lowered(inp, other_side(side))
+        ):
+            again = Pin(inp.want_image, _next_revision(pin, token))
+            self.pins[side] = again
+            starts = {**self.rollout.restarted_from, side: view.started_at}
+            self.rollout = self.rollout.model_copy(update={"restarted_from": starts})
+            self.events.append(
+                (
+                    "Normal",
+                    "RollingRestartInstance",
+                    f"restarting side {side} again ({again.restart_revision}): it started with "
+                    f"{', '.join(view.raised)} at its primary's former value",
+                )
+            )
+        elif not _of_roll(pin, token, inp.want_image) and restart_needs(
+            replace(inp, pins=self.pins), side
+        ):
             if view is not None and view.reachable and view.started_at is not None:
                 start = view.started_at
             elif side in self.rollout.restarted_from:
@@ -290,9 +439,11 @@ class _Roll:
                 ("Normal", "RollingRestartInstance", f"restarting side {side} ({token})")
             )
         restarted_from = (
-            self.rollout.restarted_from.get(side) if self.pins.get(side) == wanted else None
+            self.rollout.restarted_from.get(side)
+            if _of_roll(self.pins.get(side), token, inp.want_image)
+            else None
         )
-        return _settled(replace(inp, pins=self.pins), side, restarted_from)
+        return _settled(replace(inp, pins=self.pins), side, restarted_from, primary=primary)
 
     def finish(self, note: str = "") -> RolloutDecision:
         inp = self.inp
@@ -386,17 +537,26 @@ def decide(inp: RolloutInput) -> RolloutDecision:
         kinds = {
             "Image" if name == IMAGE_PENDING else "Parameters" for v in needs.values() for name in v
         }
+        down = lowered(inp, primary)
+        first = RolloutStep.RESTARTING_PRIMARY if down else RolloutStep.RESTARTING_STANDBY
+        order = (
+            f"; lowered on the primary ({', '.join(down)}): it restarts first, in place"
+            if down
+            else ""
+        )
         roll.rollout = RolloutStatus(
-            step=RolloutStep.RESTARTING_STANDBY,
+            step=first,
             result="InProgress",
             revision=inp.want_revision,
             image=inp.want_image,
             reason="And".join(sorted(kinds)),
             token=token,
             started_at=cond.rfc3339(inp.now),
-            message=f"pending: {pending}",
+            message=f"pending: {pending}{order}",
         )
-        roll.events.append(("Normal", "RollingRestartStarted", f"{token}: pending {pending}"))
+        roll.events.append(
+            ("Normal", "RollingRestartStarted", f"{token}: pending {pending}{order}")
+        )
     elif (previous.revision, previous.image) != target:
         # The spec changed during the roll: the sides still to restart get the newest target.
         roll.rollout = previous.model_copy(
@@ -408,6 +568,53 @@ def decide(inp: RolloutInput) -> RolloutDecision:
         # Someone else's promotion (an annotation, an automatic failover): no pin moves under
         # it; the roll goes on from its step once it is over, with the roles it left.
         return roll.rolling(f"waiting for promotion {promotion.token!r} to finish")
+
+    down = lowered(inp, primary)
+    if (
+        down
+        and roll.rollout.step in (RolloutStep.RESTARTING_STANDBY, RolloutStep.SWITCHOVER)
+        and (roll.rollout.step != RolloutStep.SWITCHOVER or promotion.token != token)
+    ):
+        # A standby restarted below its primary's value cannot run as a hot standby: the
+        # primary goes first (also the way out for a standby an older operator restarted first).
+        roll.step_to(
+            RolloutStep.RESTARTING_PRIMARY,
+            f"lowered on the primary (side {primary}: {', '.join(down)}): restarting it in "
+            "place first; a standby cannot run below its primary's value",
+        )
+
+    if roll.rollout.step == RolloutStep.RESTARTING_PRIMARY:
+        if not roll.restart(primary, primary=True):
+            return roll.rolling(
+                f"waiting until the primary (side {primary}), restarted in place, accepts writes "
+                f"again with configuration revision {inp.want_revision} on {inp.want_image}"
+            )
+        # Its start wrote the lowered values into the WAL: the standby restarts only once it has
+        # replayed that (its control file then allows them), not at the floor of the old ones.
+        replay_target = roll.rollout.replay_target_lsn
+        if replay_target is None:
+            view = inp.instances[primary]
+            if view.lsn is None:
+                return roll.rolling(f"waiting for the WAL position of side {primary}")
+            replay_target = view.lsn
+            roll.rollout = roll.rollout.model_copy(update={"replay_target_lsn": replay_target})
+        seen = inp.instances.get(standby)
+        if (
+            seen is None
+            or not seen.reachable
+            or not seen.streaming
+            or seen.lsn is None
+            or seen.lsn < replay_target
+        ):
+            return roll.rolling(
+                f"side {primary} accepts writes again with the new configuration; waiting until "
+                f"the standby (side {standby}) streams and has replayed its restart"
+            )
+        roll.step_to(
+            RolloutStep.RESTARTING_STANDBY,
+            f"side {primary} accepts writes again with the new configuration and the standby "
+            f"has replayed its restart; restarting the standby (side {standby})",
+        )
 
     if roll.rollout.step == RolloutStep.RESTARTING_STANDBY:
         if not roll.restart(standby):

@@ -258,6 +258,39 @@ write_instance_conf() {
   if ! grep -qxF "include 'gocdha.conf'" "$dir/postgresql.conf"; then
     printf "\n# gocd-ha-operator settings (must stay last)\ninclude 'gocdha.conf'\n" >>"$dir/postgresql.conf"
   fi
+  if [ -e "$dir/standby.signal" ]; then hot_standby_floor "$dir"; fi
+}
+
+# hot_standby_floor DIR: a hot standby must run the settings below at least at the values its
+# control file records from the primary (as last replayed), or PostgreSQL refuses to start it
+# ("recovery aborted because of insufficient parameter settings") and the container restarts
+# forever. That happens when one of them is lowered and the standby restarts before the primary
+# has run the lower value (docs/architecture.md §16; the operator restarts the primary first, but
+# a standby restarted by anything else, or by an older operator, gets here). Such a setting is
+# started at the recorded value instead, and named in gocdha.raised_settings: the operator
+# restarts this standby again once the primary runs the lower value and it has been replayed.
+# The list is api/constants.py's HOT_STANDBY_SENSITIVE_SETTINGS (a unit test compares them).
+hot_standby_sensitive="max_connections max_locks_per_transaction max_prepared_transactions max_wal_senders max_worker_processes"
+hot_standby_floor() {
+  local dir=$1 controldata name field recorded configured raised=""
+  controldata=$(pg_controldata -D "$dir" 2>/dev/null) || return 0
+  for name in $hot_standby_sensitive; do
+    case $name in
+      max_prepared_transactions) field="max_prepared_xacts setting" ;;
+      max_locks_per_transaction) field="max_locks_per_xact setting" ;;
+      *) field="$name setting" ;;
+    esac
+    recorded=$(sed -n "s/^$field: *//p" <<<"$controldata")
+    configured=$(postgres -D "$dir" -C "$name" 2>/dev/null) || continue
+    if [[ $recorded =~ ^[0-9]+$ && $configured =~ ^[0-9]+$ ]] && ((recorded > configured)); then
+      log "starting this standby with $name = $recorded, the primary's value in its control file, not $configured: a hot standby refuses to run below it (restarted with $configured once the primary runs it)"
+      echo "$name = $recorded" >>"$dir/gocdha.conf"
+      raised="${raised:+$raised,}$name"
+    fi
+  done
+  if [ -n "$raised" ]; then
+    echo "gocdha.raised_settings = $(conf_quote "$raised")" >>"$dir/gocdha.conf"
+  fi
 }
 
 fence() { # fence REASON: make sure this data dir can only start in recovery.

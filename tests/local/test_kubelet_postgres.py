@@ -6,6 +6,7 @@ emulator as the operator would create them; no operator runs here, the tests pla
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,12 @@ import pytest
 
 from gocd_ha_operator.api.constants import GOCD_DB_USER, OPERATOR_DB_USER
 from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.kube.lease import API_VERSION as LEASE_API_VERSION
+from gocd_ha_operator.kube.lease import KIND as LEASE_KIND
+from gocd_ha_operator.kube.lease import format_microtime
 from gocd_ha_operator.local import LocalKubelet
 from gocd_ha_operator.local.process import group_members
+from gocd_ha_operator.rules.lease import holder_identity, primary_lease_name
 from tests.support.kubelet import CLUSTER, NAMESPACE, Api, eventually
 from tests.support.pg import unavailable_reason
 
@@ -168,6 +173,17 @@ async def test_role_is_read_from_the_configmap_at_start_and_close_cleans_up(api:
         await start_cluster(api, kubelet)
         await api.scale("StatefulSet", PG_A, 0)
         await eventually(lambda: not kubelet.running(PG_A), timeout=30, what="a fenced")
+        # As the runner: the primary Lease goes to b before b is promoted. Without it b's guard
+        # rightly stops a primary whose Lease names a (seen under load, once its first renewal
+        # of a Lease it does not hold was late: the test then waited for a rejoin that could not
+        # come).
+        now = format_microtime(datetime.now(UTC))
+        await api.patch(
+            LEASE_API_VERSION,
+            LEASE_KIND,
+            primary_lease_name(CLUSTER),
+            {"spec": {"holderIdentity": holder_identity(CLUSTER, "b"), "renewTime": now}},
+        )
         assert await query(kubelet, api, PG_B, "SELECT pg_promote(wait => true)") is True
         assert await in_recovery(kubelet, api, PG_B) is False
         async with await connect(kubelet, api, PG_B, gocd=True) as conn:

@@ -124,12 +124,11 @@ async def test_spec_change_patches_children_and_never_recreates(
         0
     ]["env"]
     assert {"name": "GOCD_SERVER_JVM_OPTS", "value": "-Xmx3g"} in env
-    recent = list(harness.emulator)  # the emulator keeps the most recent requests
     assert any(
-        str(request.method).endswith("PATCH")
-        and request.url.path.endswith("/deployments/ci-gocd-a")
-        and request.url.query.get("fieldManager") == "gocd-ha-operator"
-        for request in recent
+        method == "PATCH"
+        and path.endswith("/deployments/ci-gocd-a")
+        and manager == "gocd-ha-operator"
+        for method, path, manager in harness.emulator.write_log
     )
     assert all(method != "DELETE" for method, _ in new_writes)
 

@@ -66,14 +66,15 @@ class OperatorEmulator(kmock.KubernetesEmulator):
 
     Optimistic concurrency is not emulated: a JSON patch's ``resourceVersion`` test always passes.
 
-    kmock matches every request against its whole request history, which makes a long run
-    quadratic; this class keeps only the recent history there and its own compact log of
-    ``(method, path)`` in :attr:`request_log` for counting.
+    kmock matches every request against its request history: each of its reactions walks the
+    history from the oldest request until it meets the one being served, so the cost of a request
+    grows with the history's length. This class keeps in kmock's history only the requests still
+    being served (each must be found there when it is matched) and its own compact logs for
+    counting: ``(method, path)`` in :attr:`request_log`, and the field manager of every write in
+    :attr:`write_log`.
     """
 
     _counter: int = 0
-    #: Requests kept in kmock's own history (enough for its per-request matching).
-    KEPT_HISTORY: Final = 50
 
     @classmethod
     def _next(cls) -> int:
@@ -92,6 +93,18 @@ class OperatorEmulator(kmock.KubernetesEmulator):
         """Every request served, as ``(METHOD, path)``, oldest first."""
         log: list[tuple[str, str]] = self.__dict__.setdefault("_compact_log", [])
         return log
+
+    @property
+    def write_log(self) -> list[tuple[str, str, str | None]]:
+        """Every write served (any method but GET), as ``(METHOD, path, fieldManager)``."""
+        log: list[tuple[str, str, str | None]] = self.__dict__.setdefault("_write_log", [])
+        return log
+
+    @property
+    def _in_flight(self) -> dict[int, Any]:
+        """The requests being served now, by ``id``."""
+        served: dict[int, Any] = self.__dict__.setdefault("_in_flight_requests", {})
+        return served
 
     @property
     def access_log(self) -> list[tuple[str, str, bool, str]]:
@@ -118,9 +131,22 @@ class OperatorEmulator(kmock.KubernetesEmulator):
         watch = str(request.url.query.get("watch", "")).lower() in {"true", "1"}
         agent = str((getattr(request, "headers", None) or {}).get("User-Agent", ""))
         self.access_log.append((method.rsplit(".", 1)[-1], str(request.url.path), watch, agent))
+        if not method.endswith("GET"):
+            manager = request.url.query.get("fieldManager")
+            self.write_log.append(
+                (method.rsplit(".", 1)[-1], str(request.url.path), str(manager) if manager else None)
+            )
+        in_flight = self._in_flight
+        in_flight[id(request)] = request
+        # kmock's matching walks this list (under no await): what is served no more can go.
         history: list[Any] = self._requests
-        if len(history) > 2 * self.KEPT_HISTORY:
-            del history[: -self.KEPT_HISTORY]
+        history[:] = [r for r in history if id(r) in in_flight]
+        try:
+            return await self._serve(request, data, method)
+        finally:
+            in_flight.pop(id(request), None)
+
+    async def _serve(self, request: Any, data: Any, method: str) -> Any:
         version = str(self._next())
         if method.endswith("POST") and isinstance(data, dict):
             metadata = data.setdefault("metadata", {})

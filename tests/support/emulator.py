@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import aiohttp
 import kmock
 
 from gocd_ha_operator.controller.handlers import OperatorConfig
+from gocd_ha_operator.kube.apply import KubeClient
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local.emulator import CHILD_RESOURCES
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
@@ -99,6 +101,21 @@ class Harness:
             if method in WRITE_METHODS and "/events" not in path
         ]
 
+    def requests_by_verb_and_kind(self, since: int = 0) -> dict[tuple[str, str], int]:
+        """Requests served from position ``since`` of the emulator's log on, counted by verb and
+        kind as a user reading the API server's audit log would: ``GET`` of one object, ``LIST``
+        and ``WATCH`` of a collection, writes by method; the kind is the resource's plural, with
+        ``/status`` for the subresource. Events included."""
+        counts: dict[tuple[str, str], int] = {}
+        log = self.emulator.access_log  # type: ignore[attr-defined]
+        for method, path, watch, _agent in log[since:]:
+            kind, named = resource_of(path)
+            verb = method
+            if method == "GET" and not named:
+                verb = "WATCH" if watch else "LIST"
+            counts[(verb, kind)] = counts.get((verb, kind), 0) + 1
+        return counts
+
     def child_writes(self) -> list[tuple[str, str]]:
         return [w for w in self.writes() if "/gocdhaclusters" not in w[1]]
 
@@ -119,6 +136,43 @@ class Harness:
                 last = exc
             await asyncio.sleep(0.05)
         raise AssertionError(f"timed out: {message or check} (last: {last!r})")
+
+
+class GatedCreates:
+    """A :class:`KubeClient` whose creates wait until :meth:`release`: a reconcile held at its
+    first child, as one waiting for a free reconcile slot behind many others."""
+
+    def __init__(self, inner: KubeClient) -> None:
+        self.inner = inner
+        self.held = threading.Event()
+        self._open = threading.Event()
+
+    def create(self, obj: Any) -> Any:
+        self.held.set()
+        if not self._open.wait(60):
+            raise TimeoutError("GatedCreates: never released")
+        return self.inner.create(obj)
+
+    def release(self) -> None:
+        self._open.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def resource_of(path: str) -> tuple[str, bool]:
+    """``(plural[/subresource], names one object)`` of an API request path; discovery paths
+    (``/api``, ``/apis/...`` without a resource) are their own kind."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        at = parts.index("namespaces")
+        rest = parts[at + 2 :]
+        return "/".join(rest[:1] + rest[2:3]), len(rest) >= 2
+    core = 2 if parts[:1] == ["api"] else 3  # /api/v1/<plural> or /apis/<group>/<v>/<plural>
+    rest = parts[core:]
+    if not rest:
+        return "/".join(parts), False
+    return "/".join(rest[:1] + rest[2:3]), len(rest) >= 2
 
 
 def closed_endpoints() -> dict[str, Endpoint]:

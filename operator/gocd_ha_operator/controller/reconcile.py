@@ -129,6 +129,9 @@ class ReconcileOutcome:
     #: Why spec.postgres.image was not rolled (a major-version change, an unknown tag): the
     #: StatefulSets keep their images (docs/architecture.md §16).
     image_refusal: str | None = None
+    #: The cluster CA certificate as the TLS Secrets hold it after this reconcile (checked for
+    #: renewal just now); ``None`` when it could not be read.
+    ca_pem: bytes | None = None
 
 
 def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
@@ -205,11 +208,11 @@ def reconcile_children(
         result=result,
     )
     if created is not None:
-        credentials, inputs = created
+        credentials, inputs, ca_pem = created
     else:
         credentials = load_credentials(kube, cluster)
         # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
-        ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+        ca_pem = ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
         inputs = BuildInputs(
             cluster=cluster,
             topology=topology,
@@ -235,7 +238,11 @@ def reconcile_children(
             result=result,
         )
     return ReconcileOutcome(
-        applied=result, credentials=credentials, topology=topology, image_refusal=image_refusal
+        applied=result,
+        credentials=credentials,
+        topology=topology,
+        image_refusal=image_refusal,
+        ca_pem=ca_pem,
     )
 
 
@@ -258,7 +265,7 @@ def _create_fresh(
     operator_namespace: str,
     pins: Mapping[Side, Pin],
     result: ApplyResult,
-) -> tuple[ClusterCredentials, BuildInputs] | None:
+) -> tuple[ClusterCredentials, BuildInputs, bytes | None] | None:
     """A resource never reconciled: its children are created without reading each one first
     (one request per child, issue #16). The credential Secrets go first, with fresh values; when
     one exists after all, nothing else is written and ``None`` sends the caller down the usual
@@ -291,11 +298,9 @@ def _create_fresh(
                 raise
             result.created.append(f"Secret/{child['metadata']['name']}")
     # The TLS Secrets before the pods that mount them (docs/architecture.md §17).
-    if (
-        create_fresh_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
-        is None
-    ):
-        ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+    ca_pem = create_fresh_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+    if ca_pem is None:
+        ca_pem = ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
     for child in children:
         if not (child["kind"] == "Secret" and child["metadata"]["name"] in immutable):
             apply_child(kube, child, owner, result, create_first=True)
@@ -305,7 +310,7 @@ def _create_fresh(
         result.unchanged.append(f"Lease/{inputs.names.primary_lease}")
     else:
         result.created.append(f"Lease/{inputs.names.primary_lease}")
-    return credentials, inputs
+    return credentials, inputs, ca_pem
 
 
 def changed_children(

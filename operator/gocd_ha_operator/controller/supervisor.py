@@ -169,11 +169,13 @@ class Supervisor:
             transitions.append(transition)
         return status.model_copy(update={"conditions": conditions})
 
-    async def run_once(self) -> None:
+    async def run_once(self) -> bool:
+        """One iteration; ``True`` when the cluster waits for its first reconcile (the loop then
+        waits for the reconcile's wake-up instead of the interval)."""
         writes = self.writer.writes
         body = await self.writer.fetch()
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-            return
+            return False
         parsed = parse_fresh(body, self.state)
         cluster = parsed.cluster
         if cluster is not None and cluster.status.promotion.result == "InProgress":
@@ -185,7 +187,8 @@ class Supervisor:
         ca_pem: bytes | None = None
         # Until its first reconcile the cluster has no Secret, instance or Lease to read: the
         # reconcile creates them, hands over the credentials and wakes this loop (issue #16: a
-        # cluster waiting for a reconcile slot costs one read per interval, not four).
+        # cluster waiting for a reconcile slot costs no request after this first visit, however
+        # long it waits, so creating N clusters costs each the same requests).
         waiting = (
             never_reconciled(body)
             and self.state.reconcile_problem is None
@@ -357,6 +360,7 @@ class Supervisor:
             pinned = parse_fresh(written, self.state).cluster
             if pinned is not None:
                 await apply_pins(self.config, self.state, written, pinned)
+        return waiting and problem is None
 
     @staticmethod
     def _observed(
@@ -458,13 +462,27 @@ async def supervise(config: OperatorConfig, ref: ClusterRef, stopped: Any) -> No
             # Cleared before the iteration, not after: a wake-up (a promotion annotation) that
             # arrives while it runs starts the next iteration at once instead of being lost.
             wake.clear()
+            waiting = False
             try:
-                await supervisor.run_once()
+                waiting = await supervisor.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must survive anything; it is logged
                 logger.exception("supervising %s failed; retrying", ref)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=config.observe_interval)
+            # A cluster waiting for its first reconcile has nothing to observe: the reconcile's
+            # end (or a promotion annotation) wakes it, whenever that comes.
+            await _pause(wake, stopped, None if waiting else config.observe_interval)
     finally:
         await supervisor.stop_runner()
+
+
+async def _pause(wake: asyncio.Event, stopped: Any, timeout: float | None) -> None:
+    """Until ``wake`` is set, the daemon is stopped, or ``timeout`` seconds passed."""
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(wake.wait())]
+    if hasattr(stopped, "wait"):
+        waits.append(asyncio.ensure_future(stopped.wait()))
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waited in waits:
+            waited.cancel()

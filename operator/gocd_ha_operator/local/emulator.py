@@ -133,9 +133,8 @@ class OperatorEmulator(kmock.KubernetesEmulator):
         self.access_log.append((method.rsplit(".", 1)[-1], str(request.url.path), watch, agent))
         if not method.endswith("GET"):
             manager = request.url.query.get("fieldManager")
-            self.write_log.append(
-                (method.rsplit(".", 1)[-1], str(request.url.path), str(manager) if manager else None)
-            )
+            verb, path = method.rsplit(".", 1)[-1], str(request.url.path)
+            self.write_log.append((verb, path, str(manager) if manager else None))
         in_flight = self._in_flight
         in_flight[id(request)] = request
         # kmock's matching walks this list (under no await): what is served no more can go.

@@ -1,13 +1,14 @@
 """Reconcile benchmark: N GoCDHAClusters on the in-process API emulator.
 
-Prints, for each N: seconds until every child of every cluster exists, API requests per resource
-during creation (all of them: the operator's own start, kopf's patches, status, Events; and those
-about children alone, with a breakdown by verb and kind), writes per resource per idle
-observation tick, child writes per resource after an operator restart (resume), and the resident
-memory of the process (operator + emulator; the emulator keeps every object and request in
-memory, so this is an upper bound for the operator alone). ``--memory N`` runs
-``gocd-ha-operator run`` as its own process against the emulator, as in production, and prints
-that process's memory with N clusters.
+Prints, for each N (see :func:`measure` for the phases): seconds until every child of every
+cluster exists; API requests per cluster to create them — all requests in that window (kopf's
+patches, status, Events, the supervisors' first visits and the observation each reconcile's end
+wakes) and those about children alone, with a breakdown by verb and kind; child writes per
+cluster after an operator restart (resume); writes and GETs (by kind) per cluster per
+observation interval of idle clusters; the resident memory of the process (operator +
+emulator; the emulator keeps every object and request in memory, so this is an upper bound for
+the operator alone). ``--memory N`` runs ``gocd-ha-operator run`` as its own process against
+the emulator, as in production, and prints that process's memory with N clusters.
 
     .venv/bin/python benchmarks/reconcile.py            # N = 1, 50, 200
     .venv/bin/python benchmarks/reconcile.py -n 10
@@ -87,14 +88,37 @@ def closed_endpoints(names: list[str]) -> dict[str, Endpoint]:
     return mapping
 
 
+def breakdown(log: list[tuple[str, str]], n: int) -> str:
+    """Requests per cluster by verb and kind, e.g. ``POST secrets=9.0``."""
+    counts: dict[str, int] = {}
+    for verb, path in log:
+        key = f"{verb} {kind_of(path)}"
+        counts[key] = counts.get(key, 0) + 1
+    return " ".join(f"{key}={count / n:.1f}" for key, count in sorted(counts.items()))
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 async def measure(n: int, interval: float) -> str:
+    """Three phases, each its own operator process state (the same emulator):
+
+    1. **create** — N clusters created at once, observation interval longer than the run: what
+       creating every child costs, the supervisors' first visits and the observation each
+       reconcile's end wakes included, but not the periodic observation of clusters already
+       created while others still wait for a reconcile slot (that is phase 3's figure, per
+       interval, and grows with how long the creation of N clusters takes);
+    2. **resume** — the operator restarted with ``interval``: child writes per cluster (0 wanted);
+    3. **idle** — every cluster idle for 5 intervals: writes and GETs per cluster per interval.
+    """
     names = [f"c{i}" for i in range(n)]
     async with running_emulator() as (emulator, url):
 
-        def config() -> OperatorConfig:
+        def config(observe_interval: float) -> OperatorConfig:
             return OperatorConfig(
                 operator_image="bench/operator:0",
-                observe_interval=interval,
+                observe_interval=observe_interval,
                 kube_factory=lambda: client_for(url),
                 endpoints=closed_endpoints(names),
                 connection=kopf.ConnectionInfo(server=url),
@@ -108,16 +132,44 @@ async def measure(n: int, interval: float) -> str:
                 if resource.group != "gocdha.io" and resource.plural != "events" and not obj.deleted
             )
 
-        def writes() -> list[tuple[str, str]]:
-            return [
-                (verb, path)
-                for verb, path in emulator.request_log
-                if verb in WRITES and "/events" not in path
-            ]
+        def settled() -> int:
+            """Clusters whose reconcile recorded its outcome and were observed after it."""
+            done = 0
+            for (resource, _ns, _name), obj in list(emulator.objects.items()):
+                if resource.plural != "gocdhaclusters" or obj.deleted:
+                    continue
+                status = obj.raw.get("status") or {}
+                ready = next(
+                    (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+                )
+                if status.get("observedGeneration") and ready.get("reason") == "PrimaryUnavailable":
+                    done += 1
+            return done
 
-        operator = OperatorThread(config())
+        def writes(since: int = 0) -> list[tuple[str, str]]:
+            return [(v, p) for v, p in emulator.request_log[since:] if v in WRITES]
+
+        def busy() -> int:
+            """Requests an idle observation does not make: every write, and every read but of
+            the resource and its Lease (the resumed reconciles read every child)."""
+            return sum(
+                1
+                for verb, path in emulator.request_log
+                if verb in WRITES or kind_of(path) not in ("gocdhaclusters", "leases")
+            )
+
+        async def quiesce() -> None:
+            """Until only idle observations happened for two observation intervals."""
+            last, quiet_since = busy(), time.monotonic()
+            while time.monotonic() - quiet_since < 2 * interval:
+                await asyncio.sleep(interval / 4)
+                if busy() != last:
+                    last, quiet_since = busy(), time.monotonic()
+
+        # 1. create
+        operator = OperatorThread(config(observe_interval=3600.0))
         await operator.start()
-        requests_before = len(emulator.request_log)
+        begin = len(emulator.request_log)
         started = time.monotonic()
         async with aiohttp.ClientSession() as session:
             for name in names:
@@ -127,42 +179,67 @@ async def measure(n: int, interval: float) -> str:
         while children() < CHILDREN_PER_CLUSTER * n:
             await asyncio.sleep(0.25)  # the emulator shares this event loop: poll gently
         create_s = time.monotonic() - started
-        requests = len(emulator.request_log) - requests_before - n  # not our own creates
-        breakdown: dict[str, int] = {}
-        child_requests = 0
-        for verb, path in emulator.request_log[requests_before:]:
-            key = f"{verb} {kind_of(path)}"
-            breakdown[key] = breakdown.get(key, 0) + 1
-            if "/namespaces/" in path and kind_of(path) not in CLUSTER_KINDS:
-                child_requests += 1
-
-        # Quiesce: wait until no write happened for two observation intervals.
-        last, quiet_since = len(writes()), time.monotonic()
-        while time.monotonic() - quiet_since < 2 * interval:
-            await asyncio.sleep(interval / 4)
-            if len(writes()) != last:
-                last, quiet_since = len(writes()), time.monotonic()
-        ticks = 5
-        before = len(writes())
-        await asyncio.sleep(ticks * interval)
-        idle_writes = (len(writes()) - before) / (n * ticks)
+        while settled() < n:
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(1.0)  # Events are posted from kopf's queue
+        created_log = [
+            (verb, path)
+            for verb, path in emulator.request_log[begin:]
+            if not (verb == "POST" and path.endswith("/gocdhaclusters"))  # ours, not the operator's
+        ]
+        child_log = [
+            (verb, path)
+            for verb, path in created_log
+            if "/namespaces/" in path and kind_of(path) not in CLUSTER_KINDS
+        ]
         memory = rss_mib()
-
         await operator.stop()
-        child_writes_before = [w for w in writes() if "/gocdhaclusters" not in w[1]]
-        restarted = OperatorThread(config())
+
+        # 2. resume (an operator restart: every cluster reconciled again, nothing written)
+        before_resume = len(emulator.request_log)
+        restarted = OperatorThread(config(observe_interval=interval))
         await restarted.start()
-        await asyncio.sleep(max(3.0, n * 0.05))
-        child_writes_after = [w for w in writes() if "/gocdhaclusters" not in w[1]]
+
+        def resumed() -> int:
+            """Reconciles since the restart: only a reconcile reads a PodDisruptionBudget."""
+            return sum(
+                1
+                for verb, path in emulator.request_log[before_resume:]
+                if verb == "GET" and kind_of(path) == "poddisruptionbudgets"
+            )
+
+        while resumed() < n:
+            await asyncio.sleep(0.25)
+        await quiesce()
+        resume_log = emulator.request_log[before_resume:]
+        resume_child_writes = [
+            w for w in resume_log if w[0] in WRITES and kind_of(w[1]) not in CLUSTER_KINDS
+        ]
+
+        # 3. idle
+        ticks = 5
+        before_idle = len(emulator.request_log)
+        await asyncio.sleep(ticks * interval)
+        idle_log = emulator.request_log[before_idle:]
+        idle_writes = [w for w in idle_log if w[0] in WRITES]
+        idle_gets: dict[str, int] = {}
+        for verb, path in idle_log:
+            if verb == "GET":
+                idle_gets[kind_of(path)] = idle_gets.get(kind_of(path), 0) + 1
         await restarted.stop()
-    resume_writes = (len(child_writes_after) - len(child_writes_before)) / n
-    by_kind = " ".join(f"{key}={count / n:.1f}" for key, count in sorted(breakdown.items()))
+    idle_reads = " ".join(
+        f"{kind}={count / (n * ticks):.2f}" for kind, count in sorted(idle_gets.items())
+    )
     return (
-        f"reconcile: n={n} create_s={create_s:.2f} requests_per_resource={requests / n:.1f} "
-        f"child_requests_per_resource={child_requests / n:.1f} "
-        f"(per resource: {by_kind}) "
-        f"idle_writes_per_resource_per_tick={idle_writes:.3f} "
-        f"resume_child_writes_per_resource={resume_writes:.2f} rss_mib={memory:.0f}"
+        f"reconcile: n={n} load={load_average()} create_s={create_s:.2f} "
+        f"create_requests_per_cluster={len(created_log) / n:.1f} "
+        f"child_requests_per_cluster={len(child_log) / n:.1f} "
+        f"(per cluster: {breakdown(created_log, n)}) "
+        f"resume_child_writes_per_cluster={len(resume_child_writes) / n:.2f} "
+        f"idle_writes_per_cluster_per_interval={len(idle_writes) / (n * ticks):.3f} "
+        f"{'(' + breakdown(idle_writes, n * ticks) + ') ' if idle_writes else ''}"
+        f"idle_gets_per_cluster_per_interval: {idle_reads} "
+        f"rss_mib={memory:.0f}"
     )
 
 

@@ -119,6 +119,9 @@ class OperatorConfig:
     #: Reconciles that talk to the API at the same time. A restarted operator resumes every
     #: cluster at once; this keeps that burst from hammering the API server.
     max_concurrent_reconciles: int = 4
+    #: Threads for the synchronous Kubernetes client (``asyncio.to_thread``): a running
+    #: reconcile holds one, every supervisor's read takes one briefly.
+    api_threads: int = 32
     #: Test hook called at every promotion step (see ``promotion.StepHook``).
     promotion_hook: StepHook | None = None
     #: Adjusts kopf's settings after the project's own (tests: timeouts of the API emulator).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -191,8 +192,14 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_settings(settings)
+        # The threads of every `asyncio.to_thread` (the Kubernetes client is synchronous). The
+        # default, CPUs + 4 (6 on 2 cores), let 4 reconciles hold 4 of them for their whole run
+        # while the supervisors of every other cluster queued for the remaining 2 (issue #16).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=config.api_threads, thread_name_prefix="gocdha-api")
+        )
         if config.webhook is not None:
             # The chart renders the ValidatingWebhookConfiguration; kopf only serves.
             settings.admission.managed = None

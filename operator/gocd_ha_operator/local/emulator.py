@@ -212,7 +212,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 def emulator_settings(settings: kopf.OperatorSettings) -> None:
     """kopf settings for the emulator: it never changes ``resourceVersion``, so kopf must not wait
     for a newer one after each of its patches (it would wait five seconds every time)."""
-    settings.persistence.consistency_timeout = 0.05
+    settings.persistence.consistency_timeout = 5.0
     settings.queueing.idle_timeout = 0.5
     settings.queueing.exit_timeout = 0.5
     settings.background.instant_exit_timeout = 0.5

@@ -43,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 
 NAMESPACE = "bench"
-# 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12).
-CHILDREN_PER_CLUSTER = 28
+# 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12) + the CA and
+# server certificate Secrets (issue #13).
+CHILDREN_PER_CLUSTER = 30
 CLUSTER_KINDS = ("gocdhaclusters", "gocdhaclusters/status", "events")
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from gocd_ha_operator.controller import reconcile
 from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.kube.endpoints import Endpoint
@@ -102,7 +103,7 @@ def load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-async def measure(n: int, interval: float) -> str:
+async def measure(n: int, interval: float, latency_ms: float = 0.0) -> str:
     """Three phases, each its own operator process state (the same emulator):
 
     1. **create** — N clusters created at once, observation interval longer than the run: what
@@ -115,6 +116,7 @@ async def measure(n: int, interval: float) -> str:
     """
     names = [f"c{i}" for i in range(n)]
     async with running_emulator() as (emulator, url):
+        emulator.latency = latency_ms / 1000
 
         def config(observe_interval: float) -> OperatorConfig:
             return OperatorConfig(
@@ -232,11 +234,14 @@ async def measure(n: int, interval: float) -> str:
         f"{kind}={count / (n * ticks):.2f}" for kind, count in sorted(idle_gets.items())
     )
     return (
-        f"reconcile: n={n} load={load_average()} create_s={create_s:.2f} "
+        f"reconcile: n={n} load={load_average()} latency_ms={latency_ms:g} "
+        f"apply_concurrency={reconcile.APPLY_CONCURRENCY} create_s={create_s:.2f} "
         f"create_requests_per_cluster={len(created_log) / n:.1f} "
         f"child_requests_per_cluster={len(child_log) / n:.1f} "
         f"(per cluster: {breakdown(created_log, n)}) "
         f"resume_child_writes_per_cluster={len(resume_child_writes) / n:.2f} "
+        f"resume_requests_per_cluster={len(resume_log) / n:.1f} "
+        f"(per cluster: {breakdown(resume_log, n)}) "
         f"idle_writes_per_cluster_per_interval={len(idle_writes) / (n * ticks):.3f} "
         f"{'(' + breakdown(idle_writes, n * ticks) + ') ' if idle_writes else ''}"
         f"idle_gets_per_cluster_per_interval: {idle_reads} "
@@ -344,9 +349,22 @@ async def main() -> None:
         action="append",
         help="also measure the operator process alone with this many clusters (repeatable)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="delay every API request by this much, like an API server across a network",
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="a reconcile sends one request at a time (what applying children at once buys)",
+    )
     args = parser.parse_args()
+    if args.sequential:
+        reconcile.APPLY_CONCURRENCY = 1
     for n in args.n or [1, 50, 200]:
-        print(await measure(n, args.interval), flush=True)
+        print(await measure(n, args.interval, args.latency_ms), flush=True)
     for n in args.memory or []:
         with tempfile.TemporaryDirectory(prefix="gocdha-bench-") as workdir:
             print(await measure_process(n, args.interval, Path(workdir)), flush=True)

@@ -45,8 +45,8 @@ from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 
 NAMESPACE = "bench"
 # 24 + the guards' ServiceAccount, Role, RoleBinding and the primary Lease (issue #12) + the CA and
-# server certificate Secrets (issue #13).
-CHILDREN_PER_CLUSTER = 30
+# server certificate Secrets (issue #13) + the Cold sync agent's certificate Secret.
+CHILDREN_PER_CLUSTER = 31
 CLUSTER_KINDS = ("gocdhaclusters", "gocdhaclusters/status", "events")
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 

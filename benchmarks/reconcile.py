@@ -103,7 +103,9 @@ def load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-async def measure(n: int, interval: float, latency_ms: float = 0.0) -> str:
+async def measure(
+    n: int, interval: float, latency_ms: float = 0.0, *, create_only: bool = False
+) -> str:
     """Three phases, each its own operator process state (the same emulator):
 
     1. **create** — N clusters created at once, observation interval longer than the run: what
@@ -197,6 +199,14 @@ async def measure(n: int, interval: float, latency_ms: float = 0.0) -> str:
         ]
         memory = rss_mib()
         await operator.stop()
+        if create_only:
+            return (
+                f"reconcile: n={n} load={load_average()} latency_ms={latency_ms:g} "
+                f"apply_concurrency={reconcile.APPLY_CONCURRENCY} create_s={create_s:.2f} "
+                f"create_requests_per_cluster={len(created_log) / n:.1f} "
+                f"child_requests_per_cluster={len(child_log) / n:.1f} "
+                f"(per cluster: {breakdown(created_log, n)}) rss_mib={memory:.0f}"
+            )
 
         # 2. resume (an operator restart: every cluster reconciled again, nothing written)
         before_resume = len(emulator.request_log)
@@ -360,11 +370,15 @@ async def main() -> None:
         action="store_true",
         help="a reconcile sends one request at a time (what applying children at once buys)",
     )
+    parser.add_argument("--create-only", action="store_true", help="stop after the creation phase")
     args = parser.parse_args()
     if args.sequential:
         reconcile.APPLY_CONCURRENCY = 1
     for n in args.n or [1, 50, 200]:
-        print(await measure(n, args.interval, args.latency_ms), flush=True)
+        print(
+            await measure(n, args.interval, args.latency_ms, create_only=args.create_only),
+            flush=True,
+        )
     for n in args.memory or []:
         with tempfile.TemporaryDirectory(prefix="gocdha-bench-") as workdir:
             print(await measure_process(n, args.interval, Path(workdir)), flush=True)

@@ -34,8 +34,9 @@ ALLOWED_NAMESPACED: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset({"list"}),
     # Issue #12: each cluster's primary Lease, and the instance guards' ServiceAccount and Role
     # (limited by resourceNames to that Lease and the role ConfigMap). RBAC's escalation check
-    # lets the operator grant only rights it holds itself; it has no escalate/bind.
-    ("coordination.k8s.io", "leases"): frozenset({"get", "create", "patch"}),
+    # lets the operator grant only rights it holds itself; it has no escalate/bind (so it holds
+    # `watch` of Leases because the guards' Role grants it, issue #16).
+    ("coordination.k8s.io", "leases"): frozenset({"get", "create", "patch", "watch"}),
     ("", "serviceaccounts"): frozenset({"get", "create", "patch"}),
     ("rbac.authorization.k8s.io", "roles"): frozenset({"get", "create", "patch"}),
     ("rbac.authorization.k8s.io", "rolebindings"): frozenset({"get", "create", "patch"}),

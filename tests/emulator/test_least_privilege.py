@@ -38,6 +38,10 @@ NOT_OBSERVABLE: Final[dict[Triple, str]] = {
     # cannot reach without Postgres (the request is refused); tests/leases/test_lease_watch.py
     # and tests/promotion make that request.
     ("coordination.k8s.io", "leases", "patch"): "the Promoting step's Lease hand-over",
+    # Never used by the operator itself: the instance guards' Role grants it (each guard watches
+    # its cluster's primary Lease), and RBAC's escalation check lets the operator create a Role
+    # only with rights it holds (tests/leases/test_lease_rules.py checks that Role).
+    ("coordination.k8s.io", "leases", "watch"): "granted to the instance guards' Role",
 }
 
 _PATH: Final = re.compile(

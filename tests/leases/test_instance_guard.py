@@ -89,7 +89,16 @@ def cluster() -> Iterator[PgCluster]:
         yield created
 
 
-def start_guard(cluster: PgCluster, instance: PgInstance, kubeconfig: Path, log: Path) -> Any:
+def start_guard(
+    cluster: PgCluster,
+    instance: PgInstance,
+    kubeconfig: Path,
+    log: Path,
+    *,
+    timings: tuple[float, float, float] = (LEASE_SECONDS, RENEW_DEADLINE_SECONDS, RETRY_SECONDS),
+) -> Any:
+    """The guard command of ``instance``'s side; ``timings``: lease, renew deadline, retry."""
+    lease, deadline, retry = timings
     command = [
         sys.executable,
         "-m",
@@ -98,9 +107,9 @@ def start_guard(cluster: PgCluster, instance: PgInstance, kubeconfig: Path, log:
         "--cluster=ci",
         f"--namespace={NAMESPACE}",
         f"--side={instance.side}",
-        f"--lease-duration={LEASE_SECONDS}",
-        f"--renew-deadline={RENEW_DEADLINE_SECONDS}",
-        f"--retry-period={RETRY_SECONDS}",
+        f"--lease-duration={lease}",
+        f"--renew-deadline={deadline}",
+        f"--retry-period={retry}",
         f"--socket-dir={instance.socket_dir}",
         f"--port={instance.port}",
         # Over TCP, verified as every client (§17): the Service name, connecting to loopback.
@@ -303,3 +312,108 @@ def test_a_standby_promoted_under_a_handed_over_lease_keeps_serving(
         guard.wait(10)
         print(log.read_text()[-3000:])
         print(b.log_tail(30))
+
+
+def hand_over_to_b(kube: Any) -> Any:
+    """What a switchover's ``StoppingOldPrimary`` writes: side b holds the Lease."""
+    current = get_lease(kube, NAMESPACE, "ci-primary")
+    assert current is not None
+    return write_lease(
+        kube, current, holder="ci-pg-b", duration_seconds=LEASE_SECONDS, now=datetime.now(UTC)
+    )
+
+
+def renewed_by_b(kube: Any, handed: Any, timeout: float) -> Any:
+    """The first renewal of side b's guard after the hand-over ``handed``."""
+    return wait_until(
+        lambda: (
+            (lease := get_lease(kube, NAMESPACE, "ci-primary"))
+            and lease.holder == "ci-pg-b"
+            and lease.resource_version != handed.resource_version
+            and lease
+        ),
+        timeout=timeout,
+        what="side b's renewal after the hand-over",
+        interval=0.02,
+    )
+
+
+def test_a_standby_handed_the_lease_renews_at_once_not_at_its_next_retry(
+    api: ApiThread, proxy: TcpProxy, cluster: PgCluster, tmp_path: Path
+) -> None:
+    """Issue #16: the guard watches its Lease, so a hand-over wakes it. With a 20 s retry period
+    and the hand-over right after an attempt, a guard that only polled would renew some 20 s
+    later; the operator waits for that renewal before ``pg_promote``."""
+    retry = 20.0
+    kube = api.client()
+    side_a_holds_the_lease(kube)
+    _a, b = cluster.start_pair("a")
+    log = tmp_path / "guard-b.log"
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", proxy.url)
+    guard = start_guard(cluster, b, kubeconfig, log, timings=(3 * retry, 2 * retry, retry))
+    try:
+        # Its first attempt: a standby whose side does not hold the Lease renews nothing.
+        wait_until(
+            lambda: "not renewing" in log.read_text(), timeout=LOAD_TOLERANCE, what="an attempt"
+        )
+        time.sleep(1.0)  # the watch is established (it wakes nothing while the holder is a)
+        handed = hand_over_to_b(kube)
+        started = time.monotonic()
+        renewed = renewed_by_b(kube, handed, timeout=2 * retry)
+        elapsed = time.monotonic() - started
+        print(f"\nhanded over; side b's guard renewed after {elapsed:.3f}s (retry period {retry}s)")
+        assert renewed.holder == "ci-pg-b"
+        assert elapsed < retry / 2, log.read_text()[-2000:]
+    finally:
+        guard.terminate()
+        guard.wait(10)
+        print(log.read_text()[-2000:])
+
+
+def test_a_new_primary_cut_from_the_api_right_after_its_first_renewal_stops_at_its_deadline(
+    api: ApiThread, proxy: TcpProxy, cluster: PgCluster, tmp_path: Path
+) -> None:
+    """The fault of the fast hand-over: side b's guard renews at once (woken by its watch), the
+    operator promotes, and b's pod loses the API right then. The new primary must not acknowledge
+    a write after the deadline of that renewal (its ``renewTime`` + ``renewDeadlineSeconds``)."""
+    kube = api.client()
+    side_a_holds_the_lease(kube)
+    a, b = cluster.start_pair("a")
+    log = tmp_path / "guard-b.log"
+    guard = start_guard(cluster, b, write_kubeconfig(tmp_path / "kubeconfig", proxy.url), log)
+    try:
+        wait_until(
+            lambda: "not renewing" in log.read_text(), timeout=LOAD_TOLERANCE, what="an attempt"
+        )
+        a.stop()
+        handed = hand_over_to_b(kube)
+        renewed_by_b(kube, handed, timeout=2 * RETRY_SECONDS + LOAD_TOLERANCE)
+        proxy.cut()
+        cut = time.time()
+        b.query("SELECT pg_promote(true, 30)")
+        writer = Writer(b)
+        writer.start()
+        assert b.process is not None
+        b.process.wait(timeout=RENEW_DEADLINE_SECONDS + LOAD_TOLERANCE)
+        stopped = time.time()
+        writer.stop()
+        b.process = None
+        last = get_lease(kube, NAMESPACE, "ci-primary")  # the last renewal that got through
+        assert last is not None and last.holder == "ci-pg-b" and last.renew_time is not None
+        limit = last.renew_time.timestamp() + RENEW_DEADLINE_SECONDS
+        fencing = re.search(r"FENCING: .* deadline (\S+)Z,", log.read_text())
+        assert fencing, log.read_text()
+        deadline = datetime.strptime(fencing.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+        deadline_ts = deadline.replace(tzinfo=UTC).timestamp()
+        print(
+            f"\ncut {wall(cut)}  last renewal {wall(last.renew_time.timestamp())}  "
+            f"last acknowledged write {wall(writer.last_ack)}  guard deadline {wall(deadline_ts)}"
+            f"  renewTime + renewDeadline {wall(limit)}  postgres gone {wall(stopped)}  "
+            f"writes {len(writer.acks)}"
+        )
+        assert writer.acks, "the new primary accepted no write before its deadline"
+        assert writer.last_ack < deadline_ts <= limit
+    finally:
+        guard.terminate()
+        guard.wait(10)
+        print(log.read_text()[-3000:])

@@ -244,9 +244,11 @@ def test_the_guard_role_reaches_only_its_lease_and_the_role_configmap() -> None:
     assert grants == {
         ("coordination.k8s.io", "leases", "get", (f"{cluster}-primary",)),
         ("coordination.k8s.io", "leases", "patch", (f"{cluster}-primary",)),
+        ("coordination.k8s.io", "leases", "watch", (f"{cluster}-primary",)),
         ("", "configmaps", "get", (f"{cluster}-postgres",)),
     }
-    assert all("resourceNames" in rule for rule in role["rules"])  # no list, no watch, no create
+    # No list, no create; a watch only of that one Lease (a metadata.name field selector).
+    assert all("resourceNames" in rule for rule in role["rules"])
     assert not any("secrets" in rule["resources"] for rule in role["rules"])
     binding = next(d for d in documents if d["kind"] == "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -117,10 +117,11 @@ calls (tests/emulator/test_least_privilege.py derives them from a logged run and
   resources: ["networkpolicies"]
   verbs: ["get", "create", "patch"]
 # The primary Lease <name>-primary: created once, taken over by a failover, handed over by a
-# switchover (a merge patch carrying resourceVersion: a compare-and-swap).
+# switchover (a merge patch carrying resourceVersion: a compare-and-swap). `watch` only because the
+# instance guards' Role grants it (RBAC lets the operator grant only what it holds).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "patch", "watch"]
 # The instance guards' identity: a ServiceAccount and a Role limited to that one Lease and the
 # role ConfigMap (the operator holds every right it grants there, so no escalate/bind is needed).
 - apiGroups: [""]

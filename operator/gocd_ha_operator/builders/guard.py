@@ -2,10 +2,12 @@
 reaches exactly two named objects, the binding, and the primary Lease itself.
 
 Why so narrow: the guard runs next to the database with an API token. A Role limited by
-``resourceNames`` to ``get``/``patch`` of ``<name>-primary`` and ``get`` of ``<name>-postgres``
-means a stolen token can neither read a Secret nor move any other Lease (the operator's, another
-cluster's); ``patch`` is how it renews (a merge patch carrying ``resourceVersion`` is a
-compare-and-swap) and ``create`` is not needed (the operator creates the Lease).
+``resourceNames`` to ``get``/``patch``/``watch`` of ``<name>-primary`` and ``get`` of
+``<name>-postgres`` means a stolen token can neither read a Secret nor move any other Lease (the
+operator's, another cluster's); ``patch`` is how it renews (a merge patch carrying
+``resourceVersion`` is a compare-and-swap), ``watch`` (with a ``metadata.name`` field selector, the
+only form ``resourceNames`` allows) is how it learns at once that the Lease was handed to its side,
+and ``create`` is not needed (the operator creates the Lease).
 
 The token is mounted into the guard container only (a projected volume), never into Postgres:
 the pod keeps ``automountServiceAccountToken: false``.
@@ -58,7 +60,7 @@ def guard_rules(inputs: BuildInputs) -> list[dict[str, Any]]:
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": [names.primary_lease],
-            "verbs": ["get", "patch"],
+            "verbs": ["get", "patch", "watch"],
         },
         {
             "apiGroups": [""],

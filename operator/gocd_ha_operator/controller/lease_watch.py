@@ -47,7 +47,7 @@ from gocd_ha_operator.rules import lease as rules
 MEMO_KEY: Final = "primary_lease_seen"
 POLL_SECONDS: Final = 0.5
 #: How often the new holder's first renewal is looked for after a hand-over.
-RENEWAL_POLL_SECONDS: Final = 0.1
+RENEWAL_POLL_SECONDS: Final = 0.025
 #: Extra seconds a failover waits beyond the Lease's own expiry before it gives up.
 TAKEOVER_SLACK_SECONDS: Final = 10.0
 

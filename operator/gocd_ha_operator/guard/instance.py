@@ -7,6 +7,11 @@ the primary, and **stops that Postgres itself** when it cannot prove it still ho
   recovery, reads the Lease and — when :func:`rules.lease.may_renew` allows — renews it with a
   compare-and-swap. A renewal that succeeds moves the deadline to *its start* plus
   ``--renew-deadline`` and writes the start grant the entrypoint waits for;
+* a watch thread keeps one watch on that Lease (``watch`` limited to its name) and wakes the
+  worker the moment its holder changes: a standby handed the Lease in a switchover renews within
+  milliseconds, so the operator's wait for that renewal before ``pg_promote`` is that short, and
+  a primary whose Lease was handed away is fenced without waiting for the next attempt. It only
+  wakes the worker; every decision is the worker's, on its own read;
 * the main thread, every 50 ms: when :func:`rules.lease.must_fence` says so (the deadline is
   ``FENCE_LEAD_SECONDS`` away, or the Lease names the other side), withdraws the grant and stops
   the postmaster with a fast shutdown (SIGINT), escalating to an immediate one (SIGQUIT). The main
@@ -54,6 +59,11 @@ from gocd_ha_operator.rules import lease as rules
 logger = logging.getLogger("gocd_ha_operator.guard")
 
 TICK_SECONDS: Final = 0.05
+#: How long one watch request of the Lease lasts (the server ends it; the thread watches again).
+WATCH_SECONDS: Final = 60
+#: After a broken watch: first pause before watching again, and the ceiling (doubling).
+WATCH_RETRY_FIRST_SECONDS: Final = 0.5
+WATCH_RETRY_MAX_SECONDS: Final = 8.0
 #: After SIGINT (fast shutdown), how long before SIGQUIT (immediate shutdown).
 FAST_SHUTDOWN_GRACE_SECONDS: Final = 5.0
 PROBE_TIMEOUT_SECONDS: Final = 2
@@ -104,6 +114,9 @@ class InstanceGuard:
         self.settings = settings
         self.kube = kube
         self.stop = threading.Event()
+        #: Set by the watch thread (a holder change) and by :meth:`shutdown`: the worker's next
+        #: attempt starts at once instead of after the rest of its retry period.
+        self.wake = threading.Event()
         self._lock = threading.Lock()
         self.postgres = rules.LocalPostgres.DOWN
         self.lease_holder: str | None = None
@@ -339,9 +352,14 @@ class InstanceGuard:
             os.kill(pid, signal.SIGHUP)
         logger.info("server certificate updated (serial %x): Postgres reloaded", serial)
 
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
     def _worker(self) -> None:
         while not self.stop.is_set():
             began = time.monotonic()
+            self.wake.clear()  # a holder change seen from here on starts the next attempt
             try:
                 self.reload_certificate()
             except Exception:  # the worker must survive anything
@@ -350,7 +368,47 @@ class InstanceGuard:
                 self.attempt()
             except Exception:  # the worker must survive anything
                 logger.exception("renewal attempt failed")
-            self.stop.wait(max(0.0, self.settings.retry_period - (time.monotonic() - began)))
+            self.wake.wait(max(0.0, self.settings.retry_period - (time.monotonic() - began)))
+
+    # --- the watch thread: wake the worker when the holder changes -----------------------------
+
+    def holder_changed(self, holder: str | None) -> bool:
+        """Whether a watched holder differs from the one the worker last read (then it wakes)."""
+        with self._lock:
+            return holder != self.lease_holder
+
+    def _watch(self) -> None:
+        """Watch the Lease and wake the worker at each change of its holder. Never decides
+        anything: a missed or late event only means the worker finds the change at its next
+        attempt, as it would without this thread."""
+        s = self.settings
+        version: str | None = None
+        pause = WATCH_RETRY_FIRST_SECONDS
+        while not self.stop.is_set():
+            try:
+                for kind, obj in self.kube.watch(
+                    "coordination.k8s.io/v1",
+                    "Lease",
+                    s.namespace,
+                    s.lease_name,
+                    resource_version=version,
+                    timeout_seconds=WATCH_SECONDS,
+                ):
+                    if self.stop.is_set():
+                        return
+                    if kind == "ERROR":  # e.g. 410 Gone: the version is too old
+                        version = None
+                        break
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    holder = (obj.get("spec") or {}).get("holderIdentity") or None
+                    if self.holder_changed(holder):
+                        self.wake.set()
+                pause = WATCH_RETRY_FIRST_SECONDS
+            except Exception as exc:  # the API may be unreachable: the worker still polls
+                logger.debug("watching Lease %s failed: %s", s.lease_name, exc)
+                version = None
+                self.stop.wait(pause)
+                pause = min(pause * 2, WATCH_RETRY_MAX_SECONDS)
 
     # --- the main thread: fence on time --------------------------------------------------------
 
@@ -421,12 +479,15 @@ class InstanceGuard:
         )
         worker = threading.Thread(target=self._worker, name="renew", daemon=True)
         worker.start()
+        # A daemon thread: a watch request may be blocked on the network when the guard stops.
+        threading.Thread(target=self._watch, name="watch", daemon=True).start()
         while not self.stop.is_set():
             with self._lock:
                 due = self._fence_due()
                 if due:
                     self.fence()
             self.stop.wait(TICK_SECONDS)
+        self.wake.set()
         worker.join(timeout=5)
 
 
@@ -516,7 +577,7 @@ def run(args: argparse.Namespace) -> int:
     # A request may not outlive the retry period: a hung API must not hold the worker past the
     # next attempt (the fence does not depend on it either way).
     guard = InstanceGuard(settings, default_client(request_timeout=max(1.0, args.retry_period)))
-    signal.signal(signal.SIGTERM, lambda *_: guard.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: guard.stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: guard.shutdown())
+    signal.signal(signal.SIGINT, lambda *_: guard.shutdown())
     guard.run()
     return 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
@@ -63,6 +63,9 @@ REQUEST_TIMEOUT_SECONDS: Final = 30
 #: operator's threads and each reconcile's concurrent requests, so none opens and drops a
 #: connection per request.
 CONNECTION_POOL_SIZE: Final = 64
+#: A watch that delivers nothing (not even the server's end of it) for this long beyond the
+#: ``timeoutSeconds`` it asked for is given up as broken.
+WATCH_READ_SLACK_SECONDS: Final = 10
 
 
 class KubeApiError(Exception):
@@ -159,6 +162,73 @@ class KubeClient:
                 self.on_error(method, response.status)
             raise KubeApiError(response.status, reason, message)
         return payload
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int = 60,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The changes of the one object ``name``: a watch with the field selector
+        ``metadata.name=<name>`` (what RBAC allows with ``resourceNames`` and the ``watch``
+        verb), from ``resource_version`` on (without it, the object as it is now first). Yields
+        ``(type, object)`` — ``ADDED``, ``MODIFIED``, ``DELETED``, or ``ERROR`` with a Status
+        (410 Gone: watch again without a version) — until the server ends the watch after
+        ``timeout_seconds``; a broken connection raises. Filtered here too: only events of that
+        object."""
+        query = f"watch=true&fieldSelector={quote(f'metadata.name={name}')}"
+        query += f"&timeoutSeconds={int(timeout_seconds)}"
+        if resource_version:
+            query += f"&resourceVersion={quote(resource_version)}"
+        path = f"{resource_path(api_version, kind, namespace)}?{query}"
+        _method, url, header_params, _body, _post = self._api.param_serialize(
+            method="GET",
+            resource_path=path,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(
+                "GET",
+                url,
+                header_params=header_params,
+                _request_timeout=(
+                    self.request_timeout,
+                    timeout_seconds + WATCH_READ_SLACK_SECONDS,
+                ),
+            )
+        except Exception:
+            if self.on_error is not None:
+                self.on_error("GET", 0)
+            raise
+        raw = response.response  # urllib3's response, not read yet: the stream
+        try:
+            if not 200 <= response.status < 300:
+                payload = json.loads(raw.data or b"{}") if raw.data else {}
+                if self.on_error is not None:
+                    self.on_error("GET", response.status)
+                raise KubeApiError(
+                    response.status,
+                    payload.get("reason") or str(response.reason or "Error"),
+                    payload.get("message") or "",
+                )
+            for line in raw:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                kind_of_event = str(event.get("type") or "")
+                if kind_of_event != "ERROR" and (obj.get("metadata") or {}).get("name") != name:
+                    continue
+                yield kind_of_event, obj
+        finally:
+            # Possibly in the middle of the stream: this connection is not reused.
+            raw.close()
+            raw.release_conn()
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

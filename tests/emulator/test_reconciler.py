@@ -464,3 +464,26 @@ async def test_a_credential_secret_that_exists_before_the_first_reconcile_is_kep
     assert secrets["ci-postgres-gocd"]["data"]["password"] == b64("kept-password-1")
     properties = base64.b64decode(secrets["ci-gocd-db-a"]["data"]["db.properties"]).decode()
     assert "kept-password-1" in properties
+
+
+async def test_a_promotion_annotation_wakes_the_supervisor_at_once(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Issue #16: the annotation's watch event starts the decision, not the observation interval.
+    With a 30 s interval the request (refused here: nothing is reachable) is answered within
+    seconds; waiting for the interval would take up to 30 s."""
+    harness.config.observe_interval = 30.0
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    await asyncio.sleep(1.0)  # the supervisor's first iteration is over; the next is 30 s away
+    started = asyncio.get_running_loop().time()
+    await harness.patch_cluster({"metadata": {"annotations": {"gocdha.io/promote": "t1"}}})
+    await harness.eventually(
+        lambda: any(e.get("reason") == "PromotionRefused" for e in harness.events()),
+        timeout=25,
+        message="the promotion request is handled",
+    )
+    elapsed = asyncio.get_running_loop().time() - started
+    print(f"annotation -> request handled: {elapsed:.3f}s (observe interval 30 s)")
+    assert elapsed < 10

@@ -59,6 +59,9 @@ class ClusterState:
 
     #: Set to run the observation loop now (a promotion annotation changed, a reconcile ended).
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The values of ``gocdha.io/promote`` and ``promote-force`` last seen in a watch event
+    #: (``None`` before the first): a change wakes the loop.
+    seen_requests: tuple[str | None, str | None] | None = None
     #: Around "read status, build, apply children": the reconcile and a promotion step never apply
     #: children built from different role assignments at the same time.
     apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

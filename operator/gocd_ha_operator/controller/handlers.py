@@ -275,17 +275,28 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             str(meta["name"]),
         )
 
-    @kopf.on.field(
-        *resource, field=("metadata", "annotations", ANNOTATION_PROMOTE), registry=registry
-    )
-    @kopf.on.field(
-        *resource, field=("metadata", "annotations", ANNOTATION_PROMOTE_FORCE), registry=registry
-    )
-    def promotion_requested(meta: kopf.Meta, new: Any, **_: Any) -> None:
-        """Wake the cluster's supervisor now instead of at its next interval."""
+    @kopf.on.event(*resource, registry=registry)
+    def promotion_requested(meta: kopf.Meta, **_: Any) -> None:
+        """Wake the cluster's supervisor now instead of at its next interval when a promotion
+        annotation changed. A low-level event handler, not ``on.field``: kopf leaves every
+        annotation under its own storage prefix (``gocdha.io/``) out of the diff that change
+        handlers see, so an ``on.field`` handler of ``gocdha.io/promote`` never runs."""
         ref = ClusterRef(namespace=str(meta["namespace"]), name=str(meta["name"]))
-        if new:
-            config.metrics.promotion_requested(ref.namespace, ref.name, str(new))
-        config.state(ref).wake.set()
+        annotations = meta.get("annotations") or {}
+        requested = (
+            annotations.get(ANNOTATION_PROMOTE) or None,
+            annotations.get(ANNOTATION_PROMOTE_FORCE) or None,
+        )
+        state = config.state(ref)
+        if requested == state.seen_requests:
+            return  # any other change (a status write, its echo): nothing to wake for
+        previous, state.seen_requests = state.seen_requests, requested
+        # The first sight (operator start) shows values set before: their clock, if they are
+        # still pending, starts at the promotion's start (metrics.py), not now.
+        for index, value in enumerate(requested):
+            if value is not None and previous is not None and previous[index] != value:
+                config.metrics.promotion_requested(ref.namespace, ref.name, value)
+        if any(requested):
+            state.wake.set()
 
     return registry

@@ -46,6 +46,8 @@ from gocd_ha_operator.rules import lease as rules
 
 MEMO_KEY: Final = "primary_lease_seen"
 POLL_SECONDS: Final = 0.5
+#: The shortest pause between two reads of a Lease that is about to expire.
+EXPIRY_POLL_FLOOR_SECONDS: Final = 0.01
 #: How often the new holder's first renewal is looked for after a hand-over.
 RENEWAL_POLL_SECONDS: Final = 0.025
 #: Extra seconds a failover waits beyond the Lease's own expiry before it gives up.
@@ -261,8 +263,11 @@ async def hand_over_primary_lease(
                     f"{record.holder} renewed the Lease {name} during the failover: the old "
                     "primary is alive and holds it"
                 )
-            if judge(record, memo, clock(), timings.lease_duration).valid(clock()):
-                await asyncio.sleep(POLL_SECONDS)
+            view = judge(record, memo, clock(), timings.lease_duration)
+            if view.valid(clock()):
+                # Read again at the expiry, or sooner to see a renewal (the old primary is alive).
+                left = (view.expires_at - clock()).total_seconds()
+                await asyncio.sleep(min(POLL_SECONDS, max(EXPIRY_POLL_FLOOR_SECONDS, left)))
                 continue
         try:
             return await asyncio.to_thread(

@@ -118,11 +118,16 @@ class PromotionRunner:
 
     # --- the loop -------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Until the promotion in status is no longer ``InProgress``."""
+    async def run(self, start: tuple[dict[str, Any], int] | None = None) -> None:
+        """Until the promotion in status is no longer ``InProgress``. ``start``: the body the
+        supervisor's status write that started the promotion left, and the writer's count right
+        after it; used instead of a first read (a later write by this process makes the first
+        status write read again, as after any step)."""
         first_failure: dict[str, float] = {}
         delay = RETRY_FIRST_SECONDS
         body: dict[str, Any] | None = None
+        if start is not None:
+            body, self._last = start[0], start
         while True:
             # After a step, the body its record returned is current (only this process writes
             # the promotion); after a failure, or at the start, read it.

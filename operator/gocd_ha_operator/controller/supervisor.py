@@ -77,14 +77,17 @@ class Supervisor:
 
     # --- the runner -----------------------------------------------------------------------------
 
-    def ensure_runner(self) -> None:
-        """A runner task carries the promotion in status (one per cluster and process)."""
+    def ensure_runner(self, start: tuple[dict[str, Any], int] | None = None) -> None:
+        """A runner task carries the promotion in status (one per cluster and process).
+        ``start``: the body this loop just wrote the promotion's start with, and the writer's
+        count then (the runner begins from it instead of reading the resource again)."""
         if self.state.runner is None or self.state.runner.done():
-            self.state.runner = asyncio.create_task(self._run_promotion())
+            self.state.runner = asyncio.create_task(self._run_promotion(start))
 
-    async def _run_promotion(self) -> None:
+    async def _run_promotion(self, start: tuple[dict[str, Any], int] | None) -> None:
         try:
-            await PromotionRunner(self.config, self.ref, self.state, self.writer).run()
+            runner = PromotionRunner(self.config, self.ref, self.state, self.writer)
+            await runner.run(start)
         except asyncio.CancelledError:
             raise
         except Exception:  # the loop starts a new runner on its next iteration
@@ -351,11 +354,12 @@ class Supervisor:
         # The body read at the start is still what this process last wrote unless the runner
         # wrote since; changes by others (an annotation, a spec edit) wake the next iteration.
         written, _ = await self.writer.update(change, read=(body, writes))
+        after = self.writer.writes
         post_transitions(written, transitions)
         for kind, reason, message in events:
             post_event(written, kind, reason, message)
         if start:
-            self.ensure_runner()
+            self.ensure_runner((written, after))
         if rollout.pins_changed:
             pinned = parse_fresh(written, self.state).cluster
             if pinned is not None:

@@ -22,9 +22,12 @@ from gocd_ha_operator.controller.reconcile import changed_children
 from gocd_ha_operator.postgres.client import InstanceObservation
 from gocd_ha_operator.rules.promotion import (
     FENCED_STEPS,
+    RECORDED_OBSERVATION_MAX_AGE,
+    ObservationRecord,
     PromotionRequest,
     Step,
     automatic_failover_due,
+    decide_on_recorded_observation,
     mark_handled,
     past_point_of_no_return,
     pending_request,
@@ -339,3 +342,47 @@ def test_nothing_changes_between_unchanged_topologies(body: Body) -> None:
     children = build_children(BuildInputs(plain, topology_of(plain), CREDENTIALS, "operator:test"))
     assert changed_children(children, children) == []
     assert changed_children([], children) == children
+
+
+def healthy_pair(primary: str = "True", standby: str = "True") -> dict[str, Any]:
+    """A status as an observation of a serving primary and a streaming standby records it."""
+    stamp = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "primary": "a",
+        "standby": "b",
+        "conditions": [
+            {
+                "type": "PrimaryAvailable",
+                "status": primary,
+                "reason": "X",
+                "lastTransitionTime": stamp,
+            },
+            {
+                "type": "StandbyReplicating",
+                "status": standby,
+                "reason": "X",
+                "lastTransitionTime": stamp,
+            },
+        ],
+    }
+
+
+def test_a_request_right_after_a_healthy_observation_is_decided_on_it(body: Body) -> None:
+    """Issue #16: no new observation between the annotation and the first step, only while the
+    recorded one is recent, of the same topology, and shows a pair a switchover needs."""
+    healthy = cluster(body, healthy_pair())
+    record = ObservationRecord(NOW, topology_of(healthy))
+    assert decide_on_recorded_observation(healthy, record, NOW + timedelta(seconds=1))
+    # Too old, from the future (a clock step), never made, or of another topology: observe anew.
+    late = NOW + RECORDED_OBSERVATION_MAX_AGE
+    assert not decide_on_recorded_observation(healthy, record, late)
+    assert not decide_on_recorded_observation(healthy, record, NOW - timedelta(seconds=1))
+    assert not decide_on_recorded_observation(healthy, None, NOW)
+    other = ObservationRecord(NOW, Topology(primary="b"))
+    assert not decide_on_recorded_observation(healthy, other, NOW)
+    # What would be a failover or a refusal is decided on a new observation.
+    for primary, standby in (("False", "True"), ("True", "False"), ("Unknown", "True")):
+        unhealthy = cluster(body, healthy_pair(primary, standby))
+        assert not decide_on_recorded_observation(unhealthy, record, NOW)
+    running = cluster(body, {**healthy_pair(), "promotion": {"token": "t", "result": "InProgress"}})
+    assert not decide_on_recorded_observation(running, record, NOW)

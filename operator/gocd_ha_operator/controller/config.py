@@ -25,7 +25,7 @@ from gocd_ha_operator.controller.tls import CERTIFICATE_CHECK_INTERVAL, Certific
 from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeClient, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
-from gocd_ha_operator.rules.promotion import StepHook
+from gocd_ha_operator.rules.promotion import ObservationRecord, StepHook
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class ClusterState:
     #: The values of ``gocdha.io/promote`` and ``promote-force`` last seen in a watch event
     #: (``None`` before the first): a change wakes the loop.
     seen_requests: tuple[str | None, str | None] | None = None
+    #: When the supervisor last wrote an observation into status (a promotion request right
+    #: after it is decided on it: ``rules.promotion.decide_on_recorded_observation``).
+    last_observation: ObservationRecord | None = None
     #: Around "read status, build, apply children": the reconcile and a promotion step never apply
     #: children built from different role assignments at the same time.
     apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

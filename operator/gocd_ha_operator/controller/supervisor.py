@@ -207,7 +207,18 @@ class Supervisor:
         problem = problem or self.state.reconcile_problem
         observation: ClusterObservation | None = None
         topology: Topology | None = None
-        if cluster is not None and credentials is not None:
+        # A promotion request right after an observation of a healthy pair is decided on that
+        # observation: the request starts at once instead of after a new one (issue #16).
+        recorded = (
+            cluster is not None
+            and credentials is not None
+            and promo.pending_request(cluster) is not None
+            and promo.decide_on_recorded_observation(
+                cluster, self.state.last_observation, self.config.clock()
+            )
+        )
+        observed_from = self.config.clock()
+        if cluster is not None and credentials is not None and not recorded:
             topology = promo.topology_of(cluster)
             observation = await observe_cluster(
                 cluster,
@@ -224,22 +235,23 @@ class Supervisor:
         # Issue #12: the primary Lease, read before the status change (which cannot wait).
         lease = (
             await read_primary_lease(self.config.kube, cluster, self.state.lease_memo, now)
-            if cluster is not None and not waiting
+            if cluster is not None and not waiting and not recorded
             else None
         )
         # Issue #13: what the Postgres StatefulSets run, while status does not record it yet.
         live = (
             await read_live_pins(self.config, cluster)
-            if cluster is not None and not waiting
+            if cluster is not None and not waiting and not recorded
             else {}
         )
         transitions: list[cond.Transition] = []
         events: list[tuple[str, str, str]] = []
         start = False
+        applied = False
         rollout = RolloutOutcome()
 
         def change(fresh_body: dict[str, Any], fresh: GoCDHAClusterStatus) -> GoCDHAClusterStatus:
-            nonlocal start, rollout
+            nonlocal start, rollout, applied
             current = parse_fresh(fresh_body, self.state).cluster
             generation = fresh_body.get("metadata", {}).get("generation")
             status = ensure_conditions(fresh, generation=generation, now=now)
@@ -265,7 +277,7 @@ class Supervisor:
                     status = apply_primary_lease(
                         current, before, status, transitions, lease=lease, now=now
                     )
-                observed = True
+                observed = applied = True
             status = self._ready(
                 before,
                 status=status,
@@ -309,7 +321,12 @@ class Supervisor:
                     )
                     events.append(("Warning", "AutomaticFailover", due))
             running = status.promotion.result == "InProgress"
-            if request is None or (not observed and not running):
+            # Without a new observation: the recorded one, if it still qualifies on this body.
+            decidable = observed or (
+                recorded
+                and promo.decide_on_recorded_observation(current, self.state.last_observation, now)
+            )
+            if request is None or (not decidable and not running):
                 return status  # decided on the next observation
             status = promo.mark_handled(status, request)
             why = promo.refusal(current, status, request)
@@ -355,6 +372,8 @@ class Supervisor:
         # wrote since; changes by others (an annotation, a spec edit) wake the next iteration.
         written, _ = await self.writer.update(change, read=(body, writes))
         after = self.writer.writes
+        if applied and topology is not None:
+            self.state.last_observation = promo.ObservationRecord(observed_from, topology)
         post_transitions(written, transitions)
         for kind, reason, message in events:
             post_event(written, kind, reason, message)

@@ -231,6 +231,44 @@ def topology_before(cluster: GoCDHACluster, step: Step) -> Topology:
     return topology_of(cluster.model_copy(update={"status": previous}))
 
 
+#: How old the recorded observation of a healthy pair may be for a promotion request to be
+#: decided on it instead of a new observation (issue #16: the request starts at once).
+RECORDED_OBSERVATION_MAX_AGE: Final = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class ObservationRecord:
+    """When this process last wrote an observation into status, and under which topology."""
+
+    at: datetime
+    topology: Topology
+
+
+def decide_on_recorded_observation(
+    cluster: GoCDHACluster, recorded: ObservationRecord | None, now: datetime
+) -> bool:
+    """Whether a pending promotion request may be decided on the status as this process last
+    observed it, without observing again: that observation is younger than
+    :data:`RECORDED_OBSERVATION_MAX_AGE`, was made under the topology in force now, no promotion
+    runs, and it found a healthy pair — the primary available, the standby streaming — so the
+    request becomes a switchover. Anything else (a failover, a refusal, a stale or foreign
+    status) is decided on a new observation. What can change in between costs liveness only: a
+    primary lost since then makes the switchover fail cleanly at ``CatchingUp`` (it never turns
+    into a failover), a standby lost since then fails it the same way."""
+    if recorded is None or cluster.status.promotion.result == "InProgress":
+        return False
+    if not timedelta(0) <= now - recorded.at < RECORDED_OBSERVATION_MAX_AGE:
+        return False
+    if recorded.topology != topology_of(cluster):
+        return False
+    healthy = (cond.PRIMARY_AVAILABLE, cond.STANDBY_REPLICATING)
+    return all(
+        (found := cond.get_condition(cluster.status.conditions, kind)) is not None
+        and found.status == "True"
+        for kind in healthy
+    )
+
+
 def refusal(
     cluster: GoCDHACluster, observed: GoCDHAClusterStatus, request: PromotionRequest
 ) -> tuple[Reason, str] | None:

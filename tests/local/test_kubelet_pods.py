@@ -6,6 +6,7 @@ kubelet rule is checked directly and fast. Runs as the same unprivileged user as
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -308,3 +309,16 @@ async def test_pause_stops_gracefully_and_holds(api: Api, kubelet: LocalKubelet)
     (claim / "pid").unlink()
     await kubelet.resume("probe")
     await started(kubelet, claim, 2)
+
+
+async def test_a_moved_service_routes_at_once_not_at_the_next_interval(api: Api) -> None:
+    """Issue #16: a watch event starts the kubelet's next sync, as kube-proxy follows a Service
+    at once. With a 60 s interval, the pod's endpoints appear and a Service that stops
+    selecting it stops routing within seconds (after the first sync, only events can do it)."""
+    async with LocalKubelet(api.url, NAMESPACE, clusters=[CLUSTER], interval=60) as kubelet:
+        await asyncio.sleep(1.0)  # the first sync ran on an empty namespace
+        await api.create_children(lambda c: c["kind"] in ("Deployment", "Service", "Secret"))
+        key = f"{NAMESPACE}/{CLUSTER}-gocd:8153"
+        await eventually(lambda: key in kubelet.endpoints(), timeout=20, what="the endpoint")
+        await api.patch("v1", "Service", f"{CLUSTER}-gocd", {"spec": {"selector": {"x": "none"}}})
+        await eventually(lambda: key not in kubelet.endpoints(), timeout=10, what="the move")

@@ -127,6 +127,16 @@ BACKOFF_MAX: Final = 10.0
 #: How long ``close()`` waits for a graceful stop before it kills.
 CLOSE_GRACE_SECONDS: Final = 10.0
 HTTP_TIMEOUT_SECONDS: Final = 10.0
+#: What a sync reads and therefore watches (an event starts the next sync at once).
+WATCHED_KINDS: Final = (
+    ("v1", "Service"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "Deployment"),
+    ("batch/v1", "Job"),
+)
+#: How long one watch request lasts (the server ends it), and the pause before watching again.
+WATCH_SECONDS: Final = 300
+WATCH_RETRY_SECONDS: Final = 1.0
 #: The entrypoint's listen address variable (docs/postgres-instances.md); not in the pod template.
 ENV_LISTEN_ADDRESSES: Final = "GOCDHA_LISTEN_ADDRESSES"
 
@@ -402,6 +412,11 @@ class LocalKubelet:
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Watches of the kinds a sync reads: an event starts the next sync at once (a Service
+        #: moved by a promotion, a StatefulSet scaled), as kube-proxy and a kubelet react to
+        #: events; the interval stays the fallback.
+        self._watches: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
         self._closed = False
         for cluster in clusters:
             self.reserve_cluster(cluster)
@@ -426,6 +441,10 @@ class LocalKubelet:
             raise RuntimeError("this LocalKubelet is closed")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="local-kubelet")
+            self._watches = [
+                asyncio.create_task(self._watch(api_version, kind), name=f"local-kubelet-{kind}")
+                for api_version, kind in WATCHED_KINDS
+            ]
 
     async def close(self) -> None:
         """Stop every pod (gracefully, then SIGKILL), stop polling, remove the work dir.
@@ -436,10 +455,12 @@ class LocalKubelet:
             return
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        watches, self._watches = self._watches, []
+        for running in [task, *watches]:
+            if running is not None:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
         try:
             async with self._lock:
                 await asyncio.gather(
@@ -464,13 +485,38 @@ class LocalKubelet:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the sync: a change that arrives while it runs starts the next one.
+            self._changed.clear()
             try:
                 await self.sync()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the API may be briefly unavailable; keep going
                 logger.warning("local kubelet: sync failed: %s", exc)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=self.interval)
+
+    async def _watch(self, api_version: str, kind: str) -> None:
+        """Watch one kind in the namespace; every event wakes the sync loop (which lists
+        everything again, after the change: what it acts on never comes from the event)."""
+        path = resource_path(api_version, kind, self.namespace)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=WATCH_SECONDS + 10)
+        while True:
+            try:
+                async with self._http().get(
+                    self.api_url + path,
+                    params={"watch": "true", "timeoutSeconds": str(WATCH_SECONDS)},
+                    timeout=timeout,
+                ) as response:
+                    if response.status < 300:
+                        async for line in response.content:
+                            if line.strip():
+                                self._changed.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the interval still syncs; watch again shortly
+                logger.debug("local kubelet: watching %s failed: %s", kind, exc)
+            await asyncio.sleep(WATCH_RETRY_SECONDS)
 
     # --- public API -----------------------------------------------------------------------------
 

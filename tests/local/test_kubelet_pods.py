@@ -322,3 +322,17 @@ async def test_a_moved_service_routes_at_once_not_at_the_next_interval(api: Api)
         await eventually(lambda: key in kubelet.endpoints(), timeout=20, what="the endpoint")
         await api.patch("v1", "Service", f"{CLUSTER}-gocd", {"spec": {"selector": {"x": "none"}}})
         await eventually(lambda: key not in kubelet.endpoints(), timeout=10, what="the move")
+
+
+async def test_a_moved_service_routes_while_a_sync_is_busy(api: Api) -> None:
+    """A sync may be busy for seconds starting or stopping a pod (a promotion's rejoin, a GoCD
+    server's init container); a Service event refreshes the endpoints without waiting for it."""
+    async with LocalKubelet(api.url, NAMESPACE, clusters=[CLUSTER], interval=0.1) as kubelet:
+        await api.create_children(lambda c: c["kind"] in ("Deployment", "Service", "Secret"))
+        key = f"{NAMESPACE}/{CLUSTER}-gocd:8153"
+        await eventually(lambda: key in kubelet.endpoints(), timeout=20, what="the endpoint")
+        async with kubelet._lock:  # a sync that takes long (what it holds while it converges)
+            await api.patch(
+                "v1", "Service", f"{CLUSTER}-gocd", {"spec": {"selector": {"x": "none"}}}
+            )
+            await eventually(lambda: key not in kubelet.endpoints(), timeout=10, what="the move")

@@ -417,6 +417,13 @@ class LocalKubelet:
         #: events; the interval stays the fallback.
         self._watches: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
+        #: A Service changed: its endpoints are refreshed from a fresh list of Services at once,
+        #: without waiting for a sync that may be busy starting or stopping a pod.
+        self._services_changed = asyncio.Event()
+        #: Lists of Services are numbered as they start; only a list started later than the one
+        #: in force replaces it (a sync's list may be answered after a newer quick one).
+        self._list_number = 0
+        self._services_number = 0
         self._closed = False
         for cluster in clusters:
             self.reserve_cluster(cluster)
@@ -445,6 +452,9 @@ class LocalKubelet:
                 asyncio.create_task(self._watch(api_version, kind), name=f"local-kubelet-{kind}")
                 for api_version, kind in WATCHED_KINDS
             ]
+            self._watches.append(
+                asyncio.create_task(self._follow_services(), name="local-kubelet-endpoints")
+            )
 
     async def close(self) -> None:
         """Stop every pod (gracefully, then SIGKILL), stop polling, remove the work dir.
@@ -512,11 +522,41 @@ class LocalKubelet:
                         async for line in response.content:
                             if line.strip():
                                 self._changed.set()
+                                if kind == "Service":
+                                    self._services_changed.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the interval still syncs; watch again shortly
                 logger.debug("local kubelet: watching %s failed: %s", kind, exc)
             await asyncio.sleep(WATCH_RETRY_SECONDS)
+
+    async def _follow_services(self) -> None:
+        """After each Service event: list the Services and refresh the endpoints (the pods' labels
+        and ports are what the last sync left)."""
+        while True:
+            await self._services_changed.wait()
+            self._services_changed.clear()
+            number = self._next_list_number()
+            try:
+                services = await self._list("v1", "Service")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next sync lists them anyway
+                logger.debug("local kubelet: listing Services failed: %s", exc)
+                continue
+            self._store_services(services, number)
+
+    def _next_list_number(self) -> int:
+        self._list_number += 1
+        return self._list_number
+
+    def _store_services(self, services: list[dict[str, Any]], number: int) -> None:
+        """Take a list of Services started as ``number``, unless a later one is in force."""
+        if number <= self._services_number:
+            return
+        self._services_number = number
+        self._services = {s["metadata"]["name"]: s for s in services}
+        self._refresh_endpoints()
 
     # --- public API -----------------------------------------------------------------------------
 
@@ -660,6 +700,7 @@ class LocalKubelet:
     async def sync(self) -> None:
         """One convergence pass: read the workloads and Services, start/stop/restart pods."""
         async with self._lock:
+            number = self._next_list_number()
             statefulsets, deployments, jobs, services = await asyncio.gather(
                 self._list("apps/v1", "StatefulSet"),
                 self._list("apps/v1", "Deployment"),
@@ -676,8 +717,8 @@ class LocalKubelet:
             for key, pod in self._pods.items():
                 if key not in seen:
                     pod.obj = None  # deleted (or never created): no replicas wanted
-            self._services = {s["metadata"]["name"]: s for s in services}
-            self._refresh_endpoints()
+            self._store_services(services, number)
+            self._refresh_endpoints()  # the pods may have changed even if the Services did not
             await asyncio.gather(*(self._converge(pod) for pod in list(self._pods.values())))
             if time.monotonic() >= self._next_volume_refresh:
                 self._next_volume_refresh = time.monotonic() + self.volume_refresh_interval

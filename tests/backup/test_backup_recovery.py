@@ -27,9 +27,9 @@ from tests.support.pg import (
     SCRIPTS_DIR,
     PgCluster,
     PgInstance,
+    available_pg_cluster,
     free_port,
     pg_cluster,
-    unavailable_reason,
     wait_until,
 )
 
@@ -38,10 +38,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def cluster() -> Iterator[PgCluster]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with pg_cluster() as created:
+    with available_pg_cluster() as created:
         yield created
 
 

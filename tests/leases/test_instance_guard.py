@@ -27,7 +27,7 @@ from gocd_ha_operator.guard.instance import GuardSettings, InstanceGuard
 from gocd_ha_operator.kube.apply import client_for
 from gocd_ha_operator.kube.lease import get_lease, lease_object, write_lease
 from tests.leases.conftest import NAMESPACE, ApiThread, TcpProxy, write_kubeconfig
-from tests.support.pg import PgCluster, PgInstance, pg_cluster, unavailable_reason, wait_until
+from tests.support.pg import PgCluster, PgInstance, available_pg_cluster, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -82,10 +82,7 @@ class Writer:
 
 @pytest.fixture
 def cluster() -> Iterator[PgCluster]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with pg_cluster() as created:
+    with available_pg_cluster() as created:
         yield created
 
 

@@ -4,14 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.pg import PgCluster, pg_cluster, unavailable_reason
+from tests.support.pg import PgCluster, available_pg_cluster
 
 
 @pytest.fixture
 def cluster() -> Iterator[PgCluster]:
     """An empty two-sided cluster (nothing started); every process is killed afterwards."""
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with pg_cluster() as created:
+    with available_pg_cluster() as created:
         yield created

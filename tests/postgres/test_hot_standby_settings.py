@@ -8,8 +8,6 @@ value too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from gocd_ha_operator.api.constants import CM_POSTGRESQL_CONF, PG_RAISED_SETTINGS_SETTING
@@ -17,22 +15,11 @@ from gocd_ha_operator.postgres import config as pgconfig
 from tests.support.pg import (
     PgCluster,
     PgInstance,
-    pg_cluster,
     streaming,
-    unavailable_reason,
     wait_until,
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def cluster() -> Iterator[PgCluster]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with pg_cluster() as created:
-        yield created
 
 
 def render(cluster: PgCluster, parameters: dict[str, str]) -> None:

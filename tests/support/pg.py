@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from gocd_ha_operator.api.constants import (
     CM_ARCHIVE_WAL,
@@ -555,6 +556,18 @@ def pg_cluster(**options: Any) -> Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def available_pg_cluster() -> Iterator[PgCluster]:
+    """An empty two-sided :func:`pg_cluster` (nothing started; every process killed afterwards),
+    or the test skipped with the reason PostgreSQL cannot run here: the body of the ``cluster``
+    fixtures of the real-Postgres tiers."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with pg_cluster() as created:
+        yield created
 
 
 def served_certificate(port: int, server_name: str, ca_file: Path, host: str = LOOPBACK) -> bytes:

@@ -665,12 +665,9 @@ def test_raising_max_connections_keeps_the_standby_first() -> None:
     assert decision.configuration.rollout.step == RolloutStep.RESTARTING_STANDBY
 
 
-def test_a_standby_stuck_below_the_primary_from_an_older_operator_gets_out() -> None:
-    """An older operator restarted the standby first with the lower value: PostgreSQL refused it
-    and the roll waited at RestartingStandby. The primary is restarted in place; the standby then
-    starts at the primary's recorded value (the entrypoint's floor, gocdha.raised_settings) and is
-    restarted once more to the lower value."""
-    previous = ConfigurationStatus.model_validate(
+def standby_restarted_first() -> ConfigurationStatus:
+    """A roll at ``RestartingStandby`` whose standby, b, got the restart revision first."""
+    return ConfigurationStatus.model_validate(
         {
             "a": {"image": OLD},
             "b": {"image": OLD, "restartRevision": "rollout-1"},
@@ -684,6 +681,14 @@ def test_a_standby_stuck_below_the_primary_from_an_older_operator_gets_out() -> 
             },
         }
     )
+
+
+def test_a_standby_stuck_below_the_primary_from_an_older_operator_gets_out() -> None:
+    """An older operator restarted the standby first with the lower value: PostgreSQL refused it
+    and the roll waited at RestartingStandby. The primary is restarted in place; the standby then
+    starts at the primary's recorded value (the entrypoint's floor, gocdha.raised_settings) and is
+    restarted once more to the lower value."""
+    previous = standby_restarted_first()
     stuck = state(
         a=serving(pending=(MC,), **at(100)),
         b=InstanceView(reachable=False),
@@ -727,20 +732,7 @@ def test_a_standby_back_at_its_floor_sends_the_roll_to_the_primary_first() -> No
     removing max_connections=80 from the spec lowers it to 50 while the rule expects 100. The
     standby, restarted first, comes back at its floor (80, the primary's): that is the evidence.
     The primary restarts first rather than the standby again and again."""
-    previous = ConfigurationStatus.model_validate(
-        {
-            "a": {"image": OLD},
-            "b": {"image": OLD, "restartRevision": "rollout-1"},
-            "rollout": {
-                "step": "RestartingStandby",
-                "result": "InProgress",
-                "token": "rollout-1",
-                "revision": REV,
-                "image": OLD,
-                "restartedFrom": {"b": "t0"},
-            },
-        }
-    )
+    previous = standby_restarted_first()
     inp = state(
         a=serving(pending=(MC,), **at(80)),
         b=streaming("t1", raised=(MC,), **at(80)),

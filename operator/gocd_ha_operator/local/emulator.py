@@ -215,8 +215,11 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 
 
 def emulator_settings(settings: kopf.OperatorSettings) -> None:
-    """kopf settings for the emulator: it never changes ``resourceVersion``, so kopf must not wait
-    for a newer one after each of its patches (it would wait five seconds every time)."""
+    """kopf settings for the emulator. The consistency timeout is kopf's default (5 s): the
+    emulator gives every write a new ``resourceVersion``, so kopf waits only until the echo of its
+    own patch arrives; a shorter one (0.05 s) let kopf act on a stale body and create the children
+    a second time (issue #16's request counts). Short queue and exit timeouts keep test stops
+    fast."""
     settings.persistence.consistency_timeout = 5.0
     settings.queueing.idle_timeout = 0.5
     settings.queueing.exit_timeout = 0.5

@@ -49,6 +49,10 @@ HOP_HEADERS: Final = frozenset(
 )
 #: The certificate's lifetime: longer than any local run, short enough to be obviously local.
 CERT_DAYS: Final = 30
+#: How long closing the proxy waits for requests in flight before cancelling them. A watch held
+#: open through the proxy (a guard's Lease watch) would otherwise hold a pod's stop for aiohttp's
+#: default 60 s: the pod is gone, nothing waits for its answers.
+SHUTDOWN_TIMEOUT_SECONDS: Final = 0.5
 CERT_SUBJECT: Final = "/CN=gocdha-local-kubelet"
 CERT_NAMES: Final = "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
 
@@ -117,7 +121,12 @@ class ApiProxy:
         if self._runner is not None:
             return
         # A bare low-level server is enough: every path is forwarded.
-        runner = web.ServerRunner(web.Server(self._handle), access_log=None, handle_signals=False)
+        runner = web.ServerRunner(
+            web.Server(self._handle),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        )
         await runner.setup()
         self._runner = runner
         await self._listen()

@@ -31,6 +31,7 @@ from gocd_ha_operator.api.constants import (
     ANNOTATION_PROMOTE,
     SYNC_AGENT_PORT,
 )
+from gocd_ha_operator.rules.lease import holder_identity
 
 EXIT_UNAVAILABLE: Final = 2
 NAME: Final = "ci"
@@ -101,6 +102,46 @@ async def renewed_lease(stack: Any, timeout: float) -> tuple[dict[str, Any], dic
         if (now.get("spec") or {}).get("renewTime") != (first.get("spec") or {}).get("renewTime"):
             return first, now
     raise TimeoutError(f"the primary Lease was not renewed within {timeout:g} s")
+
+
+#: How long the demo waits, after the rejoin, for the new primary's guard to renew the Lease with
+#: its new timeline: a few of its renewals (every ``retryPeriodSeconds``, 2 s by default).
+NEW_HOLDER_WAIT_SECONDS: Final = 10.0
+
+
+def lease_timeline(lease: dict[str, Any]) -> int | None:
+    """The holder's timeline as its guard last wrote it in the Lease (None: absent, unreadable)."""
+    value = (lease.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_LEASE_TIMELINE)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def renewed_on_new_timeline(lease: dict[str, Any], holder: str, after: int | None) -> bool:
+    """``holder`` holds the Lease and it carries a timeline later than ``after`` (the old
+    primary's). Only the holder's guard writes the timeline, and only while its Postgres is a
+    primary; the operator's hand-over leaves the old primary's in place. So this is a renewal by
+    the new primary's guard, not the hand-over: reading the Lease any earlier shows the new
+    holder with the old timeline, which is not what the Lease says once the guard has renewed."""
+    timeline = lease_timeline(lease)
+    held = (lease.get("spec") or {}).get("holderIdentity") == holder
+    return held and timeline is not None and (after is None or timeline > after)
+
+
+async def lease_of_new_primary(
+    stack: Any, holder: str, after: int | None, timeout: float, poll: float = 0.2
+) -> tuple[dict[str, Any], bool]:
+    """The primary Lease once ``holder``'s guard renewed it on a timeline after ``after``, and
+    True; after ``timeout`` seconds, the Lease as last read and False (the caller says so)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lease: dict[str, Any] = await stack.request("GET", LEASE_PATH)
+        if renewed_on_new_timeline(lease, holder, after):
+            return lease, True
+        if time.monotonic() >= deadline:
+            return lease, False
+        await asyncio.sleep(poll)
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -220,7 +261,19 @@ async def demo(timeline: Timeline) -> int:
             lambda s: streaming_from("b", s) and s, NAME, timeout=180, what="the rejoin"
         )
         timeline.say("side a rejoined as a standby of side b (pg_rewind) and streams")
-        timeline.say(f"Lease {NAME}-primary {lease_line(await stack.request('GET', LEASE_PATH))}")
+        old_timeline = promotion.get("fromTimeline") or lease_timeline(before)
+        holder = holder_identity(NAME, promotion["toSide"])
+        lease, renewed = await lease_of_new_primary(
+            stack, holder, old_timeline, timeout=NEW_HOLDER_WAIT_SECONDS
+        )
+        if renewed:
+            timeline.say(f"Lease {NAME}-primary {lease_line(lease)}")
+        else:
+            timeline.say(
+                f"Lease {NAME}-primary not yet renewed by {holder} on a timeline after "
+                f"{old_timeline} within {NEW_HOLDER_WAIT_SECONDS:g} s; as last read: "
+                f"{lease_line(lease)}"
+            )
         with contextlib.suppress(TimeoutError):
             # The new primary's sync agent reports at its first cycle, right after it starts (so
             # after the restore init container, which ran before any container of the pod).

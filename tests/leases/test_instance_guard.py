@@ -8,13 +8,14 @@ side stops it at once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,41 @@ def start_guard(
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+@contextlib.contextmanager
+def running_guard(
+    cluster: PgCluster,
+    instance: PgInstance,
+    proxy: TcpProxy,
+    log: Path,
+    *,
+    timings: tuple[float, float, float] = (LEASE_SECONDS, RENEW_DEADLINE_SECONDS, RETRY_SECONDS),
+    tail: int = 3000,
+    then_print: Callable[[], str] | None = None,
+) -> Iterator[Path]:
+    """``instance``'s guard reaching the API through ``proxy`` (kubeconfig beside ``log``),
+    logging to ``log``; stopped on the way out, and the end of its log printed (read with -s),
+    then ``then_print()``."""
+    kubeconfig = write_kubeconfig(log.parent / "kubeconfig", proxy.url)
+    guard = start_guard(cluster, instance, kubeconfig, log, timings=timings)
+    try:
+        yield log
+    finally:
+        guard.terminate()
+        guard.wait(10)
+        print(log.read_text()[-tail:])
+        if then_print is not None:
+            print(then_print())
+
+
+def fencing_deadline(log: Path) -> float:
+    """The deadline (Unix time) in the guard's ``FENCING`` line: when it stopped its Postgres
+    accepting writes. Fails the test, with the log, when the guard did not fence."""
+    fencing = re.search(r"FENCING: .* deadline (\S+)Z,", log.read_text())
+    assert fencing, log.read_text()
+    deadline = datetime.strptime(fencing.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+    return deadline.replace(tzinfo=UTC).timestamp()
+
+
 def wall(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%H:%M:%S.%f")
 
@@ -169,9 +205,7 @@ def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
     side_a_holds_the_lease(kube)
     a = cluster.a
     grant_env = {ENV_LEASE_GRANT_FILE: str(a.socket_dir / LEASE_GRANT_FILE)}
-    log = tmp_path / "guard.log"
-    guard = start_guard(cluster, a, write_kubeconfig(tmp_path / "kubeconfig", proxy.url), log)
-    try:
+    with running_guard(cluster, a, proxy, tmp_path / "guard.log") as log:
         # 1. The guard grants the start, and renews while its Postgres is the primary.
         a.start("primary", env=grant_env, timeout=120)
         first = get_lease(kube, NAMESPACE, "ci-primary")
@@ -205,10 +239,7 @@ def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
         time.sleep(0.5)
         writer.stop()
         a.process = None
-        fencing = re.search(r"FENCING: .* deadline (\S+)Z,", log.read_text())
-        assert fencing, log.read_text()
-        deadline = datetime.strptime(fencing.group(1), "%Y-%m-%dT%H:%M:%S.%f")
-        deadline_ts = deadline.replace(tzinfo=UTC).timestamp()
+        deadline_ts = fencing_deadline(log)
         print(
             f"\ncut {wall(cut)}  last acknowledged write {wall(writer.last_ack)}  "
             f"guard deadline {wall(deadline_ts)}  (cut + renewDeadline {wall(cut + 4)})  "
@@ -247,10 +278,6 @@ def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
             a.gocd_connect(connect_timeout=1).close()
         final = get_lease(kube, NAMESPACE, "ci-primary")
         assert final is not None and final.holder == "ci-pg-b"
-    finally:
-        guard.terminate()
-        guard.wait(10)
-        print(log.read_text()[-3000:])
 
 
 def test_a_restarted_guard_continues_its_predecessors_deadline_and_no_further(
@@ -280,17 +307,17 @@ def test_a_standby_promoted_under_a_handed_over_lease_keeps_serving(
     kube = api.client()
     side_a_holds_the_lease(kube)
     a, b = cluster.start_pair("a")
-    log = tmp_path / "guard-b.log"
-    guard = start_guard(cluster, b, write_kubeconfig(tmp_path / "kubeconfig", proxy.url), log)
-    try:
+    with running_guard(
+        cluster,
+        b,
+        proxy,
+        tmp_path / "guard-b.log",
+        then_print=lambda: b.log_tail(30),
+    ) as log:
         time.sleep(2 * RETRY_SECONDS)  # the guard of a standby whose side does not hold the Lease
         assert b.running and b.in_recovery()
         a.stop()
-        current = get_lease(kube, NAMESPACE, "ci-primary")
-        assert current is not None
-        write_lease(
-            kube, current, holder="ci-pg-b", duration_seconds=LEASE_SECONDS, now=datetime.now(UTC)
-        )
+        hand_over_to_b(kube)
         b.query("SELECT pg_promote(true, 30)")
         promoted = time.monotonic()
         assert not b.in_recovery()
@@ -304,11 +331,6 @@ def test_a_standby_promoted_under_a_handed_over_lease_keeps_serving(
         lease = get_lease(kube, NAMESPACE, "ci-primary")
         assert lease is not None and lease.holder == "ci-pg-b" and lease.timeline == 2
         assert "FENCING" not in log.read_text()
-    finally:
-        guard.terminate()
-        guard.wait(10)
-        print(log.read_text()[-3000:])
-        print(b.log_tail(30))
 
 
 def hand_over_to_b(kube: Any) -> Any:
@@ -345,10 +367,14 @@ def test_a_standby_handed_the_lease_renews_at_once_not_at_its_next_retry(
     kube = api.client()
     side_a_holds_the_lease(kube)
     _a, b = cluster.start_pair("a")
-    log = tmp_path / "guard-b.log"
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", proxy.url)
-    guard = start_guard(cluster, b, kubeconfig, log, timings=(3 * retry, 2 * retry, retry))
-    try:
+    with running_guard(
+        cluster,
+        b,
+        proxy,
+        tmp_path / "guard-b.log",
+        timings=(3 * retry, 2 * retry, retry),
+        tail=2000,
+    ) as log:
         # Its first attempt: a standby whose side does not hold the Lease renews nothing.
         wait_until(
             lambda: "not renewing" in log.read_text(), timeout=LOAD_TOLERANCE, what="an attempt"
@@ -361,10 +387,6 @@ def test_a_standby_handed_the_lease_renews_at_once_not_at_its_next_retry(
         print(f"\nhanded over; side b's guard renewed after {elapsed:.3f}s (retry period {retry}s)")
         assert renewed.holder == "ci-pg-b"
         assert elapsed < retry / 2, log.read_text()[-2000:]
-    finally:
-        guard.terminate()
-        guard.wait(10)
-        print(log.read_text()[-2000:])
 
 
 def test_a_new_primary_cut_from_the_api_right_after_its_first_renewal_stops_at_its_deadline(
@@ -376,9 +398,7 @@ def test_a_new_primary_cut_from_the_api_right_after_its_first_renewal_stops_at_i
     kube = api.client()
     side_a_holds_the_lease(kube)
     a, b = cluster.start_pair("a")
-    log = tmp_path / "guard-b.log"
-    guard = start_guard(cluster, b, write_kubeconfig(tmp_path / "kubeconfig", proxy.url), log)
-    try:
+    with running_guard(cluster, b, proxy, tmp_path / "guard-b.log") as log:
         wait_until(
             lambda: "not renewing" in log.read_text(), timeout=LOAD_TOLERANCE, what="an attempt"
         )
@@ -398,10 +418,7 @@ def test_a_new_primary_cut_from_the_api_right_after_its_first_renewal_stops_at_i
         last = get_lease(kube, NAMESPACE, "ci-primary")  # the last renewal that got through
         assert last is not None and last.holder == "ci-pg-b" and last.renew_time is not None
         limit = last.renew_time.timestamp() + RENEW_DEADLINE_SECONDS
-        fencing = re.search(r"FENCING: .* deadline (\S+)Z,", log.read_text())
-        assert fencing, log.read_text()
-        deadline = datetime.strptime(fencing.group(1), "%Y-%m-%dT%H:%M:%S.%f")
-        deadline_ts = deadline.replace(tzinfo=UTC).timestamp()
+        deadline_ts = fencing_deadline(log)
         print(
             f"\ncut {wall(cut)}  last renewal {wall(last.renew_time.timestamp())}  "
             f"last acknowledged write {wall(writer.last_ack)}  guard deadline {wall(deadline_ts)}"
@@ -410,7 +427,3 @@ def test_a_new_primary_cut_from_the_api_right_after_its_first_renewal_stops_at_i
         )
         assert writer.acks, "the new primary accepted no write before its deadline"
         assert writer.last_ack < deadline_ts <= limit
-    finally:
-        guard.terminate()
-        guard.wait(10)
-        print(log.read_text()[-3000:])

@@ -11,8 +11,9 @@ from pathlib import Path
 import aiohttp
 
 from gocd_ha_operator.gocd.client import ConfigSyncReading, read_sync_agent_status
-from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
+from gocd_ha_operator.gocd.sync_agent import AgentConfig
 from gocd_ha_operator.gocd.token import BCToken
+from tests.support.sync_agent import agent_config, agent_running
 from tests.support.tls import ServingFiles, agent_name, client_context
 
 TOKEN = BCToken("gocdha", "e2e-secret")
@@ -32,11 +33,7 @@ def synced_view(root: Path) -> dict[str, bytes]:
 async def run_agent_until_synced(
     config: AgentConfig, tls: ServingFiles, expect: Callable[[ConfigSyncReading], bool]
 ) -> None:
-    agent = SyncAgent(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    try:
-        await asyncio.wait_for(agent.listening.wait(), 5)
+    async with agent_running(config) as agent:
         url = f"https://127.0.0.1:{agent.port}"
         for _ in range(250):
             status = await read_sync_agent_status(
@@ -46,9 +43,6 @@ async def run_agent_until_synced(
                 return
             await asyncio.sleep(0.02)
         raise AssertionError(f"agent never reported the expected sync: {status}")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_mirror_promote_restore(
@@ -101,23 +95,7 @@ async def test_status_never_serves_content_even_for_odd_paths(
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(f"{TOKEN.user}={TOKEN.password}")
-    agent = SyncAgent(
-        AgentConfig(
-            godata,
-            tmp_path / "m",
-            token_file,
-            "127.0.0.1",
-            0,
-            0.1,
-            "a",
-            tls_cert_file=agent_tls.cert_file,
-            tls_key_file=agent_tls.key_file,
-        )
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    try:
-        await asyncio.wait_for(agent.listening.wait(), 5)
+    async with agent_running(agent_config(godata, tmp_path / "m", token_file, agent_tls)) as agent:
         secret = (godata / "config/cipher.aes").read_bytes().strip()
         async with aiohttp.ClientSession() as session:
             for path in ["/config/cipher.aes", "/objects/", "/status?file=config/cipher.aes"]:
@@ -129,6 +107,3 @@ async def test_status_never_serves_content_even_for_odd_paths(
                     server_hostname=agent_name(),
                 ) as r:
                     assert secret not in await r.read()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)

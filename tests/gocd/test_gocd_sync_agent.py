@@ -7,8 +7,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,9 +20,10 @@ import pytest
 from gocd_ha_operator.gocd import mirror
 from gocd_ha_operator.gocd.client import read_sync_agent_status
 from gocd_ha_operator.gocd.mirror import read_manifest, sha256_of
-from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
+from gocd_ha_operator.gocd.sync_agent import SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
 from tests.support.ports import free_port
+from tests.support.sync_agent import agent_config, agent_running, sync_agent_process
 from tests.support.tls import ServingFiles, agent_name, client_context
 
 TOKEN = BCToken("gocdha", "sync-agent-secret")
@@ -80,26 +79,11 @@ async def running(
     godata: Path, tmp_path: Path, token_file: Path, agent_tls: ServingFiles
 ) -> AsyncIterator[RunningAgent]:
     target = tmp_path / "shared" / "gocd"
-    config = AgentConfig(
-        source=godata,
-        target=target,
-        token_file=token_file,
-        host="127.0.0.1",
-        port=0,
-        interval_seconds=INTERVAL,
-        side="a",
-        tls_cert_file=agent_tls.cert_file,
-        tls_key_file=agent_tls.key_file,
-    )
-    agent = SyncAgent(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    await asyncio.wait_for(agent.listening.wait(), 5)
-    running = RunningAgent(agent, godata, target, f"https://127.0.0.1:{agent.port}", agent_tls)
-    await running.next_cycles(1)
-    yield running
-    stop.set()
-    await asyncio.wait_for(task, 10)
+    config = agent_config(godata, target, token_file, agent_tls, interval=INTERVAL)
+    async with agent_running(config) as agent:
+        running = RunningAgent(agent, godata, target, f"https://127.0.0.1:{agent.port}", agent_tls)
+        await running.next_cycles(1)
+        yield running
 
 
 async def test_initial_mirror(running: RunningAgent) -> None:
@@ -261,46 +245,12 @@ async def test_missing_source_config_is_an_error_not_a_crash(running: RunningAge
     assert running.agent.state.errors == type(running.agent.state.errors)()
 
 
-#: Runs the real console entry point, leaving out subcommands not present on this branch.
-CLI_SNIPPET = """
-import importlib.util, sys
-from gocd_ha_operator.cli import main as cli
-cli.SUBCOMMANDS = {k: v for k, v in cli.SUBCOMMANDS.items() if importlib.util.find_spec(v[0])}
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
-
 def test_sigterm_stops_cleanly(
     godata: Path, tmp_path: Path, token_file: Path, agent_tls: ServingFiles
 ) -> None:
     target = tmp_path / "shared" / "gocd"
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            CLI_SNIPPET,
-            "sync-agent",
-            "--source",
-            str(godata),
-            "--target",
-            str(target),
-            "--token-file",
-            str(token_file),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--interval",
-            "0.2",
-            "--side",
-            "b",
-            "--tls-cert-file",
-            str(agent_tls.cert_file),
-            "--tls-key-file",
-            str(agent_tls.key_file),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = sync_agent_process(godata, target, token_file, port, "b", agent_tls)
     try:
         deadline = time.monotonic() + 20
         while not (target / "manifest.json").exists():

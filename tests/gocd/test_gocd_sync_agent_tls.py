@@ -14,7 +14,6 @@ import logging
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -28,13 +27,14 @@ from cryptography import x509
 from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.controller.observe import observe_cluster
 from gocd_ha_operator.gocd.client import VerifiedServer, read_sync_agent_status
-from gocd_ha_operator.gocd.sync_agent import AgentConfig, SyncAgent
+from gocd_ha_operator.gocd.sync_agent import SyncAgent
 from gocd_ha_operator.gocd.token import BCToken
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.rules.topology import Topology
 from tests.support.clusters import CREDENTIALS, cluster_body
 from tests.support.ports import free_port
+from tests.support.sync_agent import agent_config, agent_running, sync_agent_process
 from tests.support.tls import (
     CLUSTER,
     NAMESPACE,
@@ -46,13 +46,6 @@ from tests.support.tls import (
 )
 
 TOKEN = BCToken("gocdha", "tls-test-token-value")
-#: Runs the real console entry point, leaving out subcommands not present on this branch.
-CLI_SNIPPET = """
-import importlib.util, sys
-from gocd_ha_operator.cli import main as cli
-cli.SUBCOMMANDS = {k: v for k, v in cli.SUBCOMMANDS.items() if importlib.util.find_spec(v[0])}
-sys.exit(cli.main(sys.argv[1:]))
-"""
 
 
 @pytest.fixture
@@ -77,32 +70,7 @@ def agent_process(
     """``gocd-ha-operator sync-agent`` as the pod runs it, on a loopback port."""
     port = free_port()
     target = tmp_path / "shared" / "gocd"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            CLI_SNIPPET,
-            "sync-agent",
-            "--source",
-            str(godata),
-            "--target",
-            str(target),
-            "--token-file",
-            str(token_file),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--interval",
-            "0.2",
-            "--side",
-            "a",
-            "--tls-cert-file",
-            str(agent_tls.cert_file),
-            "--tls-key-file",
-            str(agent_tls.key_file),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = sync_agent_process(godata, target, token_file, port, "a", agent_tls)
     try:
         deadline = time.monotonic() + 30
         while not (target / "manifest.json").exists() or not _listening(port):
@@ -221,25 +189,9 @@ async def test_the_agent_is_refused_under_a_name_it_does_not_carry(
 async def agent_in_process(
     godata: Path, tmp_path: Path, token_file: Path, agent_tls: ServingFiles
 ) -> AsyncIterator[SyncAgent]:
-    agent = SyncAgent(
-        AgentConfig(
-            godata,
-            tmp_path / "mirror",
-            token_file,
-            "127.0.0.1",
-            0,
-            0.1,
-            "a",
-            tls_cert_file=agent_tls.cert_file,
-            tls_key_file=agent_tls.key_file,
-        )
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    await asyncio.wait_for(agent.listening.wait(), 5)
-    yield agent
-    stop.set()
-    await asyncio.wait_for(task, 10)
+    config = agent_config(godata, tmp_path / "mirror", token_file, agent_tls)
+    async with agent_running(config) as agent:
+        yield agent
 
 
 async def _wait(predicate: Callable[[], bool], what: str) -> None:

@@ -3,53 +3,18 @@ and the server that becomes primary restores that mirror in its init container."
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
-from gocd_ha_operator.local.stack import LocalStack, local_stack
+from gocd_ha_operator.local.stack import local_stack
 from gocd_ha_operator.local.workload import streaming_from
+from tests.support.localstack import BODY, NAME, synced_on
 from tests.support.pg import unavailable_reason
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
 ]
-
-NAME = "ci"
-BODY: dict[str, Any] = {
-    "apiVersion": "gocdha.io/v1alpha1",
-    "kind": "GoCDHACluster",
-    "metadata": {"name": NAME},
-    "spec": {
-        "gocd": {"image": "gocd/gocd-server:v26.1.0"},
-        "postgres": {"image": "postgres:15"},
-        "sharedStorage": {"size": "1Gi", "storageClassName": "local"},
-    },
-}
-
-
-def synced_on(stack: LocalStack, side: str):  # type: ignore[no-untyped-def]
-    """A status check: side ``side`` is primary and ConfigSynced is True from its sync agent
-    (whose status the operator reads at the local address of ``<name>-gocd-<side>:8155``)."""
-
-    def check(status: dict[str, Any]) -> dict[str, Any] | None:
-        agent = stack.kubelet.endpoints().get(f"{stack.namespace}/{NAME}-gocd-{side}:8155")
-        condition = next(
-            (c for c in status.get("conditions", []) if c["type"] == "ConfigSynced"), {}
-        )
-        sync = status.get("configSync") or {}
-        if (
-            status.get("primary") == side
-            and condition.get("status") == "True"
-            and agent is not None
-            and sync.get("source") == f"https://{agent}/status"  # HTTPS, §17
-        ):
-            return sync
-        return None
-
-    return check
 
 
 async def test_cold_sync_is_observed_synced_and_the_new_primary_restores_the_mirror() -> None:

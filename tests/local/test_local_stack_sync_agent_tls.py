@@ -15,7 +15,7 @@ import pytest
 
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.local.stack import local_stack
-from tests.local.test_local_stack_cold import BODY, NAME, synced_on
+from tests.support.localstack import BODY, NAME, synced_on
 from tests.support.pg import unavailable_reason
 
 pytestmark = [

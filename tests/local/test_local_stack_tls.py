@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import datetime as dt
 import time
@@ -24,9 +25,16 @@ from cryptography import x509
 
 from gocd_ha_operator.kube import certificates
 from gocd_ha_operator.local.stack import LocalStack, local_stack
-from gocd_ha_operator.local.workload import RowWriter, streaming_from
-from tests.local.test_local_stack_cold import synced_on
+from gocd_ha_operator.local.workload import RowWriter
 from tests.support import usercerts
+from tests.support.localstack import (
+    BODY,
+    NAME,
+    apply_replicating,
+    postmaster_starts,
+    rows_on_side,
+    synced_on,
+)
 from tests.support.pg import served_certificate, unavailable_reason
 
 pytestmark = [
@@ -34,34 +42,7 @@ pytestmark = [
     pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
 ]
 
-NAME = "ci"
 NAMESPACE = "build"
-BODY: dict[str, Any] = {
-    "apiVersion": "gocdha.io/v1alpha1",
-    "kind": "GoCDHACluster",
-    "metadata": {"name": NAME},
-    "spec": {
-        "gocd": {"image": "gocd/gocd-server:v26.1.0"},
-        "postgres": {"image": "postgres:15"},
-        "sharedStorage": {"size": "1Gi", "storageClassName": "local"},
-    },
-}
-
-
-async def superuser_rows(stack: LocalStack, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` run as superuser over the primary's (side a's) unix socket."""
-    socket_dir = stack.kubelet.work_dir / "pods" / f"{NAME}-pg-a-0" / "volumes" / "run"
-    password = await stack.secret_value(f"{NAME}-postgres-superuser", "password")
-    async with await psycopg.AsyncConnection.connect(
-        host=str(socket_dir),
-        port=stack.kubelet.port(f"{NAME}-pg-a"),
-        user="postgres",
-        password=password,
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        cursor = await conn.execute(sql)
-        return list(await cursor.fetchall())
 
 
 SSL_SQL = (
@@ -72,10 +53,7 @@ SSL_SQL = (
 
 async def test_every_tcp_client_of_the_primary_uses_tls() -> None:
     async with local_stack([NAME], namespace=NAMESPACE, observe_interval=0.5) as stack:
-        await stack.apply(BODY)
-        await stack.wait_for(
-            lambda s: streaming_from("a", s), NAME, timeout=180, what="b streaming from a"
-        )
+        await apply_replicating(stack, BODY)
         seen: dict[str, bool] = {}
         deadline = time.monotonic() + 60
         wanted = {"gocdha_b", "gocd-ha-operator", "gocd-standin", "gocd-writer"}
@@ -85,7 +63,7 @@ async def test_every_tcp_client_of_the_primary_uses_tls() -> None:
             **info, application_name="gocd-writer", autocommit=True
         ):
             while not wanted <= set(seen) and time.monotonic() < deadline:
-                for application, _kind, ssl in await superuser_rows(stack, SSL_SQL):
+                for application, _kind, ssl in await rows_on_side(stack, "a", SSL_SQL):
                     seen[str(application)] = seen.get(str(application), True) and bool(ssl)
                 await asyncio.sleep(0.05)
         assert wanted <= set(seen), f"not seen on the primary: {wanted - set(seen)}; {seen}"
@@ -114,20 +92,22 @@ USER_SECRET = "ci-postgres-cert"
 MAX_WRITER_FAILURES = 0
 
 
-async def rows_on_side(stack: LocalStack, side: str, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` run as superuser over ``side``'s unix socket (no TLS there)."""
-    socket_dir = stack.kubelet.work_dir / "pods" / f"{NAME}-pg-{side}-0" / "volumes" / "run"
-    password = await stack.secret_value(f"{NAME}-postgres-superuser", "password")
-    async with await psycopg.AsyncConnection.connect(
-        host=str(socket_dir),
-        port=stack.kubelet.port(f"{NAME}-pg-{side}"),
-        user="postgres",
-        password=password,
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        cursor = await conn.execute(sql)
-        return list(await cursor.fetchall())
+def rotation_stack() -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    """The local stack of the rotation tests: the kubelet refreshes mounted Secrets every second
+    and the operator checks its certificates every second (both much slower by default)."""
+    return local_stack(
+        [NAME],
+        namespace=NAMESPACE,
+        observe_interval=0.5,
+        volume_refresh_interval=1.0,
+        certificate_check_interval=dt.timedelta(seconds=1),
+    )
+
+
+async def acknowledged(writer: RowWriter, rows: int) -> None:
+    """Wait until ``writer`` has had ``rows`` commits acknowledged (bounded by the test timeout)."""
+    while len(writer.commits) < rows:
+        await asyncio.sleep(0.05)
 
 
 def served_serial(stack: LocalStack, side: str, ca_path: Path) -> int | None:
@@ -157,20 +137,11 @@ async def test_a_cert_manager_rotation_reaches_both_instances_under_a_writer(
     body = copy.deepcopy(BODY)
     body["spec"]["tls"] = {"serverCertificateSecret": {"name": USER_SECRET}}
     secrets_path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
-    async with local_stack(
-        [NAME],
-        namespace=NAMESPACE,
-        observe_interval=0.5,
-        volume_refresh_interval=1.0,
-        certificate_check_interval=dt.timedelta(seconds=1),
-    ) as stack:
+    async with rotation_stack() as stack:
         await stack.request(
             "POST", secrets_path, usercerts.cert_manager_secret(USER_SECRET, NAMESPACE, first)
         )
-        await stack.apply(body)
-        await stack.wait_for(
-            lambda s: streaming_from("a", s), NAME, timeout=180, what="b streaming from a"
-        )
+        await apply_replicating(stack, body)
         await stack.wait_for(
             lambda s: (c := certificate_ready(s)) and c["status"] == "True",
             NAME,
@@ -184,16 +155,12 @@ async def test_a_cert_manager_rotation_reaches_both_instances_under_a_writer(
         await stack.wait_for(
             synced_on(stack, "a"), NAME, timeout=120, what="ConfigSynced over HTTPS on a"
         )
-        started = {
-            side: await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
-            for side in "ab"
-        }
+        started = await postmaster_starts(stack)
         writer = RowWriter(stack, NAME)
         await writer.prepare()
         writer.start()
         try:
-            while len(writer.commits) < 50:
-                await asyncio.sleep(0.05)
+            await acknowledged(writer, 50)
             # cert-manager renews: a new key and certificate written into the same Secret.
             second = usercerts.issue(issuer, names, now=dt.datetime.now(dt.UTC))
             second_serial = certificates.serial_number(second.cert_pem)
@@ -226,8 +193,7 @@ async def test_a_cert_manager_rotation_reaches_both_instances_under_a_writer(
             )
             await asyncio.sleep(3)  # several kubelet refreshes and guard passes
             assert {served_serial(stack, side, ca_path) for side in "ab"} == {second_serial}
-            while len(writer.commits) < before + 50:
-                await asyncio.sleep(0.05)
+            await acknowledged(writer, before + 50)
         finally:
             await writer.stop()
         print(
@@ -237,11 +203,7 @@ async def test_a_cert_manager_rotation_reaches_both_instances_under_a_writer(
         )
         assert writer.failures <= MAX_WRITER_FAILURES
         assert writer.acknowledged <= await writer.rows_on(f"{NAME}-pg-primary")
-        for side in "ab":  # reloaded, not restarted
-            assert (
-                await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
-                == (started[side])
-            )
+        assert await postmaster_starts(stack) == started  # reloaded, not restarted
         # The standby's replication connection is still encrypted, and new sessions get the
         # new certificate (pg_stat_ssl of a fresh connection, as the server reports it).
         wal = await rows_on_side(
@@ -262,17 +224,8 @@ async def test_the_operator_renews_its_certificate_under_a_writer_and_postgres_r
     of which 70 have passed, as if issued earlier): the operator's next check finds two thirds
     of its lifetime gone and issues a 90-day one, which the kubelet's refresh and the guards
     bring to both instances."""
-    async with local_stack(
-        [NAME],
-        namespace=NAMESPACE,
-        observe_interval=0.5,
-        volume_refresh_interval=1.0,
-        certificate_check_interval=dt.timedelta(seconds=1),
-    ) as stack:
-        await stack.apply(BODY)
-        await stack.wait_for(
-            lambda s: streaming_from("a", s), NAME, timeout=180, what="b streaming from a"
-        )
+    async with rotation_stack() as stack:
+        await apply_replicating(stack, BODY)
         secrets_path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
         ca_secret = await stack.request("GET", f"{secrets_path}/{NAME}-ca")
         ca = certificates.CertificateAuthority.from_secret_data(ca_secret["data"])
@@ -282,16 +235,12 @@ async def test_the_operator_renews_its_certificate_under_a_writer_and_postgres_r
         original = await stack.request("GET", f"{secrets_path}/{NAME}-server-tls")
         original_serial = certificates.serial_number(base64.b64decode(original["data"]["tls.crt"]))
         assert {served_serial(stack, side, ca_path) for side in "ab"} == {original_serial}
-        started = {
-            side: await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
-            for side in "ab"
-        }
+        started = await postmaster_starts(stack)
         writer = RowWriter(stack, NAME)
         await writer.prepare()
         writer.start()
         try:
-            while len(writer.commits) < 50:
-                await asyncio.sleep(0.05)
+            await acknowledged(writer, 50)
             short = certificates.issue_server_certificate(
                 ca,
                 certificates.postgres_dns_names(NAME, NAMESPACE),
@@ -322,8 +271,7 @@ async def test_the_operator_renews_its_certificate_under_a_writer_and_postgres_r
             assert renewal is not None, "the operator did not renew the certificate"
             assert sorted(reached) == ["a", "b"], f"the renewal reached only {reached}"
             before = len(writer.commits)
-            while len(writer.commits) < before + 50:
-                await asyncio.sleep(0.05)
+            await acknowledged(writer, before + 50)
         finally:
             await writer.stop()
         secret = await stack.request("GET", f"{secrets_path}/{NAME}-server-tls")
@@ -337,8 +285,4 @@ async def test_the_operator_renews_its_certificate_under_a_writer_and_postgres_r
         )
         assert writer.failures <= MAX_WRITER_FAILURES
         assert writer.acknowledged <= await writer.rows_on(f"{NAME}-pg-primary")
-        for side in "ab":  # reloaded, not restarted
-            assert (
-                await rows_on_side(stack, side, "SELECT pg_postmaster_start_time()")
-                == (started[side])
-            )
+        assert await postmaster_starts(stack) == started  # reloaded, not restarted

@@ -18,6 +18,7 @@ from tests.support.faults import (
     pytestmark,
     start_operator,
     superuser,
+    writer_and_probe,
 )
 from tests.support.promotion import (
     NAME,
@@ -102,12 +103,7 @@ async def test_refused_connection_during_catch_up_keeps_the_switchover(stack: Lo
     hook = refuse_once_at_catch_up(faults, seconds=3.0)
     await start_operator(stack, endpoints=faults, hook=hook)
     await create_replicating(stack)
-    probe = WriteProbe(stack)
-    await probe.prepare()
-    writer = Writer(stack)
-    await writer.prepare()
-    probe.start()
-    writer.start()
+    writer, probe = await writer_and_probe(stack)
     await asyncio.sleep(1.5)
     await stack.annotate(NAME, ANNOTATION_PROMOTE, "flaky-1")
     promotion = await stack.wait_for(finished("flaky-1"), NAME, timeout=120, what="promotion")
@@ -133,12 +129,7 @@ async def test_old_primary_unreachable_through_catch_up_fails_the_switchover_cle
     hook = refuse_once_at_catch_up(faults, seconds=45.0)
     await start_operator(stack, endpoints=faults, hook=hook)
     await create_replicating(stack)
-    writer = Writer(stack)
-    await writer.prepare()
-    probe = WriteProbe(stack)
-    await probe.prepare()
-    probe.start()
-    writer.start()
+    writer, probe = await writer_and_probe(stack)
     await asyncio.sleep(1.0)
     await stack.annotate(NAME, ANNOTATION_PROMOTE, "unreachable-1")
     promotion = await stack.wait_for(finished("unreachable-1"), NAME, timeout=120, what="the end")

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from typing import Any
 
 from gocd_ha_operator.local.stack import LocalStack
 from gocd_ha_operator.local.workload import streaming_from
-from tests.support.faults import WriteProbe
-from tests.support.promotion import NAME, Writer, create_replicating, pytestmark
+from tests.support.faults import WriteProbe, writer_and_probe
+from tests.support.promotion import NAME, create_replicating, pytestmark
 from tests.support.rollout import (
     condition_reason,
+    longest_gap,
+    lost_rows,
     patch_spec,
     postgres_starts,
+    roll_resumed_after_an_operator_restart,
+    rolled,
     show,
     started_at,
     stuck_like_an_older_operator,
@@ -50,28 +53,13 @@ async def test_a_reloadable_parameter_and_synchronous_reach_both_instances(
     assert [await started_at(stack, side) for side in "ab"] == started
 
 
-async def rolled(stack: LocalStack, timeout: float) -> dict[str, Any]:
-    """Wait until a rolling restart has finished; its ``status.configuration.rollout``."""
-
-    def done(status: dict[str, Any]) -> dict[str, Any] | None:
-        rollout = status.get("configuration", {}).get("rollout", {})
-        return rollout if rollout.get("result") in ("Succeeded", "Blocked") else None
-
-    result: dict[str, Any] = await stack.wait_for(done, NAME, timeout=timeout, what="rollout")
-    return result
-
-
 async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_row(
     stack: LocalStack,
 ) -> None:
     await create_replicating(stack)
     assert [await show(stack, side, "max_connections") for side in "ab"] == ["100", "100"]
     starts = {side: postgres_starts(stack, side) for side in "ab"}
-    writer, probe = Writer(stack), WriteProbe(stack)
-    await writer.prepare()
-    await probe.prepare()
-    writer.start()
-    probe.start()
+    writer, probe = await writer_and_probe(stack)
     await asyncio.sleep(1.0)
     began = time.monotonic()
     await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "150"}}})
@@ -105,10 +93,8 @@ async def test_a_restart_only_parameter_rolls_under_a_writer_without_losing_a_ro
         "Succeeded",
     )
     assert promotion["rpoBytes"] == 0 and promotion["token"] == rollout["token"]
-    rows = await writer.rows_on(f"{NAME}-pg-primary")
-    lost = writer.acknowledged - rows
-    times = [commit.at for commit in writer.commits if commit.at >= began]
-    outage = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    lost = await lost_rows(writer)
+    outage = longest_gap(writer, since=began)
     print(
         f"rolling restart in {took:.1f}s: {len(writer.acknowledged)} rows acknowledged, "
         f"{len(lost)} lost; longest gap between acknowledged writes {outage:.2f}s; "
@@ -133,11 +119,7 @@ async def test_lowering_max_connections_restarts_the_primary_in_place_then_the_s
     await create_replicating(stack)
     assert [await show(stack, side, "max_connections") for side in "ab"] == ["100", "100"]
     starts = {side: postgres_starts(stack, side) for side in "ab"}
-    writer, probe = Writer(stack), WriteProbe(stack)
-    await writer.prepare()
-    await probe.prepare()
-    writer.start()
-    probe.start()
+    writer, probe = await writer_and_probe(stack)
     await asyncio.sleep(1.0)
     began = time.monotonic()
     await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "80"}}})
@@ -157,10 +139,8 @@ async def test_lowering_max_connections_restarts_the_primary_in_place_then_the_s
     assert await sync_states(stack, "a") == ["async"]
     assert streaming_from("a", status), status.get("replication")
     restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
-    rows = await writer.rows_on(f"{NAME}-pg-primary")
-    lost = writer.acknowledged - rows
-    times = [commit.at for commit in writer.commits if commit.at >= began]
-    outage = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    lost = await lost_rows(writer)
+    outage = longest_gap(writer, since=began)
     print(
         f"lowering max_connections 100 -> 80 in {took:.1f}s: {len(writer.acknowledged)} rows "
         f"acknowledged, {len(lost)} lost; longest gap between acknowledged writes "
@@ -181,11 +161,7 @@ async def test_a_standby_stuck_below_its_primary_by_an_older_operator_gets_out(
     the roll waits at ``RestartingStandby``. This operator restarts the primary in place, then the
     standby (which the new entrypoint starts at the primary's former value meanwhile) once more."""
     await create_replicating(stack)
-    writer, probe = Writer(stack), WriteProbe(stack)
-    await writer.prepare()
-    await probe.prepare()
-    writer.start()
-    probe.start()
+    writer, probe = await writer_and_probe(stack)
     await stack.stop_operator()
     token = await stuck_like_an_older_operator(stack, {"max_connections": "80"})
 
@@ -209,7 +185,7 @@ async def test_a_standby_stuck_below_its_primary_by_an_older_operator_gets_out(
     assert [h for h in status["history"] if h.get("trigger") == "Rollout"] == []
     assert condition_reason(status, "ConfigurationApplied") == "Applied"
     assert streaming_from("a", status), status.get("replication")
-    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    lost = await lost_rows(writer)
     print(
         f"stuck standby: roll {token} ended {rollout['result']} after {rollout['finishedAt']}; "
         f"{len(writer.acknowledged)} rows acknowledged, {len(lost)} lost; "
@@ -316,28 +292,15 @@ async def test_a_rolling_restart_resumes_after_the_operator_restarts(stack: Loca
     """The roll is recorded in status: an operator stopped in the middle and started again
     finishes it, with exactly one switchover."""
     await create_replicating(stack)
-    writer = Writer(stack)
-    await writer.prepare()
-    writer.start()
-    await patch_spec(stack, {"postgres": {"parameters": {"shared_buffers": "256MB"}}})
-    await stack.wait_for(
-        lambda s: s.get("configuration", {}).get("rollout", {}).get("step") == "RestartingStandby",
-        NAME,
-        timeout=60,
-        what="the roll restarting the standby",
+    rollout, writer = await roll_resumed_after_an_operator_restart(
+        stack, {"shared_buffers": "256MB"}, "RestartingStandby"
     )
-    await stack.stop_operator()
-    await asyncio.sleep(3.0)  # the standby restarts meanwhile; nobody decides anything
-    await stack.start_operator()
-    rollout = await rolled(stack, timeout=240)
-    await asyncio.sleep(1.0)
-    await writer.stop()
     assert rollout["result"] == "Succeeded", rollout
     assert [await show(stack, side, "shared_buffers") for side in "ab"] == ["256MB", "256MB"]
     status = await stack.status(NAME)
     rollouts = [h for h in status["history"] if h.get("trigger") == "Rollout"]
     assert [h["token"] for h in rollouts] == [rollout["token"]], status["history"]
-    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    lost = await lost_rows(writer)
     assert lost == set(), f"{len(lost)} acknowledged rows lost"
 
 
@@ -348,28 +311,15 @@ async def test_lowering_resumes_after_the_operator_restarts_at_restarting_primar
     after it and started again finishes the roll, each instance started once, no switchover."""
     await create_replicating(stack)
     starts = {side: postgres_starts(stack, side) for side in "ab"}
-    writer = Writer(stack)
-    await writer.prepare()
-    writer.start()
-    await patch_spec(stack, {"postgres": {"parameters": {"max_connections": "80"}}})
-    await stack.wait_for(
-        lambda s: s.get("configuration", {}).get("rollout", {}).get("step") == "RestartingPrimary",
-        NAME,
-        timeout=60,
-        what="the roll restarting the primary",
+    rollout, writer = await roll_resumed_after_an_operator_restart(
+        stack, {"max_connections": "80"}, "RestartingPrimary"
     )
-    await stack.stop_operator()
-    await asyncio.sleep(3.0)  # the primary restarts meanwhile; nobody decides anything
-    await stack.start_operator()
-    rollout = await rolled(stack, timeout=240)
-    await asyncio.sleep(1.0)
-    await writer.stop()
     assert rollout["result"] == "Succeeded", rollout
     assert [await show(stack, side, "max_connections") for side in "ab"] == ["80", "80"]
     status = await stack.status(NAME)
     assert status["primary"] == "a" and status["history"] == []
     restarts = {side: postgres_starts(stack, side) - starts[side] for side in "ab"}
-    lost = writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+    lost = await lost_rows(writer)
     print(f"resumed lowering: starts {restarts}, {len(lost)} of {len(writer.acknowledged)} lost")
     assert lost == set(), f"{len(lost)} acknowledged rows lost"
     assert restarts == {"a": 1, "b": 1}, restarts

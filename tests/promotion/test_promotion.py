@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
-
-import psycopg
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FORCE
 from gocd_ha_operator.local.stack import LocalStack
+from tests.support.faults import superuser
 from tests.support.promotion import (
     NAME,
     Writer,
@@ -201,20 +199,6 @@ async def test_automatic_failover_waits_for_the_configured_time(stack: LocalStac
     )
     assert promotion["result"] == "Succeeded"
     assert (await stack.status(NAME))["primary"] == "b"
-
-
-async def superuser(stack: LocalStack, side: str) -> psycopg.AsyncConnection[Any]:
-    """A superuser session on one instance over its unix socket (as an administrator would)."""
-    password = await stack.secret_value(f"{NAME}-postgres-superuser", "password")
-    socket_dir = stack.kubelet.work_dir / "pods" / f"{NAME}-pg-{side}-0" / "volumes" / "run"
-    return await psycopg.AsyncConnection.connect(
-        host=str(socket_dir),
-        port=stack.kubelet.port(f"{NAME}-pg-{side}"),
-        user="postgres",
-        password=password,
-        dbname="postgres",
-        autocommit=True,
-    )
 
 
 async def test_no_automatic_failover_when_the_lag_exceeds_the_bound(stack: LocalStack) -> None:

@@ -32,8 +32,9 @@ from gocd_ha_operator.kube.apply import KubeApiError, KubeClient
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local.emulator import OperatorThread
 from gocd_ha_operator.local.stack import LocalStack
+from gocd_ha_operator.local.workload import BackgroundLoop, RowWriter
 from tests.support.pg import free_port, unavailable_reason
-from tests.support.promotion import NAME
+from tests.support.promotion import NAME, Writer
 
 pytestmark = [
     pytest.mark.postgres,
@@ -150,8 +151,29 @@ class Gate:
         self.released.set()
 
 
+async def gocd_password(stack: LocalStack, cluster: str) -> str:
+    """The GoCD database user's password, from the Secret the operator made."""
+    return await stack.secret_value(f"{cluster}-postgres-gocd", "password")
+
+
+async def gocd_session(
+    stack: LocalStack, cluster: str, side: str, password: str
+) -> psycopg.AsyncConnection[Any]:
+    """An autocommit session as the GoCD user over ``side``'s own address, not a role Service
+    (which a fence empties and a promotion moves); a connection attempt gives up after 2 s."""
+    return await psycopg.AsyncConnection.connect(
+        host="127.0.0.1",
+        port=stack.kubelet.port(f"{cluster}-pg-{side}"),
+        user=GOCD_DB_USER,
+        password=password,
+        dbname="gocd",
+        connect_timeout=2,
+        autocommit=True,
+    )
+
+
 @dataclasses.dataclass
-class WriteProbe:
+class WriteProbe(BackgroundLoop):
     """Samples how many instances accept a write: every ``interval`` seconds, an INSERT over each
     instance's own address (not the role Services, which a fence empties) as the GoCD user."""
 
@@ -164,20 +186,12 @@ class WriteProbe:
     _password: str = ""
 
     async def prepare(self) -> None:
-        self._password = await self.stack.secret_value(f"{self.cluster}-postgres-gocd", "password")
+        self._password = await gocd_password(self.stack, self.cluster)
         async with await self._connect("a") as conn:
             await conn.execute("CREATE TABLE IF NOT EXISTS probe (at float8)")
 
     async def _connect(self, side: str) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(
-            host="127.0.0.1",
-            port=self.stack.kubelet.port(f"{self.cluster}-pg-{side}"),
-            user=GOCD_DB_USER,
-            password=self._password,
-            dbname="gocd",
-            connect_timeout=2,
-            autocommit=True,
-        )
+        return await gocd_session(self.stack, self.cluster, side, self._password)
 
     async def _writable(self, side: str) -> bool:
         try:
@@ -190,20 +204,15 @@ class WriteProbe:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
+            began = time.time()
             a, b = await asyncio.gather(self._writable("a"), self._writable("b"))
-            self.samples.append({"a": a, "b": b})
+            self._record(began, {"a": a, "b": b})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.interval)
 
-    def start(self) -> None:
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+    def _record(self, began: float, sample: dict[str, bool]) -> None:
+        """Keep one sample (``began``: wall-clock time it started, for subclasses that keep it)."""
+        self.samples.append(sample)
 
     @property
     def most_writable(self) -> int:
@@ -211,6 +220,17 @@ class WriteProbe:
 
     def both_writable(self) -> list[int]:
         return [i for i, sample in enumerate(self.samples) if all(sample.values())]
+
+
+async def writer_and_probe(stack: LocalStack) -> tuple[RowWriter, WriteProbe]:
+    """A GoCD-like writer through the primary Service and the fault tier's write probe (how many
+    instances accept a write), both prepared and running."""
+    writer, probe = Writer(stack), WriteProbe(stack)
+    await writer.prepare()
+    await probe.prepare()
+    writer.start()
+    probe.start()
+    return writer, probe
 
 
 async def superuser(stack: LocalStack, side: str, dbname: str = "postgres") -> Any:

@@ -22,13 +22,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 
-from gocd_ha_operator.api.constants import GOCD_DB_USER
 from gocd_ha_operator.local.stack import LocalStack
-from tests.support.faults import WriteProbe
+from gocd_ha_operator.local.workload import BackgroundLoop
+from tests.support.faults import WriteProbe, gocd_password, gocd_session
 from tests.support.promotion import NAME, replicating_from
 
 LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
@@ -48,9 +48,11 @@ class Ack:
 
 
 @dataclass
-class DirectWriter:
+class DirectWriter(BackgroundLoop):
     """Autocommit INSERTs of numbered rows over one connection to ``side``'s own port,
     reconnecting on any error (a failed row number is never reused)."""
+
+    stop_timeout: ClassVar[float | None] = 10.0
 
     stack: LocalStack
     side: str
@@ -63,18 +65,10 @@ class DirectWriter:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _connect(self, side: str) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(
-            host="127.0.0.1",
-            port=self.stack.kubelet.port(f"{self.cluster}-pg-{side}"),
-            user=GOCD_DB_USER,
-            password=self._password,
-            dbname="gocd",
-            connect_timeout=2,
-            autocommit=True,
-        )
+        return await gocd_session(self.stack, self.cluster, side, self._password)
 
     async def prepare(self) -> None:
-        self._password = await self.stack.secret_value(f"{self.cluster}-postgres-gocd", "password")
+        self._password = await gocd_password(self.stack, self.cluster)
         async with await self._connect(self.side) as conn:
             await conn.execute("CREATE TABLE IF NOT EXISTS partition_rows (id int PRIMARY KEY)")
 
@@ -94,17 +88,6 @@ class DirectWriter:
             except (psycopg.Error, OSError, TimeoutError):
                 self.errors += 1
                 await asyncio.sleep(0.02)
-
-    def start(self) -> None:
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, timeout=10)
-            self._task = None
 
     @property
     def acknowledged(self) -> set[int]:
@@ -126,14 +109,9 @@ class TimedProbe(WriteProbe):
 
     times: list[float] = field(default_factory=list)
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            began = time.time()
-            a, b = await asyncio.gather(self._writable("a"), self._writable("b"))
-            self.samples.append({"a": a, "b": b})
-            self.times.append(began)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.interval)
+    def _record(self, began: float, sample: dict[str, bool]) -> None:
+        self.samples.append(sample)
+        self.times.append(began)
 
     def writable_counts(self) -> list[int]:
         return [sum(sample.values()) for sample in self.samples]
@@ -147,7 +125,7 @@ class Renewal:
 
 
 @dataclass
-class Recorder:
+class Recorder(BackgroundLoop):
     """Polls the primary Lease and the cluster (every ``interval`` s) until :meth:`stop`."""
 
     stack: LocalStack
@@ -200,16 +178,6 @@ class Recorder:
                 await self._sample()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.interval)
-
-    def start(self) -> None:
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
 
     def last_renewal_by(self, holder: str) -> Renewal:
         return [r for r in self.renewals if r.holder == holder][-1]

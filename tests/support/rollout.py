@@ -5,6 +5,7 @@ image changes the operator rolls or refuses, and what a user does and checks on 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -15,9 +16,10 @@ from gocd_ha_operator.api.constants import (
     CM_POSTGRESQL_CONF,
 )
 from gocd_ha_operator.local.stack import CLUSTERS_PATH, LocalStack
+from gocd_ha_operator.local.workload import RowWriter
 from gocd_ha_operator.postgres import config as pgconfig
 from tests.support.faults import superuser
-from tests.support.promotion import NAME
+from tests.support.promotion import NAME, Writer
 
 #: (old image, new image, ``None`` when rolled / a fragment of the refusal).
 IMAGE_CHANGES: Final[list[tuple[str, str, str | None]]] = [
@@ -89,6 +91,54 @@ def postgres_starts(stack: LocalStack, side: str) -> int:
     return sum(
         1 for line in stack.kubelet.pod_log(f"{NAME}-pg-{side}").splitlines() if marker in line
     )
+
+
+async def rolled(stack: LocalStack, timeout: float) -> dict[str, Any]:
+    """Wait until a rolling restart has finished; its ``status.configuration.rollout``."""
+
+    def done(status: dict[str, Any]) -> dict[str, Any] | None:
+        rollout = status.get("configuration", {}).get("rollout", {})
+        return rollout if rollout.get("result") in ("Succeeded", "Blocked") else None
+
+    result: dict[str, Any] = await stack.wait_for(done, NAME, timeout=timeout, what="rollout")
+    return result
+
+
+def longest_gap(writer: RowWriter, since: float) -> float:
+    """The longest time (s) between two acknowledged commits of ``writer`` from ``since`` on
+    (``time.monotonic()``): how long a client saw no write succeed."""
+    times = [commit.at for commit in writer.commits if commit.at >= since]
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+async def lost_rows(writer: RowWriter) -> set[int]:
+    """The rows ``writer`` had acknowledged that the primary (through its Service) lacks."""
+    return writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary")
+
+
+async def roll_resumed_after_an_operator_restart(
+    stack: LocalStack, parameters: dict[str, str], step: str
+) -> tuple[dict[str, Any], RowWriter]:
+    """Under a writer, change ``parameters``; once the roll has recorded ``step`` in status, stop
+    the operator, leave the instance it was restarting to itself for 3 s, start the operator again
+    and wait for the roll to finish. The finished rollout and the (stopped) writer."""
+    writer = Writer(stack)
+    await writer.prepare()
+    writer.start()
+    await patch_spec(stack, {"postgres": {"parameters": parameters}})
+    await stack.wait_for(
+        lambda s: s.get("configuration", {}).get("rollout", {}).get("step") == step,
+        NAME,
+        timeout=60,
+        what=f"the roll at {step}",
+    )
+    await stack.stop_operator()
+    await asyncio.sleep(3.0)  # the instance restarts meanwhile; nobody decides anything
+    await stack.start_operator()
+    rollout = await rolled(stack, timeout=240)
+    await asyncio.sleep(1.0)  # the writer finds the primary through the Service
+    await writer.stop()
+    return rollout, writer
 
 
 #: The line of entrypoint.sh that applies the hot-standby floor; an entrypoint without it is the

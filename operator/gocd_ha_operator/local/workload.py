@@ -9,7 +9,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import psycopg
 
@@ -57,6 +57,37 @@ async def conninfo_when_selected(
         await asyncio.sleep(poll)
 
 
+class BackgroundLoop:
+    """``start()`` runs ``_run()`` as a task until ``stop()`` sets ``_stop`` and waits for it to
+    end. A load or a probe runs beside the scenario it measures, and its numbers are only read
+    after ``stop()``: so stop waits for the last write or sample. ``stop_timeout`` None: as long as
+    it takes, an error of ``_run`` raised there; otherwise at most that long (a commit hanging on
+    a lost primary), the task then cancelled. For dataclasses that declare ``_task`` and
+    ``_stop`` as fields."""
+
+    stop_timeout: ClassVar[float | None] = None
+    _task: asyncio.Task[None] | None
+    _stop: asyncio.Event
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is None:
+            return
+        if self.stop_timeout is None:
+            await self._task
+        else:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=self.stop_timeout)
+        self._task = None
+
+
 @dataclass(frozen=True)
 class Commit:
     row: int
@@ -66,8 +97,10 @@ class Commit:
 
 
 @dataclass
-class RowWriter:
+class RowWriter(BackgroundLoop):
     """Commits ``INSERT INTO builds`` continuously; ``commits`` holds every acknowledged row."""
+
+    stop_timeout: ClassVar[float | None] = 10.0
 
     stack: LocalStack
     cluster: str
@@ -109,17 +142,6 @@ class RowWriter:
             except psycopg.Error:
                 self.failures += 1
                 await asyncio.sleep(0.02)
-
-    def start(self) -> None:
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, timeout=10)
-            self._task = None
 
     async def rows_on(self, service: str) -> set[int]:
         info = await self._conninfo(service)

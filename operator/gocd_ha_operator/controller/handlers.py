@@ -141,9 +141,18 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
     # What the Secrets hold now (read back, or just created): the supervisor and the runner use
     # these until something suggests they changed.
     state.credentials, state.credentials_key = outcome.credentials, credentials_key(cluster)
-    # The reconcile checked (and may have written) the TLS Secrets: the supervisor checks them
-    # again at its next iteration, so CertificateReady follows a spec change at once.
-    state.certificates_checked_at = None
+    if outcome.certificates_created:
+        # It created the CA and every server certificate just now (no user certificate to judge):
+        # the supervisor verifies with that CA and checks the Secrets again in
+        # ``certificate_check_interval``, instead of reading back what was just made (issue #16).
+        state.ca_pem, state.certificate_verdict = outcome.ca_pem, None
+        state.certificates_checked_at = config.clock()
+    else:
+        # The reconcile checked (and may have written) the TLS Secrets: the supervisor checks
+        # them again at its next iteration, so CertificateReady follows a spec change at once.
+        state.certificates_checked_at = None
+    # What the StatefulSets it created run: recorded in status without reading them back.
+    state.created_pins = outcome.created_pins
     if outcome.image_refusal is not None:
         # The children were applied with the StatefulSets' images kept; nothing rolls.
         _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)

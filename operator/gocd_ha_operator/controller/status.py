@@ -37,7 +37,7 @@ from gocd_ha_operator.api.spec import GoCDHACluster, ObjectMeta, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
 from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.controller.config import ClusterRef, ClusterState, OperatorConfig
-from gocd_ha_operator.controller.observe import event_for
+from gocd_ha_operator.controller.observe import events_for
 from gocd_ha_operator.controller.reconcile import credential_secret_names, load_credentials
 from gocd_ha_operator.kube.names import ChildNames
 
@@ -168,7 +168,7 @@ def ensure_conditions(
                 conditions,
                 type=type_,
                 status="Unknown",
-                reason="Initializing",
+                reason=cond.INITIALIZING,
                 message="not observed yet",
                 observed_generation=generation,
                 now=now,
@@ -258,6 +258,9 @@ def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) ->
     kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1000])
 
 
-def post_transitions(body: Mapping[str, Any], transitions: list[cond.Transition]) -> None:
-    for transition in transitions:
-        post_event(body, *event_for(transition))
+def post_transitions(
+    body: Mapping[str, Any], transitions: list[cond.Transition], *, first_observation: bool = False
+) -> None:
+    """The Events of ``transitions`` (:func:`~gocd_ha_operator.controller.observe.events_for`)."""
+    for event in events_for(transitions, first_observation=first_observation):
+        post_event(body, *event)

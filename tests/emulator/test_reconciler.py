@@ -472,6 +472,28 @@ async def test_a_new_cluster_is_announced_in_two_events(
     assert "Degraded True (" in first["message"] and "Promoting False (Idle)" in first["message"]
 
 
+async def test_a_new_cluster_costs_two_status_writes(harness: Harness, run_operator: Start) -> None:
+    """Issue #16: the supervisor's first visit (every condition ``Unknown``) and its first
+    observation, which also carries what the reconcile concluded (``observedGeneration``,
+    ``standbyMode``, ``gocdVersion``): the reconcile writes no status of its own."""
+    await run_operator()
+    before = len(harness.emulator.request_log)
+    await harness.create_cluster()
+    await settled(harness)
+    await harness.eventually(
+        lambda: (c := ready(harness)) and c["reason"] == "PrimaryUnavailable", message="observed"
+    )
+    await asyncio.sleep(2 * harness.config.observe_interval)
+    patches = [
+        path
+        for method, path in harness.emulator.request_log[before:]
+        if method == "PATCH" and path.endswith("/status")
+    ]
+    assert len(patches) == 2, patches
+    status = harness.cluster()["status"]
+    assert (status["observedGeneration"], status["standbyMode"]) == (1, "Cold")
+
+
 async def test_a_credential_secret_that_exists_before_the_first_reconcile_is_kept(
     harness: Harness, run_operator: Start
 ) -> None:

@@ -103,6 +103,10 @@ class ClusterState:
     #: What both Postgres StatefulSets run, handed over by the reconcile that created them: the
     #: supervisor's next observation records it in status instead of reading them (issue #16).
     created_pins: dict[Side, Pin] | None = None
+    #: ``observedGeneration``, ``standbyMode`` and ``gocdVersion`` (API form; a key left out is
+    #: removed) as the last reconcile concluded them, until a status patch of the supervisor
+    #: carries them (``controller/status.py``).
+    reconciled_status: dict[str, Any] | None = None
 
     def forget_credentials(self) -> None:
         self.credentials = None

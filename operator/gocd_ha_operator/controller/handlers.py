@@ -34,7 +34,6 @@ from gocd_ha_operator.api.constants import (
     VERSION,
 )
 from gocd_ha_operator.api.spec import parse_cluster
-from gocd_ha_operator.api.status import status_patch
 from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.controller import webhook
 from gocd_ha_operator.controller.backup import backup_tick
@@ -95,8 +94,9 @@ def _report(
 async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kopf.Patch) -> None:
     """Parse, apply every child, record the outcome. Raises kopf errors to retry.
 
-    Status written here: ``observedGeneration``, ``standbyMode``, ``gocdVersion`` only
-    (:data:`RECONCILE_STATUS_KEYS`); ``Ready`` is the supervisor's, which gets the outcome.
+    Status is the supervisor's, which gets the outcome: ``Ready`` from it, and
+    ``observedGeneration``, ``standbyMode``, ``gocdVersion`` (:data:`RECONCILE_STATUS_KEYS`) as
+    this reconcile concluded them, in its next status patch.
     """
     generation = body.get("metadata", {}).get("generation")
     try:
@@ -181,9 +181,10 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
             "gocd_version": str(version) if version is not None else None,
         }
     )
-    for key, value in status_patch(current, status.to_api()).items():
-        if key in RECONCILE_STATUS_KEYS:
-            patch.status[key] = value
+    # Written by the supervisor's next status patch, which this reconcile's end wakes: one status
+    # write after a reconcile instead of kopf's and the supervisor's (issue #16).
+    reconciled = status.to_api()
+    state.reconciled_status = {k: v for k, v in reconciled.items() if k in RECONCILE_STATUS_KEYS}
     applied_spec = spec_json(body)
     if (
         body.get("metadata", {}).get("annotations", {}).get(ANNOTATION_RECONCILED_SPEC)

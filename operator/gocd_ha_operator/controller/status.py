@@ -2,9 +2,11 @@
 
 Ownership of status fields (one writer per field, so no update is lost):
 
-* the reconcile (a kopf patch at the end of the handler): ``observedGeneration``,
-  ``standbyMode``, ``gocdVersion`` — :data:`RECONCILE_STATUS_KEYS`;
-* the supervisor (observation loop and promotion runner of the same process): everything else,
+* the reconcile decides ``observedGeneration``, ``standbyMode``, ``gocdVersion``
+  (:data:`RECONCILE_STATUS_KEYS`) and hands them over in memory
+  (``ClusterState.reconciled_status``); the supervisor's next status patch carries them, and
+  nothing else ever writes them (one status write after a reconcile instead of two, issue #16);
+* the supervisor (observation loop and promotion runner of the same process): everything,
   including every condition. The reconcile hands its outcome to the supervisor in memory
   (:class:`~gocd_ha_operator.controller.config.ReconcileProblem`) rather than writing ``Ready``.
 
@@ -41,7 +43,8 @@ from gocd_ha_operator.controller.observe import events_for
 from gocd_ha_operator.controller.reconcile import credential_secret_names, load_credentials
 from gocd_ha_operator.kube.names import ChildNames
 
-#: The status fields the reconcile writes; the supervisor never patches them.
+#: The status fields the reconcile decides: the supervisor patches them only with the values a
+#: reconcile handed over, never from an observation.
 RECONCILE_STATUS_KEYS: Final = frozenset({"observedGeneration", "standbyMode", "gocdVersion"})
 # ANNOTATION_RECONCILED_SPEC (api/constants.py): a restarted operator whose resource's spec is
 # invalid by now goes on with the spec the children were built from; a running promotion must
@@ -236,6 +239,11 @@ class StatusWriter:
                 for key, value in status_patch(old, new.to_api()).items()
                 if key not in RECONCILE_STATUS_KEYS
             }
+            handed = self.state.reconciled_status
+            stored = {key: old[key] for key in RECONCILE_STATUS_KEYS if key in old}
+            if handed is not None:
+                patch.update(status_patch(stored, handed))
+                stored = dict(handed)
             if patch:
                 # Odd while a patch is in flight: a body read meanwhile may or may not have it.
                 self.state.status_writes += 1
@@ -250,7 +258,14 @@ class StatusWriter:
                     )
                 finally:
                     self.state.status_writes += 1
-                body["status"] = {**old, **new.to_api()}
+                written = {k: v for k, v in new.to_api().items() if k not in RECONCILE_STATUS_KEYS}
+                body["status"] = {
+                    **{k: v for k, v in old.items() if k not in RECONCILE_STATUS_KEYS},
+                    **written,
+                    **stored,
+                }
+            if handed is not None and self.state.reconciled_status is handed:
+                self.state.reconciled_status = None  # in status now (or already was)
             return body, new
 
 

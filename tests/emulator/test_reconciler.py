@@ -431,16 +431,67 @@ async def test_a_new_cluster_is_created_with_one_request_per_child(
     assert reads_before_create == [], "no child was read before the last one was created"
     until_created = child_requests[: child_requests.index(creates[-1]) + 1]
     assert len(until_created) <= EXPECTED_CHILDREN, until_created
-    # The reconcile hands the supervisor the credentials it just made: no credential Secret is
-    # read, neither before the creates nor by the observations that followed (the TLS Secrets
-    # are: the supervisor checks them after every reconcile, for CertificateReady).
-    credential_names = ("superuser", "replication", "postgres-gocd", "operator", "bc-token")
-    secret_reads = [
-        r
-        for r in requests
-        if r[0] == "GET" and "/secrets/" in r[1] and r[1].endswith(credential_names)
+    # The reconcile hands the supervisor what it just made — the credentials, the CA
+    # certificate of the TLS Secrets it created, what the StatefulSets run: no child is read,
+    # neither before the creates nor by the observations that followed, but the primary Lease
+    # (its holder and renewals are the guard's, read at every observation).
+    child_reads = [r for r in child_requests if r[0] == "GET"]
+    assert child_reads and all("/leases/" in path for _, path in child_reads), child_reads
+    # Status records what the StatefulSets run all the same.
+    configuration = harness.cluster()["status"]["configuration"]
+    for side in ("a", "b"):
+        template = harness.children()[("StatefulSet", f"ci-pg-{side}")]["spec"]["template"]
+        [image] = [c["image"] for c in template["spec"]["containers"] if c["name"] == "postgres"]
+        revision = template["metadata"].get("annotations", {}).get("gocdha.io/restart-revision")
+        recorded = configuration[side]
+        assert (recorded["image"], recorded.get("restartRevision")) == (image, revision)
+
+
+async def test_a_new_cluster_is_announced_in_two_events(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Issue #16: a new cluster costs two Events — ``ChildrenCreated`` and one
+    ``FirstObservation`` naming every condition's status and reason — not one per condition
+    leaving ``Unknown``; a later transition still gets its own Event (tests/unit)."""
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    await harness.eventually(
+        lambda: (c := ready(harness)) and c["reason"] == "PrimaryUnavailable", message="observed"
+    )
+    await asyncio.sleep(2 * harness.config.observe_interval)  # Events are posted from a queue
+    events = sorted(harness.events(), key=lambda e: str(e.get("reason")))
+    assert [e.get("reason") for e in events] == ["ChildrenCreated", "FirstObservation"], [
+        (e.get("reason"), e.get("message")) for e in events
     ]
-    assert secret_reads == []
+    first = events[1]
+    assert first["type"] == "Warning"
+    assert first["message"].startswith("first observation: Ready False (PrimaryUnavailable); ")
+    for type_ in ("PrimaryAvailable", "StandbyReplicating", "ConfigSynced", "FailoverPossible"):
+        assert f"{type_} False (" in first["message"], first["message"]
+    assert "Degraded True (" in first["message"] and "Promoting False (Idle)" in first["message"]
+
+
+async def test_a_new_cluster_costs_two_status_writes(harness: Harness, run_operator: Start) -> None:
+    """Issue #16: the supervisor's first visit (every condition ``Unknown``) and its first
+    observation, which also carries what the reconcile concluded (``observedGeneration``,
+    ``standbyMode``, ``gocdVersion``): the reconcile writes no status of its own."""
+    await run_operator()
+    before = len(harness.emulator.request_log)
+    await harness.create_cluster()
+    await settled(harness)
+    await harness.eventually(
+        lambda: (c := ready(harness)) and c["reason"] == "PrimaryUnavailable", message="observed"
+    )
+    await asyncio.sleep(2 * harness.config.observe_interval)
+    patches = [
+        path
+        for method, path in harness.emulator.request_log[before:]
+        if method == "PATCH" and path.endswith("/status")
+    ]
+    assert len(patches) == 2, patches
+    status = harness.cluster()["status"]
+    assert (status["observedGeneration"], status["standbyMode"]) == (1, "Cold")
 
 
 async def test_a_credential_secret_that_exists_before_the_first_reconcile_is_kept(

@@ -319,3 +319,24 @@ async def test_the_supervisors_observation_verifies_the_primary_sides_agent(
     unknown = await observe(None)
     assert unknown["reason"] == "Unreachable"
     assert "no CA certificate to verify the sync agent with (Secret ci-ca)" in unknown["message"]
+
+
+async def test_an_unreachable_agent_is_described_the_same_at_every_observation() -> None:
+    """The reading is written to status (``configSync.message``, ``ConfigSynced``): it must
+    not name anything that differs between two observations of the same refusal. aiohttp's
+    connection error names the TLS context by its memory address; with more clusters than
+    the contexts kept (one per CA), every observation built a new one and wrote status again
+    (issue #16: idle status writes with 20 clusters)."""
+    port = free_port()  # nobody listens: the connection is refused
+    url = f"https://127.0.0.1:{port}"
+    now = dt.datetime.now(dt.UTC)
+    messages = set()
+    for index in range(20):  # more CAs than contexts cached: each read builds one
+        ca = certificates.generate_ca(f"ca {index}", now=now)
+        verify = VerifiedServer(ca.cert_pem, agent_name("a"))
+        reading = await read_sync_agent_status(url, TOKEN, verify=verify, max_age_seconds=60)
+        assert reading["reason"] == "Unreachable"
+        assert " at 0x" not in reading["message"], reading["message"]
+        messages.add(reading["message"])
+    assert len(messages) == 1, messages
+    assert f"127.0.0.1:{port}" in messages.pop()

@@ -6,9 +6,11 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
+
 from gocd_ha_operator.api.status import GoCDHAClusterStatus
 from gocd_ha_operator.controller.config import ClusterRef, OperatorConfig
-from gocd_ha_operator.controller.status import StatusWriter
+from gocd_ha_operator.controller.status import RECONCILE_STATUS_KEYS, StatusWriter
 
 
 class FakeKube:
@@ -26,7 +28,8 @@ class FakeKube:
     def patch_status(self, *args: Any) -> dict[str, Any]:
         patch = args[-1]
         self.patches.append(patch)
-        self.body["status"] = {**self.body["status"], **patch}
+        merged = {**self.body["status"], **patch}  # a merge patch: null removes (top level)
+        self.body["status"] = {key: value for key, value in merged.items() if value is not None}
         return copy.deepcopy(self.body)
 
 
@@ -78,5 +81,57 @@ def test_a_body_read_while_a_patch_was_in_flight_is_read_again() -> None:
         body = await status.fetch()
         await status.update(set_standby("b"), read=(body, in_flight))
         assert kube.reads == 2
+
+    asyncio.run(run())
+
+
+def reconciled(patch: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in patch.items() if key in RECONCILE_STATUS_KEYS}
+
+
+def set_standby_mode_from_spec(
+    _: dict[str, Any], status: GoCDHAClusterStatus
+) -> GoCDHAClusterStatus:
+    """What an observation concludes for a field the reconcile decides: never written from it."""
+    return status.model_copy(update={"standby": "b", "standby_mode": "Warm", "gocd_version": "9"})
+
+
+def test_the_reconciled_fields_ride_on_the_next_patch_and_only_as_handed_over() -> None:
+    """Issue #16: one status write after a reconcile. The reconcile hands ``observedGeneration``,
+    ``standbyMode``, ``gocdVersion`` over; the next patch carries them, once; an observation's
+    values of them are never written."""
+
+    async def run() -> None:
+        status, kube = writer()
+        kube.body["status"] = {"primary": "a", "standbyMode": "Cold", "gocdVersion": "1"}
+        await status.update(set_standby_mode_from_spec)
+        assert [reconciled(p) for p in kube.patches] == [{}], "an observation's are not written"
+        status.state.reconciled_status = {"observedGeneration": 2, "standbyMode": "Cold"}
+        kube.body["status"]["standby"] = "a"  # something for the observation to write
+        await status.update(set_standby_mode_from_spec)
+        # gocdVersion left out: removed. Handed over once.
+        assert reconciled(kube.patches[1]) == {"observedGeneration": 2, "gocdVersion": None}
+        assert status.state.reconciled_status is None
+        status.state.reconciled_status = {"observedGeneration": 2, "standbyMode": "Cold"}
+        await status.update(set_standby_mode_from_spec)
+        assert len(kube.patches) == 2, "nothing differs: nothing written"
+        assert status.state.reconciled_status is None
+
+    asyncio.run(run())
+
+
+def test_reconciled_fields_stay_handed_over_while_their_patch_fails() -> None:
+    async def run() -> None:
+        status, kube = writer()
+        handed = {"observedGeneration": 3}
+        status.state.reconciled_status = handed
+
+        def refuse(*_: Any) -> None:
+            raise RuntimeError("API unavailable")
+
+        kube.patch_status = refuse  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            await status.update(set_standby("b"))
+        assert status.state.reconciled_status is handed
 
     asyncio.run(run())

@@ -25,6 +25,9 @@ DEGRADED: Final = "Degraded"
 BACKUP_HEALTHY: Final = "BackupHealthy"
 #: Only with ``spec.tls.serverCertificateSecret``: the user's certificate is valid and in use.
 CERTIFICATE_READY: Final = "CertificateReady"
+#: The reason of a condition no observation has set yet (``Unknown`` from the first status write):
+#: the supervisor's first observation of a cluster moves every condition out of it at once.
+INITIALIZING: Final = "Initializing"
 #: Every condition the operator maintains, in the order they are listed in status.
 CONDITION_TYPES: Final = (
     READY,

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from gocd_ha_operator.api.constants import operator_namespace_from
+from gocd_ha_operator.api.constants import Side, operator_namespace_from
 from gocd_ha_operator.api.credentials import ClusterCredentials
 from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.controller.metrics import OperatorMetrics
@@ -26,6 +26,7 @@ from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeClient, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.rules.promotion import ObservationRecord, StepHook
+from gocd_ha_operator.rules.rollout import Pin
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ class ClusterState:
     #: With a user-provided certificate (``spec.tls.serverCertificateSecret``): the last check's
     #: verdict, which the supervisor puts in ``CertificateReady``.
     certificate_verdict: CertificateVerdict | None = None
+    #: What both Postgres StatefulSets run, handed over by the reconcile that created them: the
+    #: supervisor's next observation records it in status instead of reading them (issue #16).
+    created_pins: dict[Side, Pin] | None = None
+    #: ``observedGeneration``, ``standbyMode`` and ``gocdVersion`` (API form; a key left out is
+    #: removed) as the last reconcile concluded them, until a status patch of the supervisor
+    #: carries them (``controller/status.py``).
+    reconciled_status: dict[str, Any] | None = None
 
     def forget_credentials(self) -> None:
         self.credentials = None

@@ -34,7 +34,6 @@ from gocd_ha_operator.api.constants import (
     VERSION,
 )
 from gocd_ha_operator.api.spec import parse_cluster
-from gocd_ha_operator.api.status import status_patch
 from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.controller import webhook
 from gocd_ha_operator.controller.backup import backup_tick
@@ -95,8 +94,9 @@ def _report(
 async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kopf.Patch) -> None:
     """Parse, apply every child, record the outcome. Raises kopf errors to retry.
 
-    Status written here: ``observedGeneration``, ``standbyMode``, ``gocdVersion`` only
-    (:data:`RECONCILE_STATUS_KEYS`); ``Ready`` is the supervisor's, which gets the outcome.
+    Status is the supervisor's, which gets the outcome: ``Ready`` from it, and
+    ``observedGeneration``, ``standbyMode``, ``gocdVersion`` (:data:`RECONCILE_STATUS_KEYS`) as
+    this reconcile concluded them, in its next status patch.
     """
     generation = body.get("metadata", {}).get("generation")
     try:
@@ -141,9 +141,18 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
     # What the Secrets hold now (read back, or just created): the supervisor and the runner use
     # these until something suggests they changed.
     state.credentials, state.credentials_key = outcome.credentials, credentials_key(cluster)
-    # The reconcile checked (and may have written) the TLS Secrets: the supervisor checks them
-    # again at its next iteration, so CertificateReady follows a spec change at once.
-    state.certificates_checked_at = None
+    if outcome.certificates_created:
+        # It created the CA and every server certificate just now (no user certificate to judge):
+        # the supervisor verifies with that CA and checks the Secrets again in
+        # ``certificate_check_interval``, instead of reading back what was just made (issue #16).
+        state.ca_pem, state.certificate_verdict = outcome.ca_pem, None
+        state.certificates_checked_at = config.clock()
+    else:
+        # The reconcile checked (and may have written) the TLS Secrets: the supervisor checks
+        # them again at its next iteration, so CertificateReady follows a spec change at once.
+        state.certificates_checked_at = None
+    # What the StatefulSets it created run: recorded in status without reading them back.
+    state.created_pins = outcome.created_pins
     if outcome.image_refusal is not None:
         # The children were applied with the StatefulSets' images kept; nothing rolls.
         _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)
@@ -172,9 +181,10 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
             "gocd_version": str(version) if version is not None else None,
         }
     )
-    for key, value in status_patch(current, status.to_api()).items():
-        if key in RECONCILE_STATUS_KEYS:
-            patch.status[key] = value
+    # Written by the supervisor's next status patch, which this reconcile's end wakes: one status
+    # write after a reconcile instead of kopf's and the supervisor's (issue #16).
+    reconciled = status.to_api()
+    state.reconciled_status = {k: v for k, v in reconciled.items() if k in RECONCILE_STATUS_KEYS}
     applied_spec = spec_json(body)
     if (
         body.get("metadata", {}).get("annotations", {}).get(ANNOTATION_RECONCILED_SPEC)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -86,6 +86,7 @@ __all__ = [
     "compute_status",
     "evaluate_conditions",
     "event_for",
+    "events_for",
     "instance_checked_topology",
     "observe_cluster",
     "verified_topology",
@@ -426,3 +427,34 @@ def event_for(transition: cond.Transition) -> tuple[str, str, str]:
     before = transition.old_status or "unset"
     message = f"{new.type} {before} -> {new.status}: {new.message}"
     return kind, new.reason, message[:1000]
+
+
+#: The reason of the one Event that announces a cluster's first observation.
+FIRST_OBSERVATION_REASON: Final = "FirstObservation"
+
+
+def events_for(
+    transitions: Sequence[cond.Transition], *, first_observation: bool
+) -> list[tuple[str, str, str]]:
+    """The Events announcing ``transitions``: one per transition (:func:`event_for`), except at a
+    cluster's first observation (``first_observation``: conditions left ``Initializing`` by
+    this write), where every condition leaves ``Unknown`` at once. That is one Event,
+    ``FirstObservation``, instead of one per condition (issue #16: 7 of the 9 Events a new
+    cluster cost): a Warning when any of them is bad news, listing each condition's status and
+    reason (``Ready`` first), then ``Ready``'s message; status holds every message.
+    ``CertificateReady`` keeps its own Event: a user's invalid certificate is announced by name
+    wherever it is first seen (docs/architecture.md §17)."""
+    summarised = [t for t in transitions if t.type != cond.CERTIFICATE_READY]
+    if not first_observation or len(summarised) < 2:
+        return [event_for(t) for t in transitions]
+    events = [event_for(t) for t in transitions if t.type == cond.CERTIFICATE_READY]
+    bad = any(WARNING_WHEN.get(t.new.type) == t.new.status for t in summarised)
+    ready = next((t.new for t in summarised if t.type == cond.READY), None)
+    listed = sorted(summarised, key=lambda t: t.type != cond.READY)
+    message = "first observation: " + "; ".join(
+        f"{t.type} {t.new.status} ({t.new.reason})" for t in listed
+    )
+    if ready is not None:
+        message += f". Ready: {ready.message}"
+    kind = "Warning" if bad else "Normal"
+    return [(kind, FIRST_OBSERVATION_REASON, message[:1000]), *events]

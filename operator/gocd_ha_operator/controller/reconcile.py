@@ -166,6 +166,26 @@ class ReconcileOutcome:
     #: The cluster CA certificate as the TLS Secrets hold it after this reconcile (checked for
     #: renewal just now); ``None`` when it could not be read.
     ca_pem: bytes | None = None
+    #: This reconcile created the CA and every server certificate Secret itself (a new cluster
+    #: without a user-provided certificate): ``ca_pem`` is what they hold, and nothing is due for
+    #: renewal or to be checked, so the supervisor need not read them again (issue #16).
+    certificates_created: bool = False
+    #: What both Postgres StatefulSets run when this reconcile created them, taken from the
+    #: objects it sent: the supervisor records them in status without reading them back.
+    created_pins: dict[Side, Pin] | None = None
+
+
+def pin_of(statefulset: Mapping[str, Any] | None) -> Pin | None:
+    """What a Postgres StatefulSet runs: its image and restart revision (``None``: no image)."""
+    template = ((statefulset or {}).get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    image = next((c.get("image") for c in containers if c.get("name") == "postgres"), None)
+    if not isinstance(image, str) or not image:
+        return None
+    revision = ((template.get("metadata") or {}).get("annotations") or {}).get(
+        ANNOTATION_RESTART_REVISION
+    )
+    return Pin(image, revision if isinstance(revision, str) else None)
 
 
 def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
@@ -176,14 +196,9 @@ def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
         live = kube.get(
             "apps/v1", "StatefulSet", cluster.namespace, names.postgres_statefulset(side)
         )
-        template = ((live or {}).get("spec") or {}).get("template") or {}
-        containers = (template.get("spec") or {}).get("containers") or []
-        image = next((c.get("image") for c in containers if c.get("name") == "postgres"), None)
-        if isinstance(image, str) and image:
-            revision = ((template.get("metadata") or {}).get("annotations") or {}).get(
-                ANNOTATION_RESTART_REVISION
-            )
-            pins[side] = Pin(image, revision if isinstance(revision, str) else None)
+        pin = pin_of(live)
+        if pin is not None:
+            pins[side] = pin
     return pins
 
 
@@ -241,8 +256,10 @@ def reconcile_children(
         pins=pins,
         result=result,
     )
+    certificates_created = False
+    created_pins: dict[Side, Pin] | None = None
     if created is not None:
-        credentials, inputs, ca_pem = created
+        credentials, inputs, ca_pem, certificates_created, created_pins = created
     else:
         credentials = load_credentials(kube, cluster)
         # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
@@ -284,6 +301,8 @@ def reconcile_children(
         topology=topology,
         image_refusal=image_refusal,
         ca_pem=ca_pem,
+        certificates_created=certificates_created,
+        created_pins=created_pins,
     )
 
 
@@ -306,11 +325,13 @@ def _create_fresh(
     operator_namespace: str,
     pins: Mapping[Side, Pin],
     result: ApplyResult,
-) -> tuple[ClusterCredentials, BuildInputs, bytes | None] | None:
+) -> tuple[ClusterCredentials, BuildInputs, bytes | None, bool, dict[Side, Pin] | None] | None:
     """A resource never reconciled: its children are created without reading each one first
     (one request per child, issue #16). The credential Secrets go first, with fresh values; when
     one exists after all, nothing else is written and ``None`` sends the caller down the usual
-    path (read every credential back, read before writing)."""
+    path (read every credential back, read before writing). Otherwise: the credentials, the
+    inputs, the CA certificate, whether the TLS Secrets were all created here, and the pins of
+    the Postgres StatefulSets when both were created here (:class:`ReconcileOutcome`)."""
     if not never_reconciled(owner):
         return None
     credentials = ClusterCredentials.generate()
@@ -348,6 +369,7 @@ def _create_fresh(
         return None
     # The TLS Secrets before the pods that mount them (docs/architecture.md §17).
     ca_pem = create_fresh_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+    certificates_created = ca_pem is not None
     if ca_pem is None:
         ca_pem = ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
 
@@ -369,7 +391,20 @@ def _create_fresh(
     first, workloads = _phases([c for c in children if c not in secrets])
     _merge(result, _at_once(create, [*first, lease]))
     _merge(result, _at_once(create, workloads))
-    return credentials, inputs, ca_pem
+    names = inputs.names
+    statefulsets = {child["metadata"]["name"]: child for child in workloads}
+    sent = {side: statefulsets.get(names.postgres_statefulset(side)) for side in SIDES}
+    pins = {side: pin for side, child in sent.items() if (pin := pin_of(child)) is not None}
+    created_here = all(
+        f"StatefulSet/{names.postgres_statefulset(side)}" in result.created for side in SIDES
+    )
+    return (
+        credentials,
+        inputs,
+        ca_pem,
+        certificates_created,
+        (pins if created_here and len(pins) == len(SIDES) else None),
+    )
 
 
 def changed_children(

@@ -39,10 +39,17 @@ class RolloutOutcome:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-async def read_live_pins(config: OperatorConfig, cluster: GoCDHACluster) -> dict[Side, rules.Pin]:
-    """The live StatefulSets' pins, read only while status does not record both sides'."""
+async def read_live_pins(
+    config: OperatorConfig, cluster: GoCDHACluster, state: ClusterState
+) -> dict[Side, rules.Pin]:
+    """The live StatefulSets' pins, read only while status does not record both sides' — and
+    not at all right after the reconcile that created them: it handed over what it sent
+    (``state.created_pins``, used once)."""
     if len(rules.status_pins(cluster.status.configuration)) == len(SIDES):
         return {}
+    created, state.created_pins = state.created_pins, None
+    if created is not None:
+        return dict(created)
     return await asyncio.to_thread(live_pins, config.kube, cluster)
 
 

@@ -2,9 +2,11 @@
 
 Ownership of status fields (one writer per field, so no update is lost):
 
-* the reconcile (a kopf patch at the end of the handler): ``observedGeneration``,
-  ``standbyMode``, ``gocdVersion`` — :data:`RECONCILE_STATUS_KEYS`;
-* the supervisor (observation loop and promotion runner of the same process): everything else,
+* the reconcile decides ``observedGeneration``, ``standbyMode``, ``gocdVersion``
+  (:data:`RECONCILE_STATUS_KEYS`) and hands them over in memory
+  (``ClusterState.reconciled_status``); the supervisor's next status patch carries them, and
+  nothing else ever writes them (one status write after a reconcile instead of two, issue #16);
+* the supervisor (observation loop and promotion runner of the same process): everything,
   including every condition. The reconcile hands its outcome to the supervisor in memory
   (:class:`~gocd_ha_operator.controller.config.ReconcileProblem`) rather than writing ``Ready``.
 
@@ -37,11 +39,12 @@ from gocd_ha_operator.api.spec import GoCDHACluster, ObjectMeta, parse_cluster
 from gocd_ha_operator.api.status import GoCDHAClusterStatus, status_patch
 from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.controller.config import ClusterRef, ClusterState, OperatorConfig
-from gocd_ha_operator.controller.observe import event_for
+from gocd_ha_operator.controller.observe import events_for
 from gocd_ha_operator.controller.reconcile import credential_secret_names, load_credentials
 from gocd_ha_operator.kube.names import ChildNames
 
-#: The status fields the reconcile writes; the supervisor never patches them.
+#: The status fields the reconcile decides: the supervisor patches them only with the values a
+#: reconcile handed over, never from an observation.
 RECONCILE_STATUS_KEYS: Final = frozenset({"observedGeneration", "standbyMode", "gocdVersion"})
 # ANNOTATION_RECONCILED_SPEC (api/constants.py): a restarted operator whose resource's spec is
 # invalid by now goes on with the spec the children were built from; a running promotion must
@@ -168,7 +171,7 @@ def ensure_conditions(
                 conditions,
                 type=type_,
                 status="Unknown",
-                reason="Initializing",
+                reason=cond.INITIALIZING,
                 message="not observed yet",
                 observed_generation=generation,
                 now=now,
@@ -236,6 +239,11 @@ class StatusWriter:
                 for key, value in status_patch(old, new.to_api()).items()
                 if key not in RECONCILE_STATUS_KEYS
             }
+            handed = self.state.reconciled_status
+            stored = {key: old[key] for key in RECONCILE_STATUS_KEYS if key in old}
+            if handed is not None:
+                patch.update(status_patch(stored, handed))
+                stored = dict(handed)
             if patch:
                 # Odd while a patch is in flight: a body read meanwhile may or may not have it.
                 self.state.status_writes += 1
@@ -250,7 +258,14 @@ class StatusWriter:
                     )
                 finally:
                     self.state.status_writes += 1
-                body["status"] = {**old, **new.to_api()}
+                written = {k: v for k, v in new.to_api().items() if k not in RECONCILE_STATUS_KEYS}
+                body["status"] = {
+                    **{k: v for k, v in old.items() if k not in RECONCILE_STATUS_KEYS},
+                    **written,
+                    **stored,
+                }
+            if handed is not None and self.state.reconciled_status is handed:
+                self.state.reconciled_status = None  # in status now (or already was)
             return body, new
 
 
@@ -258,6 +273,9 @@ def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) ->
     kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1000])
 
 
-def post_transitions(body: Mapping[str, Any], transitions: list[cond.Transition]) -> None:
-    for transition in transitions:
-        post_event(body, *event_for(transition))
+def post_transitions(
+    body: Mapping[str, Any], transitions: list[cond.Transition], *, first_observation: bool = False
+) -> None:
+    """The Events of ``transitions`` (:func:`~gocd_ha_operator.controller.observe.events_for`)."""
+    for event in events_for(transitions, first_observation=first_observation):
+        post_event(body, *event)

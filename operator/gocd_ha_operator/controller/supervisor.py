@@ -240,7 +240,7 @@ class Supervisor:
         )
         # Issue #13: what the Postgres StatefulSets run, while status does not record it yet.
         live = (
-            await read_live_pins(self.config, cluster)
+            await read_live_pins(self.config, cluster, self.state)
             if cluster is not None and not waiting and not recorded
             else {}
         )
@@ -248,14 +248,18 @@ class Supervisor:
         events: list[tuple[str, str, str]] = []
         start = False
         applied = False
+        first_observation = False
         rollout = RolloutOutcome()
 
         def change(fresh_body: dict[str, Any], fresh: GoCDHAClusterStatus) -> GoCDHAClusterStatus:
-            nonlocal start, rollout, applied
+            nonlocal start, rollout, applied, first_observation
             current = parse_fresh(fresh_body, self.state).cluster
             generation = fresh_body.get("metadata", {}).get("generation")
             status = ensure_conditions(fresh, generation=generation, now=now)
             before = status
+            # Conditions no observation has set yet: this write's transitions are the cluster's
+            # first observation, announced in one Event (issue #16).
+            first_observation = any(c.reason == cond.INITIALIZING for c in before.conditions)
             observed = False
             if (
                 current is not None
@@ -374,7 +378,7 @@ class Supervisor:
         after = self.writer.writes
         if applied and topology is not None:
             self.state.last_observation = promo.ObservationRecord(observed_from, topology)
-        post_transitions(written, transitions)
+        post_transitions(written, transitions, first_observation=first_observation)
         for kind, reason, message in events:
             post_event(written, kind, reason, message)
         if start:
@@ -406,7 +410,7 @@ class Supervisor:
             observe_interval=observe_interval,
         )
         promoting = cond.get_condition(status.conditions, cond.PROMOTING)
-        if promoting is None or promoting.reason == "Initializing":
+        if promoting is None or promoting.reason == cond.INITIALIZING:
             # Nothing set it yet: the observation's verdict (Idle, or Promoting) stands.
             conditions = list(observed.conditions)
             transitions.extend(changed)

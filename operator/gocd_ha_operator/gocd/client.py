@@ -477,6 +477,18 @@ def verifying_context(ca_pem: bytes) -> ssl.SSLContext:
     return context
 
 
+def _client_error(exc: aiohttp.ClientError) -> str:
+    """``exc`` described by what went wrong, for status: aiohttp's own text of a connection
+    error names the TLS context by its memory address (``ssl:<ssl.SSLContext object at
+    0x…>``), which differs between observations of the same refusal and so rewrote status at
+    every one (issue #16)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        why = error.strerror or str(error) or type(error).__name__
+        return f"{type(exc).__name__}: Cannot connect to host {exc.host}:{exc.port} [{why}]"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _join(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + path
 
@@ -519,11 +531,10 @@ async def _get(
         ) from None
     except aiohttp.ClientSSLError as exc:
         raise GoCDUnreachableError(
-            f"{what} at {url}: TLS handshake failed ({type(exc).__name__}: {exc}); the token "
-            "was not sent"
+            f"{what} at {url}: TLS handshake failed ({_client_error(exc)}); the token was not sent"
         ) from None
     except aiohttp.ClientError as exc:
-        raise GoCDUnreachableError(f"{what} at {url}: {type(exc).__name__}: {exc}") from None
+        raise GoCDUnreachableError(f"{what} at {url}: {_client_error(exc)}") from None
     finally:
         if own_session:
             await active.close()

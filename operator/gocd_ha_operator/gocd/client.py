@@ -466,7 +466,12 @@ class VerifiedServer:
         return f"VerifiedServer(server_name={self.server_name!r}, ca={len(self.ca_pem)}B)"
 
 
-@lru_cache(maxsize=16)
+#: Contexts kept, one per cluster CA: above the clusters one operator serves (benchmarked with
+#: 200), so an observation does not rebuild one (a CA load is costly; a context is a few KiB).
+VERIFYING_CONTEXTS_KEPT: Final = 512
+
+
+@lru_cache(maxsize=VERIFYING_CONTEXTS_KEPT)
 def verifying_context(ca_pem: bytes) -> ssl.SSLContext:
     """A client context trusting ``ca_pem`` only (not the system store), with hostname checks
     and TLS 1.2 or later. Cached per CA: a context is reusable and costly to build."""

@@ -51,6 +51,7 @@ from gocd_ha_operator.controller.status import (
 from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
+    InstanceObservation,
     PostgresAuthFailed,
     PostgresClient,
     PostgresError,
@@ -132,9 +133,7 @@ class PromotionRunner:
             # After a step, the body its record returned is current (only this process writes
             # the promotion); after a failure, or at the start, read it.
             if body is None:
-                writes = self.writer.writes
-                body = await self.writer.fetch()
-                self._last = (body, writes)
+                body = await self._read()
             if body is None:
                 return
             cluster = parse_fresh(body, self.state).cluster
@@ -248,6 +247,13 @@ class PromotionRunner:
 
         return await self._update(change)
 
+    async def _read(self) -> dict[str, Any] | None:
+        """A fresh read of the resource, remembered as the base of this runner's next write."""
+        writes = self.writer.writes
+        body = await self.writer.fetch()
+        self._last = (body, writes)
+        return body
+
     async def _update(self, change: Any) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
         """A status write based on the body this runner last read or wrote, unless this process
         wrote status since (then it reads again): the promotion's fields are this process's."""
@@ -338,7 +344,7 @@ class PromotionRunner:
         logger.warning(
             "%s: step %s failed (%s); retrying, never rolling back", self.ref, step, message
         )
-        body = await self.writer.fetch()
+        body = await self._read()
         if body is None:
             return
         cluster = parse_fresh(body, self.state).cluster
@@ -356,7 +362,7 @@ class PromotionRunner:
     async def lease_held(self, step: Step, message: str) -> None:
         """Before the point of no return, the Lease did not move: ``Promoting=True`` reason
         ``LeaseHeld`` and a Warning Event of that reason (once per distinct message)."""
-        body = await self.writer.fetch()
+        body = await self._read()
         cluster = parse_fresh(body, self.state).cluster if body is not None else None
         if cluster is None:
             return
@@ -508,6 +514,7 @@ class PromotionRunner:
         source = await self.client(cluster, old)
         target = await self.client(cluster, new)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        standby: InstanceObservation | None = None
         while True:
             # A TCP probe, not an observation: while it shuts down the instance still accepts
             # connections (and refuses them as "shutting down"), so only a closed port counts.
@@ -516,6 +523,8 @@ class PromotionRunner:
                 # fails): the standby must have lost its stream from it too.
                 seen = await target.observe()
                 if seen.reachable and seen.wal_receiver_status != "streaming":
+                    # Its received position is final: nothing streams to it any more.
+                    standby = seen
                     break
             if time.monotonic() >= deadline:
                 raise AbortPromotionError(
@@ -523,8 +532,7 @@ class PromotionRunner:
                     f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
                 )
             await asyncio.sleep(STOP_POLL_SECONDS)
-        standby = await target.observe()
-        if not standby.reachable or not standby.in_recovery:
+        if not standby.in_recovery:
             raise RuntimeError(f"side {new} is not a reachable standby: {standby.error}")
         received = standby.received_lsn
         if received is not None:
@@ -667,7 +675,7 @@ class PromotionRunner:
         """End the promotion as Failed and unfence the old primary — only after confirming that
         the standby is still in recovery. Returns False (everything stays fenced, ``Promoting``
         reason ``PromotionStuck``) when that cannot be confirmed."""
-        body = await self.writer.fetch()
+        body = await self._read()
         if body is None:
             return True
         cluster = parse_fresh(body, self.state).cluster

@@ -483,6 +483,8 @@ class PromotionRunner:
             if recording is not None:
                 # Never left halfway: the status writer counts the writes in flight.
                 await asyncio.wait([recording])
+                if not recording.cancelled():
+                    recording.exception()  # retrieved; raised below unless the wait failed first
         if recording is not None:
             await recording  # its error, if it failed, fails the step
         self._carry["rpo_bytes"] = 0  # written with the next step

@@ -64,7 +64,9 @@ async def test_promote_then_old_primary_rejoins_with_rewind(cluster: PgCluster) 
     assert await b.client().create_slot_if_missing("gocdha_a") is False
 
     # The operator flips the roles; the old primary restarts as a standby of the new one.
+    assert not await a.client().refuses_connections()
     a.stop()
+    assert await a.client().refuses_connections(), "a stopped instance's port is closed"
     a.start("standby")
     wait_until(lambda: streaming(b, "a"), timeout=60, what="old primary streaming from new")
     log = a.log_text()
@@ -90,7 +92,9 @@ async def test_rejoin_falls_back_to_reseed_and_keeps_old_data(cluster: PgCluster
         conn.execute("CREATE TABLE runs (id serial PRIMARY KEY, name text)")
         conn.execute("INSERT INTO runs (name) VALUES ('kept')")
     await b.client().wait_for_replay(await a.client().current_lsn(), timeout=30)
-    await b.client().promote(wait_seconds=30)
+    # Without its checkpoint (the operator takes it once the Services moved): still confirmed.
+    result = await b.client().promote(wait_seconds=30, checkpoint=False)
+    assert result.promoted and result.timeline == 2 and not result.checkpointed
     a.stop()
 
     # Side a's data dir is replaced by an unrelated cluster (a different system identifier):

@@ -51,6 +51,7 @@ from gocd_ha_operator.controller.status import (
 from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
+    InstanceObservation,
     PostgresAuthFailed,
     PostgresClient,
     PostgresError,
@@ -65,9 +66,9 @@ logger = logging.getLogger(__name__)
 
 CATCH_UP_TIMEOUT_SECONDS: Final = 120.0
 STOP_TIMEOUT_SECONDS: Final = 90.0
-#: How often a switchover checks whether the old primary has stopped (a refused connection on
-#: loopback or in-cluster costs about a millisecond).
-STOP_POLL_SECONDS: Final = 0.05
+#: How often a switchover checks whether the old primary has stopped (a TCP connection attempt:
+#: on loopback or in-cluster about a millisecond).
+STOP_POLL_SECONDS: Final = 0.02
 #: Beyond the guard's retry period, how long the new holder's first renewal is waited for.
 HOLDER_RENEWAL_SLACK_SECONDS: Final = 2.0
 PROMOTE_WAIT_SECONDS: Final = 60
@@ -132,9 +133,7 @@ class PromotionRunner:
             # After a step, the body its record returned is current (only this process writes
             # the promotion); after a failure, or at the start, read it.
             if body is None:
-                writes = self.writer.writes
-                body = await self.writer.fetch()
-                self._last = (body, writes)
+                body = await self._read()
             if body is None:
                 return
             cluster = parse_fresh(body, self.state).cluster
@@ -186,6 +185,8 @@ class PromotionRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 continue
+            if step == Step.DONE:
+                return  # recorded as ended (or found ended by another): nothing to read again
             first_failure.pop(step, None)
             delay = RETRY_FIRST_SECONDS
 
@@ -245,6 +246,13 @@ class PromotionRunner:
             return status.model_copy(update={"promotion": promotion})
 
         return await self._update(change)
+
+    async def _read(self) -> dict[str, Any] | None:
+        """A fresh read of the resource, remembered as the base of this runner's next write."""
+        writes = self.writer.writes
+        body = await self.writer.fetch()
+        self._last = (body, writes)
+        return body
 
     async def _update(self, change: Any) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
         """A status write based on the body this runner last read or wrote, unless this process
@@ -325,7 +333,9 @@ class PromotionRunner:
                 transitions.append(transition)
             return status.model_copy(update={"conditions": conditions})
 
-        body, _ = await self.writer.update(change)
+        # Based on the body this runner last read or wrote (no GET unless the supervisor wrote
+        # status since): ``Done`` after an operator restart is one patch.
+        body, _ = await self._update(change)
         post_transitions(body, transitions)
         return body, transitions, changed
 
@@ -334,7 +344,7 @@ class PromotionRunner:
         logger.warning(
             "%s: step %s failed (%s); retrying, never rolling back", self.ref, step, message
         )
-        body = await self.writer.fetch()
+        body = await self._read()
         if body is None:
             return
         cluster = parse_fresh(body, self.state).cluster
@@ -352,7 +362,7 @@ class PromotionRunner:
     async def lease_held(self, step: Step, message: str) -> None:
         """Before the point of no return, the Lease did not move: ``Promoting=True`` reason
         ``LeaseHeld`` and a Warning Event of that reason (once per distinct message)."""
-        body = await self.writer.fetch()
+        body = await self._read()
         cluster = parse_fresh(body, self.state).cluster if body is not None else None
         if cluster is None:
             return
@@ -443,24 +453,40 @@ class PromotionRunner:
         await self.apply_step(body, cluster, Step.FENCING)
 
     async def catch_up(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        """Switchover: end the old primary's client sessions, checkpoint, record its LSN and wait
-        until the standby has replayed it. A refused connection is retried (never a failover)."""
+        """Switchover: checkpoint the old primary, end its client sessions, record its LSN and
+        wait until the standby has replayed it. A refused connection is retried (never a
+        failover).
+
+        The checkpoint comes before the sessions end (issue #16): it only makes the shutdown
+        checkpoint of ``StoppingOldPrimary`` short, so it need not be taken while writes are
+        already refused; the LSN waited for is read after the sessions ended, and the clean
+        shutdown that follows sends whatever was committed after it. The LSN is recorded while
+        the standby replays (a repeated step reads a new one, never a lower one)."""
         old, new = self.sides(cluster)
         promotion = cluster.status.promotion
         lsn_text = promotion.lsn
+        target = await self.client(cluster, new)
+        recording: asyncio.Task[Any] | None = None
         if lsn_text is None:
             source = await self.client(cluster, old)
-            await source.end_client_sessions()
             await source.checkpoint()
+            await source.end_client_sessions()
             lsn_text = format_lsn(await source.current_lsn())
-            await self.record(cluster, lsn=lsn_text)
-        target = await self.client(cluster, new)
+            recording = asyncio.create_task(self.record(cluster, lsn=lsn_text))
         try:
             await target.wait_for_replay(parse_lsn(lsn_text), timeout=CATCH_UP_TIMEOUT_SECONDS)
         except ReplayTimeout as exc:
             raise AbortPromotionError(
                 Reason.SWITCHOVER_FAILED, f"side {new} did not catch up: {exc}"
             ) from None
+        finally:
+            if recording is not None:
+                # Never left halfway: the status writer counts the writes in flight.
+                await asyncio.wait([recording])
+                if not recording.cancelled():
+                    recording.exception()  # retrieved; raised below unless the wait failed first
+        if recording is not None:
+            await recording  # its error, if it failed, fails the step
         self._carry["rpo_bytes"] = 0  # written with the next step
 
     async def stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
@@ -490,16 +516,17 @@ class PromotionRunner:
         source = await self.client(cluster, old)
         target = await self.client(cluster, new)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        standby: InstanceObservation | None = None
         while True:
-            try:
-                observation = await source.observe()
-            except PostgresError:
-                observation = None  # shutting down: answers, but not as a working instance
-            if observation is not None and not observation.reachable:
+            # A TCP probe, not an observation: while it shuts down the instance still accepts
+            # connections (and refuses them as "shutting down"), so only a closed port counts.
+            if await source.refuses_connections():
                 # A refused connection alone does not prove it stopped (the network may be what
                 # fails): the standby must have lost its stream from it too.
                 seen = await target.observe()
                 if seen.reachable and seen.wal_receiver_status != "streaming":
+                    # Its received position is final: nothing streams to it any more.
+                    standby = seen
                     break
             if time.monotonic() >= deadline:
                 raise AbortPromotionError(
@@ -507,8 +534,7 @@ class PromotionRunner:
                     f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
                 )
             await asyncio.sleep(STOP_POLL_SECONDS)
-        standby = await target.observe()
-        if not standby.reachable or not standby.in_recovery:
+        if not standby.in_recovery:
             raise RuntimeError(f"side {new} is not a reachable standby: {standby.error}")
         received = standby.received_lsn
         if received is not None:
@@ -565,22 +591,24 @@ class PromotionRunner:
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Point of no return: ``pg_promote`` (idempotent), then confirm — not in recovery, on a
-        later timeline than the old primary — and create the old side's slot."""
+        later timeline than the old primary — and create the old side's slot.
+
+        The confirmation is the promotion's own: ``PostgresClient.promote`` returns only once the
+        instance answered out of recovery, with the timeline it then writes on (no second
+        connection). Its checkpoint, which only the old primary's rejoin needs, is taken in
+        ``SwitchingRoles`` once the Services point at the new primary (issue #16)."""
         old, new = self.sides(cluster)
         client = await self.client(cluster, new)
-        result = await client.promote(wait_seconds=PROMOTE_WAIT_SECONDS)
-        observation = await client.observe()
-        if not observation.reachable or observation.in_recovery is not False:
-            raise NotConfirmedError(f"side {new} is not (yet) out of recovery")
+        result = await client.promote(wait_seconds=PROMOTE_WAIT_SECONDS, checkpoint=False)
+        if result.timeline is None:
+            raise NotConfirmedError(f"side {new} reported no timeline")
         before = cluster.status.promotion.from_timeline
-        if before is not None and (observation.timeline or 0) <= before:
+        if before is not None and result.timeline <= before:
             raise NotConfirmedError(
-                f"side {new} is on timeline {observation.timeline}, not above {before}"
+                f"side {new} is on timeline {result.timeline}, not above {before}"
             )
         await client.create_slot_if_missing(f"{SLOT_PREFIX}{old}")
-        update: dict[str, Any] = {
-            "message": f"side {new} promoted to timeline {observation.timeline}"
-        }
+        update: dict[str, Any] = {"message": f"side {new} promoted to timeline {result.timeline}"}
         if result.promoted or cluster.status.promotion.promote_seconds is None:
             update["promote_seconds"] = round(result.duration_seconds, 3)
         await self.record(cluster, **update)  # at once: a repeated pg_promote is a no-op
@@ -598,6 +626,22 @@ class PromotionRunner:
         await self.apply_step(
             body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
         )
+        await self.checkpoint_new_primary(cluster, new)
+
+    async def checkpoint_new_primary(self, cluster: GoCDHACluster, new: Side) -> None:
+        """The post-promotion ``CHECKPOINT`` (the new timeline in the control file, which the old
+        primary's ``pg_rewind`` reads), after the Services moved: clients write meanwhile, and
+        the old side starts only in the next step. Best effort, as it always was: a failure is
+        logged and the rejoin goes on (the promotion itself is confirmed)."""
+        try:
+            await (await self.client(cluster, new)).checkpoint()
+        except PostgresError as exc:
+            logger.warning(
+                "%s: the checkpoint after the promotion of side %s failed (%s)",
+                self.ref,
+                new,
+                self._safe(exc),
+            )
 
     async def rejoin(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         await self.apply_step(body, cluster, Step.REJOINING)
@@ -633,7 +677,7 @@ class PromotionRunner:
         """End the promotion as Failed and unfence the old primary — only after confirming that
         the standby is still in recovery. Returns False (everything stays fenced, ``Promoting``
         reason ``PromotionStuck``) when that cannot be confirmed."""
-        body = await self.writer.fetch()
+        body = await self._read()
         if body is None:
             return True
         cluster = parse_fresh(body, self.state).cluster

@@ -79,8 +79,8 @@ class Supervisor:
 
     def ensure_runner(self, start: tuple[dict[str, Any], int] | None = None) -> None:
         """A runner task carries the promotion in status (one per cluster and process).
-        ``start``: the body this loop just wrote the promotion's start with, and the writer's
-        count then (the runner begins from it instead of reading the resource again)."""
+        ``start``: the body this loop just read or wrote the promotion's start with, and the
+        writer's count then (the runner begins from it instead of reading the resource again)."""
         if self.state.runner is None or self.state.runner.done():
             self.state.runner = asyncio.create_task(self._run_promotion(start))
 
@@ -182,7 +182,9 @@ class Supervisor:
         parsed = parse_fresh(body, self.state)
         cluster = parsed.cluster
         if cluster is not None and cluster.status.promotion.result == "InProgress":
-            self.ensure_runner()
+            # From the body just read (a resumed promotion's first step costs no read of its
+            # own); a copy, since this iteration's status write replaces ``status`` in ``body``.
+            self.ensure_runner((dict(body), writes))
         problem: ReconcileProblem | None = None
         if parsed.spec_error is not None:
             problem = ReconcileProblem("InvalidSpec", str(parsed.spec_error))

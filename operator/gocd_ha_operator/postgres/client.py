@@ -40,7 +40,13 @@ T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 5.0
 DEFAULT_STATEMENT_TIMEOUT_SECONDS: Final = 15.0
-_REPLAY_POLL_SECONDS: Final = 0.1
+#: How often a replay position is polled (on one connection: a query costs well under a
+#: millisecond, a new TLS connection tens of them under load).
+_REPLAY_POLL_SECONDS: Final = 0.02
+#: How long a TCP probe (``refuses_connections``) waits for an answer.
+_PROBE_TIMEOUT_SECONDS: Final = 1.0
+#: How often a promotion's end is polled (on the connection that signalled it).
+_PROMOTE_POLL_SECONDS: Final = 0.01
 #: SQLSTATEs of authentication failures (invalid_authorization_specification, invalid_password).
 _AUTH_SQLSTATES: Final = frozenset({"28000", "28P01"})
 _AUTH_MESSAGES: Final = ("password authentication failed", "no pg_hba.conf entry", "not permitted")
@@ -231,6 +237,7 @@ class PromotionResult:
 
     #: False when the instance already was a primary (promotion is idempotent).
     promoted: bool
+    #: The timeline it writes on, read once it was seen out of recovery.
     timeline: int | None
     #: Whether the post-promotion CHECKPOINT ran; ``pg_rewind`` of the old primary needs it.
     checkpointed: bool
@@ -400,6 +407,24 @@ class PostgresClient:
                 f"postgres at {self.endpoint} ({doing}): no answer within the deadline"
             ) from None
 
+    async def refuses_connections(self) -> bool:
+        """Whether a plain TCP connection to the instance fails (refused, unreachable, no answer
+        within a second, name unknown): a stopped instance's port is closed. No TLS handshake,
+        no query: a switchover polls this while its old primary stops, and a poll must cost far
+        less than the wait it ends. A refusal alone proves nothing (the network may be what
+        fails): the caller confirms with the standby."""
+        try:
+            async with asyncio.timeout(min(self.connect_timeout, _PROBE_TIMEOUT_SECONDS)):
+                _reader, writer = await asyncio.open_connection(
+                    self.endpoint.host, self.endpoint.port
+                )
+        except (OSError, TimeoutError):
+            return True
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return False
+
     # --- observation ------------------------------------------------------------------------------
 
     async def observe(self) -> InstanceObservation:
@@ -566,54 +591,87 @@ class PostgresClient:
     async def wait_for_replay(self, lsn: int, timeout: float) -> int:
         """Wait until this standby has replayed at least ``lsn``; returns the replayed LSN.
 
+        One connection for the whole wait, polled every 20 ms: a switchover's write outage lasts
+        while it waits, and a new TLS connection per poll would cost more than the poll.
         Raises :class:`ReplayTimeout` after ``timeout`` seconds with the position reached.
         """
         deadline = time.monotonic() + timeout
-        replayed: int | None = None
-        while True:
-            value = await self._scalar(
-                "SELECT pg_last_wal_replay_lsn()::text", (), "wait for replay"
-            )
-            replayed = _lsn_or_none(value)
-            if replayed is not None and replayed >= lsn:
-                return replayed
-            if time.monotonic() >= deadline:
-                shown = "nothing" if replayed is None else format_lsn(replayed)
-                raise ReplayTimeout(
-                    f"postgres at {self.endpoint} replayed {shown}, not {format_lsn(lsn)}, "
-                    f"within {timeout:g}s",
-                    target_lsn=lsn,
-                    replayed_lsn=replayed,
-                )
-            await asyncio.sleep(_REPLAY_POLL_SECONDS)
+        doing = "wait for replay"
 
-    async def promote(self, wait_seconds: int = 60) -> PromotionResult:
-        """Promote this standby with ``pg_promote(wait => true)``, then checkpoint.
+        async def run() -> int:
+            replayed: int | None = None
+            async with self._connect(doing) as conn, conn.cursor() as cur:
+                while True:
+                    async with asyncio.timeout(self.statement_timeout + 2):
+                        await cur.execute("SELECT pg_last_wal_replay_lsn()::text")
+                        row = await cur.fetchone()
+                    replayed = _lsn_or_none(None if row is None else row[0])
+                    if replayed is not None and replayed >= lsn:
+                        return replayed
+                    if time.monotonic() >= deadline:
+                        shown = "nothing" if replayed is None else format_lsn(replayed)
+                        raise ReplayTimeout(
+                            f"postgres at {self.endpoint} replayed {shown}, not "
+                            f"{format_lsn(lsn)}, within {timeout:g}s",
+                            target_lsn=lsn,
+                            replayed_lsn=replayed,
+                        )
+                    await asyncio.sleep(_REPLAY_POLL_SECONDS)
+
+        try:
+            async with asyncio.timeout(timeout + self.connect_timeout + self.statement_timeout + 2):
+                return await run()
+        except TimeoutError:
+            raise PostgresUnreachable(
+                f"postgres at {self.endpoint} ({doing}): no answer within the deadline"
+            ) from None
+
+    async def promote(self, wait_seconds: int = 60, *, checkpoint: bool = True) -> PromotionResult:
+        """Promote this standby: ``pg_promote(wait => false)``, then ``pg_is_in_recovery()`` on
+        the same connection every 10 ms until it is out of recovery (``pg_promote(wait => true)``
+        checks only every 100 ms, a tenth of a second of write outage for nothing), then its
+        timeline on that connection; then, unless ``checkpoint`` is False, a checkpoint.
 
         Idempotent: an instance that already is a primary is reported with ``promoted=False``.
-        The checkpoint afterwards makes the new timeline visible in the control file, which
-        ``pg_rewind`` reads when the old primary rejoins; its failure does not undo the promotion
-        and is reported in ``checkpointed``.
+        The checkpoint makes the new timeline visible in the control file, which ``pg_rewind``
+        reads when the old primary rejoins; a caller that has more urgent work first (the
+        operator moves the Services to the new primary) passes ``checkpoint=False`` and calls
+        :meth:`checkpoint` itself before the old primary rejoins. Its failure does not undo the
+        promotion and is reported in ``checkpointed`` (False also when none was asked for).
         """
         started = time.monotonic()
         saved = self.statement_timeout
 
-        async def run() -> bool:
+        async def run() -> tuple[bool, int]:
             async with self._connect("promote") as conn, conn.cursor() as cur:
                 await cur.execute("SELECT pg_is_in_recovery()")
                 row = await cur.fetchone()
-                if row is None or not row[0]:
-                    return False
-                await cur.execute(
-                    "SELECT pg_promote(wait => true, wait_seconds => %s)", (wait_seconds,)
-                )
-                done = await cur.fetchone()
-                if done is None or not done[0]:
-                    raise PromotionFailed(
-                        f"postgres at {self.endpoint}: pg_promote did not finish within "
-                        f"{wait_seconds}s"
-                    )
-                return True
+                promoted = row is not None and bool(row[0])
+                if promoted:
+                    await cur.execute("SELECT pg_promote(wait => false)")
+                    signalled = await cur.fetchone()
+                    if signalled is None or not signalled[0]:
+                        raise PromotionFailed(
+                            f"postgres at {self.endpoint}: pg_promote could not signal the "
+                            "promotion"
+                        )
+                    deadline = time.monotonic() + wait_seconds
+                    while True:
+                        await cur.execute("SELECT pg_is_in_recovery()")
+                        row = await cur.fetchone()
+                        if row is not None and not row[0]:
+                            break
+                        if time.monotonic() >= deadline:
+                            raise PromotionFailed(
+                                f"postgres at {self.endpoint}: the promotion did not finish "
+                                f"within {wait_seconds}s"
+                            )
+                        await asyncio.sleep(_PROMOTE_POLL_SECONDS)
+                # Out of recovery: the timeline WAL is written on now (what observe() reports).
+                await cur.execute(_PRIMARY_SQL)
+                timeline = await cur.fetchone()
+                assert timeline is not None
+                return promoted, int(timeline[1])
 
         client = PostgresClient(
             self.endpoint,
@@ -625,22 +683,24 @@ class PostgresClient:
             statement_timeout=max(saved, wait_seconds + 5.0),
         )
         try:
-            promoted = await client._bounded(run(), "promote")
+            promoted, timeline = await client._bounded(run(), "promote")
         except PromotionFailed:
             raise
         except PostgresError as exc:
             raise PromotionFailed(f"promotion failed: {exc}") from None
-        checkpointed = True
-        try:
-            await self.checkpoint()
-        except PostgresError:
-            checkpointed = False
-        observation = await self.observe()
+        duration = time.monotonic() - started
+        checkpointed = False
+        if checkpoint:
+            try:
+                await self.checkpoint()
+                checkpointed = True
+            except PostgresError:
+                pass
         return PromotionResult(
             promoted=promoted,
-            timeline=observation.timeline,
+            timeline=timeline,
             checkpointed=checkpointed,
-            duration_seconds=time.monotonic() - started,
+            duration_seconds=duration,
         )
 
     async def create_slot_if_missing(self, name: str) -> bool:

@@ -42,3 +42,28 @@ class MemoryKube:
                 live[field] = copy.deepcopy(value)
         self.writes.append(("patch", kind, name))
         return copy.deepcopy(live)
+
+
+class StatusKube:
+    """One resource in memory for the status writer and the promotion runner: counts its reads
+    and status patches (a merge patch: ``None`` removes a top-level field); nothing else is
+    served."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.reads = 0
+        self.patches: list[dict[str, Any]] = []
+
+    def get(self, *_: Any) -> dict[str, Any]:
+        self.reads += 1
+        return copy.deepcopy(self.body)
+
+    def patch_status(self, *args: Any) -> dict[str, Any]:
+        patch = args[-1]
+        self.patches.append(patch)
+        merged = {**self.body.get("status", {}), **patch}
+        self.body["status"] = {key: value for key, value in merged.items() if value is not None}
+        return copy.deepcopy(self.body)
+
+    def check_may_write(self) -> None:
+        """Always allowed: no leader election here."""

@@ -4,7 +4,6 @@ operator restarted there, issue #16) is one read of the resource and one status 
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Any
 
 import kopf
@@ -14,6 +13,7 @@ from gocd_ha_operator.controller.config import ClusterRef, OperatorConfig
 from gocd_ha_operator.controller.runner import PromotionRunner
 from gocd_ha_operator.controller.supervisor import Supervisor
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
+from tests.support.memkube import StatusKube
 
 PROMOTION: dict[str, Any] = {
     "token": "t-1",
@@ -28,30 +28,12 @@ PROMOTION: dict[str, Any] = {
 }
 
 
-class FakeKube:
-    """The resource in memory; counts reads and status patches (no other request is served)."""
-
-    def __init__(self) -> None:
-        self.body: dict[str, Any] = cluster_body(
-            name="ci", namespace="build", spec=Replace(MINIMAL_SPEC)
-        )
-        self.body["metadata"]["generation"] = 1
-        self.body["status"] = {"primary": "b", "standby": "a", "promotion": dict(PROMOTION)}
-        self.reads = 0
-        self.patches: list[dict[str, Any]] = []
-
-    def get(self, *_: Any) -> dict[str, Any]:
-        self.reads += 1
-        return copy.deepcopy(self.body)
-
-    def patch_status(self, *args: Any) -> dict[str, Any]:
-        patch = args[-1]
-        self.patches.append(patch)
-        self.body["status"] = {**self.body["status"], **patch}
-        return copy.deepcopy(self.body)
-
-    def check_may_write(self) -> None:
-        pass
+def in_done() -> StatusKube:
+    """A cluster whose switchover to b stopped at ``Done``."""
+    body = cluster_body(name="ci", namespace="build", spec=Replace(MINIMAL_SPEC))
+    body["metadata"]["generation"] = 1
+    body["status"] = {"primary": "b", "standby": "a", "promotion": dict(PROMOTION)}
+    return StatusKube(body)
 
 
 def no_events() -> None:
@@ -61,14 +43,14 @@ def no_events() -> None:
     posting.settings_var.set(settings)
 
 
-def config_for(kube: FakeKube) -> OperatorConfig:
+def config_for(kube: StatusKube) -> OperatorConfig:
     return OperatorConfig(operator_image="x", kube_factory=lambda: kube)  # type: ignore[arg-type,return-value]
 
 
 def test_a_promotion_resumed_at_done_reads_the_resource_once() -> None:
     async def run() -> None:
         no_events()
-        kube = FakeKube()
+        kube = in_done()
         config = config_for(kube)
         ref = ClusterRef("build", "ci")
         supervisor = Supervisor(config, ref)
@@ -85,7 +67,7 @@ def test_a_runner_the_supervisor_starts_for_a_recorded_promotion_reads_nothing_i
 
     async def run() -> None:
         no_events()
-        kube = FakeKube()
+        kube = in_done()
         config = config_for(kube)
         supervisor = Supervisor(config, ClusterRef("build", "ci"))
         writes = supervisor.writer.writes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Any
 
 import pytest
@@ -11,30 +10,11 @@ import pytest
 from gocd_ha_operator.api.status import GoCDHAClusterStatus
 from gocd_ha_operator.controller.config import ClusterRef, OperatorConfig
 from gocd_ha_operator.controller.status import RECONCILE_STATUS_KEYS, StatusWriter
+from tests.support.memkube import StatusKube
 
 
-class FakeKube:
-    """The resource in memory; counts reads and status patches."""
-
-    def __init__(self) -> None:
-        self.body: dict[str, Any] = {"metadata": {"name": "ci"}, "status": {"primary": "a"}}
-        self.reads = 0
-        self.patches: list[dict[str, Any]] = []
-
-    def get(self, *_: Any) -> dict[str, Any]:
-        self.reads += 1
-        return copy.deepcopy(self.body)
-
-    def patch_status(self, *args: Any) -> dict[str, Any]:
-        patch = args[-1]
-        self.patches.append(patch)
-        merged = {**self.body["status"], **patch}  # a merge patch: null removes (top level)
-        self.body["status"] = {key: value for key, value in merged.items() if value is not None}
-        return copy.deepcopy(self.body)
-
-
-def writer() -> tuple[StatusWriter, FakeKube]:
-    kube = FakeKube()
+def writer() -> tuple[StatusWriter, StatusKube]:
+    kube = StatusKube({"metadata": {"name": "ci"}, "status": {"primary": "a"}})
     config = OperatorConfig(operator_image="x", kube_factory=lambda: kube)  # type: ignore[arg-type,return-value]
     ref = ClusterRef("build", "ci")
     return StatusWriter(config, ref, config.state(ref)), kube

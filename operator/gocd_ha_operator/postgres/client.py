@@ -397,10 +397,11 @@ class PostgresClient:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _bounded(self, coro: Coroutine[Any, Any, T], doing: str) -> T:
-        """Runs ``coro`` under a deadline a little above the statement timeout."""
+    async def _bounded(self, coro: Coroutine[Any, Any, T], doing: str, waits: float = 0.0) -> T:
+        """Runs ``coro`` under a deadline a little above the statement timeout, plus ``waits``:
+        how long ``coro`` itself waits on purpose (a poll until a position is replayed)."""
         try:
-            async with asyncio.timeout(self.connect_timeout + self.statement_timeout + 2):
+            async with asyncio.timeout(waits + self.connect_timeout + self.statement_timeout + 2):
                 return await coro
         except TimeoutError:
             raise PostgresUnreachable(
@@ -618,13 +619,7 @@ class PostgresClient:
                         )
                     await asyncio.sleep(_REPLAY_POLL_SECONDS)
 
-        try:
-            async with asyncio.timeout(timeout + self.connect_timeout + self.statement_timeout + 2):
-                return await run()
-        except TimeoutError:
-            raise PostgresUnreachable(
-                f"postgres at {self.endpoint} ({doing}): no answer within the deadline"
-            ) from None
+        return await self._bounded(run(), doing, waits=timeout)
 
     async def promote(self, wait_seconds: int = 60, *, checkpoint: bool = True) -> PromotionResult:
         """Promote this standby: ``pg_promote(wait => false)``, then ``pg_is_in_recovery()`` on

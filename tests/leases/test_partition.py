@@ -255,8 +255,14 @@ async def test_partitioned_primary_stops_itself_before_the_lease_expires(
     await scenario.check(promotion)
     # Here the Lease, not primaryUnavailableSeconds, is what held the failover back: the last
     # reason FailoverPossible gave before the promotion (other than True, StandbyReady) LeaseHeld.
+    # Read from the statuses seen before the first one naming this promotion: a promotion can run
+    # its course between two samples, so its PromotionInProgress reason may never be sampled.
     reasons = [reason for _, reason in scenario.recorder.failover_possible]
-    before_start = reasons[: reasons.index("PromotionInProgress")]
+    before_start = []
+    for _, seen in scenario.recorder.statuses:
+        if (seen.get("promotion") or {}).get("token") == promotion["token"]:
+            break
+        before_start.append(condition(seen, "FailoverPossible").get("reason"))
     assert [r for r in before_start if r != "StandbyReady"][-1] == "LeaseHeld", reasons
     lost = scenario.writer.acknowledged - await scenario.writer.rows_on("b")
     print(f"asynchronous replication: {len(lost)} acknowledged rows not on the new primary")

@@ -28,10 +28,10 @@ from tests.support.pg import (
     PgCluster,
     PgInstance,
     available_pg_cluster,
-    free_port,
     pg_cluster,
     wait_until,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.postgres
 

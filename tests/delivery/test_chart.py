@@ -35,15 +35,15 @@ MODES = {
 
 
 def chart_yaml() -> dict[str, Any]:
-    return yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return dict(yaml.safe_load((CHART / "Chart.yaml").read_text()))
 
 
 def values() -> dict[str, Any]:
-    return yaml.safe_load((CHART / "values.yaml").read_text())
+    return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
 
 
 def schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    return dict(json.loads((CHART / "values.schema.json").read_text()))
 
 
 def test_chart_yaml_fields() -> None:
@@ -167,7 +167,7 @@ def test_recommended_labels_on_every_object(helm: Path, mode: str) -> None:
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     deployment = one(docs, "Deployment")
     (c,) = deployment["spec"]["template"]["spec"]["containers"]
-    return c
+    return dict(c)
 
 
 def test_deployment_defaults(helm: Path) -> None:

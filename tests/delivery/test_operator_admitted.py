@@ -42,7 +42,7 @@ def operator_peer(operator_namespace: str) -> dict[str, Any]:
     )
     peers = policy["spec"]["ingress"][0]["from"]
     (peer,) = [p for p in peers if "namespaceSelector" in p]
-    return peer
+    return dict(peer)
 
 
 def admitted(docs: list[dict[str, Any]], installed_in: str) -> None:

@@ -9,15 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.delivery import helm_template, kustomize, pod_templates
+from tests.support.delivery import pod_templates, renderings
 from tests.support.pss import restricted_violations
 
-RENDERINGS = {
-    "helm-cluster-wide": helm_template,
-    "helm-namespaced": lambda helm: helm_template(helm, "--set", "watchNamespaces={a}"),
-    "kustomize-cluster-wide": lambda helm: kustomize("cluster-wide"),
-    "kustomize-namespaced": lambda helm: kustomize("namespaced"),
-}
+RENDERINGS = renderings("{a}")
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.delivery import NAMESPACE, by_kind, helm_template, kustomize
+from tests.support.delivery import NAMESPACE, by_kind, helm_template, renderings
 
 CHILDREN = frozenset({"get", "create", "patch"})
 #: (apiGroup, resource) -> verbs the operator may hold on namespaced objects: exactly what it calls
@@ -56,12 +56,7 @@ CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")
 CLUSTER_READ = frozenset({"list", "watch"})
 
-RENDERINGS = {
-    "helm-cluster-wide": helm_template,
-    "helm-namespaced": lambda helm: helm_template(helm, "--set", "watchNamespaces={a,b}"),
-    "kustomize-cluster-wide": lambda helm: kustomize("cluster-wide"),
-    "kustomize-namespaced": lambda helm: kustomize("namespaced"),
-}
+RENDERINGS = renderings("{a,b}")
 
 
 def is_webhook_role(role: dict[str, Any]) -> bool:

@@ -7,13 +7,20 @@ an annotation: a `patch`); a viewer must be able to read it and nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.delivery import CHART, NAMESPACE, RELEASE, by_kind, helm_template, kustomize, run
+from tests.support.delivery import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    by_kind,
+    helm_template,
+    renderings,
+    run,
+)
 
 AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
 READ = {"get", "list", "watch"}
@@ -24,13 +31,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     "gocdha-edit": ({"edit", "admin"}, READ | WRITE),
 }
 
-Render = Callable[[Path], list[dict[str, Any]]]
-RENDERINGS: dict[str, Render] = {
-    "helm-cluster-wide": helm_template,
-    "helm-namespaced": lambda helm: helm_template(helm, "--set", "watchNamespaces={a,b}"),
-    "kustomize-cluster-wide": lambda helm: kustomize("cluster-wide"),
-    "kustomize-namespaced": lambda helm: kustomize("namespaced"),
-}
+RENDERINGS = renderings("{a,b}")
 
 
 def user_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -102,7 +103,7 @@ def test_notes_mention_them_when_installed(helm: Path, enabled: bool) -> None:
 
 def test_the_check_rejects_wrong_roles() -> None:
     """`check` fails for a viewer that may write and for an editor missing the view label."""
-    viewer = {
+    viewer: dict[str, Any] = {
         "kind": "ClusterRole",
         "metadata": {"name": "gocdha-view", "labels": {f"{AGGREGATE}view": "true"}},
         "rules": [

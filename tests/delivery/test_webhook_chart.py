@@ -11,7 +11,7 @@ from tests.support.delivery import NAMESPACE, RELEASE, by_kind, helm_template, k
 
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return container
+    return dict(container)
 
 
 def arg(container: dict[str, Any], name: str) -> str | None:
@@ -48,7 +48,7 @@ def check_wiring(docs: list[dict[str, Any]]) -> dict[str, Any]:
     policy = next(p for p in by_kind(docs, "NetworkPolicy"))
     ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
     assert container_port["containerPort"] in ports, "the API server must reach the webhook"
-    return hook
+    return dict(hook)
 
 
 def test_default_webhook(helm: Path) -> None:

@@ -164,12 +164,12 @@ def superuser_password(cluster: KindCluster) -> str:
 
 def psql(cluster: KindCluster, side: str, sql: str) -> str:
     """Runs SQL in the Postgres pod of ``side`` over its local socket, as the superuser."""
-    return cluster.kubectl(
+    return str(cluster.kubectl(
         "exec", "-i", "-n", NS, f"{NAME}-pg-{side}-0", "--",
         "env", f"PGPASSWORD={superuser_password(cluster)}",
         "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-d", "gocd",
         "-v", "ON_ERROR_STOP=1", "-Atc", sql,
-    ).strip()  # fmt: skip
+    )).strip()  # fmt: skip
 
 
 def test_create_write_promote_uninstall(installed: KindCluster) -> None:

@@ -16,7 +16,7 @@ import pytest
 from gocd_ha_operator.local.emulator import declare_resources
 from tests.support.delivery import ROOT
 from tests.support.emulator import Harness
-from tests.support.pg import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.emulator
 

@@ -65,7 +65,7 @@ class Webhook:
     async def review(
         self, obj: Any, *, operation: str = "CREATE", old: Any = None
     ) -> dict[str, Any]:
-        review = {
+        review: dict[str, Any] = {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": {
@@ -160,6 +160,7 @@ async def published_certificate(
     """The certificate in the Secret, once the operator has published its CA."""
 
     def kept() -> certificates.ServingCertificate | None:
+        assert hook.secret is not None
         raw = harness.emulator.objects[kmock.resource("v1/secrets"), OPERATOR_NS, hook.secret].raw
         certificate = certificates.ServingCertificate.from_secret_data(raw.get("data"))
         (entry,) = harness.objects(VWC_RESOURCE)[VWC]["webhooks"]

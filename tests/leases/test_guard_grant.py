@@ -48,4 +48,4 @@ def test_a_grant_asked_for_during_a_slow_lease_read_is_answered_by_that_attempt(
     assert grant.exists(), "the guard did not answer a request made during its attempt"
     assert before < float(grant.read_text()) <= time.time() + RENEW_DEADLINE_SECONDS
     lease = kube.get("coordination.k8s.io/v1", "Lease", NAMESPACE, "ci-primary")
-    assert lease["spec"]["holderIdentity"] == "ci-pg-a"
+    assert lease is not None and lease["spec"]["holderIdentity"] == "ci-pg-a"

@@ -268,6 +268,7 @@ def test_guard_renews_fences_on_a_cut_api_and_needs_the_lease_to_start_again(
         write_lease(
             kube, current, holder="ci-pg-b", duration_seconds=LEASE_SECONDS, now=datetime.now(UTC)
         )
+        assert a.process is not None
         a.process.wait(timeout=2 * RETRY_SECONDS + 5)
         print(f"handed over {wall(handed)}, side a stopped after {time.time() - handed:.2f}s")
         a.process = None

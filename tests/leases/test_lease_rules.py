@@ -15,8 +15,9 @@ import yaml
 from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import FENCE_LEAD_SECONDS, LEASE_EXPIRY_MARGIN_SECONDS
 from gocd_ha_operator.api.credentials import ClusterCredentials
-from gocd_ha_operator.api.spec import SpecError, parse_cluster
+from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.api.status import LeaseStatus
+from gocd_ha_operator.api.validation import SpecError
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.rules import lease as rules
 from gocd_ha_operator.rules.topology import Topology

@@ -13,6 +13,7 @@ import pytest
 from gocd_ha_operator.api import conditions as cond
 from gocd_ha_operator.api.constants import LEASE_EXPIRY_MARGIN_SECONDS
 from gocd_ha_operator.api.spec import GoCDHACluster, parse_cluster
+from gocd_ha_operator.api.status import Condition
 from gocd_ha_operator.controller.lease_watch import (
     LeaseHandoverError,
     hand_over_primary_lease,
@@ -56,7 +57,7 @@ def cluster() -> GoCDHACluster:
 
 def with_conditions(source: GoCDHACluster, available: str, possible: str) -> GoCDHACluster:
     now = datetime.now(UTC)
-    conditions = []
+    conditions: list[Condition] = []
     for type_, value in ((cond.PRIMARY_AVAILABLE, available), (cond.FAILOVER_POSSIBLE, possible)):
         conditions, _ = cond.set_condition(
             conditions,

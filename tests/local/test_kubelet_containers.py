@@ -264,7 +264,7 @@ async def test_containers_reach_the_api_as_in_cluster_clients_and_a_cut_is_per_p
         assert refused.value.code == status
 
     for mode in ("refuse", "blackhole"):
-        await kubelet.cut_api("apiclient", mode)  # type: ignore[arg-type]
+        await kubelet.cut_api("apiclient", mode)
         seen = len(lines(claim / "results"))
         await results_after(claim, seen, "fail")
         # Only this pod is cut: the other pod, and the kubelet itself, still reach the API.

@@ -77,7 +77,7 @@ async def streaming_to(kubelet: LocalKubelet, api: Api, primary: str, standby_si
         )
     except psycopg.OperationalError:
         return False
-    return state == "streaming"
+    return bool(state == "streaming")
 
 
 async def refused(kubelet: LocalKubelet, api: Api, service: str) -> bool:

@@ -34,7 +34,7 @@ def test_concurrent_containers_wait_for_the_one_probe_of_the_os_user(
         time.sleep(0.5)  # a loaded machine: the interpreter takes a while to start
         return subprocess.CompletedProcess(command, 1, b"", b"Permission denied")
 
-    monkeypatch.setattr(kubelet_module.subprocess, "run", slow_probe_that_fails)
+    monkeypatch.setattr(subprocess, "run", slow_probe_that_fails)  # the kubelet's own module
     # As root, the command would be wrapped in runuser; the probe's answer is what matters here.
     monkeypatch.setattr(kubelet_module, "user_command", lambda _user, command, *_: command)
     kubelet = LocalKubelet("http://127.0.0.1:1", "ns", os_user="gocdha-cannot-run-python")

@@ -14,7 +14,8 @@ from gocd_ha_operator.postgres.client import (
     PostgresQueryFailed,
     ReplayTimeout,
 )
-from tests.support.pg import PgCluster, free_port, tree_digest
+from tests.support.pg import PgCluster, tree_digest
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.postgres
 

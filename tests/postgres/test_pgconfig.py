@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from gocd_ha_operator.local.process import find_pg_bindir
 from gocd_ha_operator.postgres import config as pgconfig
-from tests.support.pg import find_pg_bindir, unavailable_reason
+from tests.support.pg import unavailable_reason
 
 
 def settings(text: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ def test_a_connection_without_tls_is_refused(cluster: PgCluster) -> None:
         ("gocdha_operator", cluster.passwords.operator, "postgres"),
         ("gocdha_replication", cluster.passwords.replication, "replication"),
     ):
+        replication: dict[str, Any] = (
+            {"replication": "true"} if user == "gocdha_replication" else {}
+        )
         with pytest.raises(psycopg.OperationalError) as refused:
             psycopg.connect(
                 host=LOOPBACK,
@@ -121,7 +125,7 @@ def test_a_connection_without_tls_is_refused(cluster: PgCluster) -> None:
                 dbname=dbname if user != "gocdha_replication" else "postgres",
                 sslmode="disable",
                 connect_timeout=5,
-                **({"replication": "true"} if user == "gocdha_replication" else {}),
+                **replication,
             )
         message = str(refused.value)
         assert "no pg_hba.conf entry" in message and "no encryption" in message, message
@@ -176,8 +180,8 @@ async def test_the_operator_client_refuses_another_ca_without_leaking_the_passwo
         await client.checkpoint()
 
 
-def _now() -> certificates.dt.datetime:
-    return certificates.dt.datetime.now(certificates.dt.UTC)
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass

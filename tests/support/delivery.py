@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -96,6 +96,24 @@ def kustomize(overlay: str) -> list[dict[str, Any]]:
     if kubectl is None:
         raise AssertionError("kubectl (with built-in kustomize) is needed and not on PATH")
     return load_all(run([kubectl, "kustomize", str(OVERLAYS / overlay)]).stdout)
+
+
+#: A way to render the operator's manifests: the chart or a kustomize overlay.
+Render = Callable[[Path], list[dict[str, Any]]]
+
+
+def renderings(watch_namespaces: str) -> dict[str, Render]:
+    """The four ways of installing the operator, keyed by name (``helm`` is the chart tool):
+    the chart and kustomize, each cluster-wide and watching ``watch_namespaces`` only (a Helm
+    list such as ``{a,b}``; the kustomize overlay has its own)."""
+    return {
+        "helm-cluster-wide": helm_template,
+        "helm-namespaced": lambda helm: helm_template(
+            helm, "--set", f"watchNamespaces={watch_namespaces}"
+        ),
+        "kustomize-cluster-wide": lambda _helm: kustomize("cluster-wide"),
+        "kustomize-namespaced": lambda _helm: kustomize("namespaced"),
+    }
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -33,7 +33,8 @@ from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.local.emulator import OperatorThread
 from gocd_ha_operator.local.stack import LocalStack
 from gocd_ha_operator.local.workload import BackgroundLoop, RowWriter
-from tests.support.pg import free_port, unavailable_reason
+from tests.support.pg import unavailable_reason
+from tests.support.ports import free_port
 from tests.support.promotion import NAME, Writer
 
 pytestmark = [

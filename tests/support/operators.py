@@ -38,7 +38,8 @@ from aiohttp import web
 from gocd_ha_operator.api.constants import OPERATOR_LEASE_NAME
 from gocd_ha_operator.local.stack import LocalStack
 from gocd_ha_operator.rules.promotion import Step
-from tests.support.pg import LOOPBACK, free_port
+from tests.support.pg import LOOPBACK
+from tests.support.ports import free_port
 
 T = TypeVar("T")
 ROOT: Final = Path(__file__).resolve().parents[2]

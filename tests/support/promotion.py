@@ -9,6 +9,7 @@ endpoint only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -49,11 +50,11 @@ def replicating_from(primary: str):  # type: ignore[no-untyped-def]
     return lambda status: streaming_from(primary, status)
 
 
-def finished(token: str):  # type: ignore[no-untyped-def]
+def finished(token: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
     def check(status: dict[str, Any]) -> dict[str, Any] | None:
         promotion = status.get("promotion", {})
         if promotion.get("token") == token and promotion.get("result") != "InProgress":
-            return promotion
+            return dict(promotion)
         return None
 
     return check

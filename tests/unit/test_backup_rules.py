@@ -9,6 +9,7 @@ import pytest
 from gocd_ha_operator.api.cron import CronError, parse_schedule
 from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.rules.backup import (
+    BackupDecision,
     BackupHealth,
     BackupTrigger,
     backup_due,
@@ -69,7 +70,7 @@ def test_names_sort_by_time_and_fit_a_job_name() -> None:
     assert first == "20261202t013015z" and first < second
 
 
-def due(**overrides: object) -> object:
+def due(**overrides: object) -> BackupDecision | None:
     arguments: dict[str, object] = {
         "schedule": parse_schedule("0 2 * * *"),
         "last_scheduled": None,

@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from gocd_ha_operator.api.constants import LABEL_ROLE, LABEL_SIDE, operator_namespace_from
+from gocd_ha_operator.api.constants import (
+    LABEL_ROLE,
+    LABEL_SIDE,
+    Side,
+    operator_namespace_from,
+)
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.gocd import build_gocd_deployment, build_gocd_service
 from gocd_ha_operator.builders.postgres import (
@@ -125,9 +130,9 @@ def test_existing_claim_replaces_the_shared_pvc(inputs: Inputs) -> None:
 
 
 @pytest.mark.parametrize("primary", ["a", "b"])
-def test_role_services_follow_the_primary(inputs: Inputs, primary: str) -> None:
+def test_role_services_follow_the_primary(inputs: Inputs, primary: Side) -> None:
     built = inputs(COLD, primary=primary)
-    standby = "b" if primary == "a" else "a"
+    standby: Side = "b" if primary == "a" else "a"
     assert build_postgres_role_service(built, "primary")["spec"]["selector"][LABEL_SIDE] == primary
     assert build_postgres_role_service(built, "standby")["spec"]["selector"][LABEL_SIDE] == standby
     assert build_gocd_service(built)["spec"]["selector"][LABEL_SIDE] == primary
@@ -159,7 +164,7 @@ def test_promoted_server_can_start_in_maintenance_mode(inputs: Inputs) -> None:
 
 
 @pytest.mark.parametrize("primary", ["a", "b"])
-def test_role_lives_in_the_configmap_not_the_pod_template(inputs: Inputs, primary: str) -> None:
+def test_role_lives_in_the_configmap_not_the_pod_template(inputs: Inputs, primary: Side) -> None:
     built = inputs(COLD, primary=primary)
     data = build_postgres_configmap(built)["data"]
     assert data[f"role-{primary}"] == "primary"
@@ -226,13 +231,13 @@ def test_postgres_data_survives_resource_deletion(inputs: Inputs) -> None:
 
 @pytest.mark.parametrize("primary", ["a", "b"])
 def test_warm_standby_runs_in_standby_mode_pointing_at_the_primary(
-    inputs: Inputs, primary: str
+    inputs: Inputs, primary: Side
 ) -> None:
     built = inputs(
         WARM | {"gocd": {"image": "gocd/gocd-server:v21.2.0", "jvmOptions": ["-Xmx2g", "-Dx=a b"]}},
         primary=primary,
     )
-    standby = "b" if primary == "a" else "a"
+    standby: Side = "b" if primary == "a" else "a"
     standby_env = env_of(container(build_gocd_deployment(built, standby), "gocd-server"))
     primary_env = env_of(container(build_gocd_deployment(built, primary), "gocd-server"))
     expected = [
@@ -250,7 +255,7 @@ def test_warm_standby_runs_in_standby_mode_pointing_at_the_primary(
 
 @pytest.mark.parametrize("side", ["a", "b"])
 def test_warm_token_and_db_properties_are_placed_in_the_config_dir(
-    inputs: Inputs, side: str
+    inputs: Inputs, side: Side
 ) -> None:
     deployment = build_gocd_deployment(inputs(WARM), side)
     mounts = {m["mountPath"]: m for m in container(deployment, "gocd-server")["volumeMounts"]}
@@ -304,10 +309,10 @@ def test_addon_is_installed_by_an_init_container_for_gocd_20_5(inputs: Inputs) -
 
 @pytest.mark.parametrize("primary", ["a", "b"])
 def test_cold_standby_is_stopped_and_primary_restores_and_mirrors(
-    inputs: Inputs, primary: str
+    inputs: Inputs, primary: Side
 ) -> None:
     built = inputs(COLD, primary=primary)
-    standby = "b" if primary == "a" else "a"
+    standby: Side = "b" if primary == "a" else "a"
     standby_deployment = build_gocd_deployment(built, standby)
     primary_deployment = build_gocd_deployment(built, primary)
     assert standby_deployment["spec"]["replicas"] == 0
@@ -348,7 +353,7 @@ def test_artifacts_volume_is_mounted_on_both_servers(inputs: Inputs) -> None:
 
 
 @pytest.mark.parametrize("side", ["a", "b"])
-def test_db_properties_point_at_the_own_side(inputs: Inputs, side: str) -> None:
+def test_db_properties_point_at_the_own_side(inputs: Inputs, side: Side) -> None:
     text = render_db_properties(inputs(COLD), side)
     assert f"db.url=jdbc\\:postgresql\\://ci-pg-{side}.build.svc\\:5432/gocd" in text
     assert "db.user=gocd" in text
@@ -391,7 +396,7 @@ def test_credential_secrets_hold_the_given_credentials(inputs: Inputs) -> None:
 )
 @pytest.mark.parametrize("primary", ["a", "b"])
 def test_pod_templates_are_pod_security_restricted(
-    inputs: Inputs, spec: dict[str, Any], primary: str
+    inputs: Inputs, spec: dict[str, Any], primary: Side
 ) -> None:
     for child in build_children(inputs(spec, primary=primary)):
         if child["kind"] in ("StatefulSet", "Deployment"):

@@ -9,6 +9,7 @@ import celpy
 import jsonschema
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
 
 from gocd_ha_operator.api.crd import build_crd, render_crd_yaml, render_reference_markdown
 from gocd_ha_operator.api.spec import GoCDHAClusterSpec, parse_cluster
@@ -25,7 +26,7 @@ def crd() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def schema(crd: dict[str, Any]) -> dict[str, Any]:
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
 def test_committed_crd_matches_the_model() -> None:
@@ -152,9 +153,9 @@ def _rules(schema: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
 def _evaluate(rule: str, new: Any, old: Any = None) -> bool:
     env = celpy.Environment()
     program = env.program(env.compile(rule))
-    activation = {"self": celpy.json_to_cel(new)}
+    activation = {"self": json_to_cel(new)}
     if old is not None:
-        activation["oldSelf"] = celpy.json_to_cel(old)
+        activation["oldSelf"] = json_to_cel(old)
     return bool(program.evaluate(activation))
 
 

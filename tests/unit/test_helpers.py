@@ -109,10 +109,8 @@ def test_one_entry_per_type_and_order_is_kept() -> None:
         conditions, type="A", status="False", reason="R", message="", observed_generation=1, now=NOW
     )
     assert [c.type for c in conditions] == ["A", "B"]
-    assert (
-        get_condition(conditions, "A") is not None
-        and get_condition(conditions, "A").status == "False"
-    )  # type: ignore[union-attr]
+    changed = get_condition(conditions, "A")
+    assert changed is not None and changed.status == "False"
     assert get_condition(conditions, "C") is None
 
 

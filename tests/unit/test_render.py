@@ -60,10 +60,13 @@ def test_render_uses_the_namespace_flag_when_the_file_has_none(tmp_path: Path) -
 
 def test_generated_credentials_differ_between_runs() -> None:
     first, second = render(EXAMPLES[0]).stdout, render(EXAMPLES[0]).stdout
-    secret = lambda text: next(  # noqa: E731
-        d for d in yaml.safe_load_all(text) if d["metadata"]["name"].endswith("postgres-superuser")
-    )["data"]["password"]
-    assert secret(first) != secret(second)
+
+    def superuser_password(text: str) -> str:
+        documents = yaml.safe_load_all(text)
+        secret = next(d for d in documents if d["metadata"]["name"].endswith("postgres-superuser"))
+        return str(secret["data"]["password"])
+
+    assert superuser_password(first) != superuser_password(second)
 
 
 def test_invalid_input_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
@@ -120,8 +123,9 @@ def test_crd_command_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
 _HEAD = b"apiVersion: gocdha.io/v1alpha1\nkind: GoCDHACluster\n"
 _LAUGHS = b'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n' + b"".join(
     b"%s: &%s [%s]\n" % (name, name, b",".join([b"*" + previous] * 10))
-    for previous, name in zip(b"abcdefghi", b"bcdefghij", strict=True)
-    for previous, name in [(bytes([previous]), bytes([name]))]
+    for previous, name in zip(
+        [bytes([c]) for c in b"abcdefghi"], [bytes([c]) for c in b"bcdefghij"], strict=True
+    )
 )
 
 

@@ -15,6 +15,7 @@ from gocd_ha_operator.api.constants import (
     ANNOTATION_RESTART_REVISION,
     CM_ENTRYPOINT,
     HOT_STANDBY_SENSITIVE_SETTINGS,
+    SIDES,
     Side,
 )
 from gocd_ha_operator.api.immutability import immutable_problems
@@ -142,13 +143,13 @@ def state(
 
 def then(decision: RolloutDecision, inp: RolloutInput, **changes: Any) -> RolloutInput:
     """The next observation's input after ``decision`` was written."""
-    pins = {
+    pins: dict[Side, Pin] = {
         s: Pin(
             str(getattr(decision.configuration, s).image),
             getattr(decision.configuration, s).restart_revision,
         )
-        for s in "ab"
-    }  # type: ignore[misc]
+        for s in SIDES
+    }
     changes.setdefault("now", inp.now + timedelta(seconds=10))
     return dataclasses.replace(inp, pins=pins, previous=decision.configuration, **changes)
 
@@ -420,7 +421,9 @@ def test_an_instance_that_does_not_answer_is_not_claimed_applied() -> None:
     assert (decision.condition_status, decision.reason) == ("Unknown", ConfigReason.NOT_OBSERVED)
     assert "side b does not answer" in decision.message
     # A side meant to be stopped (rejoin: Manual) is not waited for.
-    stopped = decide(state(a=serving(), b=InstanceView(reachable=False), stopped=frozenset("b")))
+    stopped = decide(
+        state(a=serving(), b=InstanceView(reachable=False), stopped=frozenset[Side]({"b"}))
+    )
     assert stopped.condition_status == "True"
 
 

@@ -583,7 +583,8 @@ def test_a_broken_user_certificate_never_reaches_the_pods_and_the_verdict_says_w
     assert len(kube.writes) == 1  # only the first copy
     # The kept certificate's end is stated; once past it, the verdict says clients now fail.
     until = certificates.not_valid_after(good.cert_pem)
-    assert until is not None and f"(valid until {until.isoformat()})" in verdict.message
+    assert until is not None and verdict is not None
+    assert f"(valid until {until.isoformat()})" in verdict.message
     later = check_certificates(client, OWNER, cluster, now=until + dt.timedelta(hours=1))
     assert later.verdict is not None
     assert "which expired at" in later.verdict.message
@@ -665,7 +666,9 @@ def test_the_cert_manager_example_names_what_the_operator_requires() -> None:
     documents = list(
         yaml.safe_load_all((root / "cert-manager" / "postgres-certificate.yaml").read_text())
     )
-    wanted = cluster.spec.tls.server_certificate_secret.name
+    tls = cluster.spec.tls
+    assert tls is not None and tls.server_certificate_secret is not None
+    wanted = tls.server_certificate_secret.name
     certificate = next(
         d for d in documents if d["kind"] == "Certificate" and d["spec"]["secretName"] == wanted
     )

@@ -16,11 +16,17 @@ One run measures, on the same machine and in the same process:
 * **operator restarts**: for each point of the protocol, the operator is stopped there and a new
   one started; ``resume_s`` is from the start of the new operator to its first step action
   (``first_action_s``) and to the next step it records (``next_step_s``);
-* one **failover** (the primary's process killed), which waits for the primary Lease to expire.
+* one **failover** (the primary's process killed, then the annotation), which waits for the
+  primary Lease to expire;
+* one **automatic failover** (``failover.mode: Automatic``, ``primaryUnavailableSeconds: 10``,
+  the default Lease timings it implies: 5/3/1 s): the primary's process killed and nothing else;
+  ``kill_to_writable_s`` is judged by issue #16's bound, ``primaryUnavailableSeconds`` + the
+  Lease's duration + 2 s, and printed beside it.
 
 Every figure line carries the load average, because the machine may be shared.
 
     .venv/bin/python benchmarks/promotion.py [--runs 5] [--no-restarts] [--no-failover]
+        [--no-automatic]
     (as root it runs Postgres as user postgres)
 """
 
@@ -36,9 +42,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
+from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.local.stack import LocalStack, local_stack
 from gocd_ha_operator.local.workload import RowWriter, streaming_from
 
@@ -326,11 +333,74 @@ async def failover() -> str:
         )
 
 
+#: The automatic failover's settings: the shortest ``primaryUnavailableSeconds`` allowed, and no
+#: cooldown (the stack is new). The Lease timings are derived from it (5/3/1 s).
+AUTOMATIC_UNAVAILABLE_SECONDS: Final = 10
+AUTOMATIC_BODY: Final[dict[str, Any]] = cluster_body(
+    metadata=Replace({"name": NAME}),
+    spec=Replace(
+        {
+            "postgres": {"image": "postgres:15"},
+            "sharedStorage": {"size": "1Gi", "storageClassName": "local"},
+            "failover": {
+                "mode": "Automatic",
+                "primaryUnavailableSeconds": AUTOMATIC_UNAVAILABLE_SECONDS,
+                "cooldownSeconds": 0,
+            },
+        }
+    ),
+)
+
+
+async def automatic_failover() -> str:
+    """The primary's Postgres is killed (SIGKILL, held down) under a writer and nobody acts: the
+    operator sees it unavailable, waits ``primaryUnavailableSeconds`` and for the Lease's expiry,
+    and promotes. Issue #16's bound: writable within ``primaryUnavailableSeconds`` + the Lease's
+    duration + 2 s of the kill."""
+    async with local_stack([NAME], namespace=NAMESPACE, observe_interval=0.5) as stack:
+        await stack.apply(AUTOMATIC_BODY)
+        await stack.wait_for(lambda s: streaming_from("a", s), NAME, timeout=120, what="ready")
+        cluster = parse_cluster(AUTOMATIC_BODY)
+        lease_seconds = cluster.spec.failover.lease_timings.lease_duration
+        writer = RowWriter(stack, NAME)
+        await writer.prepare()
+        writer.start()
+        await asyncio.sleep(2.0)
+        old_port = stack.kubelet.port(f"{NAME}-pg-a")
+        await stack.kubelet.kill(f"{NAME}-pg-a")
+        killed = time.monotonic()
+
+        def promoted(status: dict[str, Any]) -> dict[str, Any] | None:
+            promotion: dict[str, Any] = status.get("promotion", {})
+            if promotion.get("trigger") == "Automatic" and promotion.get("result") not in (
+                None,
+                "InProgress",
+            ):
+                return promotion
+            return None
+
+        promotion = await stack.wait_for(
+            promoted, NAME, timeout=AUTOMATIC_UNAVAILABLE_SECONDS + 120, what="the failover"
+        )
+        first_new = await first_commit_elsewhere(writer, old_port, killed)
+        lost = len(writer.acknowledged - await writer.rows_on(f"{NAME}-pg-primary"))
+        bound = AUTOMATIC_UNAVAILABLE_SECONDS + lease_seconds + 2
+        writable = first_new - killed
+        return (
+            f"automatic failover result={promotion.get('result')} type={promotion.get('type')} "
+            f"rpo_rows={lost} kill_to_writable_s={writable:.2f} "
+            f"bound_s={bound} (primaryUnavailableSeconds={AUTOMATIC_UNAVAILABLE_SECONDS} + "
+            f"leaseDurationSeconds={lease_seconds} + 2) within_bound={writable <= bound} "
+            f"raw_promote_s={promotion.get('promoteSeconds')} {load()}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="switchovers and floor runs")
     parser.add_argument("--no-restarts", action="store_true", help="skip the restart runs")
     parser.add_argument("--no-failover", action="store_true", help="skip the failover")
+    parser.add_argument("--no-automatic", action="store_true", help="skip the automatic failover")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -357,6 +427,8 @@ def main() -> None:
     )
     if not args.no_failover:
         print(asyncio.run(failover()), flush=True)
+    if not args.no_automatic:
+        print(asyncio.run(automatic_failover()), flush=True)
 
 
 if __name__ == "__main__":

@@ -538,3 +538,52 @@ async def test_a_promotion_annotation_wakes_the_supervisor_at_once(
     elapsed = asyncio.get_running_loop().time() - started
     print(f"annotation -> request handled: {elapsed:.3f}s (observe interval 30 s)")
     assert elapsed < 10
+
+
+def gets_by_object(harness: Harness, since: int, plural: str) -> dict[str, int]:
+    """GETs of each object of ``plural`` (by name) in the access log since ``since``."""
+    counts: dict[str, int] = {}
+    for method, path, _watch, _agent in harness.emulator.access_log[since:]:  # type: ignore[attr-defined]
+        parts = path.strip("/").split("/")
+        if method == "GET" and len(parts) >= 2 and parts[-2] == plural:
+            counts[parts[-1]] = counts.get(parts[-1], 0) + 1
+    return counts
+
+
+async def test_an_operator_restart_reads_each_secret_at_most_three_times(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Issue #16: over an operator restart (observation interval longer than the test, so only
+    the supervisor's first visit and the observation the resumed reconcile wakes), the 10
+    Secrets of a cluster are read 20 times, not 30: the supervisor's first visit reads the
+    credentials and the TLS Secrets (each once: its check read the server certificate's twice);
+    the reconcile asks the instances who is primary (the operator's password and the CA), reads
+    the credentials and checks the TLS Secrets, and applies the credential Secrets as it read
+    them (it read them again); the observation it wakes takes its certificate check as its own
+    (it read the TLS Secrets again)."""
+    harness.config = dataclasses.replace(harness.config, observe_interval=3600.0)
+    await run_operator()
+    await harness.create_cluster()
+    await settled(harness)
+    await run_operator.stop()  # type: ignore[attr-defined]
+    since = len(harness.emulator.access_log)  # type: ignore[attr-defined]
+    await run_operator()
+    await harness.eventually(
+        lambda: gets_by_object(harness, since, "poddisruptionbudgets"), message="resumed"
+    )
+    await asyncio.sleep(1.5)  # the observation the reconcile's end wakes
+    secrets = gets_by_object(harness, since, "secrets")
+    assert len(secrets) == 10, secrets
+    # The operator's password and the server certificate (with the CA): the supervisor's first
+    # visit, the reconcile's question to the instances, the reconcile's own read.
+    assert secrets.pop("ci-postgres-operator") == 3
+    assert secrets.pop("ci-server-tls") == 3
+    # The other credentials and TLS Secrets: the first visit and the reconcile.
+    for name in ("ci-postgres-superuser", "ci-postgres-replication", "ci-postgres-gocd"):
+        assert secrets.pop(name) == 2, name
+    assert secrets.pop("ci-bc-token") == 2
+    assert secrets.pop("ci-ca") == 2 and secrets.pop("ci-sync-agent-tls") == 2
+    # The files of each side's GoCD server: the reconcile alone.
+    assert secrets == {"ci-gocd-db-a": 1, "ci-gocd-db-b": 1}
+    statefulsets = gets_by_object(harness, since, "statefulsets")
+    assert statefulsets == {"ci-pg-a": 1, "ci-pg-b": 1}, "read once for the pins and the apply"

@@ -29,7 +29,12 @@ from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
-from gocd_ha_operator.controller.tls import create_fresh_certificates, ensure_certificates
+from gocd_ha_operator.controller.tls import (
+    CertificateVerdict,
+    check_certificates,
+    create_fresh_certificates,
+    ensure_certificates,
+)
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube.apply import (
     ApplyResult,
@@ -173,6 +178,11 @@ class ReconcileOutcome:
     #: What both Postgres StatefulSets run when this reconcile created them, taken from the
     #: objects it sent: the supervisor records them in status without reading them back.
     created_pins: dict[Side, Pin] | None = None
+    #: This reconcile checked the TLS Secrets (renewing what was due) and ``ca_pem`` is what
+    #: they hold; with a user-provided certificate, ``certificate_verdict`` is its verdict. The
+    #: supervisor takes both as its own check of now instead of reading the Secrets again.
+    certificates_checked: bool = False
+    certificate_verdict: CertificateVerdict | None = None
 
 
 def pin_of(statefulset: Mapping[str, Any] | None) -> Pin | None:
@@ -188,18 +198,41 @@ def pin_of(statefulset: Mapping[str, Any] | None) -> Pin | None:
     return Pin(image, revision if isinstance(revision, str) else None)
 
 
-def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
-    """What each existing Postgres StatefulSet runs: its image and restart revision."""
+def postgres_statefulsets(
+    kube: KubeClient, cluster: GoCDHACluster
+) -> dict[Side, dict[str, Any] | None]:
+    """Both Postgres StatefulSets as they are now (``None``: missing)."""
     names = ChildNames(cluster.name)
-    pins: dict[Side, Pin] = {}
-    for side in SIDES:
-        live = kube.get(
+    return {
+        side: kube.get(
             "apps/v1", "StatefulSet", cluster.namespace, names.postgres_statefulset(side)
         )
-        pin = pin_of(live)
-        if pin is not None:
-            pins[side] = pin
-    return pins
+        for side in SIDES
+    }
+
+
+def pins_of(statefulsets: Mapping[Side, Mapping[str, Any] | None]) -> dict[Side, Pin]:
+    """What each of ``statefulsets`` runs (those without a pin left out)."""
+    return {side: pin for side, live in statefulsets.items() if (pin := pin_of(live)) is not None}
+
+
+def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
+    """What each existing Postgres StatefulSet runs: its image and restart revision."""
+    return pins_of(postgres_statefulsets(kube, cluster))
+
+
+def read_credential_secrets(
+    kube: KubeClient, cluster: GoCDHACluster
+) -> dict[str, dict[str, Any] | None]:
+    """The credential Secrets :func:`load_credentials` reads, by name (``None``: missing), read
+    at once: the reconcile builds from them and then applies them without reading them again."""
+    names = ChildNames(cluster.name)
+    wanted = set(credential_secret_names(cluster))
+    if cluster.spec.gocd.business_continuity.token_secret_ref is not None:
+        wanted.discard(names.bc_token_secret)  # the user's Secret is read instead
+    ordered = sorted(wanted)
+    found = _at_once(lambda name: kube.get("v1", "Secret", cluster.namespace, name), ordered)
+    return dict(zip(ordered, found, strict=True))
 
 
 def _unwanted_claims(cluster: GoCDHACluster) -> list[str]:
@@ -234,7 +267,8 @@ def reconcile_children(
     namespace = operator_namespace or operator_namespace_from(os.environ)
     image = cluster.spec.postgres.image
     # A resource never reconciled has no StatefulSet to read a pin from.
-    live = {} if never_reconciled(owner) else live_pins(kube, cluster)
+    statefulsets = {} if never_reconciled(owner) else postgres_statefulsets(kube, cluster)
+    live = pins_of(statefulsets)
     pins = effective_pins(cluster.status.configuration, live, image, cluster.status.promotion)
     image_refusal = next(
         (
@@ -256,14 +290,27 @@ def reconcile_children(
         pins=pins,
         result=result,
     )
-    certificates_created = False
+    certificates_created = certificates_checked = False
+    certificate_verdict: CertificateVerdict | None = None
     created_pins: dict[Side, Pin] | None = None
     if created is not None:
         credentials, inputs, ca_pem, certificates_created, created_pins = created
     else:
-        credentials = load_credentials(kube, cluster)
+        secrets = read_credential_secrets(kube, cluster)
+        credentials = load_credentials(kube, cluster, known=secrets)
+        # Read once in this reconcile (under the cluster's apply lock): applied as read.
+        known: dict[tuple[str, str], dict[str, Any] | None] = {
+            ("Secret", name): secret for name, secret in secrets.items()
+        }
+        names = ChildNames(cluster.name)
+        known.update(
+            (("StatefulSet", names.postgres_statefulset(side)), live)
+            for side, live in statefulsets.items()
+        )
         # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
-        ca_pem = ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+        check = check_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+        ca_pem, certificate_verdict = check.ca_pem, check.verdict
+        certificates_checked = ca_pem is not None
         inputs = BuildInputs(
             cluster=cluster,
             topology=topology,
@@ -276,7 +323,7 @@ def reconcile_children(
         def apply(child: dict[str, Any]) -> ApplyResult:
             is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
             part = ApplyResult()
-            apply_child(kube, child, owner, part, immutable_data=is_credential)
+            apply_child(kube, child, owner, part, immutable_data=is_credential, known=known)
             return part
 
         first, workloads = _phases(build_children(inputs))
@@ -303,6 +350,8 @@ def reconcile_children(
         ca_pem=ca_pem,
         certificates_created=certificates_created,
         created_pins=created_pins,
+        certificates_checked=certificates_checked,
+        certificate_verdict=certificate_verdict,
     )
 
 

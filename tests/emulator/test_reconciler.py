@@ -587,3 +587,38 @@ async def test_an_operator_restart_reads_each_secret_at_most_three_times(
     assert secrets == {"ci-gocd-db-a": 1, "ci-gocd-db-b": 1}
     statefulsets = gets_by_object(harness, since, "statefulsets")
     assert statefulsets == {"ci-pg-a": 1, "ci-pg-b": 1}, "read once for the pins and the apply"
+
+
+async def test_a_new_cluster_costs_its_creates_and_nine_requests_more(
+    harness: Harness, run_operator: Start
+) -> None:
+    """Issue #16: every request a new cluster causes until it is observed, with an observation
+    interval longer than the test (so only the supervisor's first visit and the observation the
+    reconcile's end wakes): its 31 creates, and 9 more — 3 GETs of the resource (the first
+    visit's, the reconcile's fresh status, the woken observation's), 2 patches by kopf (its
+    finalizer, which its daemons require; its annotations with ``gocdha.io/reconciled-spec``),
+    2 status patches, 2 Events. The woken observation judges the Lease as the reconcile created
+    it (it read it back: 10 more)."""
+    harness.config = dataclasses.replace(harness.config, observe_interval=3600.0)
+    await run_operator()
+    await harness.eventually(
+        lambda: harness.requests_by_verb_and_kind().get(("WATCH", "gocdhaclusters")),
+        message="kopf watches the resources",
+    )
+    since = len(harness.emulator.access_log)  # type: ignore[attr-defined]
+    await harness.create_cluster()
+    await settled(harness)
+    await harness.eventually(
+        lambda: (c := ready(harness)) and c["reason"] == "PrimaryUnavailable", message="observed"
+    )
+    await harness.eventually(lambda: len(harness.events()) == 2, message="both Events")
+    counts = harness.requests_by_verb_and_kind(since)
+    creates = sum(n for (verb, kind), n in counts.items() if verb == "POST" and kind != "events")
+    assert creates == EXPECTED_CHILDREN + 1  # and the test's own create of the resource
+    others = {key: n for key, n in counts.items() if key[0] != "POST" or key[1] == "events"}
+    assert others == {
+        ("GET", "gocdhaclusters"): 3,
+        ("PATCH", "gocdhaclusters"): 2,
+        ("PATCH", "gocdhaclusters/status"): 2,
+        ("POST", "events"): 2,
+    }, others

@@ -158,6 +158,8 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
         state.certificates_checked_at = None
     # What the StatefulSets it created run: recorded in status without reading them back.
     state.created_pins = outcome.created_pins
+    # The Lease it created, judged by the observation it wakes without reading it back.
+    state.created_lease = outcome.created_lease
     if outcome.image_refusal is not None:
         # The children were applied with the StatefulSets' images kept; nothing rolls.
         _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)

@@ -44,7 +44,12 @@ from gocd_ha_operator.kube.apply import (
     delete_owned,
 )
 from gocd_ha_operator.kube.labels import with_owner
-from gocd_ha_operator.kube.lease import LeaseConflictError, create_lease, get_lease
+from gocd_ha_operator.kube.lease import (
+    LeaseConflictError,
+    LeaseRecord,
+    create_lease,
+    get_lease,
+)
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.rules.promotion import topology_of
 from gocd_ha_operator.rules.rollout import Pin, effective_pins, status_pins
@@ -183,6 +188,21 @@ class ReconcileOutcome:
     #: supervisor takes both as its own check of now instead of reading the Secrets again.
     certificates_checked: bool = False
     certificate_verdict: CertificateVerdict | None = None
+    #: The primary Lease as this reconcile created it (``None``: it existed or was not created
+    #: here): the observation its end wakes judges it instead of reading it back (issue #16).
+    created_lease: LeaseRecord | None = None
+
+
+@dataclass(frozen=True)
+class _FreshChildren:
+    """What :func:`_create_fresh` made: the fields of :class:`ReconcileOutcome` it decides."""
+
+    credentials: ClusterCredentials
+    inputs: BuildInputs
+    ca_pem: bytes | None
+    certificates_created: bool
+    created_pins: dict[Side, Pin] | None
+    created_lease: LeaseRecord | None
 
 
 def pin_of(statefulset: Mapping[str, Any] | None) -> Pin | None:
@@ -293,8 +313,11 @@ def reconcile_children(
     certificates_created = certificates_checked = False
     certificate_verdict: CertificateVerdict | None = None
     created_pins: dict[Side, Pin] | None = None
+    created_lease: LeaseRecord | None = None
     if created is not None:
-        credentials, inputs, ca_pem, certificates_created, created_pins = created
+        credentials, inputs, ca_pem = created.credentials, created.inputs, created.ca_pem
+        certificates_created, created_pins = created.certificates_created, created.created_pins
+        created_lease = created.created_lease
     else:
         secrets = read_credential_secrets(kube, cluster)
         credentials = load_credentials(kube, cluster, known=secrets)
@@ -352,6 +375,7 @@ def reconcile_children(
         created_pins=created_pins,
         certificates_checked=certificates_checked,
         certificate_verdict=certificate_verdict,
+        created_lease=created_lease,
     )
 
 
@@ -374,13 +398,14 @@ def _create_fresh(
     operator_namespace: str,
     pins: Mapping[Side, Pin],
     result: ApplyResult,
-) -> tuple[ClusterCredentials, BuildInputs, bytes | None, bool, dict[Side, Pin] | None] | None:
+) -> _FreshChildren | None:
     """A resource never reconciled: its children are created without reading each one first
     (one request per child, issue #16). The credential Secrets go first, with fresh values; when
     one exists after all, nothing else is written and ``None`` sends the caller down the usual
     path (read every credential back, read before writing). Otherwise: the credentials, the
-    inputs, the CA certificate, whether the TLS Secrets were all created here, and the pins of
-    the Postgres StatefulSets when both were created here (:class:`ReconcileOutcome`)."""
+    inputs, the CA certificate, whether the TLS Secrets were all created here, the pins of the
+    Postgres StatefulSets when both were created here and the Lease as created here
+    (:class:`ReconcileOutcome`)."""
     if not never_reconciled(owner):
         return None
     credentials = ClusterCredentials.generate()
@@ -422,11 +447,13 @@ def _create_fresh(
     if ca_pem is None:
         ca_pem = ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
 
+    leases: list[LeaseRecord] = []
+
     def create(child: dict[str, Any]) -> ApplyResult:
         part = ApplyResult()
         if child["kind"] == "Lease":
             try:
-                create_lease(kube, child)
+                leases.append(create_lease(kube, child))
             except LeaseConflictError:
                 part.unchanged.append(f"Lease/{inputs.names.primary_lease}")
             else:
@@ -447,12 +474,13 @@ def _create_fresh(
     created_here = all(
         f"StatefulSet/{names.postgres_statefulset(side)}" in result.created for side in SIDES
     )
-    return (
-        credentials,
-        inputs,
-        ca_pem,
-        certificates_created,
-        (pins if created_here and len(pins) == len(SIDES) else None),
+    return _FreshChildren(
+        credentials=credentials,
+        inputs=inputs,
+        ca_pem=ca_pem,
+        certificates_created=certificates_created,
+        created_pins=pins if created_here and len(pins) == len(SIDES) else None,
+        created_lease=leases[0] if leases else None,
     )
 
 

@@ -1,6 +1,7 @@
 """An in-memory stand-in for ``kube.apply.KubeClient``'s get/create/patch of namespaced objects:
 enough for the unit tests of controller code that reads and writes a few Secrets. It counts the
-writes, so a test can show that an unchanged object causes none."""
+writes, so a test can show that an unchanged object causes none, and the reads (by kind and
+name), so a test can show that nothing is read twice."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ class MemoryKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, str]] = []
+        self.reads: list[tuple[str, str]] = []
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append((kind, name))
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 

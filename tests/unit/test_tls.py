@@ -202,6 +202,21 @@ def test_the_periodic_check_renews_but_never_creates(
     assert ("patch", "Secret", "ci-server-tls") in kube.writes[-2:]
 
 
+def test_the_periodic_check_reads_each_secret_once(body: Callable[..., dict[str, Any]]) -> None:
+    """Issue #16: the supervisor's check (every ``certificate_check_interval`` and after an
+    operator restart) reads each TLS Secret once; it read the server certificate's twice."""
+    kube = MemoryKube()
+    client, cluster = cast(KubeClient, kube), _cluster(body)
+    ensure_certificates(client, OWNER, cluster, now=NOW)
+    kube.reads.clear()
+    check_certificates(client, OWNER, cluster, now=NOW + dt.timedelta(days=1), create=False)
+    assert sorted(kube.reads) == [
+        ("Secret", "ci-ca"),
+        ("Secret", "ci-server-tls"),
+        ("Secret", "ci-sync-agent-tls"),
+    ]
+
+
 def test_a_secret_controlled_by_another_object_is_not_taken_over(
     body: Callable[..., dict[str, Any]],
 ) -> None:

@@ -25,6 +25,7 @@ from gocd_ha_operator.controller.tls import CERTIFICATE_CHECK_INTERVAL, Certific
 from gocd_ha_operator.controller.webhook import WebhookConfig
 from gocd_ha_operator.kube.apply import KubeClient, default_client
 from gocd_ha_operator.kube.endpoints import Endpoint
+from gocd_ha_operator.kube.lease import LeaseRecord
 from gocd_ha_operator.rules.promotion import ObservationRecord, StepHook
 from gocd_ha_operator.rules.rollout import Pin
 
@@ -103,6 +104,10 @@ class ClusterState:
     #: What both Postgres StatefulSets run, handed over by the reconcile that created them: the
     #: supervisor's next observation records it in status instead of reading them (issue #16).
     created_pins: dict[Side, Pin] | None = None
+    #: The primary Lease as the reconcile that created it got it back: the supervisor's next
+    #: iteration (the one that reconcile's end wakes) judges it instead of reading it (issue
+    #: #16), and drops it whether it used it or not.
+    created_lease: LeaseRecord | None = None
     #: ``observedGeneration``, ``standbyMode`` and ``gocdVersion`` (API form; a key left out is
     #: removed) as the last reconcile concluded them, until a status patch of the supervisor
     #: carries them (``controller/status.py``).

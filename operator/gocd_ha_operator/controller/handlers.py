@@ -147,12 +147,19 @@ async def reconcile_resource(config: OperatorConfig, body: kopf.Body, patch: kop
         # ``certificate_check_interval``, instead of reading back what was just made (issue #16).
         state.ca_pem, state.certificate_verdict = outcome.ca_pem, None
         state.certificates_checked_at = config.clock()
+    elif outcome.certificates_checked:
+        # It checked the TLS Secrets just now (renewing what was due, judging a user's
+        # certificate): its verdict is the supervisor's, so CertificateReady follows a spec
+        # change at once without the supervisor reading them again (issue #16).
+        state.ca_pem, state.certificate_verdict = outcome.ca_pem, outcome.certificate_verdict
+        state.certificates_checked_at = config.clock()
     else:
-        # The reconcile checked (and may have written) the TLS Secrets: the supervisor checks
-        # them again at its next iteration, so CertificateReady follows a spec change at once.
+        # Nothing to verify with yet: the supervisor checks at its next iteration.
         state.certificates_checked_at = None
     # What the StatefulSets it created run: recorded in status without reading them back.
     state.created_pins = outcome.created_pins
+    # The Lease it created, judged by the observation it wakes without reading it back.
+    state.created_lease = outcome.created_lease
     if outcome.image_refusal is not None:
         # The children were applied with the StatefulSets' images kept; nothing rolls.
         _report(config, body, ReconcileProblem("InvalidSpec", outcome.image_refusal), event=True)

@@ -91,13 +91,26 @@ class LeaseObservation:
 
 
 async def read_primary_lease(
-    kube: KubeClient, cluster: GoCDHACluster, memo: MutableMapping[str, Any], now: datetime
+    kube: KubeClient,
+    cluster: GoCDHACluster,
+    memo: MutableMapping[str, Any],
+    now: datetime,
+    *,
+    known: LeaseRecord | None = None,
 ) -> LeaseObservation:
-    """Read ``<name>-primary`` (an unreadable Lease is an observation: it blocks failover)."""
+    """Read ``<name>-primary`` (an unreadable Lease is an observation: it blocks failover).
+
+    ``known``: the Lease as the reconcile created it just now, judged instead of read. Even a
+    copy older than the Lease errs on the safe side: expiry is judged from first sight, so a
+    record never seen before is valid for a whole duration from now (it blocks failover)."""
     name = ChildNames(cluster.name).primary_lease
     timings = cluster.spec.failover.lease_timings
     try:
-        record = await asyncio.to_thread(get_lease, kube, cluster.namespace, name)
+        record = (
+            known
+            if known is not None and known.name == name and known.namespace == cluster.namespace
+            else await asyncio.to_thread(get_lease, kube, cluster.namespace, name)
+        )
     except Exception as exc:
         return LeaseObservation(LeaseStatus(message=f"cannot read Lease {name}: {exc}"[:300]), None)
     if record is None:

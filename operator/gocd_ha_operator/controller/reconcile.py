@@ -29,7 +29,12 @@ from gocd_ha_operator.api.spec import GoCDHACluster
 from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs, build_children
 from gocd_ha_operator.builders.guard import build_primary_lease
-from gocd_ha_operator.controller.tls import create_fresh_certificates, ensure_certificates
+from gocd_ha_operator.controller.tls import (
+    CertificateVerdict,
+    check_certificates,
+    create_fresh_certificates,
+    ensure_certificates,
+)
 from gocd_ha_operator.gocd.token import TokenFileError, parse_token
 from gocd_ha_operator.kube.apply import (
     ApplyResult,
@@ -39,7 +44,12 @@ from gocd_ha_operator.kube.apply import (
     delete_owned,
 )
 from gocd_ha_operator.kube.labels import with_owner
-from gocd_ha_operator.kube.lease import LeaseConflictError, create_lease, get_lease
+from gocd_ha_operator.kube.lease import (
+    LeaseConflictError,
+    LeaseRecord,
+    create_lease,
+    get_lease,
+)
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.rules.promotion import topology_of
 from gocd_ha_operator.rules.rollout import Pin, effective_pins, status_pins
@@ -173,6 +183,26 @@ class ReconcileOutcome:
     #: What both Postgres StatefulSets run when this reconcile created them, taken from the
     #: objects it sent: the supervisor records them in status without reading them back.
     created_pins: dict[Side, Pin] | None = None
+    #: This reconcile checked the TLS Secrets (renewing what was due) and ``ca_pem`` is what
+    #: they hold; with a user-provided certificate, ``certificate_verdict`` is its verdict. The
+    #: supervisor takes both as its own check of now instead of reading the Secrets again.
+    certificates_checked: bool = False
+    certificate_verdict: CertificateVerdict | None = None
+    #: The primary Lease as this reconcile created it (``None``: it existed or was not created
+    #: here): the observation its end wakes judges it instead of reading it back (issue #16).
+    created_lease: LeaseRecord | None = None
+
+
+@dataclass(frozen=True)
+class _FreshChildren:
+    """What :func:`_create_fresh` made: the fields of :class:`ReconcileOutcome` it decides."""
+
+    credentials: ClusterCredentials
+    inputs: BuildInputs
+    ca_pem: bytes | None
+    certificates_created: bool
+    created_pins: dict[Side, Pin] | None
+    created_lease: LeaseRecord | None
 
 
 def pin_of(statefulset: Mapping[str, Any] | None) -> Pin | None:
@@ -188,18 +218,41 @@ def pin_of(statefulset: Mapping[str, Any] | None) -> Pin | None:
     return Pin(image, revision if isinstance(revision, str) else None)
 
 
-def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
-    """What each existing Postgres StatefulSet runs: its image and restart revision."""
+def postgres_statefulsets(
+    kube: KubeClient, cluster: GoCDHACluster
+) -> dict[Side, dict[str, Any] | None]:
+    """Both Postgres StatefulSets as they are now (``None``: missing)."""
     names = ChildNames(cluster.name)
-    pins: dict[Side, Pin] = {}
-    for side in SIDES:
-        live = kube.get(
+    return {
+        side: kube.get(
             "apps/v1", "StatefulSet", cluster.namespace, names.postgres_statefulset(side)
         )
-        pin = pin_of(live)
-        if pin is not None:
-            pins[side] = pin
-    return pins
+        for side in SIDES
+    }
+
+
+def pins_of(statefulsets: Mapping[Side, Mapping[str, Any] | None]) -> dict[Side, Pin]:
+    """What each of ``statefulsets`` runs (those without a pin left out)."""
+    return {side: pin for side, live in statefulsets.items() if (pin := pin_of(live)) is not None}
+
+
+def live_pins(kube: KubeClient, cluster: GoCDHACluster) -> dict[Side, Pin]:
+    """What each existing Postgres StatefulSet runs: its image and restart revision."""
+    return pins_of(postgres_statefulsets(kube, cluster))
+
+
+def read_credential_secrets(
+    kube: KubeClient, cluster: GoCDHACluster
+) -> dict[str, dict[str, Any] | None]:
+    """The credential Secrets :func:`load_credentials` reads, by name (``None``: missing), read
+    at once: the reconcile builds from them and then applies them without reading them again."""
+    names = ChildNames(cluster.name)
+    wanted = set(credential_secret_names(cluster))
+    if cluster.spec.gocd.business_continuity.token_secret_ref is not None:
+        wanted.discard(names.bc_token_secret)  # the user's Secret is read instead
+    ordered = sorted(wanted)
+    found = _at_once(lambda name: kube.get("v1", "Secret", cluster.namespace, name), ordered)
+    return dict(zip(ordered, found, strict=True))
 
 
 def _unwanted_claims(cluster: GoCDHACluster) -> list[str]:
@@ -234,7 +287,8 @@ def reconcile_children(
     namespace = operator_namespace or operator_namespace_from(os.environ)
     image = cluster.spec.postgres.image
     # A resource never reconciled has no StatefulSet to read a pin from.
-    live = {} if never_reconciled(owner) else live_pins(kube, cluster)
+    statefulsets = {} if never_reconciled(owner) else postgres_statefulsets(kube, cluster)
+    live = pins_of(statefulsets)
     pins = effective_pins(cluster.status.configuration, live, image, cluster.status.promotion)
     image_refusal = next(
         (
@@ -256,14 +310,30 @@ def reconcile_children(
         pins=pins,
         result=result,
     )
-    certificates_created = False
+    certificates_created = certificates_checked = False
+    certificate_verdict: CertificateVerdict | None = None
     created_pins: dict[Side, Pin] | None = None
+    created_lease: LeaseRecord | None = None
     if created is not None:
-        credentials, inputs, ca_pem, certificates_created, created_pins = created
+        credentials, inputs, ca_pem = created.credentials, created.inputs, created.ca_pem
+        certificates_created, created_pins = created.certificates_created, created.created_pins
+        created_lease = created.created_lease
     else:
-        credentials = load_credentials(kube, cluster)
+        secrets = read_credential_secrets(kube, cluster)
+        credentials = load_credentials(kube, cluster, known=secrets)
+        # Read once in this reconcile (under the cluster's apply lock): applied as read.
+        known: dict[tuple[str, str], dict[str, Any] | None] = {
+            ("Secret", name): secret for name, secret in secrets.items()
+        }
+        names = ChildNames(cluster.name)
+        known.update(
+            (("StatefulSet", names.postgres_statefulset(side)), live)
+            for side, live in statefulsets.items()
+        )
         # Before the pods that mount them (docs/architecture.md §17); renewed by the supervisor.
-        ca_pem = ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+        check = check_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
+        ca_pem, certificate_verdict = check.ca_pem, check.verdict
+        certificates_checked = ca_pem is not None
         inputs = BuildInputs(
             cluster=cluster,
             topology=topology,
@@ -276,7 +346,7 @@ def reconcile_children(
         def apply(child: dict[str, Any]) -> ApplyResult:
             is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
             part = ApplyResult()
-            apply_child(kube, child, owner, part, immutable_data=is_credential)
+            apply_child(kube, child, owner, part, immutable_data=is_credential, known=known)
             return part
 
         first, workloads = _phases(build_children(inputs))
@@ -303,6 +373,9 @@ def reconcile_children(
         ca_pem=ca_pem,
         certificates_created=certificates_created,
         created_pins=created_pins,
+        certificates_checked=certificates_checked,
+        certificate_verdict=certificate_verdict,
+        created_lease=created_lease,
     )
 
 
@@ -325,13 +398,14 @@ def _create_fresh(
     operator_namespace: str,
     pins: Mapping[Side, Pin],
     result: ApplyResult,
-) -> tuple[ClusterCredentials, BuildInputs, bytes | None, bool, dict[Side, Pin] | None] | None:
+) -> _FreshChildren | None:
     """A resource never reconciled: its children are created without reading each one first
     (one request per child, issue #16). The credential Secrets go first, with fresh values; when
     one exists after all, nothing else is written and ``None`` sends the caller down the usual
     path (read every credential back, read before writing). Otherwise: the credentials, the
-    inputs, the CA certificate, whether the TLS Secrets were all created here, and the pins of
-    the Postgres StatefulSets when both were created here (:class:`ReconcileOutcome`)."""
+    inputs, the CA certificate, whether the TLS Secrets were all created here, the pins of the
+    Postgres StatefulSets when both were created here and the Lease as created here
+    (:class:`ReconcileOutcome`)."""
     if not never_reconciled(owner):
         return None
     credentials = ClusterCredentials.generate()
@@ -373,11 +447,13 @@ def _create_fresh(
     if ca_pem is None:
         ca_pem = ensure_certificates(kube, owner, cluster, now=datetime.now(UTC), result=result)
 
+    leases: list[LeaseRecord] = []
+
     def create(child: dict[str, Any]) -> ApplyResult:
         part = ApplyResult()
         if child["kind"] == "Lease":
             try:
-                create_lease(kube, child)
+                leases.append(create_lease(kube, child))
             except LeaseConflictError:
                 part.unchanged.append(f"Lease/{inputs.names.primary_lease}")
             else:
@@ -398,12 +474,13 @@ def _create_fresh(
     created_here = all(
         f"StatefulSet/{names.postgres_statefulset(side)}" in result.created for side in SIDES
     )
-    return (
-        credentials,
-        inputs,
-        ca_pem,
-        certificates_created,
-        (pins if created_here and len(pins) == len(SIDES) else None),
+    return _FreshChildren(
+        credentials=credentials,
+        inputs=inputs,
+        ca_pem=ca_pem,
+        certificates_created=certificates_created,
+        created_pins=pins if created_here and len(pins) == len(SIDES) else None,
+        created_lease=leases[0] if leases else None,
     )
 
 

@@ -176,6 +176,8 @@ class Supervisor:
         """One iteration; ``True`` when the cluster waits for its first reconcile (the loop then
         waits for the reconcile's wake-up instead of the interval)."""
         writes = self.writer.writes
+        # Only the iteration right after the reconcile that created the Lease may use its copy.
+        created_lease, self.state.created_lease = self.state.created_lease, None
         body = await self.writer.fetch()
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return False
@@ -236,7 +238,9 @@ class Supervisor:
         now = self.config.clock()
         # Issue #12: the primary Lease, read before the status change (which cannot wait).
         lease = (
-            await read_primary_lease(self.config.kube, cluster, self.state.lease_memo, now)
+            await read_primary_lease(
+                self.config.kube, cluster, self.state.lease_memo, now, known=created_lease
+            )
             if cluster is not None and not waiting and not recorded
             else None
         )

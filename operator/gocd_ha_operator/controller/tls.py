@@ -284,10 +284,17 @@ def _ensure_issued(
     names = ChildNames(cluster.name)
     owner_uid = str(owner["metadata"]["uid"])
     live_ca = kube.get("v1", "Secret", cluster.namespace, names.ca_secret)
-    if not create and (
-        live_ca is None or kube.get("v1", "Secret", cluster.namespace, serving[0].name) is None
-    ):
-        return None
+    # The first server certificate Secret, when read here to tell whether there is anything to
+    # renew, is not read again by its own check (one read per Secret, issue #16).
+    known: dict[str, Mapping[str, Any] | None] = {}
+    if not create:
+        if live_ca is None:
+            return None
+        first = known[serving[0].name] = kube.get(
+            "v1", "Secret", cluster.namespace, serving[0].name
+        )
+        if first is None:
+            return None
     if live_ca is not None and _controlled_by_other(live_ca, owner_uid):
         raise NotOwnedError(f"Secret/{names.ca_secret} exists and is controlled by another object")
     ca = certificates.CertificateAuthority.from_secret_data(
@@ -320,7 +327,15 @@ def _ensure_issued(
         _keep_labels(kube, cluster, live_ca, result)
     for wanted in serving:
         issued = _ensure_serving(
-            kube, owner, cluster, ca, wanted, now=now, result=result, create=create
+            kube,
+            owner,
+            cluster,
+            ca,
+            wanted,
+            now=now,
+            result=result,
+            create=create,
+            known=known,
         )
         if issued is not None:
             updates.append(issued)
@@ -337,11 +352,16 @@ def _ensure_serving(
     now: datetime,
     result: ApplyResult,
     create: bool,
+    known: Mapping[str, Mapping[str, Any] | None],
 ) -> str | None:
     """Keep ``serving``'s certificate when it is current, otherwise issue a new one signed by
     ``ca`` (also at two thirds of its lifetime) and say so. With ``create=False`` a missing
-    Secret is left to the reconcile."""
-    live = kube.get("v1", "Secret", cluster.namespace, serving.name)
+    Secret is left to the reconcile. ``known``: Secrets this check has just read, by name."""
+    live = (
+        known[serving.name]
+        if serving.name in known
+        else kube.get("v1", "Secret", cluster.namespace, serving.name)
+    )
     if live is None and not create:
         return None
     if live is not None and _controlled_by_other(live, str(owner["metadata"]["uid"])):

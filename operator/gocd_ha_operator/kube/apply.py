@@ -388,19 +388,26 @@ def apply_child(
     *,
     immutable_data: bool = False,
     create_first: bool = False,
+    known: Mapping[tuple[str, str], Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Create ``desired`` (owned by ``owner``) or bring the live object to it; returns live.
 
     ``create_first``: when the object most likely does not exist yet (a cluster never
     reconciled), try to create it without reading it first — one request — and fall back to
-    read, check and patch when it exists after all."""
+    read, check and patch when it exists after all. ``known``: objects the caller read just
+    before, by ``(kind, name)`` (``None``: missing), not read again (issue #16: a reconcile
+    read the credential Secrets and the StatefulSets twice)."""
     desired = with_owner(desired, owner)
     meta = desired["metadata"]
-    live = (
-        None
-        if create_first
-        else kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
-    )
+    key = (str(desired["kind"]), str(meta["name"]))
+    live: dict[str, Any] | None
+    if create_first:
+        live = None
+    elif known is not None and key in known:
+        found = known[key]
+        live = dict(found) if found is not None else None
+    else:
+        live = kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
     if live is None:
         try:
             created = kube.create(desired)

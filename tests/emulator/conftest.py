@@ -8,25 +8,29 @@ from pathlib import Path
 from typing import Any
 
 import fetch_helm
-import kmock
 import kopf
 import pytest
 
 from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.kube.apply import client_for
-from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings, running_emulator
+from gocd_ha_operator.local.emulator import (
+    OperatorEmulator,
+    OperatorThread,
+    emulator_settings,
+    running_emulator,
+)
 from tests.support.delivery import ROOT
 from tests.support.emulator import Harness, closed_endpoints
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
+async def emulator() -> AsyncIterator[OperatorEmulator]:
     async with running_emulator() as (emulator, _url):
         yield emulator
 
 
 @pytest.fixture
-async def harness(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Harness]:
+async def harness(emulator: OperatorEmulator) -> AsyncIterator[Harness]:
     url = str(emulator.url).rstrip("/")
     config = OperatorConfig(
         operator_image="registry.example/gocd-ha-operator:test",

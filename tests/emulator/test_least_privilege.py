@@ -152,7 +152,7 @@ async def scenario(harness: Harness, run_operator: Start) -> set[Triple]:
         lambda: any(e.get("reason") == "InvalidSpec" for e in harness.events()),
         message="the invalid spec is reported",
     )
-    return used(harness.emulator.access_log)  # type: ignore[attr-defined]
+    return used(harness.emulator.access_log)
 
 
 async def drift(harness: Harness, resource: str, name: str, child: dict[str, Any]) -> None:

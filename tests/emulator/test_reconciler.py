@@ -7,10 +7,11 @@ import base64
 import copy
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from gocd_ha_operator.kube.apply import KubeClient
 from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings
 from tests.support.emulator import BODY, GatedCreates, Harness
 
@@ -257,7 +258,8 @@ async def test_missing_token_secret_is_reported_then_recovered(
         {"metadata": {"generation": 2}, "spec": {"failover": {"maxLagBytes": 1}}}
     )
     await settled(harness, generation=2)
-    assert ready(harness)["reason"] != "SecretNotFound"
+    condition = ready(harness)
+    assert condition is not None and condition["reason"] != "SecretNotFound"
     assert ("Secret", "ci-bc-token") not in harness.children()
     for event in harness.events():
         assert "s3cret-value" not in str(event)
@@ -319,7 +321,7 @@ async def test_an_idle_cluster_makes_no_write_and_one_get_per_kind_per_interval(
     await run_operator()
     await harness.create_cluster()
     await settled(harness)
-    since = len(harness.emulator.access_log)  # type: ignore[attr-defined]
+    since = len(harness.emulator.access_log)
     intervals = 10
     await asyncio.sleep(intervals * harness.config.observe_interval)
     counts = harness.requests_by_verb_and_kind(since)
@@ -343,7 +345,9 @@ async def test_a_cluster_waiting_for_its_first_reconcile_makes_no_request(
     whatever N (it cost one read per interval and cluster while waiting)."""
     gated = GatedCreates(harness.config.kube_factory())
     config = dataclasses.replace(
-        harness.config, kube_factory=lambda: gated, tune_settings=emulator_settings
+        harness.config,
+        kube_factory=lambda: cast(KubeClient, gated),  # a wrapper: KubeClient's methods and more
+        tune_settings=emulator_settings,
     )
     operator = OperatorThread(config)
     await operator.start()
@@ -355,7 +359,7 @@ async def test_a_cluster_waiting_for_its_first_reconcile_makes_no_request(
             message="the supervisor's first visit wrote the conditions",
         )
         await asyncio.sleep(2 * config.observe_interval)  # its Events are posted from a queue
-        since = len(harness.emulator.access_log)  # type: ignore[attr-defined]
+        since = len(harness.emulator.access_log)
         intervals = 8
         await asyncio.sleep(intervals * config.observe_interval)
         assert harness.requests_by_verb_and_kind(since) == {}
@@ -543,7 +547,7 @@ async def test_a_promotion_annotation_wakes_the_supervisor_at_once(
 def gets_by_object(harness: Harness, since: int, plural: str) -> dict[str, int]:
     """GETs of each object of ``plural`` (by name) in the access log since ``since``."""
     counts: dict[str, int] = {}
-    for method, path, _watch, _agent in harness.emulator.access_log[since:]:  # type: ignore[attr-defined]
+    for method, path, _watch, _agent in harness.emulator.access_log[since:]:
         parts = path.strip("/").split("/")
         if method == "GET" and len(parts) >= 2 and parts[-2] == plural:
             counts[parts[-1]] = counts.get(parts[-1], 0) + 1
@@ -566,7 +570,7 @@ async def test_an_operator_restart_reads_each_secret_at_most_three_times(
     await harness.create_cluster()
     await settled(harness)
     await run_operator.stop()  # type: ignore[attr-defined]
-    since = len(harness.emulator.access_log)  # type: ignore[attr-defined]
+    since = len(harness.emulator.access_log)
     await run_operator()
     await harness.eventually(
         lambda: gets_by_object(harness, since, "poddisruptionbudgets"), message="resumed"
@@ -605,7 +609,7 @@ async def test_a_new_cluster_costs_its_creates_and_nine_requests_more(
         lambda: harness.requests_by_verb_and_kind().get(("WATCH", "gocdhaclusters")),
         message="kopf watches the resources",
     )
-    since = len(harness.emulator.access_log)  # type: ignore[attr-defined]
+    since = len(harness.emulator.access_log)
     await harness.create_cluster()
     await settled(harness)
     await harness.eventually(

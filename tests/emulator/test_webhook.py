@@ -322,7 +322,7 @@ async def test_certificate_is_kept_across_restarts_and_replaced_when_unusable(
         await operator.stop()
 
     # What the bootstrap asked for, against what the chart grants it by name.
-    log = harness.emulator.access_log  # type: ignore[attr-defined]
+    log = harness.emulator.access_log
     calls = {
         (method, path)
         for method, path, _watch, agent in log

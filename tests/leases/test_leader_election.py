@@ -230,8 +230,9 @@ async def test_a_replica_past_its_renew_deadline_starts_no_promotion_step(api: A
     async def promote(body: dict[str, Any], cluster: GoCDHACluster) -> None:
         acted.append("pg_promote")
 
-    async def record_next(cluster: GoCDHACluster, step: Step) -> None:
+    async def record_next(cluster: GoCDHACluster, step: Step) -> dict[str, Any]:
         acted.append(f"recorded after {step}")
+        return {}
 
     runner.promote = promote  # type: ignore[method-assign]
     runner.record_next = record_next  # type: ignore[method-assign]

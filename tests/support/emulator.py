@@ -22,7 +22,7 @@ import kmock
 from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.kube.apply import KubeClient
 from gocd_ha_operator.kube.endpoints import Endpoint
-from gocd_ha_operator.local.emulator import CHILD_RESOURCES
+from gocd_ha_operator.local.emulator import CHILD_RESOURCES, OperatorEmulator
 from tests.support.clusters import MINIMAL_SPEC, Replace, cluster_body
 
 NAMESPACE = "build"
@@ -53,28 +53,33 @@ async def kubectl_request(url: str, method: str, path: str, body: Any = None) ->
 class Harness:
     """An emulator with the operator running against it, plus helpers to act like kubectl."""
 
-    emulator: kmock.KubernetesEmulator
+    emulator: OperatorEmulator
     url: str
     config: OperatorConfig
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         return await kubectl_request(self.url, method, path, body)
 
+    async def request_object(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """:meth:`request` for one object: the object the API answers with."""
+        answer: dict[str, Any] = await self.request(method, path, body)
+        return answer
+
     async def create_cluster(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
         body = copy.deepcopy(body or BODY)
-        return await self.request(
+        return await self.request_object(
             "POST", f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters", body
         )
 
     async def patch_cluster(self, patch: dict[str, Any], name: str = "ci") -> dict[str, Any]:
-        return await self.request(
+        return await self.request_object(
             "PATCH", f"/apis/gocdha.io/v1alpha1/namespaces/{NAMESPACE}/gocdhaclusters/{name}", patch
         )
 
     async def create(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         group_version, plural = resource.rsplit("/", 1)
         prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-        return await self.request("POST", f"{prefix}/namespaces/{NAMESPACE}/{plural}", obj)
+        return await self.request_object("POST", f"{prefix}/namespaces/{NAMESPACE}/{plural}", obj)
 
     def cluster(self, name: str = "ci") -> dict[str, Any]:
         return dict(self.emulator.objects[CR, NAMESPACE, name].raw)
@@ -107,7 +112,7 @@ class Harness:
         and ``WATCH`` of a collection, writes by method; the kind is the resource's plural, with
         ``/status`` for the subresource. Events included."""
         counts: dict[tuple[str, str], int] = {}
-        log = self.emulator.access_log  # type: ignore[attr-defined]
+        log = self.emulator.access_log
         for method, path, watch, _agent in log[since:]:
             kind, named = resource_of(path)
             verb = method

@@ -282,7 +282,8 @@ def test_the_point_of_no_return_is_the_promoting_step(step: Step | None, beyond:
 
 
 def test_a_step_is_both_its_enum_and_its_status_string() -> None:
-    assert Step.PROMOTING == "Promoting" and Step("CatchingUp") is Step.CATCHING_UP
+    as_status: str = Step.PROMOTING  # a str wherever status wants one
+    assert as_status == "Promoting" and Step("CatchingUp") is Step.CATCHING_UP
     assert Step.PROMOTING in FENCED_STEPS and Step.REJOINING not in FENCED_STEPS
 
 

@@ -106,7 +106,7 @@ def test_reconciled_fields_stay_handed_over_while_their_patch_fails() -> None:
         handed = {"observedGeneration": 3}
         status.state.reconciled_status = handed
 
-        def refuse(*_: Any) -> None:
+        def refuse(*_: Any) -> dict[str, Any]:
             raise RuntimeError("API unavailable")
 
         kube.patch_status = refuse  # type: ignore[method-assign]

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, Final
 
 from gocd_ha_operator.api import conditions as cond
@@ -77,6 +78,25 @@ RETRY_FIRST_SECONDS: Final = 0.5
 RETRY_MAX_SECONDS: Final = 5.0
 #: How often a stuck promotion re-checks whether it can be resolved.
 STUCK_RECHECK_SECONDS: Final = 5.0
+
+
+class Mark(StrEnum):
+    """Points inside a step where the promotion hook is called too (after the named work): the
+    benchmark times the write gap's parts with them (issue #16), a test may stop there."""
+
+    SESSIONS_ENDED = "CatchingUp:sessions-ended"
+    SCALED_DOWN = "StoppingOldPrimary:scaled-down"
+    REFUSED = "StoppingOldPrimary:refused"
+    STREAM_LOST = "StoppingOldPrimary:stream-lost"
+    REPLAYED = "StoppingOldPrimary:replayed"
+    LEASE_WRITTEN = "StoppingOldPrimary:lease-written"
+    HOLDER_RENEWED = "StoppingOldPrimary:holder-renewed"
+    PROMOTED = "Promoting:promoted"
+    SLOT_CREATED = "Promoting:slot-created"
+    PROMOTION_RECORDED = "Promoting:recorded"
+    PRIMARY_RECORDED = "SwitchingRoles:primary-recorded"
+    CHILDREN_APPLIED = "SwitchingRoles:children-applied"
+    CHECKPOINTED = "SwitchingRoles:checkpointed"
 
 
 class AbortPromotionError(Exception):
@@ -471,6 +491,7 @@ class PromotionRunner:
             source = await self.client(cluster, old)
             await source.checkpoint()
             await source.end_client_sessions()
+            await self.hook(Mark.SESSIONS_ENDED)
             lsn_text = format_lsn(await source.current_lsn())
             recording = asyncio.create_task(self.record(cluster, lsn=lsn_text))
         try:
@@ -504,6 +525,7 @@ class PromotionRunner:
         reports now."""
         old, new = self.sides(cluster)
         await self.apply_step(body, cluster, Step.STOPPING_OLD_PRIMARY)
+        await self.hook(Mark.SCALED_DOWN)
         promotion = cluster.status.promotion
         if promotion.type == "Failover":
             lag = cluster.status.replication.lag_bytes
@@ -521,12 +543,14 @@ class PromotionRunner:
             # A TCP probe, not an observation: while it shuts down the instance still accepts
             # connections (and refuses them as "shutting down"), so only a closed port counts.
             if await source.refuses_connections():
+                await self.hook(Mark.REFUSED)
                 # A refused connection alone does not prove it stopped (the network may be what
                 # fails): the standby must have lost its stream from it too.
                 seen = await target.observe()
                 if seen.reachable and seen.wal_receiver_status != "streaming":
                     # Its received position is final: nothing streams to it any more.
                     standby = seen
+                    await self.hook(Mark.STREAM_LOST)
                     break
             if time.monotonic() >= deadline:
                 raise AbortPromotionError(
@@ -544,6 +568,7 @@ class PromotionRunner:
                 raise AbortPromotionError(
                     Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
                 ) from None
+        await self.hook(Mark.REPLAYED)
 
     async def take_primary_lease(self, cluster: GoCDHACluster) -> None:
         """Issue #12, the last act before the point of no return: the new side holds the Lease
@@ -566,6 +591,7 @@ class PromotionRunner:
             raise LeaseNotMovedError(
                 f"the primary Lease could not be handed to side {new}: {exc}"
             ) from None
+        await self.hook(Mark.LEASE_WRITTEN)
         promoting = cond.get_condition(cluster.status.conditions, cond.PROMOTING)
         if promoting is not None and promoting.reason == Reason.LEASE_HELD:
             # Moved after all: the condition no longer says it is held.
@@ -588,6 +614,7 @@ class PromotionRunner:
                 new,
                 retry + HOLDER_RENEWAL_SLACK_SECONDS,
             )
+        await self.hook(Mark.HOLDER_RENEWED)
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Point of no return: ``pg_promote`` (idempotent), then confirm — not in recovery, on a
@@ -600,6 +627,7 @@ class PromotionRunner:
         old, new = self.sides(cluster)
         client = await self.client(cluster, new)
         result = await client.promote(wait_seconds=PROMOTE_WAIT_SECONDS, checkpoint=False)
+        await self.hook(Mark.PROMOTED)
         if result.timeline is None:
             raise NotConfirmedError(f"side {new} reported no timeline")
         before = cluster.status.promotion.from_timeline
@@ -608,10 +636,12 @@ class PromotionRunner:
                 f"side {new} is on timeline {result.timeline}, not above {before}"
             )
         await client.create_slot_if_missing(f"{SLOT_PREFIX}{old}")
+        await self.hook(Mark.SLOT_CREATED)
         update: dict[str, Any] = {"message": f"side {new} promoted to timeline {result.timeline}"}
         if result.promoted or cluster.status.promotion.promote_seconds is None:
             update["promote_seconds"] = round(result.duration_seconds, 3)
         await self.record(cluster, **update)  # at once: a repeated pg_promote is a no-op
+        await self.hook(Mark.PROMOTION_RECORDED)
 
     async def switch_roles(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """``status.primary`` moves first (the topology follows it), then the children."""
@@ -623,10 +653,13 @@ class PromotionRunner:
             return status.model_copy(update={"primary": new, "standby": old})
 
         body, status = await self._update(change)
+        await self.hook(Mark.PRIMARY_RECORDED)
         await self.apply_step(
             body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
         )
+        await self.hook(Mark.CHILDREN_APPLIED)
         await self.checkpoint_new_primary(cluster, new)
+        await self.hook(Mark.CHECKPOINTED)
 
     async def checkpoint_new_primary(self, cluster: GoCDHACluster, new: Side) -> None:
         """The post-promotion ``CHECKPOINT`` (the new timeline in the control file, which the old

@@ -52,10 +52,10 @@ from gocd_ha_operator.controller.status import (
 from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
-    InstanceObservation,
     PostgresAuthFailed,
     PostgresClient,
     PostgresError,
+    PrimaryNotStopped,
     ReplayTimeout,
     format_lsn,
     parse_lsn,
@@ -87,15 +87,14 @@ class Mark(StrEnum):
     SESSIONS_ENDED = "CatchingUp:sessions-ended"
     SCALED_DOWN = "StoppingOldPrimary:scaled-down"
     REFUSED = "StoppingOldPrimary:refused"
-    STREAM_LOST = "StoppingOldPrimary:stream-lost"
     REPLAYED = "StoppingOldPrimary:replayed"
     LEASE_WRITTEN = "StoppingOldPrimary:lease-written"
     HOLDER_RENEWED = "StoppingOldPrimary:holder-renewed"
     PROMOTED = "Promoting:promoted"
-    SLOT_CREATED = "Promoting:slot-created"
     PROMOTION_RECORDED = "Promoting:recorded"
     PRIMARY_RECORDED = "SwitchingRoles:primary-recorded"
     CHILDREN_APPLIED = "SwitchingRoles:children-applied"
+    SLOT_CREATED = "SwitchingRoles:slot-created"
     CHECKPOINTED = "SwitchingRoles:checkpointed"
 
 
@@ -483,32 +482,51 @@ class PromotionRunner:
         shutdown that follows sends whatever was committed after it. The LSN is recorded while
         the standby replays (a repeated step reads a new one, never a lower one)."""
         old, new = self.sides(cluster)
-        promotion = cluster.status.promotion
-        lsn_text = promotion.lsn
+        recorded = cluster.status.promotion.lsn
         target = await self.client(cluster, new)
         recording: asyncio.Task[Any] | None = None
-        if lsn_text is None:
+
+        async def old_primary_position() -> int:
+            nonlocal recording
             source = await self.client(cluster, old)
             await source.checkpoint()
-            await source.end_client_sessions()
+            _ended, lsn = await source.end_client_sessions_then_lsn()
             await self.hook(Mark.SESSIONS_ENDED)
-            lsn_text = format_lsn(await source.current_lsn())
-            recording = asyncio.create_task(self.record(cluster, lsn=lsn_text))
+            recording = asyncio.create_task(self.record(cluster, lsn=format_lsn(lsn)))
+            return lsn
+
+        # The old primary's work runs while the standby's connection is opened (issue #16).
+        lsn: int | asyncio.Task[int] = (
+            parse_lsn(recorded)
+            if recorded is not None
+            else asyncio.create_task(old_primary_position())
+        )
+        reading = lsn if isinstance(lsn, asyncio.Task) else None
         try:
-            await target.wait_for_replay(parse_lsn(lsn_text), timeout=CATCH_UP_TIMEOUT_SECONDS)
+            await target.wait_for_replay(lsn, timeout=CATCH_UP_TIMEOUT_SECONDS)
         except ReplayTimeout as exc:
             raise AbortPromotionError(
                 Reason.SWITCHOVER_FAILED, f"side {new} did not catch up: {exc}"
             ) from None
         finally:
-            if recording is not None:
-                # Never left halfway: the status writer counts the writes in flight.
-                await asyncio.wait([recording])
-                if not recording.cancelled():
-                    recording.exception()  # retrieved; raised below unless the wait failed first
+            # Never left halfway: the status writer counts the writes in flight. An error of
+            # either task is retrieved here and raised below unless the wait failed first; the
+            # reading first, as it starts the recording.
+            await self._settle(reading)
+            await self._settle(recording)
+        if reading is not None:
+            await reading  # its error, if it failed, fails the step
         if recording is not None:
-            await recording  # its error, if it failed, fails the step
+            await recording
         self._carry["rpo_bytes"] = 0  # written with the next step
+
+    @staticmethod
+    async def _settle(task: asyncio.Task[Any] | None) -> None:
+        """Until ``task`` (if any) has ended; its error retrieved (the caller raises it)."""
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()
 
     async def stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """The old primary is stopped, then (issue #12) the new side takes the Lease."""
@@ -537,37 +555,40 @@ class PromotionRunner:
             return
         source = await self.client(cluster, old)
         target = await self.client(cluster, new)
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        standby: InstanceObservation | None = None
-        while True:
+        refused = False
+
+        async def refuses() -> bool:
             # A TCP probe, not an observation: while it shuts down the instance still accepts
             # connections (and refuses them as "shutting down"), so only a closed port counts.
+            nonlocal refused
             if await source.refuses_connections():
-                await self.hook(Mark.REFUSED)
-                # A refused connection alone does not prove it stopped (the network may be what
-                # fails): the standby must have lost its stream from it too.
-                seen = await target.observe()
-                if seen.reachable and seen.wal_receiver_status != "streaming":
-                    # Its received position is final: nothing streams to it any more.
-                    standby = seen
-                    await self.hook(Mark.STREAM_LOST)
-                    break
-            if time.monotonic() >= deadline:
-                raise AbortPromotionError(
-                    Reason.SWITCHOVER_FAILED,
-                    f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
-                )
-            await asyncio.sleep(STOP_POLL_SECONDS)
-        if not standby.in_recovery:
-            raise RuntimeError(f"side {new} is not a reachable standby: {standby.error}")
-        received = standby.received_lsn
-        if received is not None:
-            try:
-                await target.wait_for_replay(received, timeout=CATCH_UP_TIMEOUT_SECONDS)
-            except ReplayTimeout as exc:
-                raise AbortPromotionError(
-                    Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
-                ) from None
+                if not refused:
+                    refused = True
+                    await self.hook(Mark.REFUSED)
+                return True
+            return False
+
+        try:
+            # A refused connection alone does not prove it stopped (the network may be what
+            # fails): the standby must have lost its stream from it too; what it received then
+            # is final, and is replayed before anything moves.
+            final = await target.replay_when_primary_stopped(
+                refuses,
+                poll=STOP_POLL_SECONDS,
+                stop_timeout=STOP_TIMEOUT_SECONDS,
+                replay_timeout=CATCH_UP_TIMEOUT_SECONDS,
+            )
+        except PrimaryNotStopped:
+            raise AbortPromotionError(
+                Reason.SWITCHOVER_FAILED,
+                f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
+            ) from None
+        except ReplayTimeout as exc:
+            raise AbortPromotionError(
+                Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
+            ) from None
+        if not final.in_recovery:
+            raise RuntimeError(f"side {new} is not a standby")
         await self.hook(Mark.REPLAYED)
 
     async def take_primary_lease(self, cluster: GoCDHACluster) -> None:
@@ -618,13 +639,14 @@ class PromotionRunner:
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Point of no return: ``pg_promote`` (idempotent), then confirm — not in recovery, on a
-        later timeline than the old primary — and create the old side's slot.
+        later timeline than the old primary.
 
         The confirmation is the promotion's own: ``PostgresClient.promote`` returns only once the
         instance answered out of recovery, with the timeline it then writes on (no second
-        connection). Its checkpoint, which only the old primary's rejoin needs, is taken in
-        ``SwitchingRoles`` once the Services point at the new primary (issue #16)."""
-        old, new = self.sides(cluster)
+        connection). What only the old primary's rejoin needs — its slot, the checkpoint — is
+        done in ``SwitchingRoles`` once the Services point at the new primary (issue #16): the
+        writers wait for nothing but the promotion."""
+        _old, new = self.sides(cluster)
         client = await self.client(cluster, new)
         result = await client.promote(wait_seconds=PROMOTE_WAIT_SECONDS, checkpoint=False)
         await self.hook(Mark.PROMOTED)
@@ -635,8 +657,6 @@ class PromotionRunner:
             raise NotConfirmedError(
                 f"side {new} is on timeline {result.timeline}, not above {before}"
             )
-        await client.create_slot_if_missing(f"{SLOT_PREFIX}{old}")
-        await self.hook(Mark.SLOT_CREATED)
         update: dict[str, Any] = {"message": f"side {new} promoted to timeline {result.timeline}"}
         if result.promoted or cluster.status.promotion.promote_seconds is None:
             update["promote_seconds"] = round(result.duration_seconds, 3)
@@ -644,7 +664,11 @@ class PromotionRunner:
         await self.hook(Mark.PROMOTION_RECORDED)
 
     async def switch_roles(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        """``status.primary`` moves first (the topology follows it), then the children."""
+        """``status.primary`` moves first (the topology follows it), then the children; then what
+        the old side's rejoin needs, out of the writers' way (issue #16): its replication slot on
+        the new primary (slots are not replicated) and the post-promotion checkpoint. A restart
+        repeats the whole step (every part idempotent), and the old side starts only in the next
+        one, so it never starts without its slot."""
         old, new = self.sides(cluster)
 
         def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
@@ -658,6 +682,8 @@ class PromotionRunner:
             body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
         )
         await self.hook(Mark.CHILDREN_APPLIED)
+        await (await self.client(cluster, new)).create_slot_if_missing(f"{SLOT_PREFIX}{old}")
+        await self.hook(Mark.SLOT_CREATED)
         await self.checkpoint_new_primary(cluster, new)
         await self.hook(Mark.CHECKPOINTED)
 

@@ -91,7 +91,6 @@ class Mark(StrEnum):
     LEASE_WRITTEN = "StoppingOldPrimary:lease-written"
     HOLDER_RENEWED = "StoppingOldPrimary:holder-renewed"
     PROMOTED = "Promoting:promoted"
-    PROMOTION_RECORDED = "Promoting:recorded"
     PRIMARY_RECORDED = "SwitchingRoles:primary-recorded"
     CHILDREN_APPLIED = "SwitchingRoles:children-applied"
     SLOT_CREATED = "SwitchingRoles:slot-created"
@@ -254,15 +253,19 @@ class PromotionRunner:
         return fresh.token == mine.token and fresh.result == "InProgress"
 
     async def record(
-        self, cluster: GoCDHACluster, **update: Any
+        self, cluster: GoCDHACluster, *, roles: tuple[Side, Side] | None = None, **update: Any
     ) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
-        """Change fields of ``status.promotion`` (only while it is still this promotion)."""
+        """Change fields of ``status.promotion`` (only while it is still this promotion), and
+        ``status.primary``/``standby`` to ``roles`` when given."""
 
         def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
             if not self._same_promotion(cluster, status):
                 return None
             promotion = status.promotion.model_copy(update=update)
-            return status.model_copy(update={"promotion": promotion})
+            moved: dict[str, Any] = {}
+            if roles is not None:
+                moved = {"primary": roles[0], "standby": roles[1]}
+            return status.model_copy(update={"promotion": promotion, **moved})
 
         return await self._update(change)
 
@@ -284,7 +287,12 @@ class PromotionRunner:
         promotion = cluster.status.promotion
         following = self._next_step(cluster, step)
         carried, self._carry = self._carry, {}
-        body, _ = await self.record(cluster, **carried, step=following)
+        # SwitchingRoles' first act, ``status.primary`` moving (the new side is confirmed
+        # promoted), is written with the record of that step: one status write less in the
+        # writers' gap (issue #16); a restart repeats the step, which finds it moved.
+        old, new = self.sides(cluster)
+        roles = (new, old) if following == Step.SWITCHING_ROLES else None
+        body, _ = await self.record(cluster, roles=roles, **carried, step=following)
         self.config.kube.check_may_write()  # the record may have written nothing (not ours)
         post_event(
             body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
@@ -657,30 +665,34 @@ class PromotionRunner:
             raise NotConfirmedError(
                 f"side {new} is on timeline {result.timeline}, not above {before}"
             )
-        update: dict[str, Any] = {"message": f"side {new} promoted to timeline {result.timeline}"}
-        if result.promoted or cluster.status.promotion.promote_seconds is None:
-            update["promote_seconds"] = round(result.duration_seconds, 3)
-        await self.record(cluster, **update)  # at once: a repeated pg_promote is a no-op
-        await self.hook(Mark.PROMOTION_RECORDED)
+        # Written with the record of the next step (issue #16). A restart before it repeats
+        # ``pg_promote``, a no-op then: its duration is not the promotion's, so only the call
+        # that promoted records ``promoteSeconds`` (after such a restart it stays unknown).
+        self._carry["message"] = f"side {new} promoted to timeline {result.timeline}"
+        if result.promoted:
+            self._carry["promote_seconds"] = round(result.duration_seconds, 3)
 
     async def switch_roles(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        """``status.primary`` moves first (the topology follows it), then the children; then what
-        the old side's rejoin needs, out of the writers' way (issue #16): its replication slot on
-        the new primary (slots are not replicated) and the post-promotion checkpoint. A restart
-        repeats the whole step (every part idempotent), and the old side starts only in the next
-        one, so it never starts without its slot."""
+        """``status.primary`` moves first (the topology follows it: the record of this step
+        moved it, ``record_next``; a record that did not, by an older operator, is completed
+        here), then the children; then what the old side's rejoin needs, out of the writers' way
+        (issue #16): its replication slot on the new primary (slots are not replicated) and the
+        post-promotion checkpoint. A restart repeats the whole step (every part idempotent), and
+        the old side starts only in the next one, so it never starts without its slot."""
         old, new = self.sides(cluster)
+        if (cluster.status.primary, cluster.status.standby) != (new, old):
 
-        def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
-            if not self._same_promotion(cluster, status):
-                return None
-            return status.model_copy(update={"primary": new, "standby": old})
+            def change(
+                _: dict[str, Any], status: GoCDHAClusterStatus
+            ) -> GoCDHAClusterStatus | None:
+                if not self._same_promotion(cluster, status):
+                    return None
+                return status.model_copy(update={"primary": new, "standby": old})
 
-        body, status = await self._update(change)
-        await self.hook(Mark.PRIMARY_RECORDED)
-        await self.apply_step(
-            body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
-        )
+            body, status = await self._update(change)
+            cluster = cluster.model_copy(update={"status": status})
+            await self.hook(Mark.PRIMARY_RECORDED)
+        await self.apply_step(body, cluster, Step.SWITCHING_ROLES)
         await self.hook(Mark.CHILDREN_APPLIED)
         await (await self.client(cluster, new)).create_slot_if_missing(f"{SLOT_PREFIX}{old}")
         await self.hook(Mark.SLOT_CREATED)

@@ -680,7 +680,7 @@ class LocalKubelet:
         async with self._lock:
             pod = self._find(name)
             pod.held = True
-            await self._terminated(pod)
+            await self._terminated(pod, cancel=True)  # a crash does not wait for a graceful stop
             self._log(pod, "killed (SIGKILL of every container); held until resumed")
             for container in pod.all_containers():
                 if container.process is not None:
@@ -754,10 +754,13 @@ class LocalKubelet:
 
         self._terminating[key] = asyncio.create_task(stop(), name=f"local-kubelet-stop-{pod.name}")
 
-    async def _terminated(self, pod: _Pod) -> None:
-        """Until a stop ``_terminate`` started for ``pod`` (if any) has ended."""
+    async def _terminated(self, pod: _Pod, *, cancel: bool = False) -> None:
+        """Until a stop ``_terminate`` started for ``pod`` (if any) has ended; ``cancel``: end it
+        now (its processes are left to the caller)."""
         task = self._terminating.get((pod.kind, pod.name))
         if task is not None:
+            if cancel:
+                task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def _converge(self, pod: _Pod) -> None:

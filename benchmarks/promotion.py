@@ -44,10 +44,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE
+from gocd_ha_operator.api.constants import ANNOTATION_PROMOTE, POSTGRES_PORT
 from gocd_ha_operator.api.spec import parse_cluster
 from gocd_ha_operator.local.stack import LocalStack, local_stack
-from gocd_ha_operator.local.workload import RowWriter, streaming_from
+from gocd_ha_operator.local.workload import BackgroundLoop, RowWriter, streaming_from
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -151,17 +151,50 @@ async def step_events(stack: LocalStack, since: float) -> dict[str, float]:
 
 class StepClock:
     """The promotion hook of the benchmark's operator: when each step began (monotonic), i.e.
-    right after the runner found it recorded in status."""
+    right after the runner found it recorded in status, and when each point inside a step
+    (``runner.Mark``, ``<Step>:<what>``) was passed."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, float]] = []
+        self.marks: list[tuple[str, float]] = []
 
     async def __call__(self, point: str) -> None:
-        if ":" not in point:
-            self.seen.append((point, time.monotonic()))
+        (self.marks if ":" in point else self.seen).append((point, time.monotonic()))
 
     def since(self, start: float) -> list[tuple[str, float]]:
         return [(step, at) for step, at in self.seen if at >= start]
+
+    def marks_since(self, start: float) -> list[tuple[str, float]]:
+        return [(mark, at) for mark, at in self.marks if at >= start]
+
+
+class NodeClock(BackgroundLoop):
+    """What the node (the local kubelet) does during a switchover, sampled every 2 ms in this
+    process: when the primary Postgres Service stops selecting a pod and selects one again
+    (``node:primary-endpoint-none`` / ``node:primary-endpoint-<port>``: what a client resolves),
+    and when the old primary's pod has stopped (``node:old-pod-stopped``)."""
+
+    def __init__(self, stack: LocalStack, old_pod: str) -> None:
+        self.stack = stack
+        self.old_pod = old_pod
+        self.seen: list[tuple[str, float]] = []
+        self._task = None
+        self._stop = asyncio.Event()
+
+    async def _run(self) -> None:
+        key = f"{NAMESPACE}/{NAME}-pg-primary:{POSTGRES_PORT}"
+        endpoint = self.stack.kubelet.endpoint_map.get(key)
+        running = self.stack.kubelet.running(self.old_pod)
+        while not self._stop.is_set():
+            now = self.stack.kubelet.endpoint_map.get(key)
+            if now != endpoint:
+                endpoint = now
+                what = "none" if now is None else str(now.port)
+                self.seen.append((f"node:primary-endpoint-{what}", time.monotonic()))
+            if running and not self.stack.kubelet.running(self.old_pod):
+                running = False
+                self.seen.append(("node:old-pod-stopped", time.monotonic()))
+            await asyncio.sleep(0.002)
 
 
 async def switch(
@@ -171,10 +204,13 @@ async def switch(
     writer.start()
     await asyncio.sleep(1.0)
     old_port = stack.kubelet.port(f"{NAME}-pg-{primary}")
+    node = NodeClock(stack, f"{NAME}-pg-{primary}")
+    node.start()
     wall, annotated = time.time(), time.monotonic()
     await stack.annotate(NAME, ANNOTATION_PROMOTE, token)
     promotion = await stack.wait_for(finished(token), NAME, timeout=120, what=token)
     first_new = await first_commit_elsewhere(writer, old_port, annotated)
+    await node.stop()
     last_old = max(
         (c.at for c in writer.commits if c.port == old_port and c.at < first_new),
         default=float("nan"),
@@ -201,6 +237,10 @@ async def switch(
     for here, following in itertools.pairwise(present):
         name = "Fencing" if here == "PromotionStarted" else here.removeprefix("Promotion")
         steps_by_events[name] = events[following] - events[here]
+    # The write gap's parts: every point passed (steps, marks inside them, the node's reactions)
+    # as seconds since the writer's last commit on the old primary.
+    points = [*began, *clock.marks_since(annotated), *node.seen, ("writer:first-new", first_new)]
+    figures["gap"] = {name: at - last_old for name, at in sorted(points, key=lambda p: p[1])}
     return figures, steps, steps_by_events
 
 
@@ -232,6 +272,8 @@ async def switchovers(runs: int, restarts: bool) -> tuple[list[dict[str, Any]], 
                 f"steps_by_events: {event_text} {load()}"
             )
             print(lines[-1], flush=True)
+            gap_text = " ".join(f"{name}={at:+.3f}" for name, at in figures["gap"].items())
+            print(f"  gap run={run + 1} (s since the last commit on the old primary): {gap_text}")
             primary = other(primary)
             await stack.wait_for(serving(primary), NAME, timeout=120, what="rejoined")
         if restarts:
@@ -395,6 +437,21 @@ async def automatic_failover() -> str:
         )
 
 
+def gap_medians(results: list[dict[str, Any]]) -> str:
+    """Each point of the write gap seen in every run: its median offset, in time order (the
+    endpoint points named by role, not port: the primary alternates)."""
+    runs: list[dict[str, float]] = []
+    for result in results:
+        named: dict[str, float] = {}
+        for point, at in result["gap"].items():
+            new_endpoint = point.startswith("node:primary-endpoint-") and point[-4:] != "none"
+            named.setdefault("node:primary-endpoint-new" if new_endpoint else point, at)
+        runs.append(named)
+    common = set.intersection(*(set(run) for run in runs)) if runs else set()
+    medians = {name: statistics.median(run[name] for run in runs) for name in common}
+    return " ".join(f"{name}={at:+.3f}" for name, at in sorted(medians.items(), key=lambda p: p[1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="switchovers and floor runs")
@@ -424,6 +481,10 @@ def main() -> None:
         f"median annotate_to_first_step_s={first:.3f} floor_s={floor:.3f} "
         f"ratio={writable / floor:.2f} {load()}",
         flush=True,
+    )
+    print(
+        "write gap parts (median s since the last commit on the old primary): "
+        + gap_medians(results)
     )
     if not args.no_failover:
         print(asyncio.run(failover()), flush=True)

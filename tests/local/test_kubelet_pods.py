@@ -336,3 +336,37 @@ async def test_a_moved_service_routes_while_a_sync_is_busy(api: Api) -> None:
                 "v1", "Service", f"{CLUSTER}-gocd", {"spec": {"selector": {"x": "none"}}}
             )
             await eventually(lambda: key not in kubelet.endpoints(), timeout=10, what="the move")
+
+
+async def test_a_slow_pod_stop_does_not_hold_up_the_stop_of_another_pod(
+    api: Api, kubelet: LocalKubelet
+) -> None:
+    """As a node's pod workers: a pod that takes its whole grace period to stop does not delay
+    another pod's stop (issue #16: a switchover scales its old primary down while the old GoCD
+    server is still stopping)."""
+    claim = kubelet.claim_dir("data-probe-0")
+    (claim / "sub").mkdir()
+    shutil.chown(claim / "sub", default_os_user())
+    slow = statefulset()
+    slow["metadata"]["name"] = "slow"
+    slow["spec"]["selector"] = {"matchLabels": {"app": "slow"}}
+    slow["spec"]["template"]["metadata"]["labels"] = {"app": "slow"}
+    # SIGTERM ignored (inherited through exec): it stops only at the grace period's SIGKILL.
+    container = slow["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = ["bash", "-c", "trap '' TERM; exec sleep 300"]
+    await create_probe(api)
+    await api.create(slow)
+    await started(kubelet, claim, 1)
+    await eventually(lambda: kubelet.running("slow"), timeout=10, what="slow started")
+
+    await api.scale("StatefulSet", "slow", 0)
+    await asyncio.sleep(0.3)  # its stop has begun: SIGTERM sent, ignored
+    assert kubelet.running("slow")
+    asked = asyncio.get_running_loop().time()
+    await api.scale("StatefulSet", "probe", 0)
+    await eventually(lambda: not kubelet.running("probe"), timeout=10, what="probe stopped")
+    took = asyncio.get_running_loop().time() - asked
+    assert kubelet.running("slow"), "the slow pod is still within its grace period"
+    assert took < 2.0, f"probe stopped {took:.1f}s after its scale-down, behind the slow pod"
+    await eventually(lambda: not kubelet.running("slow"), timeout=10, what="slow killed")
+    assert "killed after the grace period" in kubelet.pod_log("slow")

@@ -3,9 +3,11 @@
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 from gocd_ha_operator.api.constants import Side
+from gocd_ha_operator.postgres.client import PrimaryNotStopped
 from tests.support.pg import OS_USER, PgCluster, PgInstance, streaming, wait_until
 
 pytestmark = pytest.mark.postgres
@@ -142,3 +144,55 @@ async def test_switchover_loses_nothing(cluster: PgCluster) -> None:
     assert result.promoted
     assert time.monotonic() - started < 30
     assert rows(b) == [f"run-{i}" for i in range(200)]
+
+
+async def test_switchover_stop_wait_returns_once_the_stream_is_lost_and_replayed(
+    cluster: PgCluster,
+) -> None:
+    """``replay_when_primary_stopped`` (a switchover's StoppingOldPrimary, issue #16): while the
+    old primary runs it does not return; once it stopped cleanly, the standby's final received
+    position is replayed, the last commit included."""
+    a, b = cluster.start_pair()
+    with a.connect("gocd") as conn:
+        conn.execute("CREATE TABLE runs (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO runs (name) VALUES ('last-before-stop')")
+    with a.gocd_connect() as session:
+        session.execute("SELECT 1")
+        ended, lsn = await a.client().end_client_sessions_then_lsn()
+        assert ended == 1, "GoCD's session is ended (never the standby's stream)"
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
+    assert 0 < lsn <= await a.client().current_lsn()
+
+    # The primary still runs: the stop wait gives up after its bound.
+    with pytest.raises(PrimaryNotStopped):
+        await b.client().replay_when_primary_stopped(
+            a.client().refuses_connections, poll=0.02, stop_timeout=0.5, replay_timeout=5
+        )
+    # A refusal alone is not enough: the standby still streams from a running primary.
+    with pytest.raises(PrimaryNotStopped):
+        await b.client().replay_when_primary_stopped(
+            _always_refused, poll=0.02, stop_timeout=0.5, replay_timeout=5
+        )
+
+    stopped_at = time.monotonic()
+    a.stop()
+    final = await b.client().replay_when_primary_stopped(
+        a.client().refuses_connections, poll=0.02, stop_timeout=30, replay_timeout=30
+    )
+    assert time.monotonic() - stopped_at < 30
+    assert final.in_recovery
+    assert final.received_lsn is not None and final.received_lsn >= lsn
+    assert final.replayed_lsn is not None and final.replayed_lsn >= final.received_lsn
+    assert rows(b) == ["last-before-stop"]
+
+    # On an instance that is not in recovery it answers at once, saying so.
+    await b.client().promote(wait_seconds=30)
+    not_standby = await b.client().replay_when_primary_stopped(
+        _always_refused, poll=0.02, stop_timeout=5, replay_timeout=5
+    )
+    assert not not_standby.in_recovery
+
+
+async def _always_refused() -> bool:
+    return True

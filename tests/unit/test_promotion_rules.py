@@ -18,7 +18,7 @@ from gocd_ha_operator.controller.observe import (
     GoCDObservation,
     compute_status,
 )
-from gocd_ha_operator.controller.reconcile import changed_children
+from gocd_ha_operator.controller.reconcile import apply_topology_change, changed_children
 from gocd_ha_operator.postgres.client import InstanceObservation
 from gocd_ha_operator.rules.promotion import (
     FENCED_STEPS,
@@ -37,6 +37,7 @@ from gocd_ha_operator.rules.promotion import (
 )
 from gocd_ha_operator.rules.topology import Topology
 from tests.support.clusters import CREDENTIALS
+from tests.support.memkube import MemoryKube
 
 Body = Callable[..., dict[str, Any]]
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -336,6 +337,49 @@ def test_each_step_applies_only_what_its_topology_changes(body: Body, step: Step
     # Repeating a step (an operator restart) applies the same objects to the same content.
     again = changed_children(built(topology_before(promoted, step)), built(topology_of(promoted)))
     assert again == changed
+
+
+def test_switching_roles_writes_the_primary_postgres_service_before_anything_else(
+    body: Body,
+) -> None:
+    """Issue #16: GoCD's writes wait for the primary Postgres Service only; it is written first,
+    alone, and the other children after it."""
+    status = {
+        "primary": "b",
+        "standby": "a",
+        "promotion": {
+            "token": "t",
+            "type": "Switchover",
+            "result": "InProgress",
+            "step": Step.SWITCHING_ROLES,
+            "fromSide": "a",
+            "toSide": "b",
+        },
+    }
+    promoted = cluster(body, status)
+    kube = MemoryKube()
+    for child in build_children(
+        BuildInputs(
+            promoted, topology_before(promoted, Step.SWITCHING_ROLES), CREDENTIALS, "op:test"
+        )
+    ):
+        kube.objects[(child["kind"], child["metadata"]["namespace"], child["metadata"]["name"])] = (
+            child
+        )
+    raw = body()
+    apply_topology_change(
+        kube,  # type: ignore[arg-type]
+        raw,
+        promoted,
+        before=topology_before(promoted, Step.SWITCHING_ROLES),
+        after=topology_of(promoted),
+        credentials=CREDENTIALS,
+        operator_image="op:test",
+        operator_namespace="ops",
+    )
+    written = [(kind, name) for _, kind, name in kube.writes]
+    assert written[0] == ("Service", "ci-pg-primary"), written
+    assert set(written) == SWITCHOVER_WRITES[Step.SWITCHING_ROLES]
 
 
 def test_nothing_changes_between_unchanged_topologies(body: Body) -> None:

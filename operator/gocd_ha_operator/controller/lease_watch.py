@@ -48,8 +48,10 @@ MEMO_KEY: Final = "primary_lease_seen"
 POLL_SECONDS: Final = 0.5
 #: The shortest pause between two reads of a Lease that is about to expire.
 EXPIRY_POLL_FLOOR_SECONDS: Final = 0.01
-#: How often the new holder's first renewal is looked for after a hand-over.
-RENEWAL_POLL_SECONDS: Final = 0.025
+#: How often the new holder's first renewal is looked for after a hand-over. It sits in a
+#: switchover's write gap (issue #16): the guard renews some 20-40 ms after the hand-over, so a
+#: coarser poll adds up to its period for nothing; one read is one GET (the wait is bounded).
+RENEWAL_POLL_SECONDS: Final = 0.01
 #: Extra seconds a failover waits beyond the Lease's own expiry before it gives up.
 TAKEOVER_SLACK_SECONDS: Final = 10.0
 

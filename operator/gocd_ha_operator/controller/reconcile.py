@@ -542,10 +542,20 @@ def apply_topology_change(
         is_credential = child["kind"] == "Secret" and child["metadata"]["name"] in immutable
         apply_child(kube, child, owner, result, immutable_data=is_credential)
 
-    # At once: they are independent objects, and the step is recorded done only when every one
-    # is written (one round trip instead of one per object; an error is raised as before).
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(changed)))) as pool:
-        list(pool.map(apply, changed))
+    # The primary Postgres Service first, alone (issue #16): GoCD's writes wait for it, and
+    # among the other writes it would queue behind up to 15 requests at the API server. Then
+    # the rest at once: they are independent objects, and the step is recorded done only when
+    # every one is written (one round trip instead of one per object; an error is raised as
+    # before).
+    primary_service = ChildNames(cluster.name).postgres_role_service("primary")
+    first = [
+        c for c in changed if (c["kind"], c["metadata"]["name"]) == ("Service", primary_service)
+    ]
+    for child in first:
+        apply(child)
+    rest = [c for c in changed if c not in first]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(rest)))) as pool:
+        list(pool.map(apply, rest))
     return result
 
 

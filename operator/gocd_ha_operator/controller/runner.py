@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, Final
 
 from gocd_ha_operator.api import conditions as cond
@@ -51,10 +52,10 @@ from gocd_ha_operator.controller.status import (
 from gocd_ha_operator.controller.tls import ca_file, read_ca_certificate
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.postgres.client import (
-    InstanceObservation,
     PostgresAuthFailed,
     PostgresClient,
     PostgresError,
+    PrimaryNotStopped,
     ReplayTimeout,
     format_lsn,
     parse_lsn,
@@ -77,6 +78,23 @@ RETRY_FIRST_SECONDS: Final = 0.5
 RETRY_MAX_SECONDS: Final = 5.0
 #: How often a stuck promotion re-checks whether it can be resolved.
 STUCK_RECHECK_SECONDS: Final = 5.0
+
+
+class Mark(StrEnum):
+    """Points inside a step where the promotion hook is called too (after the named work): the
+    benchmark times the write gap's parts with them (issue #16), a test may stop there."""
+
+    SESSIONS_ENDED = "CatchingUp:sessions-ended"
+    SCALED_DOWN = "StoppingOldPrimary:scaled-down"
+    REFUSED = "StoppingOldPrimary:refused"
+    REPLAYED = "StoppingOldPrimary:replayed"
+    LEASE_WRITTEN = "StoppingOldPrimary:lease-written"
+    HOLDER_RENEWED = "StoppingOldPrimary:holder-renewed"
+    PROMOTED = "Promoting:promoted"
+    PRIMARY_RECORDED = "SwitchingRoles:primary-recorded"
+    CHILDREN_APPLIED = "SwitchingRoles:children-applied"
+    SLOT_CREATED = "SwitchingRoles:slot-created"
+    CHECKPOINTED = "SwitchingRoles:checkpointed"
 
 
 class AbortPromotionError(Exception):
@@ -235,15 +253,19 @@ class PromotionRunner:
         return fresh.token == mine.token and fresh.result == "InProgress"
 
     async def record(
-        self, cluster: GoCDHACluster, **update: Any
+        self, cluster: GoCDHACluster, *, roles: tuple[Side, Side] | None = None, **update: Any
     ) -> tuple[dict[str, Any], GoCDHAClusterStatus]:
-        """Change fields of ``status.promotion`` (only while it is still this promotion)."""
+        """Change fields of ``status.promotion`` (only while it is still this promotion), and
+        ``status.primary``/``standby`` to ``roles`` when given."""
 
         def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
             if not self._same_promotion(cluster, status):
                 return None
             promotion = status.promotion.model_copy(update=update)
-            return status.model_copy(update={"promotion": promotion})
+            moved: dict[str, Any] = {}
+            if roles is not None:
+                moved = {"primary": roles[0], "standby": roles[1]}
+            return status.model_copy(update={"promotion": promotion, **moved})
 
         return await self._update(change)
 
@@ -265,7 +287,12 @@ class PromotionRunner:
         promotion = cluster.status.promotion
         following = self._next_step(cluster, step)
         carried, self._carry = self._carry, {}
-        body, _ = await self.record(cluster, **carried, step=following)
+        # SwitchingRoles' first act, ``status.primary`` moving (the new side is confirmed
+        # promoted), is written with the record of that step: one status write less in the
+        # writers' gap (issue #16); a restart repeats the step, which finds it moved.
+        old, new = self.sides(cluster)
+        roles = (new, old) if following == Step.SWITCHING_ROLES else None
+        body, _ = await self.record(cluster, roles=roles, **carried, step=following)
         self.config.kube.check_may_write()  # the record may have written nothing (not ours)
         post_event(
             body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
@@ -463,31 +490,51 @@ class PromotionRunner:
         shutdown that follows sends whatever was committed after it. The LSN is recorded while
         the standby replays (a repeated step reads a new one, never a lower one)."""
         old, new = self.sides(cluster)
-        promotion = cluster.status.promotion
-        lsn_text = promotion.lsn
+        recorded = cluster.status.promotion.lsn
         target = await self.client(cluster, new)
         recording: asyncio.Task[Any] | None = None
-        if lsn_text is None:
+
+        async def old_primary_position() -> int:
+            nonlocal recording
             source = await self.client(cluster, old)
             await source.checkpoint()
-            await source.end_client_sessions()
-            lsn_text = format_lsn(await source.current_lsn())
-            recording = asyncio.create_task(self.record(cluster, lsn=lsn_text))
+            _ended, lsn = await source.end_client_sessions_then_lsn()
+            await self.hook(Mark.SESSIONS_ENDED)
+            recording = asyncio.create_task(self.record(cluster, lsn=format_lsn(lsn)))
+            return lsn
+
+        # The old primary's work runs while the standby's connection is opened (issue #16).
+        lsn: int | asyncio.Task[int] = (
+            parse_lsn(recorded)
+            if recorded is not None
+            else asyncio.create_task(old_primary_position())
+        )
+        reading = lsn if isinstance(lsn, asyncio.Task) else None
         try:
-            await target.wait_for_replay(parse_lsn(lsn_text), timeout=CATCH_UP_TIMEOUT_SECONDS)
+            await target.wait_for_replay(lsn, timeout=CATCH_UP_TIMEOUT_SECONDS)
         except ReplayTimeout as exc:
             raise AbortPromotionError(
                 Reason.SWITCHOVER_FAILED, f"side {new} did not catch up: {exc}"
             ) from None
         finally:
-            if recording is not None:
-                # Never left halfway: the status writer counts the writes in flight.
-                await asyncio.wait([recording])
-                if not recording.cancelled():
-                    recording.exception()  # retrieved; raised below unless the wait failed first
+            # Never left halfway: the status writer counts the writes in flight. An error of
+            # either task is retrieved here and raised below unless the wait failed first; the
+            # reading first, as it starts the recording.
+            await self._settle(reading)
+            await self._settle(recording)
+        if reading is not None:
+            await reading  # its error, if it failed, fails the step
         if recording is not None:
-            await recording  # its error, if it failed, fails the step
+            await recording
         self._carry["rpo_bytes"] = 0  # written with the next step
+
+    @staticmethod
+    async def _settle(task: asyncio.Task[Any] | None) -> None:
+        """Until ``task`` (if any) has ended; its error retrieved (the caller raises it)."""
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()
 
     async def stop_old_primary(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """The old primary is stopped, then (issue #12) the new side takes the Lease."""
@@ -504,6 +551,7 @@ class PromotionRunner:
         reports now."""
         old, new = self.sides(cluster)
         await self.apply_step(body, cluster, Step.STOPPING_OLD_PRIMARY)
+        await self.hook(Mark.SCALED_DOWN)
         promotion = cluster.status.promotion
         if promotion.type == "Failover":
             lag = cluster.status.replication.lag_bytes
@@ -515,35 +563,41 @@ class PromotionRunner:
             return
         source = await self.client(cluster, old)
         target = await self.client(cluster, new)
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        standby: InstanceObservation | None = None
-        while True:
+        refused = False
+
+        async def refuses() -> bool:
             # A TCP probe, not an observation: while it shuts down the instance still accepts
             # connections (and refuses them as "shutting down"), so only a closed port counts.
+            nonlocal refused
             if await source.refuses_connections():
-                # A refused connection alone does not prove it stopped (the network may be what
-                # fails): the standby must have lost its stream from it too.
-                seen = await target.observe()
-                if seen.reachable and seen.wal_receiver_status != "streaming":
-                    # Its received position is final: nothing streams to it any more.
-                    standby = seen
-                    break
-            if time.monotonic() >= deadline:
-                raise AbortPromotionError(
-                    Reason.SWITCHOVER_FAILED,
-                    f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
-                )
-            await asyncio.sleep(STOP_POLL_SECONDS)
-        if not standby.in_recovery:
-            raise RuntimeError(f"side {new} is not a reachable standby: {standby.error}")
-        received = standby.received_lsn
-        if received is not None:
-            try:
-                await target.wait_for_replay(received, timeout=CATCH_UP_TIMEOUT_SECONDS)
-            except ReplayTimeout as exc:
-                raise AbortPromotionError(
-                    Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
-                ) from None
+                if not refused:
+                    refused = True
+                    await self.hook(Mark.REFUSED)
+                return True
+            return False
+
+        try:
+            # A refused connection alone does not prove it stopped (the network may be what
+            # fails): the standby must have lost its stream from it too; what it received then
+            # is final, and is replayed before anything moves.
+            final = await target.replay_when_primary_stopped(
+                refuses,
+                poll=STOP_POLL_SECONDS,
+                stop_timeout=STOP_TIMEOUT_SECONDS,
+                replay_timeout=CATCH_UP_TIMEOUT_SECONDS,
+            )
+        except PrimaryNotStopped:
+            raise AbortPromotionError(
+                Reason.SWITCHOVER_FAILED,
+                f"Postgres on side {old} did not stop within {STOP_TIMEOUT_SECONDS:g}s",
+            ) from None
+        except ReplayTimeout as exc:
+            raise AbortPromotionError(
+                Reason.SWITCHOVER_FAILED, f"side {new} did not replay what it received: {exc}"
+            ) from None
+        if not final.in_recovery:
+            raise RuntimeError(f"side {new} is not a standby")
+        await self.hook(Mark.REPLAYED)
 
     async def take_primary_lease(self, cluster: GoCDHACluster) -> None:
         """Issue #12, the last act before the point of no return: the new side holds the Lease
@@ -566,6 +620,7 @@ class PromotionRunner:
             raise LeaseNotMovedError(
                 f"the primary Lease could not be handed to side {new}: {exc}"
             ) from None
+        await self.hook(Mark.LEASE_WRITTEN)
         promoting = cond.get_condition(cluster.status.conditions, cond.PROMOTING)
         if promoting is not None and promoting.reason == Reason.LEASE_HELD:
             # Moved after all: the condition no longer says it is held.
@@ -588,18 +643,21 @@ class PromotionRunner:
                 new,
                 retry + HOLDER_RENEWAL_SLACK_SECONDS,
             )
+        await self.hook(Mark.HOLDER_RENEWED)
 
     async def promote(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
         """Point of no return: ``pg_promote`` (idempotent), then confirm — not in recovery, on a
-        later timeline than the old primary — and create the old side's slot.
+        later timeline than the old primary.
 
         The confirmation is the promotion's own: ``PostgresClient.promote`` returns only once the
         instance answered out of recovery, with the timeline it then writes on (no second
-        connection). Its checkpoint, which only the old primary's rejoin needs, is taken in
-        ``SwitchingRoles`` once the Services point at the new primary (issue #16)."""
-        old, new = self.sides(cluster)
+        connection). What only the old primary's rejoin needs — its slot, the checkpoint — is
+        done in ``SwitchingRoles`` once the Services point at the new primary (issue #16): the
+        writers wait for nothing but the promotion."""
+        _old, new = self.sides(cluster)
         client = await self.client(cluster, new)
         result = await client.promote(wait_seconds=PROMOTE_WAIT_SECONDS, checkpoint=False)
+        await self.hook(Mark.PROMOTED)
         if result.timeline is None:
             raise NotConfirmedError(f"side {new} reported no timeline")
         before = cluster.status.promotion.from_timeline
@@ -607,26 +665,39 @@ class PromotionRunner:
             raise NotConfirmedError(
                 f"side {new} is on timeline {result.timeline}, not above {before}"
             )
-        await client.create_slot_if_missing(f"{SLOT_PREFIX}{old}")
-        update: dict[str, Any] = {"message": f"side {new} promoted to timeline {result.timeline}"}
-        if result.promoted or cluster.status.promotion.promote_seconds is None:
-            update["promote_seconds"] = round(result.duration_seconds, 3)
-        await self.record(cluster, **update)  # at once: a repeated pg_promote is a no-op
+        # Written with the record of the next step (issue #16). A restart before it repeats
+        # ``pg_promote``, a no-op then: its duration is not the promotion's, so only the call
+        # that promoted records ``promoteSeconds`` (after such a restart it stays unknown).
+        self._carry["message"] = f"side {new} promoted to timeline {result.timeline}"
+        if result.promoted:
+            self._carry["promote_seconds"] = round(result.duration_seconds, 3)
 
     async def switch_roles(self, body: dict[str, Any], cluster: GoCDHACluster) -> None:
-        """``status.primary`` moves first (the topology follows it), then the children."""
+        """``status.primary`` moves first (the topology follows it: the record of this step
+        moved it, ``record_next``; a record that did not, by an older operator, is completed
+        here), then the children; then what the old side's rejoin needs, out of the writers' way
+        (issue #16): its replication slot on the new primary (slots are not replicated) and the
+        post-promotion checkpoint. A restart repeats the whole step (every part idempotent), and
+        the old side starts only in the next one, so it never starts without its slot."""
         old, new = self.sides(cluster)
+        if (cluster.status.primary, cluster.status.standby) != (new, old):
 
-        def change(_: dict[str, Any], status: GoCDHAClusterStatus) -> GoCDHAClusterStatus | None:
-            if not self._same_promotion(cluster, status):
-                return None
-            return status.model_copy(update={"primary": new, "standby": old})
+            def change(
+                _: dict[str, Any], status: GoCDHAClusterStatus
+            ) -> GoCDHAClusterStatus | None:
+                if not self._same_promotion(cluster, status):
+                    return None
+                return status.model_copy(update={"primary": new, "standby": old})
 
-        body, status = await self._update(change)
-        await self.apply_step(
-            body, cluster.model_copy(update={"status": status}), Step.SWITCHING_ROLES
-        )
+            body, status = await self._update(change)
+            cluster = cluster.model_copy(update={"status": status})
+            await self.hook(Mark.PRIMARY_RECORDED)
+        await self.apply_step(body, cluster, Step.SWITCHING_ROLES)
+        await self.hook(Mark.CHILDREN_APPLIED)
+        await (await self.client(cluster, new)).create_slot_if_missing(f"{SLOT_PREFIX}{old}")
+        await self.hook(Mark.SLOT_CREATED)
         await self.checkpoint_new_primary(cluster, new)
+        await self.hook(Mark.CHECKPOINTED)
 
     async def checkpoint_new_primary(self, cluster: GoCDHACluster, new: Side) -> None:
         """The post-promotion ``CHECKPOINT`` (the new timeline in the control file, which the old

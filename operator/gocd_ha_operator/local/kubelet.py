@@ -399,6 +399,11 @@ class LocalKubelet:
         for sub in ("claims", "pods", "logs"):
             (self.work_dir / sub).mkdir(mode=0o755)
         self._pods: dict[tuple[Kind, str], _Pod] = {}
+        #: Pods whose workload wants no replica, being stopped: each on its own, as a node's pod
+        #: workers do, so a slow stop (a GoCD server's grace period) never holds up the sync that
+        #: stops or starts another pod (a switchover scales its old primary down while the old
+        #: GoCD server still stops, issue #16).
+        self._terminating: dict[tuple[Kind, str], asyncio.Task[None]] = {}
         self._services: dict[str, dict[str, Any]] = {}
         self._reserved: dict[str, Endpoint] = {}
         self._endpoint_snapshot: dict[str, Endpoint] = {}
@@ -473,6 +478,7 @@ class LocalKubelet:
                     await running
         try:
             async with self._lock:
+                await asyncio.gather(*self._terminating.values(), return_exceptions=True)
                 await asyncio.gather(
                     *(self._stop(pod, grace=CLOSE_GRACE_SECONDS) for pod in self._pods.values()),
                     return_exceptions=True,
@@ -674,6 +680,7 @@ class LocalKubelet:
         async with self._lock:
             pod = self._find(name)
             pod.held = True
+            await self._terminated(pod, cancel=True)  # a crash does not wait for a graceful stop
             self._log(pod, "killed (SIGKILL of every container); held until resumed")
             for container in pod.all_containers():
                 if container.process is not None:
@@ -686,6 +693,7 @@ class LocalKubelet:
         async with self._lock:
             pod = self._find(name)
             pod.held = True
+            await self._terminated(pod)
             await self._stop(pod)
 
     async def resume(self, name: str) -> None:
@@ -730,7 +738,34 @@ class LocalKubelet:
     def _backoff(restarts: int) -> float:
         return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (restarts - 1)))
 
+    def _terminate(self, pod: _Pod) -> None:
+        """Stop ``pod`` in a task of its own (see ``_terminating``); the sync after it ends sees
+        it stopped."""
+        key = (pod.kind, pod.name)
+
+        async def stop() -> None:
+            try:
+                await self._stop(pod)
+            except Exception as exc:  # as a failed sync was: logged, the next sync goes on
+                logger.warning("local kubelet: stopping %s failed: %s", pod.name, exc)
+            finally:
+                self._terminating.pop(key, None)
+                self._changed.set()
+
+        self._terminating[key] = asyncio.create_task(stop(), name=f"local-kubelet-stop-{pod.name}")
+
+    async def _terminated(self, pod: _Pod, *, cancel: bool = False) -> None:
+        """Until a stop ``_terminate`` started for ``pod`` (if any) has ended; ``cancel``: end it
+        now (its processes are left to the caller)."""
+        task = self._terminating.get((pod.kind, pod.name))
+        if task is not None:
+            if cancel:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _converge(self, pod: _Pod) -> None:
+        if (pod.kind, pod.name) in self._terminating:
+            return  # its stop runs; the sync after it converges it
         if pod.kind == "Job" and pod.phase == "Running":
             await self._finish_job_if_done(pod)
         if pod.phase == "Running" and pod.kind != "Job":
@@ -752,7 +787,7 @@ class LocalKubelet:
             self._log(pod, f"replicas={wanted}: the local kubelet runs one pod per workload")
         if wanted == 0:
             if pod.phase != "Stopped":
-                await self._stop(pod)
+                self._terminate(pod)
             pod.restarts = 0
             pod.next_start = 0.0
             return

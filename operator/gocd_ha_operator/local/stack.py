@@ -26,12 +26,23 @@ from gocd_ha_operator.api.constants import GOCD_DB_USER, POSTGRES_PORT, TLS_CA_C
 from gocd_ha_operator.controller.handlers import OperatorConfig
 from gocd_ha_operator.controller.tls import CERTIFICATE_CHECK_INTERVAL
 from gocd_ha_operator.kube.apply import client_for
+from gocd_ha_operator.kube.endpoints import Endpoint
 from gocd_ha_operator.kube.names import ChildNames
 from gocd_ha_operator.local.emulator import OperatorThread, emulator_settings, running_emulator
 from gocd_ha_operator.local.kubelet import VOLUME_REFRESH_SECONDS, LocalKubelet
 from gocd_ha_operator.rules.promotion import StepHook
 
 CLUSTERS_PATH: Final = "/apis/gocdha.io/v1alpha1/namespaces/{ns}/gocdhaclusters"
+
+
+@dataclass(frozen=True)
+class GocdDatabaseConfig:
+    """GoCD's database settings that do not depend on where the Service points: read once by a
+    client that reconnects through a promotion, as a GoCD server reads ``db.properties`` at
+    start."""
+
+    password: str = field(repr=False)
+    ca_file: str
 
 
 @dataclass
@@ -143,28 +154,43 @@ class LocalStack:
     async def gocd_conninfo(self, cluster: str, service: str) -> dict[str, Any] | None:
         """Connection parameters for GoCD's database through ``service`` (e.g. the primary
         Service), or ``None`` while the Service selects nothing."""
-        endpoint = self.kubelet.endpoint_map.get(f"{self.namespace}/{service}:{POSTGRES_PORT}")
-        if endpoint is None:
+        if self._endpoint(service) is None:
             return None
+        return self.gocd_conninfo_with(service, await self.gocd_database_config(cluster))
+
+    async def gocd_database_config(self, cluster: str) -> GocdDatabaseConfig:
+        """What GoCD's ``db.properties`` hold for ``cluster``: its password, the CA it verifies
+        the server with (written to a file)."""
         names = ChildNames(cluster)
         password = await self.secret_value(names.gocd_db_user_secret, "password")
-        # As GoCD's db.properties: TLS verified against the Service name (§17), connected to
-        # the Service's local address.
         ca_pem = await self.secret_value(names.server_tls_secret, TLS_CA_CERT_KEY)
         ca_path = self.kubelet.work_dir / f"{cluster}-ca.crt"
         if not ca_path.exists() or ca_path.read_text() != ca_pem:
             ca_path.write_text(ca_pem)
+        return GocdDatabaseConfig(password=password, ca_file=str(ca_path))
+
+    def gocd_conninfo_with(self, service: str, config: GocdDatabaseConfig) -> dict[str, Any] | None:
+        """:meth:`gocd_conninfo` from a configuration read before: no request, as a GoCD server
+        that reconnects reads no Secret (``None`` while the Service selects nothing)."""
+        endpoint = self._endpoint(service)
+        if endpoint is None:
+            return None
+        # As GoCD's db.properties: TLS verified against the Service name (§17), connected to
+        # the Service's local address.
         return {
             "host": f"{service}.{self.namespace}.svc",
             "hostaddr": endpoint.host,
             "sslmode": "verify-full",
-            "sslrootcert": str(ca_path),
+            "sslrootcert": config.ca_file,
             "port": endpoint.port,
             "user": GOCD_DB_USER,
-            "password": password,
+            "password": config.password,
             "dbname": "gocd",
             "connect_timeout": 3,
         }
+
+    def _endpoint(self, service: str) -> Endpoint | None:
+        return self.kubelet.endpoint_map.get(f"{self.namespace}/{service}:{POSTGRES_PORT}")
 
     async def close(self) -> None:
         if self._session is not None:

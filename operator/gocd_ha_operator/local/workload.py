@@ -13,7 +13,10 @@ from typing import Any, ClassVar, Final
 
 import psycopg
 
-from gocd_ha_operator.local.stack import LocalStack
+from gocd_ha_operator.local.stack import GocdDatabaseConfig, LocalStack
+
+#: SQLSTATEs of a refused login (invalid_authorization_specification, invalid_password).
+AUTH_SQLSTATES: Final = frozenset({"28000", "28P01"})
 
 
 def streaming_from(primary: str, status: dict[str, Any]) -> bool:
@@ -126,8 +129,14 @@ class RowWriter(BackgroundLoop):
 
     async def _run(self) -> None:
         service = f"{self.cluster}-pg-primary"
+        # Read once, as GoCD reads db.properties at start: a reconnect reads no Secret (two API
+        # requests before every attempt are no part of a client's reconnect, issue #16). Read
+        # again only after the server refused the password.
+        config: GocdDatabaseConfig | None = None
         while not self._stop.is_set():
-            info = await self.stack.gocd_conninfo(self.cluster, service)
+            if config is None:
+                config = await self.stack.gocd_database_config(self.cluster)
+            info = self.stack.gocd_conninfo_with(service, config)
             if info is None:  # fenced: the Service selects nothing for now
                 self.failures += 1
                 await asyncio.sleep(0.02)
@@ -139,8 +148,10 @@ class RowWriter(BackgroundLoop):
                         self._next_row += 1  # a failed COMMIT's number is never reused
                         await conn.execute("INSERT INTO builds VALUES (%s)", (row,))
                         self.commits.append(Commit(row, time.monotonic(), int(info["port"])))
-            except psycopg.Error:
+            except psycopg.Error as exc:
                 self.failures += 1
+                if exc.sqlstate in AUTH_SQLSTATES or "password authentication" in str(exc):
+                    config = None
                 await asyncio.sleep(0.02)
 
     async def rows_on(self, service: str) -> set[int]:

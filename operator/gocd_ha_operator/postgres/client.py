@@ -18,7 +18,7 @@ import ipaddress
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -79,6 +79,11 @@ class ReplayTimeout(PostgresError):  # noqa: N818 - the names the operator's han
         super().__init__(message)
         self.target_lsn = target_lsn
         self.replayed_lsn = replayed_lsn
+
+
+class PrimaryNotStopped(PostgresError):  # noqa: N818 - the names the operator's handlers use
+    """A switchover's old primary did not stop in time (it still accepted TCP connections, or
+    the standby still streamed from it)."""
 
 
 def parse_lsn(text: str) -> int:
@@ -258,6 +263,22 @@ SELECT pg_last_wal_receive_lsn()::text AS received,
                 (SELECT timeline_id FROM pg_control_checkpoint())) AS timeline
 """
 
+#: Ends every client session the operator role may end (``end_client_sessions``).
+_END_SESSIONS_SQL: Final = (
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) "
+    "FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid "
+    "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() "
+    "AND a.usename IS DISTINCT FROM current_user AND NOT COALESCE(r.rolsuper, false)"
+)
+
+#: A standby's stream, as a switchover watches it while the old primary stops.
+_STREAM_SQL: Final = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+       pg_last_wal_receive_lsn()::text AS received,
+       pg_last_wal_replay_lsn()::text AS replayed
+"""
+
 _PRIMARY_SQL: Final = """
 SELECT pg_current_wal_lsn()::text AS current,
        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline
@@ -281,6 +302,17 @@ SELECT archived_count, last_archived_wal, last_archived_time,
        failed_count, last_failed_wal, last_failed_time
 FROM pg_stat_archiver
 """
+
+
+@dataclass(frozen=True)
+class FinalPosition:
+    """What a standby showed once its primary had stopped (``replay_when_primary_stopped``):
+    ``received_lsn`` is final (nothing streams to it any more) and, when it is in recovery,
+    replayed (``replayed_lsn`` at least as far)."""
+
+    in_recovery: bool
+    received_lsn: int | None
+    replayed_lsn: int | None
 
 
 @dataclass(frozen=True)
@@ -567,15 +599,25 @@ class PostgresClient:
         A superuser session left open may still commit; a switchover covers it by stopping the
         old primary cleanly (its last WAL reaches the streaming standby) and waiting until the
         standby has replayed everything it received before promoting it."""
-        value = await self._scalar(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) "
-            "FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid "
-            "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() "
-            "AND a.usename IS DISTINCT FROM current_user AND NOT COALESCE(r.rolsuper, false)",
-            (),
-            "end client sessions",
-        )
+        value = await self._scalar(_END_SESSIONS_SQL, (), "end client sessions")
         return int(value or 0)
+
+    async def end_client_sessions_then_lsn(self) -> tuple[int, int]:
+        """:meth:`end_client_sessions`, then :meth:`current_lsn` read on the same connection
+        right after (a switchover's write outage runs from the first: a second connection for
+        the position would cost a TLS handshake). Returns ``(sessions ended, LSN)``."""
+        doing = "end client sessions"
+
+        async def run() -> tuple[int, int]:
+            async with self._connect(doing) as conn, conn.cursor() as cur:
+                await cur.execute(_END_SESSIONS_SQL)
+                ended = await cur.fetchone()
+                await cur.execute("SELECT pg_current_wal_lsn()::text")
+                current = await cur.fetchone()
+                assert current is not None
+                return int((ended or (0,))[0] or 0), parse_lsn(str(current[0]))
+
+        return await self._bounded(run(), doing)
 
     async def checkpoint(self) -> None:
         """``CHECKPOINT``: before a switchover, and after promotion so ``pg_rewind`` works.
@@ -589,12 +631,14 @@ class PostgresClient:
 
         await self._bounded(run(), "checkpoint")
 
-    async def wait_for_replay(self, lsn: int, timeout: float) -> int:
+    async def wait_for_replay(self, lsn: int | Awaitable[int], timeout: float) -> int:
         """Wait until this standby has replayed at least ``lsn``; returns the replayed LSN.
 
         One connection for the whole wait, polled every 20 ms: a switchover's write outage lasts
-        while it waits, and a new TLS connection per poll would cost more than the poll.
-        Raises :class:`ReplayTimeout` after ``timeout`` seconds with the position reached.
+        while it waits, and a new TLS connection per poll would cost more than the poll. ``lsn``
+        may be awaitable (a switchover reads it from the old primary): it is awaited once this
+        connection is open, so the handshake overlaps that read. Raises :class:`ReplayTimeout`
+        after ``timeout`` seconds with the position reached.
         """
         deadline = time.monotonic() + timeout
         doing = "wait for replay"
@@ -602,24 +646,88 @@ class PostgresClient:
         async def run() -> int:
             replayed: int | None = None
             async with self._connect(doing) as conn, conn.cursor() as cur:
+                target = lsn if isinstance(lsn, int) else await lsn
                 while True:
                     async with asyncio.timeout(self.statement_timeout + 2):
                         await cur.execute("SELECT pg_last_wal_replay_lsn()::text")
                         row = await cur.fetchone()
                     replayed = _lsn_or_none(None if row is None else row[0])
-                    if replayed is not None and replayed >= lsn:
+                    if replayed is not None and replayed >= target:
                         return replayed
                     if time.monotonic() >= deadline:
                         shown = "nothing" if replayed is None else format_lsn(replayed)
                         raise ReplayTimeout(
                             f"postgres at {self.endpoint} replayed {shown}, not "
-                            f"{format_lsn(lsn)}, within {timeout:g}s",
-                            target_lsn=lsn,
+                            f"{format_lsn(target)}, within {timeout:g}s",
+                            target_lsn=target,
                             replayed_lsn=replayed,
                         )
                     await asyncio.sleep(_REPLAY_POLL_SECONDS)
 
         return await self._bounded(run(), doing, waits=timeout)
+
+    async def replay_when_primary_stopped(
+        self,
+        primary_stopped: Callable[[], Awaitable[bool]],
+        *,
+        poll: float,
+        stop_timeout: float,
+        replay_timeout: float,
+    ) -> FinalPosition:
+        """On this standby, for a switchover: until ``primary_stopped()`` (the old primary
+        refuses connections) and this standby no longer streams from it, polled every ``poll``
+        seconds; then until it has replayed everything it received (a clean shutdown sends the
+        last WAL to a streaming standby). Both on one connection, opened before the old primary
+        stops: the write outage lasts while this waits, and a new TLS connection (an observation)
+        after the refusal, then another for the replay, cost tens of milliseconds under load.
+
+        Returns at once, with ``in_recovery=False``, when this instance is not in recovery.
+        Raises :class:`PrimaryNotStopped` after ``stop_timeout``, :class:`ReplayTimeout` after
+        ``replay_timeout`` more; a lost connection to this standby raises like any call."""
+        doing = "wait for the old primary to stop"
+
+        async def row(cur: Any) -> dict[str, Any]:
+            async with asyncio.timeout(self.statement_timeout + 2):
+                await cur.execute(_STREAM_SQL)
+                found = await cur.fetchone()
+            assert found is not None
+            return dict(found)
+
+        async def run() -> FinalPosition:
+            deadline = time.monotonic() + stop_timeout
+            async with self._connect(doing) as conn, conn.cursor(row_factory=dict_row) as cur:
+                while True:
+                    # Only a closed port counts (a stopping instance still accepts connections),
+                    # and a refusal alone proves nothing: this standby must have lost its stream.
+                    if await primary_stopped():
+                        seen = await row(cur)
+                        if not seen["in_recovery"]:
+                            return FinalPosition(False, None, None)
+                        if seen["receiver_status"] != "streaming":
+                            break
+                    if time.monotonic() >= deadline:
+                        raise PrimaryNotStopped(
+                            f"the primary of postgres at {self.endpoint} did not stop within "
+                            f"{stop_timeout:g}s"
+                        )
+                    await asyncio.sleep(poll)
+                received = _lsn_or_none(seen["received"])
+                replayed = _lsn_or_none(seen["replayed"])
+                deadline = time.monotonic() + replay_timeout
+                while received is not None and (replayed is None or replayed < received):
+                    if time.monotonic() >= deadline:
+                        shown = "nothing" if replayed is None else format_lsn(replayed)
+                        raise ReplayTimeout(
+                            f"postgres at {self.endpoint} replayed {shown}, not "
+                            f"{format_lsn(received)}, within {replay_timeout:g}s",
+                            target_lsn=received,
+                            replayed_lsn=replayed,
+                        )
+                    await asyncio.sleep(_REPLAY_POLL_SECONDS)
+                    replayed = _lsn_or_none((await row(cur))["replayed"])
+                return FinalPosition(True, received, replayed)
+
+        return await self._bounded(run(), doing, waits=stop_timeout + replay_timeout)
 
     async def promote(self, wait_seconds: int = 60, *, checkpoint: bool = True) -> PromotionResult:
         """Promote this standby: ``pg_promote(wait => false)``, then ``pg_is_in_recovery()`` on

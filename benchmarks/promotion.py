@@ -337,17 +337,26 @@ async def restart_runs(stack: LocalStack, writer: RowWriter, primary: str, lines
     return primary
 
 
+async def kill_primary_under_writer(
+    stack: LocalStack, body: dict[str, Any]
+) -> tuple[RowWriter, int, float]:
+    """Create ``body``, wait until side a streams to side b, write for 2 s, then crash side a's
+    pod (SIGKILL, held down): the running writer, the old primary's port and the kill's
+    monotonic time."""
+    await stack.apply(body)
+    await stack.wait_for(lambda s: streaming_from("a", s), NAME, timeout=120, what="ready")
+    writer = RowWriter(stack, NAME)
+    await writer.prepare()
+    writer.start()
+    await asyncio.sleep(2.0)
+    old_port = stack.kubelet.port(f"{NAME}-pg-a")
+    await stack.kubelet.kill(f"{NAME}-pg-a")
+    return writer, old_port, time.monotonic()
+
+
 async def failover() -> str:
     async with local_stack([NAME], namespace=NAMESPACE, observe_interval=0.5) as stack:
-        await stack.apply(BODY)
-        await stack.wait_for(lambda s: streaming_from("a", s), NAME, timeout=120, what="ready")
-        writer = RowWriter(stack, NAME)
-        await writer.prepare()
-        writer.start()
-        await asyncio.sleep(2.0)
-        old_port = stack.kubelet.port(f"{NAME}-pg-a")
-        await stack.kubelet.kill(f"{NAME}-pg-a")
-        killed = time.monotonic()
+        writer, old_port, killed = await kill_primary_under_writer(stack, BODY)
         await stack.wait_for(
             lambda s: any(
                 c["type"] == "PrimaryAvailable" and c["status"] == "False"
@@ -400,17 +409,8 @@ async def automatic_failover() -> str:
     and promotes. Issue #16's bound: writable within ``primaryUnavailableSeconds`` + the Lease's
     duration + 2 s of the kill."""
     async with local_stack([NAME], namespace=NAMESPACE, observe_interval=0.5) as stack:
-        await stack.apply(AUTOMATIC_BODY)
-        await stack.wait_for(lambda s: streaming_from("a", s), NAME, timeout=120, what="ready")
-        cluster = parse_cluster(AUTOMATIC_BODY)
-        lease_seconds = cluster.spec.failover.lease_timings.lease_duration
-        writer = RowWriter(stack, NAME)
-        await writer.prepare()
-        writer.start()
-        await asyncio.sleep(2.0)
-        old_port = stack.kubelet.port(f"{NAME}-pg-a")
-        await stack.kubelet.kill(f"{NAME}-pg-a")
-        killed = time.monotonic()
+        lease_seconds = parse_cluster(AUTOMATIC_BODY).spec.failover.lease_timings.lease_duration
+        writer, old_port, killed = await kill_primary_under_writer(stack, AUTOMATIC_BODY)
 
         def promoted(status: dict[str, Any]) -> dict[str, Any] | None:
             promotion: dict[str, Any] = status.get("promotion", {})

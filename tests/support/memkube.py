@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from gocd_ha_operator.kube.apply import KubeApiError
+from gocd_ha_operator.api.credentials import ClusterCredentials
+from gocd_ha_operator.api.spec import GoCDHACluster
+from gocd_ha_operator.controller.reconcile import apply_topology_change
+from gocd_ha_operator.kube.apply import KubeApiError, KubeClient
+from gocd_ha_operator.rules.promotion import Step, topology_before, topology_of
 
 
 class MemoryKube:
@@ -45,6 +49,29 @@ class MemoryKube:
                 live[field] = copy.deepcopy(value)
         self.writes.append(("patch", kind, name))
         return copy.deepcopy(live)
+
+
+def apply_step(
+    kube: MemoryKube,
+    raw: dict[str, Any],
+    cluster: GoCDHACluster,
+    step: Step,
+    *,
+    credentials: ClusterCredentials,
+    operator_image: str = "op:test",
+) -> None:
+    """What promotion step ``step`` applies to ``kube`` (``reconcile.apply_topology_change``:
+    the children whose built form differs between the step before and ``cluster``'s topology)."""
+    apply_topology_change(
+        cast(KubeClient, kube),  # the get/create/patch the apply layer uses
+        raw,
+        cluster,
+        before=topology_before(cluster, step),
+        after=topology_of(cluster),
+        credentials=credentials,
+        operator_image=operator_image,
+        operator_namespace="ops",
+    )
 
 
 class StatusKube:

@@ -18,7 +18,7 @@ from gocd_ha_operator.controller.observe import (
     GoCDObservation,
     compute_status,
 )
-from gocd_ha_operator.controller.reconcile import apply_topology_change, changed_children
+from gocd_ha_operator.controller.reconcile import changed_children
 from gocd_ha_operator.postgres.client import InstanceObservation
 from gocd_ha_operator.rules.promotion import (
     FENCED_STEPS,
@@ -37,7 +37,7 @@ from gocd_ha_operator.rules.promotion import (
 )
 from gocd_ha_operator.rules.topology import Topology
 from tests.support.clusters import CREDENTIALS
-from tests.support.memkube import MemoryKube
+from tests.support.memkube import MemoryKube, apply_step
 
 Body = Callable[..., dict[str, Any]]
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -367,16 +367,7 @@ def test_switching_roles_writes_the_primary_postgres_service_before_anything_els
             child
         )
     raw = body()
-    apply_topology_change(
-        kube,  # type: ignore[arg-type]
-        raw,
-        promoted,
-        before=topology_before(promoted, Step.SWITCHING_ROLES),
-        after=topology_of(promoted),
-        credentials=CREDENTIALS,
-        operator_image="op:test",
-        operator_namespace="ops",
-    )
+    apply_step(kube, raw, promoted, Step.SWITCHING_ROLES, credentials=CREDENTIALS)
     written = [(kind, name) for _, kind, name in kube.writes]
     assert written[0] == ("Service", "ci-pg-primary"), written
     assert set(written) == SWITCHOVER_WRITES[Step.SWITCHING_ROLES]

@@ -24,10 +24,9 @@ from gocd_ha_operator.api.status import ConfigurationStatus, PromotionStatus, Ro
 from gocd_ha_operator.api.versions import image_change_problem
 from gocd_ha_operator.builders import BuildInputs
 from gocd_ha_operator.builders.postgres import build_postgres_statefulset
-from gocd_ha_operator.controller.reconcile import apply_topology_change
 from gocd_ha_operator.postgres import config as pgconfig
 from gocd_ha_operator.postgres.config import loaded_revision, render_postgresql_conf
-from gocd_ha_operator.rules.promotion import Step, topology_before, topology_of
+from gocd_ha_operator.rules.promotion import Step
 from gocd_ha_operator.rules.rollout import (
     ConfigReason,
     InstanceView,
@@ -39,7 +38,7 @@ from gocd_ha_operator.rules.rollout import (
     effective_pins,
 )
 from tests.support.clusters import CREDENTIALS
-from tests.support.memkube import MemoryKube
+from tests.support.memkube import MemoryKube, apply_step
 from tests.support.rollout import IMAGE_CHANGES
 
 NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
@@ -539,15 +538,13 @@ def test_a_promotion_step_writes_the_statefulset_with_its_pin(
     }
     cluster = parse_cluster(raw)
     kube = MemoryKube()
-    apply_topology_change(
-        kube,  # type: ignore[arg-type]
+    apply_step(
+        kube,
         raw,
         cluster,
-        before=topology_before(cluster, Step.REJOINING),
-        after=topology_of(cluster),
+        Step.REJOINING,
         credentials=CREDENTIALS,
         operator_image="registry.example/gocd-ha-operator:test",
-        operator_namespace="ops",
     )
     assert _statefulset_image(kube, "a") == (image, annotations)
 

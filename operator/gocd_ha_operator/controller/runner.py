@@ -145,7 +145,10 @@ class PromotionRunner:
         first_failure: dict[str, float] = {}
         delay = RETRY_FIRST_SECONDS
         body: dict[str, Any] | None = None
-        if start is not None:
+        if start is not None and self.writer.unchanged_since(start[1]):
+            # Otherwise a status write of this process came after that read — the last runner
+            # may have recorded further steps, or the end, while it was in flight — and acting
+            # on it would repeat a step long done: the loop reads the resource first.
             body, self._last = start[0], start
         while True:
             # After a step, the body its record returned is current (only this process writes
@@ -292,8 +295,10 @@ class PromotionRunner:
         # writers' gap (issue #16); a restart repeats the step, which finds it moved.
         old, new = self.sides(cluster)
         roles = (new, old) if following == Step.SWITCHING_ROLES else None
-        body, _ = await self.record(cluster, roles=roles, **carried, step=following)
+        body, status = await self.record(cluster, roles=roles, **carried, step=following)
         self.config.kube.check_may_write()  # the record may have written nothing (not ours)
+        if not self._same_promotion(cluster, status):
+            return body  # ended meanwhile (not by this runner): nothing recorded, no Event
         post_event(
             body, "Normal", f"Promotion{following}", self._describe(following, promotion.type)
         )
@@ -332,7 +337,8 @@ class PromotionRunner:
         finish: bool = False,
     ) -> tuple[dict[str, Any], list[cond.Transition], bool]:
         """Set the ``Promoting`` condition (and optionally finish the promotion into history);
-        returns the body, the transitions and whether the reason or message changed."""
+        returns the body, the transitions and whether the reason or message changed (never when
+        the promotion in status is no longer this one: then nothing is written)."""
         transitions: list[cond.Transition] = []
         changed = False
 
@@ -721,7 +727,7 @@ class PromotionRunner:
         promotion = cluster.status.promotion
         now = self.config.clock()
         message = f"side {promotion.to_side} is primary"
-        body, _, _ = await self.set_promoting(
+        body, _, ended_here = await self.set_promoting(
             cluster,
             "False",
             "Promoted",
@@ -733,6 +739,8 @@ class PromotionRunner:
             },
             finish=True,
         )
+        if not ended_here:
+            return  # it had ended already (another runner's record): its Event is posted
         rpo = promotion.rpo_bytes if promotion.rpo_bytes is not None else "unknown"
         post_event(
             body,

@@ -196,6 +196,11 @@ class StatusWriter:
         in flight (see ``update``)."""
         return self.state.status_writes
 
+    def unchanged_since(self, writes: int) -> bool:
+        """Whether this process has written no status since :attr:`writes` was ``writes`` (and
+        none is in flight): a body read then still holds what this process wrote."""
+        return writes == self.state.status_writes and writes % 2 == 0
+
     async def fetch(self) -> dict[str, Any] | None:
         body: dict[str, Any] | None = await asyncio.to_thread(
             self.config.kube.get, API_VERSION, KIND, self.ref.namespace, self.ref.name
@@ -214,8 +219,7 @@ class StatusWriter:
         writes the supervisor's fields, so they are current; what others change — annotations,
         the spec — is picked up by the next call)."""
         async with self.state.status_lock:
-            writes = self.state.status_writes
-            if read is not None and read[0] is not None and read[1] == writes and writes % 2 == 0:
+            if read is not None and read[0] is not None and self.unchanged_since(read[1]):
                 body: dict[str, Any] | None = read[0]
             else:
                 body = await self.fetch()

@@ -644,27 +644,45 @@ class PostgresClient:
         doing = "wait for replay"
 
         async def run() -> int:
-            replayed: int | None = None
             async with self._connect(doing) as conn, conn.cursor() as cur:
                 target = lsn if isinstance(lsn, int) else await lsn
-                while True:
+
+                async def replayed_now() -> int | None:
                     async with asyncio.timeout(self.statement_timeout + 2):
                         await cur.execute("SELECT pg_last_wal_replay_lsn()::text")
                         row = await cur.fetchone()
-                    replayed = _lsn_or_none(None if row is None else row[0])
-                    if replayed is not None and replayed >= target:
-                        return replayed
-                    if time.monotonic() >= deadline:
-                        shown = "nothing" if replayed is None else format_lsn(replayed)
-                        raise ReplayTimeout(
-                            f"postgres at {self.endpoint} replayed {shown}, not "
-                            f"{format_lsn(target)}, within {timeout:g}s",
-                            target_lsn=target,
-                            replayed_lsn=replayed,
-                        )
-                    await asyncio.sleep(_REPLAY_POLL_SECONDS)
+                    return _lsn_or_none(None if row is None else row[0])
+
+                return await self._replayed_to(
+                    target, await replayed_now(), replayed_now, deadline=deadline, timeout=timeout
+                )
 
         return await self._bounded(run(), doing, waits=timeout)
+
+    async def _replayed_to(
+        self,
+        target: int,
+        replayed: int | None,
+        replayed_now: Callable[[], Awaitable[int | None]],
+        *,
+        deadline: float,
+        timeout: float,
+    ) -> int:
+        """From ``replayed`` (a position just read), ``replayed_now()`` every 20 ms until this
+        standby has replayed ``target``; returns the position then. Raises :class:`ReplayTimeout`
+        at ``deadline`` (monotonic; ``timeout`` is the wait it ends, for the message)."""
+        while replayed is None or replayed < target:
+            if time.monotonic() >= deadline:
+                shown = "nothing" if replayed is None else format_lsn(replayed)
+                raise ReplayTimeout(
+                    f"postgres at {self.endpoint} replayed {shown}, not "
+                    f"{format_lsn(target)}, within {timeout:g}s",
+                    target_lsn=target,
+                    replayed_lsn=replayed,
+                )
+            await asyncio.sleep(_REPLAY_POLL_SECONDS)
+            replayed = await replayed_now()
+        return replayed
 
     async def replay_when_primary_stopped(
         self,
@@ -713,18 +731,18 @@ class PostgresClient:
                     await asyncio.sleep(poll)
                 received = _lsn_or_none(seen["received"])
                 replayed = _lsn_or_none(seen["replayed"])
-                deadline = time.monotonic() + replay_timeout
-                while received is not None and (replayed is None or replayed < received):
-                    if time.monotonic() >= deadline:
-                        shown = "nothing" if replayed is None else format_lsn(replayed)
-                        raise ReplayTimeout(
-                            f"postgres at {self.endpoint} replayed {shown}, not "
-                            f"{format_lsn(received)}, within {replay_timeout:g}s",
-                            target_lsn=received,
-                            replayed_lsn=replayed,
-                        )
-                    await asyncio.sleep(_REPLAY_POLL_SECONDS)
-                    replayed = _lsn_or_none((await row(cur))["replayed"])
+                if received is not None:
+
+                    async def replayed_now() -> int | None:
+                        return _lsn_or_none((await row(cur))["replayed"])
+
+                    replayed = await self._replayed_to(
+                        received,
+                        replayed,
+                        replayed_now,
+                        deadline=time.monotonic() + replay_timeout,
+                        timeout=replay_timeout,
+                    )
                 return FinalPosition(True, received, replayed)
 
         return await self._bounded(run(), doing, waits=stop_timeout + replay_timeout)
